@@ -1,0 +1,185 @@
+"""Neuron dynamics as pure functions with explicit state.
+
+``run(spec, x, state, params)`` runs a whole sequence ``(T, B, ...)``; ``step`` advances
+one time step ``(B, ...)``. Each registered neuron also gets two named shortcuts, e.g.
+``lif(x, state=None, **kw) -> (z, state)`` and ``lif_step(x_t, state=None, **kw)``,
+where ``kw`` holds the spec's options, its parameters and ``surrogate``/``backend``.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from . import kernels
+from .neurons import REGISTRY, NeuronSpec
+from .surrogate import ATan, Surrogate, spike
+
+__all__ = ["run", "step", "make_params", "rest_state", "set_validation", "split_kwargs", "DEFAULT_SURROGATE"]
+
+DEFAULT_SURROGATE = ATan()
+_VALIDATE = {"on": True}
+
+
+def set_validation(on: bool) -> None:
+    """Turn the per-call input checks (finite values, positive time constants) on or off."""
+    _VALIDATE["on"] = bool(on)
+
+
+def _check_input(x, name: str, min_rank: int) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}; convert it with .float()")
+    if x.dim() < min_rank:
+        shape = "(T, B, ...)" if min_rank == 2 else "(B, ...)"
+        raise ValueError(f"{name} must have shape {shape} (at least {min_rank} dims), got shape {tuple(x.shape)}")
+    if _VALIDATE["on"] and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+def make_params(spec: type[NeuronSpec] | NeuronSpec, values: dict | None = None, *,
+                features=None, dtype=None, device=None) -> tuple:
+    """The spec's ``Params`` tuple: ``values`` override the defaults; each entry is a
+    scalar or a tensor that broadcasts to the neuron ``features`` shape."""
+    values = dict(values or {})
+    unknown = set(values) - set(spec.params)
+    if unknown:
+        raise TypeError(f"{_name(spec)} has no parameter(s) {sorted(unknown)}; expected some of {list(spec.params)}")
+    out = []
+    for name, p in spec.params.items():
+        v = values.get(name, p.default)
+        t = v if isinstance(v, Tensor) else torch.as_tensor(v, dtype=dtype or torch.get_default_dtype())
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        if device is not None:
+            t = t.to(device)
+        _check_param(spec, name, p, t, features)
+        out.append(t)
+    return spec.Params()(*out)
+
+
+def _check_param(spec, name, p, t: Tensor, features) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{_name(spec)} parameter {name} must be floating point, got {t.dtype}")
+    if features is not None:
+        try:
+            ok = torch.broadcast_shapes(t.shape, tuple(features)) == tuple(features)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{_name(spec)} parameter {name} has shape {tuple(t.shape)}, which does not broadcast "
+                             f"to the neuron shape {tuple(features)}")
+    if _VALIDATE["on"]:
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{_name(spec)} parameter {name} must be finite, got {_show(t)}")
+        if p.positive and not bool((t > 0).all()):
+            raise ValueError(f"{_name(spec)} parameter {name} must be > 0, got {_show(t)}")
+
+
+def rest_state(spec: NeuronSpec, params: tuple, like: Tensor) -> tuple:
+    """The resting state, one tensor of ``like``'s shape per state variable."""
+    out = []
+    for r in spec.rest(params):
+        t = torch.as_tensor(r, dtype=like.dtype, device=like.device)
+        out.append(t.expand(like.shape).clone())
+    return spec.State()(*out)
+
+
+def _check_state(spec, state, shape) -> tuple:
+    if len(state) != len(spec.state):
+        raise ValueError(f"state must hold {len(spec.state)} tensors {spec.state}, got {len(state)}")
+    for name, s in zip(spec.state, state):
+        if not isinstance(s, Tensor) or tuple(s.shape) != tuple(shape):
+            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+            raise ValueError(f"state.{name} must have shape {tuple(shape)}, got {got}")
+    return spec.State()(*state)
+
+
+def _prepare(spec, x, state, params, surrogate, min_rank):
+    if not isinstance(spec, NeuronSpec):
+        raise TypeError(f"spec must be a NeuronSpec instance, got {spec!r}")
+    surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate
+    if not isinstance(surrogate, Surrogate):
+        raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
+    _check_input(x, "x", min_rank)
+    features = x.shape[min_rank:]
+    if isinstance(params, dict) or params is None:
+        params = make_params(spec, params, features=features, dtype=x.dtype, device=x.device)
+    else:
+        params = make_params(spec, dict(zip(spec.params, params)), features=features, dtype=x.dtype,
+                             device=x.device)
+    like = x[0] if min_rank == 2 else x
+    state = rest_state(spec, params, like) if state is None else _check_state(spec, state, like.shape)
+    return surrogate, state, params
+
+
+def run(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Surrogate | None = None,
+        backend: str | None = None, record: bool = False):
+    """Run ``spec`` over a sequence ``x`` of shape (T, B, ...).
+
+    Returns ``(z, state, trace, backend_name)``: outputs (T, B, ...), the final state,
+    the per-step states (a ``State`` of (T, B, ...) tensors, or ``None`` unless
+    ``record``) and the name of the backend that ran.
+    """
+    surrogate, state, params = _prepare(spec, x, state, params, surrogate, 2)
+    b = kernels.select(backend, spec, surrogate, x)
+    z, s, trace = b.run(spec, surrogate, x, state, params, record)
+    State = spec.State()
+    return z, State(*s), (State(*trace) if trace is not None else None), b.name
+
+
+def step(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Surrogate | None = None):
+    """Advance ``spec`` by one step on ``x`` of shape (B, ...). Returns ``(z, state)``."""
+    surrogate, state, params = _prepare(spec, x, state, params, surrogate, 1)
+    z, s = spec.step(x, tuple(state), params, partial(spike, surrogate=surrogate))
+    return z, spec.State()(*s)
+
+
+def split_kwargs(spec_cls: type[NeuronSpec], kw: dict) -> tuple[dict, dict, dict]:
+    """Split keyword arguments into (spec options, parameter values, ``learn_<name>`` flags)."""
+    options, values, learn = {}, {}, {}
+    for k, v in kw.items():
+        if k in spec_cls.params:
+            values[k] = v
+        elif k.startswith("learn_") and k[6:] in spec_cls.params:
+            learn[k[6:]] = bool(v)
+        elif k in spec_cls.options():
+            options[k] = v
+        else:
+            raise TypeError(f"{spec_cls.__name__} got an unexpected argument {k!r}; options: "
+                            f"{list(spec_cls.options())}, parameters: {list(spec_cls.params)}")
+    return options, values, learn
+
+
+def _shortcuts(spec_cls):
+    def seq(x, state=None, *, surrogate=None, backend=None, **kw):
+        options, values, _ = split_kwargs(spec_cls, kw)
+        z, s, _, _ = run(spec_cls(**options), x, state, values, surrogate=surrogate, backend=backend)
+        return z, s
+
+    def one(x, state=None, *, surrogate=None, **kw):
+        options, values, _ = split_kwargs(spec_cls, kw)
+        return step(spec_cls(**options), x, state, values, surrogate=surrogate)
+
+    name = spec_cls.__name__.lower()
+    seq.__name__, one.__name__ = name, name + "_step"
+    seq.__doc__ = f"Run {spec_cls.__name__} over (T, B, ...); returns (z, state).\n\n{spec_cls.__doc__}"
+    one.__doc__ = f"One {spec_cls.__name__} step on (B, ...); returns (z, state)."
+    return seq, one
+
+
+def _name(spec) -> str:
+    return spec.__name__ if isinstance(spec, type) else type(spec).__name__
+
+
+def _show(t: Tensor) -> str:
+    return repr(t.item()) if t.numel() == 1 else f"a tensor with min {t.min().item():.4g}"
+
+
+for _cls in REGISTRY.values():
+    for _f in _shortcuts(_cls):
+        globals()[_f.__name__] = _f
+        __all__.append(_f.__name__)
+del _cls, _f

@@ -1,0 +1,83 @@
+"""Backends that run a neuron spec over time, and the explicit choice between them.
+
+``backends()`` lists every backend with ``None`` (available) or the reason it is not.
+The backend is chosen by argument, else by ``SPIKEFORGE_BACKEND``, else automatically
+(fused when it can run the spec, reference otherwise). A forced backend that cannot run
+raises; an automatic fallback is logged once with its reason — never silent.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+import torch
+
+from .reference import Reference
+
+__all__ = ["backends", "select", "BackendError", "NAMES"]
+
+log = logging.getLogger("spikeforge")
+
+NAMES = ("reference", "cpu", "triton")
+_MODULES = {"cpu": ".cpu", "triton": ".triton"}
+_CACHE: dict = {"reference": Reference()}
+_WARNED: set = set()
+
+
+class BackendError(RuntimeError):
+    """A backend that was asked for cannot run."""
+
+
+def _get(name: str):
+    """The backend object, or a string saying why it could not be loaded."""
+    if name not in _CACHE:
+        try:
+            _CACHE[name] = importlib.import_module(_MODULES[name], __name__).BACKEND
+        except Exception as e:  # report any import problem as the reason
+            _CACHE[name] = f"cannot be loaded: {type(e).__name__}: {e}"
+    return _CACHE[name]
+
+
+def backends(device="cpu", dtype=torch.float32) -> dict[str, str | None]:
+    """Every backend name mapped to ``None`` if usable on ``device``/``dtype``, else the reason."""
+    out = {}
+    for name in NAMES:
+        b = _get(name)
+        out[name] = b if isinstance(b, str) else b.unavailable_reason(torch.device(device), dtype)
+    return out
+
+
+def _check_name(name: str, origin: str) -> str:
+    if name not in NAMES:
+        raise ValueError(f"{origin} must be one of {', '.join(NAMES)}, got {name!r}")
+    return name
+
+
+def _why_not(name, spec, surrogate, x):
+    b = _get(name)
+    if isinstance(b, str):
+        return b, None
+    reason = b.unavailable_reason(x.device, x.dtype) or b.support_reason(spec, surrogate, x.dtype)
+    return reason, b
+
+
+def select(requested: str | None, spec, surrogate, x):
+    """The backend object that will run ``spec`` on ``x``."""
+    if requested is None and os.environ.get("SPIKEFORGE_BACKEND"):
+        requested = _check_name(os.environ["SPIKEFORGE_BACKEND"], "SPIKEFORGE_BACKEND")
+    if requested is not None:
+        _check_name(requested, "backend")
+        reason, b = _why_not(requested, spec, surrogate, x)
+        if reason:
+            raise BackendError(f"backend {requested!r} cannot run {spec.key()} with {surrogate!r}: {reason}")
+        return b
+    first = "triton" if x.device.type == "cuda" else "cpu"
+    reason, b = _why_not(first, spec, surrogate, x)
+    if not reason:
+        return b
+    key = (first, reason)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("spikeforge: using the reference backend: %s backend %s", first, reason)
+    return _get("reference")

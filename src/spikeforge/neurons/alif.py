@@ -1,0 +1,45 @@
+"""Adaptive LIF: a spike-triggered adaptation variable raises the threshold.
+
+This is the LSNN neuron of Bellec et al. (2018), the memory mechanism used in place of
+LSTM cells on Loihi.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
+
+
+@register_neuron
+@dataclass(frozen=True)
+class ALIF(NeuronSpec):
+    """``h = v + dt/tau * (v_leak - v + r * x)``; threshold ``b = v_threshold + beta * a``;
+    ``z = H(h - b)``; membrane reset (SOFT subtracts ``b``);
+    ``a = a + dt/tau_adapt * (-a) + z``."""
+
+    reset: Reset = Reset.SOFT
+    detach_reset: bool = False
+    dt: float = 1.0
+
+    state = ("v", "a")
+    params = {
+        "tau": Param(20.0, "time", positive=True),
+        "tau_adapt": Param(200.0, "time", positive=True),
+        "beta": Param(0.2, "potential"),
+        "v_leak": Param(0.0, "potential"),
+        "r": Param(1.0, "resistance"),
+        "v_threshold": Param(1.0, "potential"),
+        "v_reset": Param(0.0, "potential"),
+    }
+
+    def step(self, x, s, p, fire):
+        v, a = s
+        h = v + self.dt / p.tau * (p.v_leak - v + p.r * x)
+        b = p.v_threshold + p.beta * a
+        z = fire(h - b)
+        v = reset_membrane(h, z, b, p.v_reset, self.reset, self.detach_reset)
+        a = a - self.dt / p.tau_adapt * a + z
+        return z, (v, a)
+
+    def rest(self, p):
+        return (p.v_leak, 0.0)

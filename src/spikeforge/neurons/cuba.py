@@ -1,0 +1,40 @@
+"""Current-based LIF: a synaptic current low-pass filters the input and drives the membrane.
+
+Maps onto NIR's ``CubaLIF`` node (with ``w_in = 1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
+
+
+@register_neuron
+@dataclass(frozen=True)
+class CubaLIF(NeuronSpec):
+    """``i = i + dt/tau_syn * (x - i)``; ``h = v + dt/tau_mem * (v_leak - v + r * i)``;
+    ``z = H(h - v_threshold)``; reset as in LIF."""
+
+    reset: Reset = Reset.HARD
+    detach_reset: bool = False
+    dt: float = 1.0
+
+    state = ("i", "v")
+    params = {
+        "tau_syn": Param(5.0, "time", positive=True),
+        "tau_mem": Param(10.0, "time", positive=True),
+        "v_leak": Param(0.0, "potential"),
+        "r": Param(1.0, "resistance"),
+        "v_threshold": Param(1.0, "potential"),
+        "v_reset": Param(0.0, "potential"),
+    }
+
+    def step(self, x, s, p, fire):
+        i, v = s
+        i = i + self.dt / p.tau_syn * (x - i)
+        h = v + self.dt / p.tau_mem * (p.v_leak - v + p.r * i)
+        z = fire(h - p.v_threshold)
+        return z, (i, reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset))
+
+    def rest(self, p):
+        return (0.0, p.v_leak)
