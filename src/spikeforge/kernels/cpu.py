@@ -1,0 +1,201 @@
+"""The fused CPU backend: C printed from the traced step, compiled once, cached on disk.
+
+Kernels are plain C on raw pointers (no torch headers), compiled with the system C
+compiler (``$CC``, else ``cc``/``gcc``) with OpenMP, and loaded with ctypes. The cache
+directory is ``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge``; a kernel's file name is a
+hash of its source, flags and compiler, so a changed definition recompiles by itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from . import csource
+from .trace import UnsupportedGraph, prune_outputs, trace
+
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
+_DTYPES = (torch.float32, torch.float64)
+_LOCK = threading.Lock()
+
+
+def compiler() -> str | None:
+    for cc in (os.environ.get("CC"), "cc", "gcc"):
+        if cc and shutil.which(cc):
+            return shutil.which(cc)
+    return None
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("SPIKEFORGE_CACHE") or Path.home() / ".cache" / "spikeforge")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@lru_cache(maxsize=None)
+def _compiler_id(cc: str) -> str:
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True)
+    return out.stdout.splitlines()[0] if out.stdout else cc
+
+
+def build(src: str) -> ctypes.CDLL:
+    """Compile ``src`` (or reuse the cached library) and load it."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found: install gcc or set CC")
+    h = hashlib.sha256("\n".join([src, " ".join(FLAGS), _compiler_id(cc), os.uname().machine]).encode())
+    so = cache_dir() / f"sf_{h.hexdigest()[:20]}.so"
+    with _LOCK:
+        if not so.exists():
+            with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
+                c = Path(tmp) / "k.c"
+                c.write_text(src)
+                r = subprocess.run([cc, *FLAGS, str(c), "-o", str(Path(tmp) / "k.so"), "-lm"],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise RuntimeError(f"compiling a generated kernel failed:\n{r.stderr[-2000:]}")
+                os.replace(Path(tmp) / "k.so", so)
+        return ctypes.CDLL(str(so))
+
+
+class Kernel:
+    """The compiled forward/backward pair for one spec, surrogate, dtype, parameter layout
+    and set of wanted gradients."""
+
+    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], keep: tuple[bool, ...]):
+        self.tr = trace(spec, surrogate, dtype)
+        self.layout, self.keep = layout, keep
+        graph = prune_outputs(self.tr.backward, keep)
+        ph = [n for n in graph.nodes if n.op == "placeholder"]
+        self.reads_x = len(ph[0].users) > 0
+        self.reads_state = tuple(len(n.users) > 0 for n in ph[1: 1 + self.tr.n_state])
+        self.lib = build(csource.source(self.tr, layout, keep))
+        for fn in (self.lib.sf_forward, self.lib.sf_backward):
+            fn.restype = None
+
+
+@lru_cache(maxsize=None)
+def kernel(spec, surrogate, dtype, layout, keep) -> Kernel:
+    return Kernel(spec, surrogate, dtype, layout, keep)
+
+
+def _ptr(t):
+    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def _ptrs(ts):
+    return (ctypes.c_void_p * max(1, len(ts)))(*[t.data_ptr() if t is not None else 0 for t in ts])
+
+
+def _flat_params(params, features):
+    """Each parameter as a 1-element tensor or a contiguous per-neuron vector of length N."""
+    n = 1
+    for f in features:
+        n *= f
+    return [p.reshape(1) if p.numel() == 1 else p.expand(features).reshape(n).contiguous() for p in params]
+
+
+def _dims(x):
+    T, B = x.shape[0], x.shape[1]
+    return T, B, x[0, 0].numel()
+
+
+def forward(k: Kernel, x, state, params, save: tuple[bool, ...]):
+    """Run forward; returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
+    T, B, N = _dims(x)
+    z = torch.empty_like(x)
+    final = [s.contiguous().clone() for s in state]
+    saved = [torch.empty_like(x) if w else None for w in save]
+    k.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), ctypes.c_int(torch.get_num_threads()),
+                     _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
+    return z, final, saved
+
+
+class _Fused(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, surrogate, record, x, *tensors):
+        ns = len(spec.state)
+        state, params = tensors[:ns], tensors[ns:]
+        need = ctx.needs_input_grad[4:]
+        layout = tuple(p.numel() > 1 for p in params)
+        keep = (ctx.needs_input_grad[3], *([True] * ns), *need[ns:])
+        k = kernel(spec, surrogate, x.dtype, layout, keep)
+        save = tuple(r or record for r in k.reads_state)
+        z, final, saved = forward(k, x, state, params, save)
+        ctx.k, ctx.ns = k, ns
+        ctx.save_for_backward(x if k.reads_x else None, *state, *params, *saved)
+        trace_out = tuple(saved) if record else ()
+        ctx.mark_non_differentiable(*trace_out)
+        return (z, *final, *trace_out)
+
+    @staticmethod
+    def backward(ctx, gz, *grads):
+        k, ns = ctx.k, ctx.ns
+        st = ctx.saved_tensors
+        x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + len(k.layout)], st[1 + ns + len(k.layout):]
+        T, B, N = _dims(gz)
+        gstate = [g.contiguous().clone() for g in grads[:ns]]
+        gx = torch.empty_like(gz) if k.keep[0] else None
+        gp = [torch.empty(B * N, dtype=gz.dtype) if k.keep[1 + ns + i] else None for i in range(len(params))]
+        k.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
+                          ctypes.c_int(torch.get_num_threads()), _ptr(x), _ptrs(state), _ptrs(saved),
+                          _ptrs(params), _ptr(gz.contiguous()), _ptrs(gstate), _ptr(gx), _ptrs(gp))
+        gparams = [None if g is None else (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1))
+                   for g, p in zip(gp, params)]
+        return (None, None, None, gx, *gstate, *gparams)
+
+
+class CPU:
+    name = "cpu"
+    description = "fused C kernels generated from the neuron definition (OpenMP + SIMD)"
+
+    def unavailable_reason(self, device, dtype):
+        if device.type != "cpu":
+            return f"runs on CPU tensors only, got device {device}"
+        if dtype not in _DTYPES:
+            return f"supports float32 and float64, got {dtype}"
+        if compiler() is None:
+            return "no C compiler found (install gcc or set CC)"
+        return None
+
+    def support_reason(self, spec, surrogate, dtype):
+        return _support_reason(spec, surrogate, dtype)
+
+    def run(self, spec, surrogate, x, state, params, record):
+        x = x.contiguous()
+        features = x.shape[2:]
+        flat = _flat_params(params, features)
+        state = [s.contiguous() for s in state]
+        ns = len(state)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *flat)):
+            out = _Fused.apply(spec, surrogate, record, x, *state, *flat)
+            z, final, rec = out[0], out[1: 1 + ns], out[1 + ns:]
+        else:
+            k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat),
+                       (False,) * (1 + ns + len(flat)))
+            z, final, rec = forward(k, x, state, flat, (record,) * ns)
+        return z, tuple(final), (tuple(rec) if record else None)
+
+
+@lru_cache(maxsize=None)
+def _support_reason(spec, surrogate, dtype):
+    """None if the C printer can emit the spec's step and its backward, else why not."""
+    try:
+        tr = trace(spec, surrogate, dtype)
+        target = csource.c_target(dtype)
+        csource.forward_source(tr, (False,) * tr.n_params, target)
+        csource.backward_source(tr, (False,) * tr.n_params, (True,) * (1 + tr.n_state + tr.n_params), target)
+    except UnsupportedGraph as e:
+        return str(e)
+    return None
+
+
+BACKEND = CPU()

@@ -1,0 +1,126 @@
+"""Print a traced scalar ATen graph as straight-line code, given a table of op templates.
+
+One walker serves every target language; a target supplies ``OpTable`` entries (a
+format string per ATen overload) and how to write a constant. An op missing from the
+table raises ``UnsupportedGraph`` naming it, and the caller reports it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .trace import UnsupportedGraph
+
+aten = torch.ops.aten
+
+# Shared by every target: ops that are the identity on a scalar.
+IDENTITY = {aten.detach.default, aten.alias.default, aten.clone.default, aten.expand.default,
+            aten.view.default, aten.lift_fresh_copy.default}
+
+# Templates over positional args {0}, {1}, ...; "{k:name}" reads a keyword argument.
+COMMON = {
+    aten.add.Tensor: "({0} + {1})", aten.add.Scalar: "({0} + {1})",
+    aten.sub.Tensor: "({0} - {1})", aten.sub.Scalar: "({0} - {1})",
+    aten.rsub.Scalar: "({1} - {0})", aten.rsub.Tensor: "({1} - {0})",
+    aten.mul.Tensor: "({0} * {1})", aten.mul.Scalar: "({0} * {1})",
+    aten.div.Tensor: "({0} / {1})", aten.div.Scalar: "({0} / {1})",
+    aten.neg.default: "(-{0})",
+    aten.ge.Scalar: "({0} >= {1})", aten.ge.Tensor: "({0} >= {1})",
+    aten.gt.Scalar: "({0} > {1})", aten.gt.Tensor: "({0} > {1})",
+    aten.le.Scalar: "({0} <= {1})", aten.le.Tensor: "({0} <= {1})",
+    aten.lt.Scalar: "({0} < {1})", aten.lt.Tensor: "({0} < {1})",
+    aten.eq.Scalar: "({0} == {1})", aten.eq.Tensor: "({0} == {1})",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A language: op templates, scalar constants, the declaration of one value."""
+
+    ops: dict
+    const: Callable[[float, torch.dtype], str]
+    declare: Callable[[str, str, torch.dtype], str]
+    typename: Callable[[torch.dtype], str]
+
+
+def _fmt_arg(a, env, target, dtype):
+    if isinstance(a, torch.fx.Node):
+        return env[a.name]
+    if isinstance(a, bool):
+        return "1" if a else "0"
+    if isinstance(a, (int, float)):
+        return target.const(float(a), dtype)
+    raise UnsupportedGraph(f"argument {a!r} of type {type(a).__name__} cannot be printed")
+
+
+def _val_dtype(n: torch.fx.Node, default):
+    v = n.meta.get("val")
+    return v.dtype if isinstance(v, torch.Tensor) else default
+
+
+def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype: torch.dtype,
+         prefix: str = "n_") -> tuple[list[str], list[str | None]]:
+    """Lines computing every node, and the expressions of the graph's outputs.
+
+    ``inputs[i]`` is the expression for the i-th placeholder (``None`` if unused)."""
+    env, lines = {}, []
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for n, expr in zip(placeholders, inputs):
+        env[n.name] = expr if expr is not None else "<unused>"
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            outs = [env[o.name] if isinstance(o, torch.fx.Node) else None for o in n.args[0]]
+            return lines, outs
+        if n.op != "call_function":
+            raise UnsupportedGraph(f"graph node {n.op} {n.target} cannot be printed")
+        expr = _expr(n, env, target, dtype)
+        name = f"{prefix}{n.name}"
+        lines.append(target.declare(name, expr, _val_dtype(n, dtype)))
+        env[n.name] = name
+    raise UnsupportedGraph("graph has no output")
+
+
+def _expr(n, env, target, dtype) -> str:
+    op = n.target
+    if op in IDENTITY:
+        return env[n.args[0].name]
+    if op is aten._to_copy.default:
+        to = n.kwargs.get("dtype", dtype)
+        return target.ops["cast"].format(env[n.args[0].name], t=target.typename(to))
+    if op in (aten.full_like.default, aten.zeros_like.default, aten.ones_like.default):
+        value = {aten.zeros_like.default: 0.0, aten.ones_like.default: 1.0}.get(op)
+        return target.const(float(n.args[1]) if value is None else value, dtype)
+    if op in (aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default):
+        return _clamp(n, env, target, dtype)
+    if op is aten.pow.Tensor_Scalar and n.args[1] == 2:
+        x = env[n.args[0].name]
+        return f"({x} * {x})"
+    template = target.ops.get(op)
+    if template is None:
+        raise UnsupportedGraph(f"operation {op} is not supported by the kernel printer")
+    args = [_fmt_arg(a, env, target, dtype) for a in n.args]
+    return template.format(*args)
+
+
+def _clamp(n, env, target, dtype) -> str:
+    x = env[n.args[0].name]
+    lo, hi = (n.args[1:] + (None, None))[:2]
+    if n.target is aten.clamp_max.default:
+        lo, hi = None, n.args[1]
+    if lo is not None:
+        x = target.ops["max"].format(x, _fmt_arg(lo, env, target, dtype))
+    if hi is not None:
+        x = target.ops["min"].format(x, _fmt_arg(hi, env, target, dtype))
+    return x
+
+
+def c_const(v: float, dtype) -> str:
+    if math.isinf(v):
+        return "(-INFINITY)" if v < 0 else "INFINITY"
+    s = repr(float(v))
+    return f"{s}f" if dtype == torch.float32 else s
