@@ -16,3 +16,7 @@ def reset(net: _nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, nn.Neuron):
             m.reset()
+from . import encoding as encoding
+from . import losses as losses
+from . import monitor as monitor
+from .allocator import tune_allocator as tune_allocator

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import csource
-from .trace import UnsupportedGraph, prune_outputs, trace
+from .trace import UnsupportedGraph, trace
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
 _DTYPES = (torch.float32, torch.float64)
@@ -67,24 +67,22 @@ def build(src: str) -> ctypes.CDLL:
 
 
 class Kernel:
-    """The compiled forward/backward pair for one spec, surrogate, dtype, parameter layout
-    and set of wanted gradients."""
+    """The compiled forward/backward pair for one spec, surrogate, dtype and parameter
+    layout (which parameters are per-neuron vectors rather than scalars)."""
 
-    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], keep: tuple[bool, ...]):
+    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...]):
         self.tr = trace(spec, surrogate, dtype)
-        self.layout, self.keep = layout, keep
-        graph = prune_outputs(self.tr.backward, keep)
-        ph = [n for n in graph.nodes if n.op == "placeholder"]
-        self.reads_x = len(ph[0].users) > 0
-        self.reads_state = tuple(len(n.users) > 0 for n in ph[1: 1 + self.tr.n_state])
-        self.lib = build(csource.source(self.tr, layout, keep))
+        self.layout = layout
+        reads = self.tr.backward_reads()
+        self.reads_x, self.reads_state = reads[0], reads[1: 1 + self.tr.n_state]
+        self.lib = build(csource.source(self.tr, layout))
         for fn in (self.lib.sf_forward, self.lib.sf_backward):
             fn.restype = None
 
 
 @lru_cache(maxsize=None)
-def kernel(spec, surrogate, dtype, layout, keep) -> Kernel:
-    return Kernel(spec, surrogate, dtype, layout, keep)
+def kernel(spec, surrogate, dtype, layout) -> Kernel:
+    return Kernel(spec, surrogate, dtype, layout)
 
 
 def _ptr(t):
@@ -124,10 +122,7 @@ class _Fused(torch.autograd.Function):
     def forward(ctx, spec, surrogate, record, x, *tensors):
         ns = len(spec.state)
         state, params = tensors[:ns], tensors[ns:]
-        need = ctx.needs_input_grad[4:]
-        layout = tuple(p.numel() > 1 for p in params)
-        keep = (ctx.needs_input_grad[3], *([True] * ns), *need[ns:])
-        k = kernel(spec, surrogate, x.dtype, layout, keep)
+        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params))
         save = tuple(r or record for r in k.reads_state)
         z, final, saved = forward(k, x, state, params, save)
         ctx.k, ctx.ns = k, ns
@@ -143,13 +138,14 @@ class _Fused(torch.autograd.Function):
         x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + len(k.layout)], st[1 + ns + len(k.layout):]
         T, B, N = _dims(gz)
         gstate = [g.contiguous().clone() for g in grads[:ns]]
-        gx = torch.empty_like(gz) if k.keep[0] else None
-        gp = [torch.empty(B * N, dtype=gz.dtype) if k.keep[1 + ns + i] else None for i in range(len(params))]
+        gx = torch.empty_like(gz)
+        gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
         k.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
                           ctypes.c_int(torch.get_num_threads()), _ptr(x), _ptrs(state), _ptrs(saved),
                           _ptrs(params), _ptr(gz.contiguous()), _ptrs(gstate), _ptr(gx), _ptrs(gp))
-        gparams = [None if g is None else (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1))
-                   for g, p in zip(gp, params)]
+        need = ctx.needs_input_grad[4 + ns:]
+        gparams = [None if not w else (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1))
+                   for g, p, w in zip(gp, params, need)]
         return (None, None, None, gx, *gstate, *gparams)
 
 
@@ -179,8 +175,7 @@ class CPU:
             out = _Fused.apply(spec, surrogate, record, x, *state, *flat)
             z, final, rec = out[0], out[1: 1 + ns], out[1 + ns:]
         else:
-            k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat),
-                       (False,) * (1 + ns + len(flat)))
+            k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat))
             z, final, rec = forward(k, x, state, flat, (record,) * ns)
         return z, tuple(final), (tuple(rec) if record else None)
 
@@ -192,7 +187,7 @@ def _support_reason(spec, surrogate, dtype):
         tr = trace(spec, surrogate, dtype)
         target = csource.c_target(dtype)
         csource.forward_source(tr, (False,) * tr.n_params, target)
-        csource.backward_source(tr, (False,) * tr.n_params, (True,) * (1 + tr.n_state + tr.n_params), target)
+        csource.backward_source(tr, (False,) * tr.n_params, target)
     except UnsupportedGraph as e:
         return str(e)
     return None

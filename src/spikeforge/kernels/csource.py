@@ -16,7 +16,7 @@ import torch
 
 from . import printer
 from .printer import COMMON, Target, c_const
-from .trace import Traced, prune_outputs
+from .trace import Traced
 
 CH = 512
 aten = torch.ops.aten
@@ -101,18 +101,16 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     )
 
 
-def backward_source(tr: Traced, layout: tuple[bool, ...], keep: tuple[bool, ...], target: Target) -> str:
-    """``keep``: which backward outputs (gx, *gstate, *gparams) are computed."""
+def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     ns, np_ = tr.n_state, tr.n_params
-    graph = prune_outputs(tr.backward, keep)
+    graph = tr.backward.graph
     decls, pexpr = _param_decls(layout)
     inputs = ["xt[i]"] + [f"sp{k}[i]" for k in range(ns)] + pexpr + ["gzt[i]"] + [f"g{k}[i]" for k in range(ns)]
     lines, outs = printer.emit(graph, inputs, target, tr.dtype)
     body = "\n".join(" " * 16 + ln for ln in lines)
-    gp = [k for k in range(np_) if keep[1 + ns + k]]
-    stores = ([f"gxt[i] = {outs[0]};"] if keep[0] else [])
-    stores += [f"g{k}[i] = {outs[1 + k] if outs[1 + k] is not None else '0'};" for k in range(ns)]
-    stores += [f"a{k}[i] += {outs[1 + ns + k]};" for k in gp]
+    gp = range(np_)
+    stores = [f"gxt[i] = {_or0(outs[0])};"] + [f"g{k}[i] = {_or0(outs[1 + k])};" for k in range(ns)]
+    stores += [f"a{k}[i] += {_or0(outs[1 + ns + k])};" for k in gp]
     return (
         "void sf_backward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
         "                 const scalar_t* const* state0, const scalar_t* const* saved,\n"
@@ -126,7 +124,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], keep: tuple[bool, ...]
         + "        for (int64_t t = T - 1; t >= 0; --t) {\n"
         "            const scalar_t* restrict xt = x ? x + t * M + off : 0;\n"
         "            const scalar_t* restrict gzt = gz + t * M + off;\n"
-        "            scalar_t* restrict gxt = gx ? gx + t * M + off : 0;\n"
+        "            scalar_t* restrict gxt = gx + t * M + off;\n"
         + "".join(f"            const scalar_t* restrict sp{k} = !saved[{k}] ? 0 : "
                   f"(t ? saved[{k}] + (t - 1) * M + off : state0[{k}] + off);\n" for k in range(ns))
         + "            #pragma omp simd\n"
@@ -139,7 +137,11 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], keep: tuple[bool, ...]
     )
 
 
-def source(tr: Traced, layout: tuple[bool, ...], keep: tuple[bool, ...]) -> str:
+def _or0(expr: str | None) -> str:
+    return "0" if expr is None else expr
+
+
+def source(tr: Traced, layout: tuple[bool, ...]) -> str:
     target = c_target(tr.dtype)
     return (_HEAD.format(ctype=_ctype(tr.dtype), ch=CH) + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
-            + forward_source(tr, layout, target) + backward_source(tr, layout, keep, target))
+            + forward_source(tr, layout, target) + backward_source(tr, layout, target))

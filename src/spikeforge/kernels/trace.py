@@ -84,18 +84,3 @@ def trace(spec, surrogate, dtype: torch.dtype) -> Traced:
         g.graph.eliminate_dead_code()
         g.recompile()
     return Traced(spec, surrogate, dtype, f, b)
-
-
-def prune_outputs(gm: torch.fx.GraphModule, keep: tuple[bool, ...]) -> torch.fx.Graph:
-    """A copy of ``gm``'s graph whose output tuple is replaced by ``None`` where not kept,
-    with the computations only they needed removed."""
-    g = torch.fx.Graph()
-    env = {}
-    for n in gm.graph.nodes:
-        if n.op == "output":
-            outs = n.args[0]
-            g.output(tuple(env[o.name] if k and o is not None else None for o, k in zip(outs, keep)))
-        else:
-            env[n.name] = g.node_copy(n, lambda a: env[a.name])
-    g.eliminate_dead_code()
-    return g

@@ -12,3 +12,16 @@ Izhikevich = MODULES["Izhikevich"]
 QIF = MODULES["QIF"]
 EIF = MODULES["EIF"]
 LI = MODULES["LI"]
+from .delay import Delay as Delay
+from .delay import DelayPer as DelayPer
+from .layers import AdaptiveAvgPool2d as AdaptiveAvgPool2d
+from .layers import AvgPool1d as AvgPool1d
+from .layers import AvgPool2d as AvgPool2d
+from .layers import BatchNorm1d as BatchNorm1d
+from .layers import BatchNorm2d as BatchNorm2d
+from .layers import Flatten as Flatten
+from .layers import MaxPool1d as MaxPool1d
+from .layers import MaxPool2d as MaxPool2d
+from .layers import Recurrent as Recurrent
+from .layers import TimeDistributed as TimeDistributed
+from .layers import TimeDropout as TimeDropout
