@@ -25,6 +25,7 @@ from .trace import UnsupportedGraph, trace
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
 _DTYPES = (torch.float32, torch.float64)
 _LOCK = threading.Lock()
+_PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
 
 
 def compiler() -> str | None:
@@ -106,13 +107,18 @@ def _dims(x):
     return T, B, x[0, 0].numel()
 
 
+def _threads(x) -> ctypes.c_int:
+    """Threads for one call: waking a team costs more than small sequences take."""
+    return ctypes.c_int(1 if x.numel() < _PARALLEL_MIN else torch.get_num_threads())
+
+
 def forward(k: Kernel, x, state, params, save: tuple[bool, ...]):
     """Run forward; returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
     T, B, N = _dims(x)
     z = torch.empty_like(x)
     final = [s.contiguous().clone() for s in state]
     saved = [torch.empty_like(x) if w else None for w in save]
-    k.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), ctypes.c_int(torch.get_num_threads()),
+    k.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), _threads(x),
                      _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
     return z, final, saved
 
@@ -141,7 +147,7 @@ class _Fused(torch.autograd.Function):
         gx = torch.empty_like(gz)
         gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
         k.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
-                          ctypes.c_int(torch.get_num_threads()), _ptr(x), _ptrs(state), _ptrs(saved),
+                          _threads(gz), _ptr(x), _ptrs(state), _ptrs(saved),
                           _ptrs(params), _ptr(gz.contiguous()), _ptrs(gstate), _ptr(gx), _ptrs(gp))
         need = ctx.needs_input_grad[4 + ns:]
         gparams = [None if not w else (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1))

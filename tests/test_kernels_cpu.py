@@ -1,0 +1,142 @@
+"""The generated CPU kernels against the reference scan: shapes, layouts, strides, dtypes,
+custom surrogates, unsupported graphs and backend reporting. (The full neuron x surrogate
+matrix against every available backend lives in test_neurons.py.)"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikeforge as sf
+from spikeforge import functional as F
+from spikeforge.kernels import BackendError, cpu
+from spikeforge.neurons import REGISTRY
+from spikeforge.surrogate import ATan, Custom
+
+pytestmark = pytest.mark.skipif(sf.backends()["cpu"] is not None, reason=f"cpu backend: {sf.backends()['cpu']}")
+
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-9)}
+
+
+def _run_both(spec, x, params, surrogate=ATan(), state=None, record=True):
+    out = {}
+    gen = torch.Generator().manual_seed(1)
+    gz = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    for b in ("reference", "cpu"):
+        xb = x.detach().clone().requires_grad_()
+        pb = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        sb = None if state is None else tuple(s.detach().clone().requires_grad_() for s in state)
+        z, s, trace, used = F.run(spec, xb, sb, pb, surrogate=surrogate, backend=b, record=record)
+        assert used == b
+        loss = (z * gz).sum() + sum((v * v).sum() for v in s)
+        leaves = [xb, *pb.values(), *(sb or ())]
+        grads = torch.autograd.grad(loss, leaves)
+        out[b] = (z.detach(), [v.detach() for v in s], trace, grads)
+    return out
+
+
+def _assert_same(out, dtype):
+    ref, fused = out["reference"], out["cpu"]
+    torch.testing.assert_close(fused[0], ref[0], **TOL[dtype])
+    for a, b in zip(fused[1], ref[1]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    if ref[2] is not None:
+        for a, b in zip(fused[2], ref[2]):
+            torch.testing.assert_close(a, b.detach(), **TOL[dtype])
+    for a, b in zip(fused[3], ref[3]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@settings(max_examples=12, deadline=None)
+@given(T=st.integers(1, 6), B=st.integers(1, 3), feat=st.lists(st.integers(1, 5), min_size=0, max_size=2),
+       per_neuron=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_shapes_and_layouts(T, B, feat, per_neuron, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, *feat, generator=g, dtype=torch.float64) + 0.6
+    features = tuple(feat)
+    tau = 1.5 + torch.rand(features, generator=g, dtype=torch.float64) if per_neuron else torch.tensor(2.0,
+                                                                                                    dtype=torch.float64)
+    params = {"tau": tau, "v_threshold": torch.tensor(1.0, dtype=torch.float64)}
+    _assert_same(_run_both(REGISTRY["LIF"](), x, params), torch.float64)
+
+
+def test_large_rows_cross_chunks_and_threads():
+    # N larger than one work item (csource.CH) and enough elements for the parallel path.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 2 * 512 + 37, generator=g) * 0.5 + 0.7
+    assert x.numel() * 100 > cpu._PARALLEL_MIN
+    xs = x.repeat(100, 1, 1)
+    _assert_same(_run_both(REGISTRY["CubaLIF"](), xs, {"tau_mem": torch.tensor(3.0)}), torch.float32)
+
+
+def test_non_contiguous_input_and_carried_state():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(6, 4, 5, generator=g, dtype=torch.float64)
+    x = base.transpose(1, 2) + 0.8  # (6, 4->5, 4): non-contiguous
+    assert not x.is_contiguous()
+    spec = REGISTRY["ALIF"]()
+    state = tuple(torch.rand(x.shape[1:], generator=g, dtype=torch.float64) for _ in spec.state)
+    params = {"beta": torch.full((4,), 0.3, dtype=torch.float64)}
+    _assert_same(_run_both(spec, x, params, state=state), torch.float64)
+
+
+def test_custom_surrogate_is_fused():
+    sur = Custom(lambda x, a: a / (1.0 + (a * x) ** 2), alpha=3.0)
+    x = torch.randn(5, 2, 3, dtype=torch.float64) + 0.5
+    _assert_same(_run_both(REGISTRY["IF"](), x, {}, surrogate=sur), torch.float64)
+
+
+def test_unsupported_op_is_reported_and_auto_falls_back(caplog):
+    sur = Custom(lambda x, a: torch.special.i0(a * x), alpha=1.0)  # no C template for i0
+    spec = REGISTRY["LIF"]()
+    reason = cpu.BACKEND.support_reason(spec, sur, torch.float32)
+    assert reason is not None and "i0" in reason
+    x = torch.randn(4, 2, 3)
+    with pytest.raises(BackendError, match="i0"):
+        F.run(spec, x, surrogate=sur, backend="cpu")
+    with caplog.at_level(logging.WARNING, logger="spikeforge"):
+        _, _, _, used = F.run(spec, x, surrogate=sur)
+    assert used == "reference"
+    assert "i0" in caplog.text
+
+
+def test_auto_picks_cpu_and_module_reports_it():
+    m = sf.nn.LIF()
+    m(torch.rand(3, 2, 4))
+    assert m.last_backend == "cpu"
+
+
+def test_env_forces_backend(monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_BACKEND", "reference")
+    assert F.run(REGISTRY["LIF"](), torch.rand(3, 2, 4))[3] == "reference"
+
+
+def test_kernel_source_is_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path))
+    tr = cpu.trace(REGISTRY["QIF"](), ATan(), torch.float64)
+    src = cpu.csource.source(tr, (False,) * tr.n_params)
+    cpu.build(src)
+    files = list(tmp_path.glob("sf_*.so"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    cpu.build(src)  # second build reuses the file
+    assert files[0].stat().st_mtime_ns == mtime
+
+
+def test_no_compiler_is_a_clear_reason(monkeypatch):
+    monkeypatch.setattr(cpu, "compiler", lambda: None)
+    assert "compiler" in cpu.BACKEND.unavailable_reason(torch.device("cpu"), torch.float32)
+    assert "float32" in cpu.BACKEND.unavailable_reason(torch.device("cpu"), torch.float16)
+
+
+def test_inference_path_matches_without_grad():
+    x = torch.randn(7, 3, 6) + 0.5
+    with torch.no_grad():
+        zc, sc, tc, _ = F.run(REGISTRY["Izhikevich"](), x * 20, backend="cpu", record=True)
+        zr, sr, tr, _ = F.run(REGISTRY["Izhikevich"](), x * 20, backend="reference", record=True)
+    torch.testing.assert_close(zc, zr)
+    for a, b in zip(tc, tr):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
