@@ -28,6 +28,8 @@ COMMON = {
     aten.mul.Tensor: "({0} * {1})", aten.mul.Scalar: "({0} * {1})",
     aten.div.Tensor: "({0} / {1})", aten.div.Scalar: "({0} / {1})",
     aten.neg.default: "(-{0})",
+    aten.tanh_backward.default: "({0} * (1 - {1} * {1}))",
+    aten.sigmoid_backward.default: "({0} * {1} * (1 - {1}))",
     aten.ge.Scalar: "({0} >= {1})", aten.ge.Tensor: "({0} >= {1})",
     aten.gt.Scalar: "({0} > {1})", aten.gt.Tensor: "({0} > {1})",
     aten.le.Scalar: "({0} <= {1})", aten.le.Tensor: "({0} <= {1})",
