@@ -12,7 +12,7 @@ runs on the reference path and is traced into the fused kernels (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -31,7 +31,8 @@ class Surrogate:
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0:
             raise ValueError(f"{type(self).__name__}: alpha must be a positive finite number, got {self.alpha!r}")
 
     def grad(self, x: Tensor) -> Tensor:
@@ -53,13 +54,14 @@ class StraightThrough(Surrogate):
 
 @dataclass(frozen=True)
 class Sigmoid(Surrogate):
-    """``g(x) = alpha * s * (1 - s)`` with ``s = sigmoid(alpha * x)``."""
+    """``g(x) = alpha * s(alpha x) * s(-alpha x)`` with the logistic ``s``
+    (= ``alpha * s * (1 - s)``, written so that the tails keep their precision)."""
 
     alpha: float = 4.0
 
     def grad(self, x: Tensor) -> Tensor:
-        s = torch.sigmoid(self.alpha * x)
-        return self.alpha * s * (1.0 - s)
+        y = self.alpha * x
+        return self.alpha * torch.sigmoid(y) * torch.sigmoid(-y)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class Custom(Surrogate):
     """
 
     fn: Callable[[Tensor, float], Tensor] | None = None
-    alpha: float = 1.0
+    alpha: float = field(default=1.0, kw_only=True)  # keyword-only, so ``Custom(fn)`` binds fn
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,6 +158,8 @@ BUILTIN: tuple[type[Surrogate], ...] = (
 
 
 class _Spike(torch.autograd.Function):
+    generate_vmap_rule = True  # elementwise, so torch.func.vmap can batch it
+
     @staticmethod
     def forward(x: Tensor, surrogate: Surrogate) -> Tensor:
         return (x >= 0).to(x.dtype)

@@ -9,6 +9,7 @@ the functional form, the reference scan and the fused kernels — is derived fro
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, NamedTuple
 
@@ -59,6 +60,12 @@ class NeuronSpec:
     params: ClassVar[dict[str, Param]] = {}
     spiking: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_option(type(self).__name__, f.name, getattr(self, f.name), f.default)
+            if isinstance(f.default, float):  # dt=1 and dt=1.0 give the same key()
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+
     def step(self, x: Tensor, s: tuple, p: tuple, fire: Callable[[Tensor], Tensor]) -> tuple[Tensor, tuple]:
         raise NotImplementedError
 
@@ -83,6 +90,20 @@ class NeuronSpec:
         """A stable text identifying the spec and its options (for kernel caching)."""
         opts = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
         return f"{type(self).__name__}({opts})"
+
+
+def _check_option(owner: str, name: str, value, default) -> None:
+    """An option must have its default's type (an Enum member, a bool, a finite number; ``dt`` > 0)."""
+    if isinstance(default, (enum.Enum, bool)):
+        if not isinstance(value, type(default)):
+            kind = " or ".join(str(m) for m in type(default)) if isinstance(default, enum.Enum) else "True or False"
+            raise TypeError(f"{owner}: option {name} must be {kind}, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{owner}: option {name} must be a number, got {value!r}")
+        if not math.isfinite(value) or (name == "dt" and value <= 0):
+            raise ValueError(f"{owner}: option {name} must be finite{' and > 0' if name == 'dt' else ''}, "
+                             f"got {value!r}")
 
 
 _NAMED: dict[tuple, type] = {}
