@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import csource
+from ._fused import cache_dir, dims, run
 from .trace import UnsupportedGraph, trace
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
@@ -33,12 +34,6 @@ def compiler() -> str | None:
         if cc and shutil.which(cc):
             return shutil.which(cc)
     return None
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("SPIKEFORGE_CACHE") or Path.home() / ".cache" / "spikeforge")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 @lru_cache(maxsize=None)
@@ -80,6 +75,26 @@ class Kernel:
         for fn in (self.lib.sf_forward, self.lib.sf_backward):
             fn.restype = None
 
+    def forward(self, x, state, params, save: tuple[bool, ...]):
+        """Run forward; returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
+        T, B, N = dims(x)
+        z = torch.empty_like(x)
+        final = [s.contiguous().clone() for s in state]
+        saved = [torch.empty_like(x) if w else None for w in save]
+        self.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), _threads(x),
+                            _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
+        return z, final, saved
+
+    def backward(self, x, state, saved, params, gz, gstate, need):
+        """Reverse time (every gradient is computed; ``_fused`` drops the unneeded ones)."""
+        T, B, N = dims(gz)
+        gx = torch.empty_like(gz)
+        gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
+        self.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
+                             _threads(gz), _ptr(x), _ptrs(state), _ptrs(saved),
+                             _ptrs(params), _ptr(gz), _ptrs(gstate), _ptr(gx), _ptrs(gp))
+        return gx, gstate, gp
+
 
 @lru_cache(maxsize=None)
 def kernel(spec, surrogate, dtype, layout) -> Kernel:
@@ -94,65 +109,9 @@ def _ptrs(ts):
     return (ctypes.c_void_p * max(1, len(ts)))(*[t.data_ptr() if t is not None else 0 for t in ts])
 
 
-def _flat_params(params, features):
-    """Each parameter as a 1-element tensor or a contiguous per-neuron vector of length N."""
-    n = 1
-    for f in features:
-        n *= f
-    return [p.reshape(1) if p.numel() == 1 else p.expand(features).reshape(n).contiguous() for p in params]
-
-
-def _dims(x):
-    T, B = x.shape[0], x.shape[1]
-    return T, B, x[0, 0].numel()
-
-
 def _threads(x) -> ctypes.c_int:
     """Threads for one call: waking a team costs more than small sequences take."""
     return ctypes.c_int(1 if x.numel() < _PARALLEL_MIN else torch.get_num_threads())
-
-
-def forward(k: Kernel, x, state, params, save: tuple[bool, ...]):
-    """Run forward; returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
-    T, B, N = _dims(x)
-    z = torch.empty_like(x)
-    final = [s.contiguous().clone() for s in state]
-    saved = [torch.empty_like(x) if w else None for w in save]
-    k.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), _threads(x),
-                     _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
-    return z, final, saved
-
-
-class _Fused(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, spec, surrogate, record, x, *tensors):
-        ns = len(spec.state)
-        state, params = tensors[:ns], tensors[ns:]
-        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params))
-        save = tuple(r or record for r in k.reads_state)
-        z, final, saved = forward(k, x, state, params, save)
-        ctx.k, ctx.ns = k, ns
-        ctx.save_for_backward(x if k.reads_x else None, *state, *params, *saved)
-        trace_out = tuple(saved) if record else ()
-        ctx.mark_non_differentiable(*trace_out)
-        return (z, *final, *trace_out)
-
-    @staticmethod
-    def backward(ctx, gz, *grads):
-        k, ns = ctx.k, ctx.ns
-        st = ctx.saved_tensors
-        x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + len(k.layout)], st[1 + ns + len(k.layout):]
-        T, B, N = _dims(gz)
-        gstate = [g.contiguous().clone() for g in grads[:ns]]
-        gx = torch.empty_like(gz)
-        gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
-        k.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
-                          _threads(gz), _ptr(x), _ptrs(state), _ptrs(saved),
-                          _ptrs(params), _ptr(gz.contiguous()), _ptrs(gstate), _ptr(gx), _ptrs(gp))
-        need = ctx.needs_input_grad[4 + ns:]
-        gparams = [None if not w else (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1))
-                   for g, p, w in zip(gp, params, need)]
-        return (None, None, None, gx, *gstate, *gparams)
 
 
 class CPU:
@@ -172,18 +131,7 @@ class CPU:
         return _support_reason(spec, surrogate, dtype)
 
     def run(self, spec, surrogate, x, state, params, record):
-        x = x.contiguous()
-        features = x.shape[2:]
-        flat = _flat_params(params, features)
-        state = [s.contiguous() for s in state]
-        ns = len(state)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *flat)):
-            out = _Fused.apply(spec, surrogate, record, x, *state, *flat)
-            z, final, rec = out[0], out[1: 1 + ns], out[1 + ns:]
-        else:
-            k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat))
-            z, final, rec = forward(k, x, state, flat, (record,) * ns)
-        return z, tuple(final), (tuple(rec) if record else None)
+        return run(kernel, spec, surrogate, x, state, params, record)
 
 
 @lru_cache(maxsize=None)

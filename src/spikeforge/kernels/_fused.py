@@ -1,0 +1,90 @@
+"""What the fused backends (C on CPU, Triton on GPU) share.
+
+A backend supplies ``kernel(spec, surrogate, dtype, layout)`` (cached) returning an object
+with ``layout``, ``reads_x``/``reads_state`` (what its reverse-time kernel reads) and:
+
+* ``forward(x, state, params, save) -> (z, final_state, saved)``, ``saved[k]`` being the
+  (T, B, ...) trace of state ``k`` where ``save[k]``, else ``None``;
+* ``backward(x, state0, saved, params, gz, gstate, need) -> (gx, gstate, gparams)``, where
+  ``need`` says which of (x, *state, *params) want a gradient and ``gparams[k]`` holds one
+  gradient per (batch, neuron) lane (``None`` where not needed).
+
+Everything around those two calls — flattening parameters, the autograd Function,
+reducing per-lane parameter gradients, the backend's ``run`` — lives here once.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+
+
+def cache_dir() -> Path:
+    """``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge`` (created)."""
+    d = Path(os.environ.get("SPIKEFORGE_CACHE") or Path.home() / ".cache" / "spikeforge")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def flat_params(params, features):
+    """Each parameter as a 1-element tensor or a contiguous per-neuron vector of length N."""
+    n = 1
+    for f in features:
+        n *= f
+    return [p.reshape(1) if p.numel() == 1 else p.expand(features).reshape(n).contiguous() for p in params]
+
+
+def dims(x):
+    """(T, B, N): time, batch and the number of neurons per batch row."""
+    return x.shape[0], x.shape[1], math.prod(x.shape[2:])
+
+
+class Fused(torch.autograd.Function):
+    """Forward through ``kernel(...).forward``; backward through its reverse-time kernel."""
+
+    @staticmethod
+    def forward(ctx, kernel, spec, surrogate, record, x, *tensors):
+        ns = len(spec.state)
+        state, params = tensors[:ns], tensors[ns:]
+        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params))
+        save = tuple(r or record for r in k.reads_state)
+        z, final, saved = k.forward(x, state, params, save)
+        ctx.k, ctx.ns = k, ns
+        ctx.save_for_backward(x if k.reads_x else None, *state, *params, *saved)
+        trace_out = tuple(saved) if record else ()
+        ctx.mark_non_differentiable(*trace_out)
+        return (z, *final, *trace_out)
+
+    @staticmethod
+    def backward(ctx, gz, *grads):
+        k, ns = ctx.k, ctx.ns
+        st = ctx.saved_tensors
+        npar = len(k.layout)
+        x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + npar], st[1 + ns + npar:]
+        _, B, N = dims(gz)
+        gstate = [g.contiguous().clone() for g in grads[:ns]]
+        need = ctx.needs_input_grad[4:]
+        gx, gstate, gp = k.backward(x, state, saved, params, gz.contiguous(), gstate, need)
+        gparams = [None if g is None or not w else
+                   (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
+                   for g, p, w in zip(gp, params, need[1 + ns:])]
+        return (None, None, None, None, gx, *gstate, *gparams)
+
+
+def run(kernel, spec, surrogate, x, state, params, record):
+    """A fused backend's ``run``: autograd when something needs a gradient, else a plain
+    forward call (``kernel`` is the backend's cached kernel factory)."""
+    x = x.contiguous()
+    flat = flat_params(params, x.shape[2:])
+    state = [s.contiguous() for s in state]
+    ns = len(state)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *flat)):
+        out = Fused.apply(kernel, spec, surrogate, record, x, *state, *flat)
+        z, final, rec = out[0], out[1: 1 + ns], out[1 + ns:]
+    else:
+        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat))
+        z, final, rec = k.forward(x, state, flat, (record,) * ns)
+    return z, tuple(final), (tuple(rec) if record else None)
