@@ -214,8 +214,6 @@ def test_fused_backend_matches_reference(fused, neuron, sur, dtype):
         _close(a, b, dtype, f"grad {what}")
 
 
-@pytest.mark.xfail(reason="open question for the lead: kernels/cpu.py marks the recorded trace "
-                          "non-differentiable while the reference trace is differentiable", strict=False)
 @pytest.mark.parametrize("neuron", NEURONS)
 def test_fused_trace_is_differentiable_like_reference(fused, neuron):
     """A loss on recorded states (say a membrane regulariser) must get the same gradient on

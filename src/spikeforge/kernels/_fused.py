@@ -5,7 +5,8 @@ with ``layout``, ``reads_x``/``reads_state`` (what its reverse-time kernel reads
 
 * ``forward(x, state, params, save) -> (z, final_state, saved)``, ``saved[k]`` being the
   (T, B, ...) trace of state ``k`` where ``save[k]``, else ``None``;
-* ``backward(x, state0, saved, params, gz, gstate, need) -> (gx, gstate, gparams)``, where
+* ``backward(x, state0, saved, params, gz, gstate, gtrace, need) -> (gx, gstate, gparams)``,
+  where ``gtrace[k]`` is the gradient of the recorded trace of state ``k`` (or ``None``),
   ``need`` says which of (x, *state, *params) want a gradient and ``gparams[k]`` holds one
   gradient per (batch, neuron) lane (``None`` where not needed).
 
@@ -52,11 +53,10 @@ class Fused(torch.autograd.Function):
         k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params))
         save = tuple(r or record for r in k.reads_state)
         z, final, saved = k.forward(x, state, params, save)
-        ctx.k, ctx.ns = k, ns
+        ctx.k, ctx.ns, ctx.seq = k, ns, (x.shape, x.dtype, x.device)
         ctx.save_for_backward(x if k.reads_x else None, *state, *params, *saved)
-        trace_out = tuple(saved) if record else ()
-        ctx.mark_non_differentiable(*trace_out)
-        return (z, *final, *trace_out)
+        ctx.set_materialize_grads(False)  # unused outputs (often the final state) cost nothing
+        return (z, *final, *(tuple(saved) if record else ()))
 
     @staticmethod
     def backward(ctx, gz, *grads):
@@ -64,10 +64,13 @@ class Fused(torch.autograd.Function):
         st = ctx.saved_tensors
         npar = len(k.layout)
         x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + npar], st[1 + ns + npar:]
+        shape, dtype, device = ctx.seq
+        gz = torch.zeros(shape, dtype=dtype, device=device) if gz is None else gz.contiguous()
         _, B, N = dims(gz)
-        gstate = [g.contiguous().clone() for g in grads[:ns]]
+        gstate = [torch.zeros_like(s) if g is None else g.contiguous().clone() for g, s in zip(grads[:ns], state)]
+        gtrace = [None if g is None else g.contiguous() for g in grads[ns:2 * ns]] or [None] * ns
         need = ctx.needs_input_grad[4:]
-        gx, gstate, gp = k.backward(x, state, saved, params, gz.contiguous(), gstate, need)
+        gx, gstate, gp = k.backward(x, state, saved, params, gz, gstate, gtrace, need)
         gparams = [None if g is None or not w else
                    (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
                    for g, p, w in zip(gp, params, need[1 + ns:])]

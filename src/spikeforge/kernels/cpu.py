@@ -85,14 +85,14 @@ class Kernel:
                             _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
         return z, final, saved
 
-    def backward(self, x, state, saved, params, gz, gstate, need):
+    def backward(self, x, state, saved, params, gz, gstate, gtrace, need):
         """Reverse time (every gradient is computed; ``_fused`` drops the unneeded ones)."""
         T, B, N = dims(gz)
         gx = torch.empty_like(gz)
         gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
         self.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
                              _threads(gz), _ptr(x), _ptrs(state), _ptrs(saved),
-                             _ptrs(params), _ptr(gz), _ptrs(gstate), _ptr(gx), _ptrs(gp))
+                             _ptrs(params), _ptr(gz), _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
         return gx, gstate, gp
 
 

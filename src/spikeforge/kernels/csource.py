@@ -146,6 +146,9 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str
                 "scalar_t* restrict gxt = gx + off;"]
     pointers += [f"const scalar_t* restrict sp{k} = !saved[{k}] ? 0 : "
                  f"(t ? saved[{k}] + off - M : state0[{k}] + off - t * M);" for k in range(ns)]
+    # the gradient of the recorded state after step t joins the carried state gradient
+    pointers += [f"if (gtrace[{k}]) for (int64_t i = 0; i < len; ++i) g{k}[loc + i] += gtrace[{k}][off + i];"
+                 for k in range(ns)]
     items = _ITEMS.format(
         param_decls=_indent(decls, 4), nbuf=max(ns + np_, 1), time="T - 1 - tt",
         locals=_indent([f"scalar_t* restrict g{k} = buf + {k} * nr * len;" for k in range(ns)]
@@ -158,7 +161,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str
     return ("void sf_backward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
             "                 const scalar_t* const* state0, const scalar_t* const* saved,\n"
             "                 const scalar_t* const* params, const scalar_t* restrict gz,\n"
-            "                 scalar_t* const* gstate, scalar_t* restrict gx, scalar_t* const* gparams) {\n"
+            "                 scalar_t* const* gstate, const scalar_t* const* gtrace, scalar_t* restrict gx,\n"
+            "                 scalar_t* const* gparams) {\n"
             + items + "}\n")
 
 

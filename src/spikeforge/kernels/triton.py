@@ -91,7 +91,7 @@ class Kernel:
                          *params, B * N, N, T, **{f"SAVE{k}": w for k, w in enumerate(save)})
         return z, final, saved
 
-    def backward(self, x, state, saved, params, gz, gstate, need):
+    def backward(self, x, state, saved, params, gz, gstate, gtrace, need):
         """Reverse time; ``need`` says which of (x, *state, *params) want a gradient."""
         T, B, N = dims(gz)
         ns = len(state)
@@ -103,8 +103,9 @@ class Kernel:
         dummy = gz.new_empty(1)
         d = lambda t: dummy if t is None else t  # noqa: E731 - pointer for an unused argument
         flags = {f"WANT_P{k}": g is not None for k, g in enumerate(gp)}
+        flags.update({f"HAS_GT{k}": g is not None for k, g in enumerate(gtrace)})
         self._launch(self.mod.sf_backward, B * N, d(x), *state, *map(d, saved), *params, gz, *gstate,
-                     d(gx), *map(d, gp), B * N, N, T, WANT_GX=gx is not None, **flags)
+                     *map(d, gtrace), d(gx), *map(d, gp), B * N, N, T, WANT_GX=gx is not None, **flags)
         return gx, gstate, gp
 
 

@@ -187,14 +187,17 @@ def backward_source(tr: Traced, io: torch.dtype, layout: tuple[bool, ...]) -> st
     loads += [f"sp{k} = " + pr.load(f"tl.where(t > 0, V{k} + tl.maximum(o - M, idx), S{k} + idx)")
               for k in range(ns) if reads[1 + k]]
     loads.append(f"gzt = {pr.load('GZ + o')}")
+    # the gradient of the recorded state after step t joins the carried state gradient
+    loads += [ln for k in range(ns) for ln in (f"if HAS_GT{k}:", f"    g{k} += {pr.load(f'GT{k} + o')}")]
     # stores and sums first: an output may be an input name that the carry rebinds
     step = ["if WANT_GX:", "    " + pr.store("GX + o", outs[0] or "0.0", bool(outs[0]) and lane[0])]
     step += [f"a{k} += {outs[1 + ns + k]}" for k in range(np_) if outs[1 + ns + k] is not None]
     step += [f"u{k} = {pr.carry(outs[1 + k], lane[1 + k])}" for k in range(ns)]
     step += [f"g{k} = u{k}" for k in range(ns)]
     args = ["X", *[f"S{k}" for k in range(ns)], *[f"V{k}" for k in range(ns)], *[f"P{k}" for k in range(np_)],
-            "GZ", *[f"G{k}" for k in range(ns)], "GX", *[f"A{k}" for k in range(np_)], "M", "N", "T",
-            *[f"WANT_P{k}: tl.constexpr" for k in range(np_)], "WANT_GX: tl.constexpr", "BLOCK: tl.constexpr"]
+            "GZ", *[f"G{k}" for k in range(ns)], *[f"GT{k}" for k in range(ns)], "GX", *[f"A{k}" for k in range(np_)], "M", "N", "T",
+            *[f"WANT_P{k}: tl.constexpr" for k in range(np_)], *[f"HAS_GT{k}: tl.constexpr" for k in range(ns)],
+            "WANT_GX: tl.constexpr", "BLOCK: tl.constexpr"]
     acc_out = [ln for k in range(np_) for ln in
                (f"if WANT_P{k}:", f"    tl.store(A{k} + idx, a{k}, mask=mask)")]
     return (
