@@ -159,13 +159,19 @@ def test_vmap_of_grad_over_step_gives_per_sample_gradients(neuron, no_validation
 
 
 # -- fused backends == reference --------------------------------------------------------
-# Each (neuron, surrogate, dtype) traces and compiles a kernel on first use, so rather than the
-# full cross product: every neuron with the default surrogate in float64 and with the
-# user-supplied one in float32, and every surrogate on LIF in float64.
+# Every neuron x every surrogate (built-in and user-supplied) x float32/float64. Each case
+# traces and compiles a kernel on first use; the module fixture below compiles the CPU ones
+# in parallel first.
 _SUR = {type(s).__name__: s for s in SURROGATES}
-FUSED_CASES = sorted({(n, "ATan", torch.float64) for n in NEURONS}
-                     | {(n, "Custom", torch.float32) for n in NEURONS}
-                     | {("LIF", s, torch.float64) for s in _SUR}, key=str)
+FUSED_CASES = sorted(((n, s, d) for n in NEURONS for s in _SUR for d in (torch.float32, torch.float64)), key=str)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prebuild_cpu_kernels():
+    if spikeforge.backends()["cpu"] is None:
+        from spikeforge.kernels import cpu
+
+        cpu.prebuild([(REGISTRY[n](), _SUR[s], d, (False,) * len(REGISTRY[n].params)) for n, s, d in FUSED_CASES])
 
 
 def _close(a, b, dtype, what):

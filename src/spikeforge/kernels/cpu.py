@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,7 +25,6 @@ from .trace import UnsupportedGraph, trace
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
 _DTYPES = (torch.float32, torch.float64)
-_LOCK = threading.Lock()
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
 
 
@@ -49,17 +48,24 @@ def build(src: str) -> ctypes.CDLL:
         raise RuntimeError("no C compiler found: install gcc or set CC")
     h = hashlib.sha256("\n".join([src, " ".join(FLAGS), _compiler_id(cc), os.uname().machine]).encode())
     so = cache_dir() / f"sf_{h.hexdigest()[:20]}.so"
-    with _LOCK:
-        if not so.exists():
-            with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
-                c = Path(tmp) / "k.c"
-                c.write_text(src)
-                r = subprocess.run([cc, *FLAGS, str(c), "-o", str(Path(tmp) / "k.so"), "-lm"],
-                                   capture_output=True, text=True)
-                if r.returncode != 0:
-                    raise RuntimeError(f"compiling a generated kernel failed:\n{r.stderr[-2000:]}")
-                os.replace(Path(tmp) / "k.so", so)
-        return ctypes.CDLL(str(so))
+    if not so.exists():  # concurrent builds of one source are harmless: the rename is atomic
+        with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
+            c = Path(tmp) / "k.c"
+            c.write_text(src)
+            r = subprocess.run([cc, *FLAGS, str(c), "-o", str(Path(tmp) / "k.so"), "-lm"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"compiling a generated kernel failed:\n{r.stderr[-2000:]}")
+            os.replace(Path(tmp) / "k.so", so)
+    return ctypes.CDLL(str(so))
+
+
+def prebuild(items, workers: int | None = None) -> None:
+    """Compile the kernels of ``(spec, surrogate, dtype, layout)`` items in parallel, so
+    that first calls find them cached (warm-up, test suites)."""
+    sources = [csource.source(trace(spec, sur, dtype), layout) for spec, sur, dtype, layout in items]
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        list(pool.map(build, sources))
 
 
 class Kernel:
