@@ -25,3 +25,5 @@ from .layers import MaxPool2d as MaxPool2d
 from .layers import Recurrent as Recurrent
 from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
+from .sparse import SpikeLinear as SpikeLinear
+from .sparse import SparseMode as SparseMode

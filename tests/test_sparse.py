@@ -1,0 +1,193 @@
+"""SpikeLinear against nn.Linear with the same weights: values and gradients on both paths,
+the AUTO switch and its report, and the errors of the sparse path."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from spikeforge.nn import SparseMode, SpikeLinear
+from spikeforge.nn import sparse
+
+MODES = [SparseMode.SPARSE, SparseMode.DENSE, SparseMode.AUTO]
+
+
+def spikes(shape, density, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=torch.float64) < density).to(dtype)
+
+
+def pair(in_features, out_features, bias=True, mode=SparseMode.SPARSE, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    ref = nn.Linear(in_features, out_features, bias=bias, dtype=dtype)
+    m = SpikeLinear(in_features, out_features, bias=bias, mode=mode, dtype=dtype)
+    m.load_state_dict(ref.state_dict())
+    return ref, m
+
+
+def run(module, x, gy):
+    """Output and gradients (input, weight, bias) of ``sum(gy * module(x))``."""
+    x = x.detach().requires_grad_()
+    module.zero_grad()
+    y = module(x)
+    (gy * y).sum().backward()
+    b = module.bias.grad if module.bias is not None else None
+    return y.detach(), x.grad, module.weight.grad, b
+
+
+def assert_same(ref, m, x, dtype):
+    gy = torch.randn(*x.shape[:-1], ref.out_features, dtype=dtype)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for a, b in zip(run(ref, x, gy), run(m, x, gy)):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(b, a, **tol)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(t=st.integers(1, 4), b=st.integers(1, 3), k=st.integers(1, 40), out=st.integers(1, 80),
+       density=st.floats(0.0, 1.0), bias=st.booleans(), mode=st.sampled_from(MODES),
+       dtype=st.sampled_from([torch.float64, torch.float32]), seed=st.integers(0, 1000))
+def test_matches_linear(t, b, k, out, density, bias, mode, dtype, seed):
+    ref, m = pair(k, out, bias, mode, dtype, seed)
+    x = spikes((t, b, k), density, dtype, seed)
+    assert_same(ref, m, x, dtype)
+    if mode is SparseMode.DENSE:
+        assert m.last_path == "dense"
+    if mode is SparseMode.SPARSE:
+        assert m.last_path == "sparse"
+        assert m.last_density == pytest.approx(x.mean().item())
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(1100, 70), (3, 700, 40), (5,), (0, 6), (4, 0)])
+def test_matches_linear_blocks_threads_and_edges(shape, dtype):
+    # 1100 rows: several row blocks of the kernel, and enough elements for several threads
+    k = shape[-1]
+    ref, m = pair(k, 75, dtype=dtype)
+    x = spikes(shape, 0.07, dtype)
+    assert_same(ref, m, x, dtype)
+    assert m.last_path == "sparse"
+
+
+def test_weight_gradient_accumulates_and_frozen_weight():
+    ref, m = pair(30, 20)
+    x = spikes((6, 30), 0.2)
+    gy = torch.randn(6, 20, dtype=torch.float64)
+    for mod in (ref, m):
+        mod.zero_grad()
+        for _ in range(2):
+            (gy * mod(x)).sum().backward()
+    torch.testing.assert_close(m.weight.grad, ref.weight.grad)
+    m.weight.requires_grad_(False)
+    m.bias.requires_grad_(False)
+    xg = x.clone().requires_grad_()
+    (gy * m(xg)).sum().backward()
+    torch.testing.assert_close(xg.grad, gy @ ref.weight.detach())
+
+
+def test_gradcheck_weight_and_bias():
+    x = spikes((5, 7), 0.3)
+    w = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    f = lambda w, b: sparse.spike_linear(x, w, b, SparseMode.SPARSE)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(f, (w, b))
+
+
+def test_drop_in_for_linear():
+    ref, m = pair(12, 5)
+    assert isinstance(m, nn.Linear)
+    assert set(m.state_dict()) == set(ref.state_dict())
+    assert "mode=SPARSE" in repr(m)
+    assert SpikeLinear(3, 2).mode is SparseMode.AUTO
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_auto_switches_at_the_crossover(monkeypatch, grad):
+    name = "CROSSOVER_TRAIN" if grad else "CROSSOVER_FORWARD"
+    other = "CROSSOVER_FORWARD" if grad else "CROSSOVER_TRAIN"
+    monkeypatch.setattr(sparse, name, 0.3)
+    monkeypatch.setattr(sparse, other, 0.0 if grad else 1.0)  # must not be the one consulted
+    monkeypatch.setattr(sparse, "MIN_WORK", 0)
+    ref, m = pair(10, 8, mode=SparseMode.AUTO)
+    for dens, path in ((0.2, "sparse"), (0.4, "dense")):
+        x = torch.zeros(4, 5, 10, dtype=torch.float64)
+        x.view(-1)[: int(dens * x.numel())] = 1.0
+        with torch.set_grad_enabled(grad):
+            y = m(x)
+        assert m.last_path == path
+        assert m.last_density == pytest.approx(dens)
+        torch.testing.assert_close(y.detach(), ref(x).detach())
+
+
+def test_auto_measured_crossover_is_used():
+    _, m = pair(256, 256, mode=SparseMode.AUTO, dtype=torch.float32)
+    assert 256 ** 3 >= sparse.MIN_WORK
+    m(spikes((256, 256), 0.5 * min(sparse.CROSSOVER_TRAIN, sparse.CROSSOVER_FORWARD), torch.float32))
+    assert m.last_path == "sparse"
+    m(spikes((256, 256), min(1.0, 2 * max(sparse.CROSSOVER_TRAIN, sparse.CROSSOVER_FORWARD)), torch.float32))
+    assert m.last_path == "dense"
+
+
+def test_auto_stays_dense_for_tiny_products():
+    _, m = pair(10, 8, mode=SparseMode.AUTO)
+    m(spikes((4, 10), 0.01))
+    assert (m.last_path, m.last_density) == ("dense", None)
+
+
+def test_auto_takes_dense_for_non_binary_input(monkeypatch):
+    monkeypatch.setattr(sparse, "MIN_WORK", 0)
+    ref, m = pair(10, 8, mode=SparseMode.AUTO)
+    x = spikes((40, 10), 0.02) * 0.5
+    assert x.count_nonzero() > 0
+    torch.testing.assert_close(m(x), ref(x))
+    assert m.last_path == "dense"
+
+
+def test_dense_mode_reports_dense():
+    _, m = pair(10, 8, mode=SparseMode.DENSE)
+    m(spikes((4, 10), 0.01))
+    assert (m.last_path, m.last_density) == ("dense", None)
+
+
+@pytest.mark.parametrize("bad", [0.5, 2.0, -1.0, float("nan"), float("inf")])
+def test_sparse_rejects_non_binary_input(bad):
+    _, m = pair(10, 8)
+    x = spikes((3, 4, 10), 0.1)
+    x[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="binary input"):
+        m(x)
+
+
+def test_sparse_rejects_what_it_cannot_run(monkeypatch, caplog):
+    _, m = pair(10, 8, dtype=torch.float32)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        m.half()(spikes((2, 10), 0.1, torch.float16))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 10\)"):
+        SpikeLinear(10, 8, mode=SparseMode.SPARSE)(torch.zeros(2, 11))
+    with pytest.raises(TypeError, match="SparseMode"):
+        SpikeLinear(10, 8, mode="sparse")
+    monkeypatch.setattr(sparse, "_build", lambda: "its kernel cannot be built: no compiler (test)")
+    monkeypatch.setattr(sparse, "_ERRORS", set())
+    x = spikes((2, 10), 0.1, torch.float32)
+    _, m = pair(10, 8, dtype=torch.float32)
+    with pytest.raises(ValueError, match="no compiler"):
+        m(x)
+    m.mode = SparseMode.AUTO
+    monkeypatch.setattr(sparse, "MIN_WORK", 0)
+    with caplog.at_level(logging.WARNING, logger="spikeforge"):
+        m(x)
+    assert m.last_path == "dense" and "no compiler" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_auto_is_dense_on_gpu():
+    _, m = pair(10, 8, mode=SparseMode.AUTO, dtype=torch.float32)
+    m.cuda()(spikes((2, 10), 0.01, torch.float32).cuda())
+    assert m.last_path == "dense"
