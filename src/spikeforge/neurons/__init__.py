@@ -14,3 +14,5 @@ from .lif import PLIF as PLIF
 from .nonlinear import EIF as EIF
 from .nonlinear import QIF as QIF
 from .nonlinear import Izhikevich as Izhikevich
+from ._spec import THRESHOLD_PARAMS as THRESHOLD_PARAMS
+from ._spec import FireReset as FireReset

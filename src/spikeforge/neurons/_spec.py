@@ -15,7 +15,8 @@ from typing import Callable, ClassVar, NamedTuple
 
 from torch import Tensor
 
-__all__ = ["NeuronSpec", "Param", "Reset", "register_neuron", "REGISTRY", "reset_membrane"]
+__all__ = ["NeuronSpec", "FireReset", "Param", "Reset", "register_neuron", "REGISTRY", "reset_membrane",
+           "THRESHOLD_PARAMS"]
 
 
 class Reset(enum.Enum):
@@ -127,3 +128,22 @@ def reset_membrane(h: Tensor, z: Tensor, v_threshold, v_reset, mode: Reset, deta
     if mode is Reset.SOFT:
         return h - v_threshold * z
     return h
+
+
+THRESHOLD_PARAMS = {"v_threshold": Param(1.0, "potential"), "v_reset": Param(0.0, "potential")}
+
+
+@dataclass(frozen=True)
+class FireReset(NeuronSpec):
+    """Options and the fire-then-reset tail shared by the integrate-and-fire models:
+    ``z = H(h - b)`` with ``b = v_threshold`` unless given, then ``reset`` (see
+    ``reset_membrane``; SOFT subtracts ``b``)."""
+
+    reset: Reset = Reset.HARD
+    detach_reset: bool = False
+    dt: float = 1.0
+
+    def fire_reset(self, h: Tensor, p: tuple, fire: Callable[[Tensor], Tensor], b=None) -> tuple[Tensor, Tensor]:
+        b = p.v_threshold if b is None else b
+        z = fire(h - b)
+        return z, reset_membrane(h, z, b, p.v_reset, self.reset, self.detach_reset)

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
+from ._spec import THRESHOLD_PARAMS, FireReset, Param, Reset, register_neuron
 
 
 @register_neuron
 @dataclass(frozen=True)
-class ALIF(NeuronSpec):
+class ALIF(FireReset):
     """``h = v + dt/tau * (v_leak - v + r * x)``; threshold ``b = v_threshold + beta * a``;
     ``z = H(h - b)``; membrane reset (SOFT subtracts ``b``);
     ``a = a + dt/tau_adapt * (-a) + z``."""
 
     reset: Reset = Reset.SOFT
-    detach_reset: bool = False
-    dt: float = 1.0
 
     state = ("v", "a")
     params = {
@@ -28,16 +26,13 @@ class ALIF(NeuronSpec):
         "beta": Param(0.2, "potential"),
         "v_leak": Param(0.0, "potential"),
         "r": Param(1.0, "resistance"),
-        "v_threshold": Param(1.0, "potential"),
-        "v_reset": Param(0.0, "potential"),
+        **THRESHOLD_PARAMS,
     }
 
     def step(self, x, s, p, fire):
         v, a = s
         h = v + self.dt / p.tau * (p.v_leak - v + p.r * x)
-        b = p.v_threshold + p.beta * a
-        z = fire(h - b)
-        v = reset_membrane(h, z, b, p.v_reset, self.reset, self.detach_reset)
+        z, v = self.fire_reset(h, p, fire, b=p.v_threshold + p.beta * a)
         a = a - self.dt / p.tau_adapt * a + z
         return z, (v, a)
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
+from ._spec import THRESHOLD_PARAMS, FireReset, Param, register_neuron
 
 
 @register_neuron
 @dataclass(frozen=True)
-class CubaLIF(NeuronSpec):
+class CubaLIF(FireReset):
     """``i = i + dt/tau_syn * (x - i)``; ``h = v + dt/tau_mem * (v_leak - v + r * i)``;
     ``z = H(h - v_threshold)``; reset as in LIF."""
-
-    reset: Reset = Reset.HARD
-    detach_reset: bool = False
-    dt: float = 1.0
 
     state = ("i", "v")
     params = {
@@ -25,16 +21,15 @@ class CubaLIF(NeuronSpec):
         "tau_mem": Param(10.0, "time", positive=True),
         "v_leak": Param(0.0, "potential"),
         "r": Param(1.0, "resistance"),
-        "v_threshold": Param(1.0, "potential"),
-        "v_reset": Param(0.0, "potential"),
+        **THRESHOLD_PARAMS,
     }
 
     def step(self, x, s, p, fire):
         i, v = s
         i = i + self.dt / p.tau_syn * (x - i)
         h = v + self.dt / p.tau_mem * (p.v_leak - v + p.r * i)
-        z = fire(h - p.v_threshold)
-        return z, (i, reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset))
+        z, v = self.fire_reset(h, p, fire)
+        return z, (i, v)
 
     def rest(self, p):
         return (0.0, p.v_leak)

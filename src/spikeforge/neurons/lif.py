@@ -8,30 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
-
-_THRESH = {
-    "v_threshold": Param(1.0, "potential"),
-    "v_reset": Param(0.0, "potential"),
-}
+from ._spec import THRESHOLD_PARAMS, FireReset, NeuronSpec, Param, register_neuron
 
 
 @register_neuron
 @dataclass(frozen=True)
-class IF(NeuronSpec):
+class IF(FireReset):
     """Integrate-and-fire: ``h = v + dt * r * x``; ``z = H(h - v_threshold)``; reset."""
 
-    reset: Reset = Reset.HARD
-    detach_reset: bool = False
-    dt: float = 1.0
-
     state = ("v",)
-    params = {"r": Param(1.0, "resistance"), **_THRESH}
+    params = {"r": Param(1.0, "resistance"), **THRESHOLD_PARAMS}
 
     def step(self, x, s, p, fire):
-        h = s[0] + self.dt * p.r * x
-        z = fire(h - p.v_threshold)
-        return z, (reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset),)
+        z, v = self.fire_reset(s[0] + self.dt * p.r * x, p, fire)
+        return z, (v,)
 
     def rest(self, p):
         return (p.v_reset,)
@@ -39,7 +29,7 @@ class IF(NeuronSpec):
 
 @register_neuron
 @dataclass(frozen=True)
-class LIF(NeuronSpec):
+class LIF(FireReset):
     """Leaky integrate-and-fire.
 
     decay_input=True:  ``h = v + dt/tau * (v_leak - v + r * x)``
@@ -49,16 +39,13 @@ class LIF(NeuronSpec):
     """
 
     decay_input: bool = True
-    reset: Reset = Reset.HARD
-    detach_reset: bool = False
-    dt: float = 1.0
 
     state = ("v",)
     params = {
         "tau": Param(2.0, "time", positive=True),
         "v_leak": Param(0.0, "potential"),
         "r": Param(1.0, "resistance"),
-        **_THRESH,
+        **THRESHOLD_PARAMS,
     }
 
     def step(self, x, s, p, fire):
@@ -67,8 +54,8 @@ class LIF(NeuronSpec):
             h = v + self.dt / p.tau * (p.v_leak - v + p.r * x)
         else:
             h = v + self.dt / p.tau * (p.v_leak - v) + p.r * x
-        z = fire(h - p.v_threshold)
-        return z, (reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset),)
+        z, v = self.fire_reset(h, p, fire)
+        return z, (v,)
 
     def rest(self, p):
         return (p.v_leak,)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._spec import NeuronSpec, Param, Reset, register_neuron, reset_membrane
+from ._spec import THRESHOLD_PARAMS, FireReset, NeuronSpec, Param, Reset, register_neuron, reset_membrane
 
 
 @register_neuron
@@ -42,13 +42,9 @@ class Izhikevich(NeuronSpec):
 
 @register_neuron
 @dataclass(frozen=True)
-class QIF(NeuronSpec):
+class QIF(FireReset):
     """Quadratic integrate-and-fire:
     ``h = v + dt/tau * (a0 * (v - v_rest) * (v - v_c) + r * x)``; ``z = H(h - v_threshold)``; reset."""
-
-    reset: Reset = Reset.HARD
-    detach_reset: bool = False
-    dt: float = 1.0
 
     state = ("v",)
     params = {
@@ -57,15 +53,14 @@ class QIF(NeuronSpec):
         "v_rest": Param(0.0, "potential"),
         "v_c": Param(0.8, "potential"),
         "r": Param(1.0, "resistance"),
-        "v_threshold": Param(1.0, "potential"),
-        "v_reset": Param(0.0, "potential"),
+        **THRESHOLD_PARAMS,
     }
 
     def step(self, x, s, p, fire):
         v = s[0]
         h = v + self.dt / p.tau * (p.a0 * (v - p.v_rest) * (v - p.v_c) + p.r * x)
-        z = fire(h - p.v_threshold)
-        return z, (reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset),)
+        z, v = self.fire_reset(h, p, fire)
+        return z, (v,)
 
     def rest(self, p):
         return (p.v_rest,)
@@ -73,14 +68,10 @@ class QIF(NeuronSpec):
 
 @register_neuron
 @dataclass(frozen=True)
-class EIF(NeuronSpec):
+class EIF(FireReset):
     """Exponential integrate-and-fire:
     ``h = v + dt/tau * (v_rest - v + delta_t * exp((v - v_rh) / delta_t) + r * x)``;
     ``z = H(h - v_threshold)``; reset."""
-
-    reset: Reset = Reset.HARD
-    detach_reset: bool = False
-    dt: float = 1.0
 
     state = ("v",)
     params = {
@@ -89,15 +80,14 @@ class EIF(NeuronSpec):
         "v_rh": Param(0.8, "potential"),
         "delta_t": Param(0.1, "potential", positive=True),
         "r": Param(1.0, "resistance"),
-        "v_threshold": Param(1.0, "potential"),
-        "v_reset": Param(0.0, "potential"),
+        **THRESHOLD_PARAMS,
     }
 
     def step(self, x, s, p, fire):
         v = s[0]
         h = v + self.dt / p.tau * (p.v_rest - v + p.delta_t * torch.exp((v - p.v_rh) / p.delta_t) + p.r * x)
-        z = fire(h - p.v_threshold)
-        return z, (reset_membrane(h, z, p.v_threshold, p.v_reset, self.reset, self.detach_reset),)
+        z, v = self.fire_reset(h, p, fire)
+        return z, (v,)
 
     def rest(self, p):
         return (p.v_rest,)
