@@ -1,0 +1,180 @@
+"""Helpers shared by the benchmark scripts: one child process per measurement, timing,
+memory, the machine's description and Markdown tables.
+
+Every measurement runs in its own ``python SCRIPT --child ...`` process so that peak RSS
+(``ru_maxrss``) belongs to that framework alone and no allocator state is shared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+# glibc: never serve large blocks with mmap and never give the heap back, so a freed
+# 65 MB tensor's pages are reused instead of faulted in again (PERFORMANCE.md).
+MALLOC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+def child_env(threads: int, malloc_tuned: bool, omp_passive: bool = False) -> dict:
+    """The environment of every child: same thread count, allocator and OpenMP wait policy.
+
+    ``omp_passive`` sets ``OMP_WAIT_POLICY=PASSIVE``: on an oversubscribed machine spinning
+    OpenMP threads make every parallel region wait for a scheduler slice (per-step loops
+    suffer most); on a quiet one it costs a wake-up per region. Off: the variable is removed."""
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_TUNED and k != "OMP_WAIT_POLICY"}
+    if malloc_tuned:
+        env.update(MALLOC_TUNED)
+    if omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def run_child(script: str, args: list[str], env: dict, timeout: float) -> dict:
+    """Run ``python script --child *args``; return the JSON dict it printed last, or
+    ``{"error": ...}`` with the last line of its stderr."""
+    cmd = [sys.executable, script, "--child", *map(str, args)]
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    lines = p.stderr.strip().splitlines() or ["no output"]
+    return {"error": f"exit {p.returncode}: {lines[-1]}"}
+
+
+def child_setup(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident set: VmHWM of its own address space.
+
+    Not ``ru_maxrss``: Linux carries that across fork/vfork + exec, so a child would
+    report at least its parent's peak. (The parent imports no torch all the same.)"""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+
+
+def copy_gbs(mib: int = 256, reps: int = 9) -> float:
+    """Copy bandwidth, GB/s counting read + write: ``dst.copy_(src)`` of ``mib`` MiB of
+    float32, median of ``reps`` after one copy that faults the pages in."""
+    import torch
+
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        ts.append(time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / statistics.median(ts) / 1e9
+
+
+def probe(env: dict, threads: int, bandwidth: bool = False) -> dict:
+    """Ask a child process (the parent never imports torch) for the torch version,
+    spikeforge's available backends and registered neurons, and optionally the copy
+    bandwidth."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys, json; sys.path.insert(0, {here!r}); import _common as C; "
+            f"print(json.dumps(C._probe_here({threads}, {bandwidth})))")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"probe failed: {p.stderr.strip()}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _probe_here(threads: int, bandwidth: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    import spikeforge as sf
+
+    out = {"torch": torch.__version__, "backends": [b for b, why in sf.backends().items() if why is None],
+           "neurons": list(sf.neurons.REGISTRY)}
+    if bandwidth:
+        out["copy_gbs"] = copy_gbs()
+    return out
+
+
+def time_passes(forward, backward, reps: int, warmup: int = 1, on_first=None) -> dict:
+    """Time ``out = forward()`` then ``backward(out)``, ``warmup + reps`` times.
+
+    ``on_first(out)`` runs after the first (warm-up) pass, untimed. Returns the medians
+    over the timed repetitions in ms: forward, backward and total (median of the
+    per-repetition sums), the CPU time the process used per pass (all threads), and the
+    1-minute load average at the end (above ~2 on this 2-core machine, the child shared
+    its cores with other work and its times are inflated)."""
+    fw, bw, tot, cpu = [], [], [], []
+    for i in range(warmup + reps):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        out = forward()
+        t1 = time.perf_counter()
+        backward(out)
+        t2 = time.perf_counter()
+        c1 = time.process_time()
+        if i == 0 and on_first is not None:
+            on_first(out)
+        del out
+        if i >= warmup:
+            fw.append(1e3 * (t1 - t0))
+            bw.append(1e3 * (t2 - t1))
+            tot.append(1e3 * (t2 - t0))
+            cpu.append(1e3 * (c1 - c0))
+    med = statistics.median
+    return {"fwd_ms": med(fw), "bwd_ms": med(bw), "total_ms": med(tot), "cpu_ms": med(cpu), "reps": reps,
+            "load": os.getloadavg()[0]}
+
+
+def best_of_rounds(keys: list, rounds: int, run_one) -> dict:
+    """``run_one(key, round)`` for every key, ``rounds`` times interleaved (key order inside
+    each round); keep each key's fastest result (an error only if no round succeeded)."""
+    best: dict = {}
+    for rnd in range(rounds):
+        for k in keys:
+            r, old = run_one(k, rnd), best.get(k)
+            if old is None or "error" in old or ("error" not in r and r["total_ms"] < old["total_ms"]):
+                best[k] = r if old is None or "error" not in r else old
+    return best
+
+
+def machine_info(threads: int, malloc_tuned: bool, torch_version: str, omp_passive: bool = False) -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    alloc = " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items()) if malloc_tuned else "glibc defaults"
+    return (f"{time.strftime('%Y-%m-%d %H:%M')}; {cpu}; {os.cpu_count()} cores; "
+            f"Python {platform.python_version()}; torch {torch_version}; "
+            f"{threads} threads; allocator: {alloc}" + ("; OMP_WAIT_POLICY=PASSIVE" if omp_passive else ""))
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown pipe table with right-aligned cells."""
+    cells = [[str(c) for c in r] for r in rows]
+    width = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, width)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 1) + ":" for w in width) + "|"
+    return "\n".join([line(headers), sep, *map(line, cells)])
+
+
+def fmt(x, spec: str = ".0f", missing: str = "-") -> str:
+    return missing if x is None else format(x, spec)
