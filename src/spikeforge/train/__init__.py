@@ -1,0 +1,22 @@
+"""Training: a small trainer the ``spikeforge`` command calls, usable from Python too.
+
+    from spikeforge.train import make_config, train
+    result = train(make_config(dataset="yinyang", epochs=30), out="runs/yy")
+    result.test_accuracy
+"""
+from .checkpoint import CheckpointError as CheckpointError
+from .config import ConfigError as ConfigError
+from .config import DataSet as DataSet
+from .config import Encoding as Encoding
+from .config import Loss as Loss
+from .config import Schedule as Schedule
+from .config import TrainConfig as TrainConfig
+from .config import load_config_file as load_config_file
+from .config import make_config as make_config
+from .model import Classifier as Classifier
+from .trainer import RunError as RunError
+from .trainer import RunResult as RunResult
+from .trainer import Trainer as Trainer
+from .trainer import evaluate as evaluate
+from .trainer import resume as resume
+from .trainer import train as train

@@ -1,0 +1,102 @@
+"""The ``spikeforge`` command: ``train``, ``eval`` and ``info``. Argument parsing only; the
+work is done by ``spikeforge.train`` (``train``, ``resume``, ``evaluate``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+_TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
+                  "encoding", "loss", "steps", "hidden")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,info}")
+    t = sub.add_parser("train", help="train a model (default: Yin-Yang) into a run folder")
+    t.add_argument("--dataset", choices=["yinyang", "digits", "event-digits"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="Adam learning rate (peak of the schedule)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--neuron", help="hidden neuron model: IF (default), LIF, CubaLIF, ALIF, ...")
+    t.add_argument("--surrogate", help="surrogate gradient: ATan (default), FastSigmoid, Triangle, ...")
+    t.add_argument("--backend", choices=["reference", "cpu", "triton"], help="default: automatic")
+    t.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
+    t.add_argument("--encoding", choices=["current", "latency"], help="input coding of static features")
+    t.add_argument("--loss", choices=["max-membrane", "first-spike"])
+    t.add_argument("--steps", type=int, help="time steps T")
+    t.add_argument("--hidden", type=int, help="number of hidden neurons")
+    t.add_argument("--config", metavar="FILE", help="TOML, YAML or JSON file of options (flags override it)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<dataset>-<time>-s<seed>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (--epochs may extend it)")
+    t.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    t.add_argument("--quiet", action="store_true", help="print only the result")
+    e = sub.add_parser("eval", help="re-evaluate the best checkpoint of a run folder")
+    e.add_argument("run_dir")
+    e.add_argument("--split", choices=["train", "val", "test"], default="test")
+    sub.add_parser("info", help="print versions, backends and devices")
+    return p
+
+
+def _train(a: argparse.Namespace) -> int:
+    from . import config as C
+    from .trainer import resume, train
+
+    flags = {k: getattr(a, k) for k in _TRAIN_OPTIONS if getattr(a, k) is not None}
+    if a.resume:
+        extra = sorted(set(flags) - {"epochs"}) + (["config"] if a.config else []) + (["out"] if a.out else [])
+        if extra:
+            raise C.ConfigError(f"--resume continues a run with its own configuration; drop {extra} "
+                                f"(only --epochs may change)")
+        result = resume(a.resume, epochs=flags.get("epochs"), quiet=a.quiet, plots=not a.no_plots)
+    else:
+        file_values = C.load_config_file(a.config) if a.config else {}
+        cfg = C.make_config(**{**file_values, **flags})
+        result = train(cfg, a.out, quiet=a.quiet, plots=not a.no_plots)
+    if a.quiet:
+        print(f"test accuracy {100 * result.test_accuracy:.2f}%  run folder {result.run_dir}")
+    elif result.plots:
+        print("plots: " + ", ".join(str(result.run_dir / p) for p in result.plots))
+    return 0
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from .trainer import evaluate
+
+    r = evaluate(a.run_dir, a.split)
+    print(f"{a.split} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  (best epoch {r['epoch']})")
+    return 0
+
+
+def _info(a: argparse.Namespace) -> int:
+    from .info import describe
+
+    print(describe())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 0
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .trainer import RunError
+
+    try:
+        return {"train": _train, "eval": _eval, "info": _info}[a.command](a)
+    except (ConfigError, CheckpointError, RunError, FileNotFoundError, FloatingPointError) as e:
+        print(f"spikeforge {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nspikeforge {a.command}: interrupted (completed epochs are kept; continue with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

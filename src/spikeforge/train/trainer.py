@@ -1,0 +1,275 @@
+"""The trainer: ``train(cfg, out)`` runs a whole training into a run folder; ``resume(run_dir)``
+continues one after an interruption; ``evaluate(run_dir)`` re-evaluates the best checkpoint.
+
+Run folder: ``config.json`` (the resolved configuration), ``last.pt`` (written atomically
+after every epoch, holds everything needed to continue), ``best.pt`` (the epoch with the
+best validation accuracy), ``metrics.json`` and, unless ``plots=False``, PNG plots.
+Training is deterministic for a given seed (shuffling uses a generator seeded per epoch),
+so a resumed run ends with the same weights as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .. import functional
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .config import Schedule, TrainConfig
+from .model import Classifier, loss_and_logits
+from .progress import Progress
+from .tasks import Task, batch_input, load_task
+
+__all__ = ["Trainer", "RunResult", "train", "resume", "evaluate", "RunError"]
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    test_accuracy: float
+    best_val_accuracy: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    plots: list[str] = field(default_factory=list)
+
+
+class Trainer:
+    """Holds the model, optimiser and data of one run; ``fit()`` trains and finishes it."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, quiet: bool = False, plots: bool = True) -> None:
+        self.cfg, self.run_dir, self.plots = cfg, Path(run_dir), plots
+        self.progress = Progress(quiet)
+        self.task: Task = load_task(cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(cfg.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.history: list[dict] = []
+        self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
+        self.best_model = _copy_state(self.model)
+        self.epoch = 0          # epochs completed
+
+    # -- state ------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "history": self.history, "best": self.best,
+                "best_model": self.best_model}
+
+    def load_state(self, ck: dict, model_only: bool = False) -> None:
+        mine, theirs = self.cfg.to_dict(), dict(ck["config"]) if isinstance(ck["config"], dict) else {}
+        mine.pop("epochs"), theirs.pop("epochs", None)   # a resumed run may be extended
+        if mine != theirs:
+            raise CheckpointError("the checkpoint was written with another configuration than this run's config.json")
+        try:
+            self.model.load_state_dict(ck["model"])
+            if not model_only:
+                self.optimizer.load_state_dict(ck["optimizer"])
+                self.best_model = ck.get("best_model", _copy_state(self.model))
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"the checkpoint does not fit this model: {_short(e)}") from e
+        if not model_only:
+            self.epoch, self.history, self.best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
+
+    # -- one epoch ----------------------------------------------------------------------
+    def _lr(self, step: int, total: int) -> float:
+        if self.cfg.schedule is Schedule.CONSTANT:
+            return self.cfg.lr
+        warm = max(total // max(self.cfg.epochs, 1), 1)
+        if step < warm:
+            return self.cfg.lr * (step + 1) / warm
+        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+    def train_epoch(self) -> dict:
+        cfg, (x, y) = self.cfg, self.task.train
+        n, e = len(y), self.epoch + 1
+        per_epoch = math.ceil(n / cfg.batch_size)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + e)).to(y.device)
+        self.model.train()
+        loss_sum, correct, t0, c0 = 0.0, 0, time.perf_counter(), time.process_time()
+        for b in range(per_epoch):
+            for g in self.optimizer.param_groups:
+                g["lr"] = self._lr(self.epoch * per_epoch + b, cfg.epochs * per_epoch)
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            loss, logits = loss_and_logits(self.model(batch_input(x[idx])), y[idx], cfg.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the loss became {value} in epoch {e}; try a smaller --lr")
+            loss_sum += value * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / min(n, (b + 1) * cfg.batch_size),
+                                correct / min(n, (b + 1) * cfg.batch_size))
+        return {"train_loss": loss_sum / n, "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t0,
+                "train_cpu_seconds": time.process_time() - c0}
+
+    @torch.no_grad()
+    def predict(self, split: str, chunk: int = 1000) -> tuple[float, torch.Tensor]:
+        """Mean loss and predicted classes on a split."""
+        x, y = self.task.split(split)
+        self.model.eval()
+        loss, preds = 0.0, []
+        for i in range(0, len(y), chunk):
+            l, logits = loss_and_logits(self.model(batch_input(x[i:i + chunk])), y[i:i + chunk], self.cfg.loss)
+            loss += l.item() * len(y[i:i + chunk])
+            preds.append(logits.argmax(1))
+        return loss / max(len(y), 1), torch.cat(preds)
+
+    def accuracy(self, split: str) -> tuple[float, float]:
+        loss, pred = self.predict(split)
+        return loss, (pred == self.task.split(split)[1]).float().mean().item()
+
+    # -- the run ------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        t0, c0 = time.perf_counter(), time.process_time()
+        with _run_settings(self.cfg):
+            while self.epoch < self.cfg.epochs:
+                self._one_epoch()
+            self.model.load_state_dict(self.best_model)
+            test_loss, test_acc = self.accuracy("test")
+        seconds = time.perf_counter() - t0
+        plots = self._plots() if self.plots else []
+        metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
+                               train_cpu_seconds=time.process_time() - c0, plots=plots)
+        _write_json(self.run_dir / "metrics.json", metrics)
+        self.progress.message(f"test accuracy {100 * test_acc:.2f}% (best epoch {self.best['epoch']}, "
+                              f"val {100 * self.best['val_accuracy']:.2f}%); run folder: {self.run_dir}")
+        return RunResult(self.run_dir, test_acc, self.best["val_accuracy"], self.best["epoch"], self.history,
+                         seconds, plots)
+
+    def _one_epoch(self) -> None:
+        row = self.train_epoch()
+        val_loss, val_acc = self.accuracy("val")
+        self.epoch += 1
+        row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_accuracy": val_acc}
+        self.history.append(row)
+        # the best epoch is the one with the lowest validation loss: on 1000 samples the accuracy
+        # moves in steps of 0.1 % and picks noisy mid-training epochs more often
+        improved = val_loss <= self.best["val_loss"]
+        if improved:
+            self.best = {"epoch": self.epoch, "val_accuracy": val_acc, "val_loss": val_loss}
+            self.best_model = _copy_state(self.model)
+            save_checkpoint(self.run_dir / "best.pt", **self.state())
+        save_checkpoint(self.run_dir / "last.pt", **self.state())
+        _write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
+        self.progress.epoch(
+            f"epoch {self.epoch:3d}/{self.cfg.epochs}  loss {row['train_loss']:.4f}  "
+            f"train {100 * row['train_accuracy']:6.2f}%  val {100 * val_acc:6.2f}%  "
+            f"{row['train_seconds']:5.2f}s{'  *' if improved else ''}")
+
+    def metrics(self, test_acc, test_loss, status: str, **extra) -> dict:
+        return {"status": status, "dataset": self.cfg.dataset.value, "epochs_done": self.epoch,
+                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": self.best["epoch"],
+                "best_val_accuracy": self.best["val_accuracy"], "history": self.history, **extra}
+
+    def _plots(self) -> list[str]:
+        from . import plots
+
+        try:
+            return plots.write_all(self)
+        except ImportError as e:
+            self.progress.message(f"plots skipped: {e}")
+            return []
+
+
+@contextlib.contextmanager
+def _run_settings(cfg: TrainConfig):
+    """Thread count and per-call input checks for the run (the data are checked once)."""
+    threads, checks = torch.get_num_threads(), functional._VALIDATE["on"]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    functional.set_validation(False)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        functional.set_validation(checks)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip()
+    return text if len(text) < 300 else text[:300] + " ..."
+
+
+def _copy_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _check_finite(task: Task) -> None:
+    for name in ("train", "val", "test"):
+        if not bool(torch.isfinite(task.split(name)[0]).all()):
+            raise ValueError(f"the {name} data contain NaN or inf")
+
+
+def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{cfg.dataset.value}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
+
+
+def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = False, plots: bool = True) -> RunResult:
+    """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``)."""
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
+    _check_finite(trainer.task)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", cfg.to_dict())
+    trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
+                             f"{cfg.epochs} epochs; run folder {run_dir}")
+    return trainer.fit()
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{path} is not a valid run configuration: {e}") from e
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False, plots: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its last completed epoch (``epochs`` may extend it)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
+        stale.unlink()
+    ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
+    trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
+    if ck is not None:
+        trainer.load_state(ck)
+    if epochs is not None and epochs != cfg.epochs:
+        if epochs < trainer.epoch:
+            raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
+        trainer.cfg = cfg.replace(epochs=epochs)
+        _write_json(run_dir / "config.json", trainer.cfg.to_dict())
+    trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
+    return trainer.fit()
+
+
+def evaluate(run_dir: str | Path, split: str = "test") -> dict:
+    """Accuracy and loss of the run's best checkpoint on ``split``."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    ck = load_checkpoint(run_dir / "best.pt")
+    trainer = Trainer(cfg, run_dir, quiet=True, plots=False)
+    trainer.load_state(ck, model_only=True)
+    with _run_settings(cfg):
+        loss, acc = trainer.accuracy(split)
+    return {"split": split, "accuracy": acc, "loss": loss, "epoch": int(ck["epoch"])}

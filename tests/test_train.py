@@ -1,0 +1,155 @@
+"""The trainer and the ``spikeforge`` command: an end-to-end run, resume (also after kill -9),
+damaged checkpoints, configuration files, the losses and encodings."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from spikeforge.train import (CheckpointError, ConfigError, Encoding, Loss, Trainer, load_config_file, make_config,
+                              resume, train)
+from spikeforge.train.checkpoint import load_checkpoint, save_checkpoint
+from spikeforge.train.cli import main
+from spikeforge.train.model import latency_encode, loss_and_logits, synaptic_trace
+
+SMALL = dict(epochs=2, hidden=16, steps=6, batch_size=500)
+
+
+def test_cli_train_end_to_end(tmp_path, capsys):
+    cfg_file = tmp_path / "small.toml"
+    cfg_file.write_text('epochs = 1\nhidden = 16\nsteps = 6\nbatch_size = 250\nneuron = "CubaLIF"\nreset = "hard"\n'
+                        '[neuron_params]\ntau_syn = 2.0\ntau_mem = 4.0\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_file), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "done" and len(metrics["history"]) == 2
+    assert 0.4 < metrics["test_accuracy"] <= 1.0          # two tiny epochs beat chance (1/3)
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 2 and config["hidden"] == 16 and config["neuron_params"]["tau_mem"] == 4.0
+    assert config["neuron"] == "CubaLIF" and config["reset"] == "hard"
+    for name in ("best.pt", "last.pt", "curves.png", "activity.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert main(["eval", str(out)]) == 0
+    assert f"{100 * metrics['test_accuracy']:.2f}%" in capsys.readouterr().out
+    assert main(["train", "--out", str(out), "--quiet"]) == 2                    # will not overwrite a run
+    assert "--resume" in capsys.readouterr().err
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = make_config(**SMALL)
+    train(cfg, tmp_path / "straight", quiet=True, plots=False)
+    original = Trainer._one_epoch
+
+    def interrupted(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(Trainer, "_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", quiet=True, plots=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    result = resume(tmp_path / "cut", quiet=True, plots=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_kill_9(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spikeforge.train.cli", "train", "--epochs", "500", "--hidden", "16", "--steps", "4",
+           "--batch-size", "1000", "--out", str(out), "--quiet", "--no-plots"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)                       # let it get into the next epochs, then kill mid-write or mid-epoch
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = load_checkpoint(out / "last.pt")["epoch"]
+    assert done >= 1
+    result = resume(out, epochs=done + 1, quiet=True, plots=False)
+    assert [h["epoch"] for h in result.history] == list(range(1, done + 2))
+    assert json.loads((out / "metrics.json").read_text())["status"] == "done"
+
+
+def test_damaged_and_foreign_checkpoints(tmp_path, capsys):
+    cfg = make_config(**{**SMALL, "epochs": 1})
+    run = tmp_path / "run"
+    train(cfg, run, quiet=True, plots=False)
+    last = run / "last.pt"
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])                                    # truncated
+    with pytest.raises(CheckpointError, match="not a readable spikeforge checkpoint"):
+        resume(run, quiet=True)
+    last.write_bytes(b"\x00garbage" * 100)                                     # garbage
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert "not a readable spikeforge checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": {}}, last)                                     # someone else's torch file
+    with pytest.raises(CheckpointError, match="not a spikeforge training checkpoint"):
+        load_checkpoint(last)
+    torch.save({"format": "spikeforge-train-checkpoint", "version": 1, "payload": Loss.MAX_MEMBRANE}, last)
+    with pytest.raises(CheckpointError, match="not loaded for safety"):       # an arbitrary object: refused
+        load_checkpoint(last)
+    ck = torch.load(run / "best.pt", weights_only=True)
+    ck["model"] = {"fc_in.weight": torch.zeros(3, 3)}
+    save_checkpoint(last, **{k: v for k, v in ck.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        resume(run, quiet=True)
+
+
+def test_config_files(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('dataset = "digits"\nencoding = "latency"\nlr = 0.003\n')
+    cfg = make_config(**load_config_file(toml))
+    assert cfg.encoding is Encoding.LATENCY and cfg.lr == 0.003 and cfg.hidden == 128   # digits default
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("loss: first-spike\nbatch-size: 32\nneuron_params: {tau: 3.0}\nneuron: LIF\n")
+    cfg = make_config(**load_config_file(yaml_file))
+    assert cfg.loss is Loss.FIRST_SPIKE and cfg.batch_size == 32 and cfg.neuron_params == {"tau": 3.0}
+    assert make_config(**cfg.to_dict()) == cfg
+    (tmp_path / "bad.toml").write_text("epochz = 3\n")
+    with pytest.raises(ConfigError, match="unknown configuration key"):
+        load_config_file(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        make_config(loss="mse")
+    with pytest.raises(ConfigError, match="positive integer"):
+        make_config(epochs=0)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_losses_and_latency_code():
+    x = torch.tensor([[0.0, 1.0, 0.5]])
+    s = latency_encode(x, 10)
+    assert s.shape == (10, 1, 4) and s.sum() == 4
+    assert s[:, 0].argmax(0).tolist() == [6, 0, 3, 0]          # larger is earlier; bias spike at 0
+    assert synaptic_trace(s, None)[:, 0, 0].tolist() == [0] * 6 + [1] * 4     # a step current from the spike on
+    decaying = synaptic_trace(s, 2.0)[6:, 0, 0]
+    assert torch.allclose(decaying, torch.exp(-torch.arange(4.0) / 2))
+    v = torch.zeros(8, 2, 3, requires_grad=True)
+    target = torch.tensor([0, 2])
+    with torch.no_grad():
+        v[3:, 0, 0] = 1.5                                       # class 0 crosses 1 first for sample 0
+        v[5:, 1, 2] = 1.2
+    for loss in Loss:
+        value, logits = loss_and_logits(v, target, loss)
+        value.backward()
+        assert logits.argmax(1).tolist() == [0, 2] and v.grad.abs().sum() > 0
+        v.grad = None
