@@ -259,3 +259,19 @@ def test_registry_refuses_duplicates_and_empty_specs():
     with pytest.raises(TypeError, match="Empty.*state"):
         register_neuron(Empty)
     assert REGISTRY == before
+
+
+def test_set_validation_returns_previous_and_disables_checks():
+    import spikeforge.functional as F
+    from spikeforge.neurons import LIF
+
+    x = torch.full((2, 1, 3), float("nan"))
+    previous = F.set_validation(False)
+    try:
+        assert previous is True
+        F.run(LIF(), x, backend="reference")  # unchecked: NaN goes through
+        assert F.set_validation(False) is False
+    finally:
+        F.set_validation(previous)
+    with pytest.raises(ValueError, match="NaN"):
+        F.run(LIF(), x, backend="reference")

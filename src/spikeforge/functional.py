@@ -22,9 +22,11 @@ DEFAULT_SURROGATE = ATan()
 _VALIDATE = {"on": True}
 
 
-def set_validation(on: bool) -> None:
-    """Turn the per-call input checks (finite values, positive time constants) on or off."""
-    _VALIDATE["on"] = bool(on)
+def set_validation(on: bool) -> bool:
+    """Turn the per-call input checks (finite values, positive time constants) on or off;
+    returns the previous setting."""
+    previous, _VALIDATE["on"] = _VALIDATE["on"], bool(on)
+    return previous
 
 
 def _all_finite(t: Tensor) -> bool:

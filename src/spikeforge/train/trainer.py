@@ -186,10 +186,10 @@ class Trainer:
 @contextlib.contextmanager
 def _run_settings(cfg: TrainConfig):
     """Thread count and per-call input checks for the run (the data are checked once)."""
-    threads, checks = torch.get_num_threads(), functional._VALIDATE["on"]
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    functional.set_validation(False)
+    checks = functional.set_validation(False)
     try:
         yield
     finally:
