@@ -12,6 +12,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from ._base import Labelled
+
 __all__ = ["Digits", "load_digits_arrays", "DIGIT_SPLITS"]
 
 DIGIT_SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -33,7 +35,7 @@ def load_digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[keep], labels[keep].astype(np.int64)
 
 
-class Digits(torch.utils.data.Dataset):
+class Digits(Labelled):
     """``Digits(split)`` with split ``"train"``, ``"val"`` or ``"test"``. Items are
     ``(features, label)``: the image as 64 float32 values in [0, 1] (row-major) and an
     int64 class index. ``.images`` is (N, 8, 8); ``.data`` (N, 64) and ``.targets`` (N,)
@@ -49,12 +51,6 @@ class Digits(torch.utils.data.Dataset):
         self.data = self.images.reshape(len(images), -1)
         self.targets = torch.from_numpy(labels)
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        x = self.data[i]
-        return (x if self.transform is None else self.transform(x)), self.targets[i]
-
-    def __repr__(self) -> str:
-        return f"Digits(split={self.split!r}, n={len(self)})"
+    @property
+    def samples(self):
+        return self.data

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._base import Labelled
 from .digits import Digits, load_digits_arrays
 
 __all__ = ["EVENT_DTYPE", "Saccades", "saccade_events", "ToFrame", "to_frames", "EventDigits"]
@@ -118,7 +119,7 @@ class ToFrame:
         return torch.from_numpy(to_frames(events, self.sensor_size, self.n_time_bins, self.duration_us))
 
 
-class EventDigits(torch.utils.data.Dataset):
+class EventDigits(Labelled):
     """``EventDigits(split, transform=None, saccades=Saccades())``: the ``Digits`` split
     recorded as event streams. Items are ``(events, label)``, or ``(transform(events),
     label)``; ``frame_transform(n_time_bins)`` gives the matching ``ToFrame``."""
@@ -136,12 +137,9 @@ class EventDigits(torch.utils.data.Dataset):
     def frame_transform(self, n_time_bins: int) -> ToFrame:
         return ToFrame(self.sensor_size, n_time_bins, self.duration_us)
 
-    def __len__(self) -> int:
-        return len(self.targets)
+    @property
+    def samples(self):
+        return self.events
 
-    def __getitem__(self, i):
-        ev = self.events[i]
-        return (ev if self.transform is None else self.transform(ev)), self.targets[i]
-
-    def __repr__(self) -> str:
-        return f"EventDigits(split={self.split!r}, n={len(self)}, sensor_size={self.sensor_size})"
+    def _repr_extra(self) -> str:
+        return f", sensor_size={self.sensor_size}"

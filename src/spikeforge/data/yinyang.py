@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ._base import Labelled
+
 __all__ = ["YinYang", "yinyang_class", "SPLITS", "CLASSES"]
 
 CLASSES = ("yin", "yang", "dot")
@@ -64,7 +66,7 @@ def generate(size: int, seed: int, r_small: float = R_SMALL, r_big: float = R_BI
     return np.concatenate([xy, 1.0 - xy], axis=1), labels
 
 
-class YinYang(torch.utils.data.Dataset):
+class YinYang(Labelled):
     """``YinYang(split)`` with split ``"train"`` (5000 samples, seed 42), ``"val"`` (1000,
     seed 41) or ``"test"`` (1000, seed 40). Items are ``(features, label)``: a float32
     tensor ``(x, y, 1-x, 1-y)`` and an int64 class index. ``.data`` and ``.targets``
@@ -81,12 +83,6 @@ class YinYang(torch.utils.data.Dataset):
         self.data = torch.from_numpy(features).float()
         self.targets = torch.from_numpy(labels)
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        x = self.data[i]
-        return (x if self.transform is None else self.transform(x)), self.targets[i]
-
-    def __repr__(self) -> str:
-        return f"YinYang(split={self.split!r}, n={len(self)})"
+    @property
+    def samples(self):
+        return self.data
