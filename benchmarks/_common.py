@@ -19,6 +19,16 @@ import time
 MALLOC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
+def add_child_options(ap) -> None:
+    """The options every harness passes to its child processes."""
+    ap.add_argument("--malloc-tuned", action="store_true",
+                    help="run every child with " + " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items()))
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="run every child with OMP_WAIT_POLICY=PASSIVE (helps on an oversubscribed machine)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child")
+    ap.add_argument("--json", help="also write the raw results here")
+
+
 def child_env(threads: int, malloc_tuned: bool, omp_passive: bool = False) -> dict:
     """The environment of every child: same thread count, allocator and OpenMP wait policy.
 

@@ -126,12 +126,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run all jobs this many times, interleaved, and keep each one's fastest round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--malloc-tuned", action="store_true",
-                    help="run every child with " + " ".join(f"{k}={v}" for k, v in C.MALLOC_TUNED.items()))
-    ap.add_argument("--omp-passive", action="store_true",
-                    help="run every child with OMP_WAIT_POLICY=PASSIVE (helps on an oversubscribed machine)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child")
-    ap.add_argument("--json", help="also write the raw results here")
+    C.add_child_options(ap)
     ap.add_argument("--child", nargs=8, metavar=("FW", "NEURON", "BACKEND", "N", "T", "B", "REPS", "THREADS"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -229,12 +229,7 @@ def main(argv=None) -> None:
     ap.add_argument("--frameworks", default="default",
                     help="'default' (floor, every available spikeforge backend, spikingjelly, snntorch, "
                          f"norse), 'all' (adds {', '.join(EXTRAS)}) or a comma-separated list")
-    ap.add_argument("--malloc-tuned", action="store_true",
-                    help="run every child with " + " ".join(f"{k}={v}" for k, v in C.MALLOC_TUNED.items()))
-    ap.add_argument("--omp-passive", action="store_true",
-                    help="run every child with OMP_WAIT_POLICY=PASSIVE (helps on an oversubscribed machine)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child")
-    ap.add_argument("--json", help="also write the raw results here")
+    C.add_child_options(ap)
     ap.add_argument("--child", nargs=7, metavar=("FW", "N", "T", "B", "REPS", "THREADS", "SPIKES"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
