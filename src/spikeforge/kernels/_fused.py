@@ -1,14 +1,17 @@
 """What the fused backends (C on CPU, Triton on GPU) share.
 
-A backend supplies ``kernel(spec, surrogate, dtype, layout)`` (cached) returning an object
-with ``layout``, ``reads_x``/``reads_state`` (what its reverse-time kernel reads) and:
+A backend supplies ``kernel(spec, surrogate, dtype, layout, want=None)`` (cached; ``want``
+says which of x and the parameters will want a gradient, default all) returning an object
+with ``layout`` and:
 
-* ``forward(x, state, params, save) -> (z, final_state, saved)``, ``saved[k]`` being the
-  (T, B, ...) trace of state ``k`` where ``save[k]``, else ``None``;
-* ``backward(x, state0, saved, params, gz, gstate, gtrace, need) -> (gx, gstate, gparams)``,
-  where ``gtrace[k]`` is the gradient of the recorded trace of state ``k`` (or ``None``),
-  ``need`` says which of (x, *state, *params) want a gradient and ``gparams[k]`` holds one
-  gradient per (batch, neuron) lane (``None`` where not needed).
+* ``forward(x, state, params, record, grad) -> (z, final_state, trace, saved)``: ``trace``
+  holds the (T, B, ...) trace of every state when ``record`` (else ``None``); ``saved`` is
+  whatever the kernel's backward needs when ``grad`` (x, checkpoints, traces; kernel-private);
+* ``backward(state0, saved, params, gz, gstate, gtrace, need, record) -> (gx, gstate, gparams)``,
+  where ``gz`` may be broadcast (stride 0, e.g. the gradient of ``sum()``), ``gtrace[k]`` is
+  the gradient of the recorded trace of state ``k`` (or ``None``), ``need`` says which of
+  (x, *state, *params) want a gradient and ``gparams[k]`` holds one gradient per
+  (batch, neuron) lane (``None`` where not needed).
 
 Everything around those two calls — flattening parameters, the autograd Function,
 reducing per-lane parameter gradients, the backend's ``run`` — lives here once.
@@ -50,27 +53,28 @@ class Fused(torch.autograd.Function):
     def forward(ctx, kernel, spec, surrogate, record, x, *tensors):
         ns = len(spec.state)
         state, params = tensors[:ns], tensors[ns:]
-        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params))
-        save = tuple(r or record for r in k.reads_state)
-        z, final, saved = k.forward(x, state, params, save)
-        ctx.k, ctx.ns, ctx.seq = k, ns, (x.shape, x.dtype, x.device)
-        ctx.save_for_backward(x if k.reads_x else None, *state, *params, *saved)
+        nig = ctx.needs_input_grad
+        k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in params), (nig[4], *nig[5 + ns:]))
+        z, final, trace, saved = k.forward(x, state, params, record, True)
+        ctx.k, ctx.ns, ctx.record, ctx.seq = k, ns, record, (x.shape, x.dtype, x.device)
+        ctx.save_for_backward(*state, *params, *saved)
         ctx.set_materialize_grads(False)  # unused outputs (often the final state) cost nothing
-        return (z, *final, *(tuple(saved) if record else ()))
+        return (z, *final, *(tuple(trace) if record else ()))
 
     @staticmethod
     def backward(ctx, gz, *grads):
         k, ns = ctx.k, ctx.ns
         st = ctx.saved_tensors
         npar = len(k.layout)
-        x, state, params, saved = st[0], st[1: 1 + ns], st[1 + ns: 1 + ns + npar], st[1 + ns + npar:]
+        state, params, saved = st[:ns], st[ns: ns + npar], st[ns + npar:]
         shape, dtype, device = ctx.seq
-        gz = torch.zeros(shape, dtype=dtype, device=device) if gz is None else gz.contiguous()
+        if gz is None:  # only the final state or the trace is used: a broadcast zero, never materialised
+            gz = torch.zeros((), dtype=dtype, device=device).expand(shape)
         _, B, N = dims(gz)
         gstate = [torch.zeros_like(s) if g is None else g.contiguous().clone() for g, s in zip(grads[:ns], state)]
         gtrace = [None if g is None else g.contiguous() for g in grads[ns:2 * ns]] or [None] * ns
         need = ctx.needs_input_grad[4:]
-        gx, gstate, gp = k.backward(x, state, saved, params, gz, gstate, gtrace, need)
+        gx, gstate, gp = k.backward(state, saved, params, gz, gstate, gtrace, need, ctx.record)
         gparams = [None if g is None or not w else
                    (g.view(B, N).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
                    for g, p, w in zip(gp, params, need[1 + ns:])]
@@ -89,5 +93,5 @@ def run(kernel, spec, surrogate, x, state, params, record):
         z, final, rec = out[0], out[1: 1 + ns], out[1 + ns:]
     else:
         k = kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat))
-        z, final, rec = k.forward(x, state, flat, (record,) * ns)
+        z, final, rec, _ = k.forward(x, state, flat, record, False)
     return z, tuple(final), (tuple(rec) if record else None)

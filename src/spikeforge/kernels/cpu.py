@@ -8,6 +8,7 @@ hash of its source, flags and compiler, so a changed definition recompiles by it
 from __future__ import annotations
 
 import ctypes
+from ctypes import c_int64
 import hashlib
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..allocator import empty
 from . import csource
 from ._fused import cache_dir, dims, run
 from .trace import UnsupportedGraph, trace
@@ -26,6 +28,7 @@ from .trace import UnsupportedGraph, trace
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
+SEGMENT_BYTES = 1 << 19  # recomputed states per backward segment and thread: about an L2 cache
 
 
 def compiler() -> str | None:
@@ -61,50 +64,82 @@ def build(src: str) -> ctypes.CDLL:
 
 
 def prebuild(items, workers: int | None = None) -> None:
-    """Compile the kernels of ``(spec, surrogate, dtype, layout)`` items in parallel, so
-    that first calls find them cached (warm-up, test suites)."""
-    sources = [csource.source(trace(spec, sur, dtype), layout) for spec, sur, dtype, layout in items]
+    """Compile the kernels of ``(spec, surrogate, dtype, layout[, want])`` items in parallel,
+    so that first calls find them cached (warm-up, test suites)."""
+    sources = [csource.source(trace(spec, sur, dtype), *rest) for spec, sur, dtype, *rest in items]
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         list(pool.map(build, sources))
 
 
 class Kernel:
     """The compiled forward/backward pair for one spec, surrogate, dtype and parameter
-    layout (which parameters are per-neuron vectors rather than scalars)."""
+    layout (which parameters are per-neuron vectors rather than scalars), and the
+    gradients backward computes (``want``: x, then each parameter; default all).
 
-    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...]):
+    Backward recomputes: forward saves the state only every ``K`` steps (checkpoints,
+    1/K of a full tensor per state variable), and backward rebuilds each K-step segment's
+    states in a per-thread buffer of about ``SEGMENT_BYTES``. With ``record`` the trace is
+    an output anyway, and backward reads it (K = 1)."""
+
+    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], want: tuple[bool, ...] | None):
         self.tr = trace(spec, surrogate, dtype)
-        self.layout = layout
+        self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         reads = self.tr.backward_reads()
-        self.reads_x, self.reads_state = reads[0], reads[1: 1 + self.tr.n_state]
-        self.lib = build(csource.source(self.tr, layout))
+        ns = self.tr.n_state
+        self.reads_x, self.recompute = reads[0], any(reads[1: 1 + ns])
+        self.K = max(2, SEGMENT_BYTES // (ns * csource.CHUNK * dtype.itemsize))
+        self.lib = build(csource.source(self.tr, layout, self.want))
         for fn in (self.lib.sf_forward, self.lib.sf_backward):
             fn.restype = None
 
-    def forward(self, x, state, params, save: tuple[bool, ...]):
-        """Run forward; returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
+    def forward(self, x, state, params, record: bool, grad: bool):
+        """(z, final_state, trace, saved): ``saved`` is (x or None, *checkpoints or traces)."""
         T, B, N = dims(x)
-        z = torch.empty_like(x)
+        z = empty(x.shape, x.dtype)
         final = [s.contiguous().clone() for s in state]
-        saved = [torch.empty_like(x) if w else None for w in save]
-        self.lib.sf_forward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), _threads(x),
-                            _ptr(x), _ptr(z), _ptrs(final), _ptrs(saved), _ptrs(params))
-        return z, final, saved
+        if record:
+            K, nsave = 1, T
+        elif grad and self.recompute:
+            K, nsave = self.K, (T - 1) // self.K if T else 0
+        else:
+            K, nsave = 1, 0
+        saved = [empty((nsave, *x.shape[1:]), x.dtype) if nsave else None for _ in state]
+        self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(x), _ptr(x), _ptr(z),
+                            _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
+        keep = (x if self.reads_x or (self.recompute and not record) else None, *saved) if grad else ()
+        return z, final, (saved if record else None), keep
 
-    def backward(self, x, state, saved, params, gz, gstate, gtrace, need):
-        """Reverse time (every gradient is computed; ``_fused`` drops the unneeded ones)."""
+    def backward(self, state, saved, params, gz, gstate, gtrace, need, record):
+        """Reverse time; computes the gradients in ``want`` (``None`` for the others)."""
+        x, saved = saved[0], saved[1:]
         T, B, N = dims(gz)
-        gx = torch.empty_like(gz)
-        gp = [torch.empty(B * N, dtype=gz.dtype) for _ in params]
-        self.lib.sf_backward(ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N),
-                             _threads(gz), _ptr(x), _ptrs(state), _ptrs(saved),
-                             _ptrs(params), _ptr(gz), _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
+        K = (1 if record else self.K) if self.recompute else max(T, 1)
+        gx = empty(gz.shape, gz.dtype) if self.want[0] else None
+        gp = [torch.empty(B * N, dtype=gz.dtype) if w else None for w in self.want[1:]]
+        gz, gsT, gsB = _rows(gz)
+        self.lib.sf_backward(c_int64(T), c_int64(B), c_int64(N), _threads(gz), _ptr(x), _ptrs(state),
+                             _ptrs(saved), c_int64(K), _ptrs(params), _ptr(gz), c_int64(gsT), c_int64(gsB),
+                             _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
         return gx, gstate, gp
 
 
+def _rows(g):
+    """``(base, sT, sB)``: ``g`` as rows of N contiguous values, row (t, b) at ``t * sT + b * sB``.
+    A gradient broadcast over time and batch (that of ``sum()`` or ``mean()``) is read in
+    place instead of being materialised."""
+    T, B, N = dims(g)
+    if g.is_contiguous() or T * B * N == 0:
+        return g.contiguous(), B * N, N
+    if g[0, 0].is_contiguous():
+        return g, g.stride(0), g.stride(1)
+    if g.stride(0) == 0 and g.stride(1) == 0:
+        return g[0, 0].contiguous(), 0, 0
+    return g.contiguous(), B * N, N
+
+
 @lru_cache(maxsize=None)
-def kernel(spec, surrogate, dtype, layout) -> Kernel:
-    return Kernel(spec, surrogate, dtype, layout)
+def kernel(spec, surrogate, dtype, layout, want=None) -> Kernel:
+    return Kernel(spec, surrogate, dtype, layout, want)
 
 
 def _ptr(t):

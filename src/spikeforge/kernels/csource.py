@@ -65,15 +65,14 @@ _HEAD = """#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 typedef {ctype} scalar_t;
-#define CHUNK {chunk}
 """
 
-# Work items: rows x cols blocks, about CHUNK elements each, at least one per thread.
+# Work items: rows x cols blocks of about `chunk` elements, at least one per thread.
 _ITEMS = """    const int64_t M = B * N;
-    int64_t rows = 1, cols = N < CHUNK ? N : CHUNK;
-    if (N < CHUNK) {{
+    int64_t rows = 1, cols = N < {chunk} ? N : {chunk};
+    if (N < {chunk}) {{
         const int64_t per = (B + nthreads - 1) / nthreads;
-        rows = CHUNK / N < per ? CHUNK / N : per;
+        rows = {chunk} / N < per ? {chunk} / N : per;
         if (rows < 1) rows = 1;
     }}
     const int64_t nrb = (B + rows - 1) / rows, ncb = (N + cols - 1) / cols;
@@ -81,37 +80,33 @@ _ITEMS = """    const int64_t M = B * N;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t w = 0; w < nrb * ncb; ++w) {{
         const int64_t b0 = (w / ncb) * rows, f0 = (w % ncb) * cols;
-        const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols;
-        scalar_t* buf = (scalar_t*)malloc(sizeof(scalar_t) * {nbuf} * nr * len);
-{locals}
-{prologue}
-        for (int64_t tt = 0; tt < T; ++tt) {{
-            const int64_t t = {time};
-            for (int64_t r = 0; r < nr; ++r) {{
-                const int64_t off = t * M + (b0 + r) * N + f0, loc = r * len;
-{pointers}
-                #pragma omp simd
-                for (int64_t i = 0; i < len; ++i) {{
+        const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols, E = nr * len;
+        scalar_t* buf = (scalar_t*)malloc(sizeof(scalar_t) * ({nbuf}) * E);
 {body}
-                }}
-            }}
-        }}
-{epilogue}
         free(buf);
     }}
 """
 
 
-def _rows_loop(stmt: str) -> str:
-    """A loop over every element of the work item (outside the time loop)."""
-    return ("        for (int64_t r = 0; r < nr; ++r)\n"
-            "            for (int64_t i = 0; i < len; ++i) {\n"
-            "                const int64_t loc = r * len + i, at = (b0 + r) * N + f0 + i;\n"
-            f"                {stmt}\n            }}")
+def _rows(stmt: str, pre: str = "", indent: int = 8) -> str:
+    """A loop over the work item's rows and, inside, a vectorised loop over its neurons;
+    ``off`` is the row's offset in a (B, N) slice and ``loc`` its offset in the local buffers."""
+    pad = " " * indent
+    return (f"{pad}for (int64_t r = 0; r < nr; ++r) {{\n"
+            f"{pad}    const int64_t off = (b0 + r) * N + f0, loc = r * len;\n"
+            + "".join(f"{pad}    {ln}\n" for ln in pre.splitlines() if ln)
+            + f"{pad}    #pragma omp simd\n"
+            f"{pad}    for (int64_t i = 0; i < len; ++i) {{\n"
+            + "".join(f"{pad}        {ln}\n" for ln in stmt.splitlines() if ln)
+            + f"{pad}    }}\n{pad}}}\n")
 
 
 def _indent(lines, n):
     return "\n".join(" " * n + ln for ln in lines)
+
+
+def _locals(names_at: list[tuple[str, str]]) -> str:
+    return _indent([f"scalar_t* restrict {n} = buf + {at} * E;" for n, at in names_at], 8)
 
 
 def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
@@ -120,49 +115,86 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     inputs = ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr
     lines, outs = printer.emit(tr.forward.graph, inputs, target, tr.dtype)
     stores = [f"zt[i] = {outs[0]};"] + [f"s{k}[loc + i] = {outs[1 + k]};" for k in range(ns)]
-    stores += [f"if (S{k}) S{k}[off + i] = s{k}[loc + i];" for k in range(ns)]
-    items = _ITEMS.format(
-        param_decls=_indent(decls, 4), nbuf=max(ns, 1), time="tt",
-        locals=_indent([f"scalar_t* restrict s{k} = buf + {k} * nr * len; scalar_t* restrict S{k} = saved[{k}];"
-                        for k in range(ns)], 8),
-        prologue="\n".join(_rows_loop(f"s{k}[loc] = state[{k}][at];") for k in range(ns)),
-        pointers=_indent(["const scalar_t* restrict xt = x + off;", "scalar_t* restrict zt = z + off;"], 16),
-        body=_indent(lines + stores, 20),
-        epilogue="\n".join(_rows_loop(f"state[{k}][at] = s{k}[loc];") for k in range(ns)))
-    return ("void sf_forward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
+    stores += [f"if (save >= 0) saved[{k}][save + off + i] = s{k}[loc + i];" for k in range(ns)]
+    body = "\n".join([
+        _locals([(f"s{k}", k) for k in range(ns)]),
+        *(_rows(f"s{k}[loc + i] = state[{k}][off + i];") for k in range(ns)),
+        "        for (int64_t t = 0; t < T; ++t) {",
+        "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
+        _rows("\n".join(lines + stores), indent=12,
+              pre="const scalar_t* restrict xt = x + t * M + off;\nscalar_t* restrict zt = z + t * M + off;"),
+        "        }",
+        *(_rows(f"state[{k}][off + i] = s{k}[loc + i];") for k in range(ns))])
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=max(ns, 1), body=body)
+    return ("/* Forward: the state after step t is saved at (t + 1) / K - 1 when K divides t + 1,\n"
+            "   for the first nsave such steps (K = 1, nsave = T: the whole trace). */\n"
+            "void sf_forward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
             "                scalar_t* restrict z, scalar_t* const* state, scalar_t* const* saved,\n"
-            "                const scalar_t* const* params) {\n" + items + "}\n")
+            "                int64_t K, int64_t nsave, const scalar_t* const* params) {\n" + items + "}\n")
 
 
-def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
+def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: tuple[bool, ...] | None = None) -> str:
+    """``want[0]``: write grad x; ``want[1 + k]``: accumulate the gradient of parameter k
+    (default: all). Gradients nobody wants cost nothing."""
     ns, np_ = tr.n_state, tr.n_params
+    want = want or (True,) * (1 + np_)
+    acc = [k for k in range(np_) if want[1 + k]]
+    recompute = any(tr.backward_reads()[1: 1 + ns])
     decls, pexpr = _param_decls(layout)
-    inputs = (["xt[i]"] + [f"sp{k}[i]" for k in range(ns)] + pexpr + ["gzt[i]"]
+    inputs = (["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)] + pexpr + ["gzt[i]"]
               + [f"g{k}[loc + i]" for k in range(ns)])
     lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype)
-    stores = [f"gxt[i] = {_or0(outs[0])};"] + [f"g{k}[loc + i] = {_or0(outs[1 + k])};" for k in range(ns)]
-    stores += [f"a{k}[loc + i] += {_or0(outs[1 + ns + k])};" for k in range(np_)]
-    pointers = ["const scalar_t* restrict xt = x ? x + off : 0;", "const scalar_t* restrict gzt = gz + off;",
-                "scalar_t* restrict gxt = gx + off;"]
-    pointers += [f"const scalar_t* restrict sp{k} = !saved[{k}] ? 0 : "
-                 f"(t ? saved[{k}] + off - M : state0[{k}] + off - t * M);" for k in range(ns)]
+    stores = [f"gxt[i] = {_or0(outs[0])};"] if want[0] else []
+    stores += [f"g{k}[loc + i] = {_or0(outs[1 + k])};" for k in range(ns)]
+    stores += [f"a{k}[loc + i] += {_or0(outs[1 + ns + k])};" for k in acc]
     # the gradient of the recorded state after step t joins the carried state gradient
-    pointers += [f"if (gtrace[{k}]) for (int64_t i = 0; i < len; ++i) g{k}[loc + i] += gtrace[{k}][off + i];"
-                 for k in range(ns)]
-    items = _ITEMS.format(
-        param_decls=_indent(decls, 4), nbuf=max(ns + np_, 1), time="T - 1 - tt",
-        locals=_indent([f"scalar_t* restrict g{k} = buf + {k} * nr * len;" for k in range(ns)]
-                       + [f"scalar_t* restrict a{k} = buf + {ns + k} * nr * len;" for k in range(np_)], 8),
-        prologue="\n".join([_rows_loop(f"g{k}[loc] = gstate[{k}][at];") for k in range(ns)]
-                           + [_rows_loop(f"a{k}[loc] = 0;") for k in range(np_)]),
-        pointers=_indent(pointers, 16), body=_indent(lines + stores, 20),
-        epilogue="\n".join([_rows_loop(f"gstate[{k}][at] = g{k}[loc];") for k in range(ns)]
-                           + [_rows_loop(f"gparams[{k}][at] = a{k}[loc];") for k in range(np_)]))
-    return ("void sf_backward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
-            "                 const scalar_t* const* state0, const scalar_t* const* saved,\n"
-            "                 const scalar_t* const* params, const scalar_t* restrict gz,\n"
-            "                 scalar_t* const* gstate, const scalar_t* const* gtrace, scalar_t* restrict gx,\n"
-            "                 scalar_t* const* gparams) {\n"
+    gtrace = "".join(f"if (gtrace[{k}]) for (int64_t i = 0; i < len; ++i) g{k}[loc + i] += gtrace[{k}][t * M + off + i];\n"
+                     for k in range(ns))
+    pointers = gtrace + ("const scalar_t* restrict xt = x ? x + t * M + off : 0;\n"
+                "const scalar_t* restrict gzt = gz + t * gsT + (b0 + r) * gsB + f0;\n"
+                "scalar_t* restrict gxt = gx ? gx + t * M + off : 0;")
+    na = len(acc)
+    names = ([(f"g{k}", k) for k in range(ns)] + [(f"a{k}", ns + j) for j, k in enumerate(acc)]
+             + [(f"s{k}", ns + na + k) for k in range(ns)] + [("seg", 2 * ns + na)])
+    segment = []
+    if recompute:  # rebuild the segment's pre-step states from the saved state before it
+        flines, fouts = printer.emit(tr.forward.graph, ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr,
+                                     target, tr.dtype)
+        segment = [
+            *(_rows(f"s{k}[loc + i] = c ? saved[{k}][(c - 1) * M + off + i] : state0[{k}][off + i];", indent=12)
+              for k in range(ns)),
+            "            for (int64_t t = t0; t < t1; ++t) {",
+            "                scalar_t* restrict q = seg + (t - t0) * " + f"{ns} * E;",
+            *(_rows(f"q[{k} * E + loc + i] = s{k}[loc + i];", indent=16) for k in range(ns)),
+            "                if (t + 1 < t1) {",
+            _rows("\n".join(flines + [f"s{k}[loc + i] = {fouts[1 + k]};" for k in range(ns)]), indent=20,
+                  pre="const scalar_t* restrict xt = x + t * M + off;"),
+            "                }",
+            "            }"]
+    body = "\n".join([
+        _locals(names if recompute else names[: ns + na]),
+        *(_rows(f"g{k}[loc + i] = gstate[{k}][off + i];") for k in range(ns)),
+        *(_rows(f"a{k}[loc + i] = 0;") for k in acc),
+        "        for (int64_t c = (T + K - 1) / K - 1; c >= 0; --c) {",
+        "            const int64_t t0 = c * K, t1 = t0 + K < T ? t0 + K : T;",
+        *segment,
+        "            for (int64_t t = t1 - 1; t >= t0; --t) {",
+        "                const scalar_t* restrict q = " + ("seg + (t - t0) * " + f"{ns} * E;" if recompute else "0;"),
+        _rows("\n".join(lines + stores), pre=pointers, indent=16),
+        "            }",
+        "        }",
+        *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
+        *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
+    nbuf = f"{2 * ns + na} + {ns} * K" if recompute else str(max(ns + na, 1))
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body)
+    return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
+            "   recomputed from the state saved before it (saved[k][c - 1], or state0), then walked\n"
+            "   backwards. gz may be broadcast over time and batch (strides gsT, gsB). */\n"
+            "void sf_backward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
+            "                 const scalar_t* const* state0, const scalar_t* const* saved, int64_t K,\n"
+            "                 const scalar_t* const* params, const scalar_t* restrict gz, int64_t gsT,\n"
+            "                 int64_t gsB, scalar_t* const* gstate, const scalar_t* const* gtrace,\n"
+            "                 scalar_t* restrict gx, scalar_t* const* gparams) {\n"
             + items + "}\n")
 
 
@@ -170,7 +202,7 @@ def _or0(expr: str | None) -> str:
     return "0" if expr is None else expr
 
 
-def source(tr: Traced, layout: tuple[bool, ...]) -> str:
+def source(tr: Traced, layout: tuple[bool, ...], want: tuple[bool, ...] | None = None) -> str:
     target = c_target(tr.dtype)
-    return (_HEAD.format(ctype=_ctype(tr.dtype), chunk=CHUNK) + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
-            + forward_source(tr, layout, target) + backward_source(tr, layout, target))
+    return (_HEAD.format(ctype=_ctype(tr.dtype)) + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
+            + forward_source(tr, layout, target) + backward_source(tr, layout, target, want))

@@ -79,9 +79,10 @@ class Kernel:
         with torch.cuda.device(dev) if dev.type == "cuda" else nullcontext():
             fn[grid](*args, BLOCK=block, num_warps=max(1, min(8, block // 64)), enable_fp_fusion=False, **constexprs)
 
-    def forward(self, x, state, params, save: tuple[bool, ...]):
-        """Returns (z, final_state, saved) where ``saved[k]`` is (T, B, ...) or None."""
+    def forward(self, x, state, params, record: bool, grad: bool):
+        """(z, final_state, trace, saved): backward reads x and full state traces."""
         T, B, N = dims(x)
+        save = tuple((r and grad) or record for r in self.reads_state)
         z = torch.empty_like(x)
         final = [s.contiguous().clone() for s in state]
         saved = [torch.empty_like(x) if w else None for w in save]
@@ -89,10 +90,12 @@ class Kernel:
             dummy = x.new_empty(1)
             self._launch(self.mod.sf_forward, B * N, x, z, *final, *[dummy if s is None else s for s in saved],
                          *params, B * N, N, T, **{f"SAVE{k}": w for k, w in enumerate(save)})
-        return z, final, saved
+        keep = (x if self.reads_x else None, *saved) if grad else ()
+        return z, final, (saved if record else None), keep
 
-    def backward(self, x, state, saved, params, gz, gstate, gtrace, need):
+    def backward(self, state, saved, params, gz, gstate, gtrace, need, record):
         """Reverse time; ``need`` says which of (x, *state, *params) want a gradient."""
+        x, saved, gz = saved[0], saved[1:], gz.contiguous()
         T, B, N = dims(gz)
         ns = len(state)
         acc = tritonsource.compute_dtype(gz.dtype)
@@ -114,8 +117,9 @@ def _kernel(spec, surrogate, dtype, layout, interpret) -> Kernel:
     return Kernel(spec, surrogate, dtype, layout, interpret)
 
 
-def kernel(spec, surrogate, dtype, layout) -> Kernel:
-    """The cached kernel pair (separate instances for compiled and interpreted mode)."""
+def kernel(spec, surrogate, dtype, layout, want=None) -> Kernel:
+    """The cached kernel pair (separate instances for compiled and interpreted mode); the
+    wanted gradients are chosen per launch (``need``), so ``want`` is not part of the key."""
     return _kernel(spec, surrogate, dtype, layout, interpreting())
 
 
