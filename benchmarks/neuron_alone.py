@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     bw = info["copy_gbs"]
     machine = C.machine_info(a.threads, a.malloc_tuned, info["torch"], a.omp_passive)
     print(f"# {machine}")
-    print(f"# neuron alone: T={a.T}, B={a.B}, n={a.n}, forward + backward, median of {a.reps} after 1 warm-up"
+    print(f"# neuron alone: T={a.T}, B={a.B}, n={a.n}, forward + backward, median of {a.reps} after {C.WARMUP} warm-ups"
           + (f", fastest of {a.rounds} interleaved rounds" if a.rounds > 1 else "")
           + "; CPU ms = process CPU time per pass, all threads; load = 1-min load average after the child")
     print(f"# copy bandwidth (256 MiB copy_, read + write counted): {bw:.1f} GB/s")

@@ -2,7 +2,7 @@
 
 ``Linear(n, n)`` (bias 0.8, so 5-40 % of the neurons fire) then one LIF layer (tau = 2,
 decay-input form, threshold 1, hard reset to 0) on an input of shape (T, B, n);
-loss = output.sum(); time = forward + backward, median of ``--reps`` after one warm-up.
+loss = output.sum(); time = forward + backward, median of ``--reps`` after ``_common.WARMUP`` warm-up passes.
 Each framework and size runs in its own process (peak RSS is that framework's alone).
 
 Every framework gets the same Linear weights and input (seeded), and the script checks
@@ -221,7 +221,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", default="512,2048", help="comma-separated n (default 512,2048)")
     ap.add_argument("--T", type=int, default=500)
     ap.add_argument("--B", type=int, default=16)
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up passes (_common.WARMUP)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the whole framework list this many times, interleaved, and keep each "
                          "framework's fastest round (de-noises a shared machine)")
@@ -245,7 +245,7 @@ def main(argv=None) -> None:
     fws = frameworks(a.frameworks, info["backends"])
     machine = C.machine_info(a.threads, a.malloc_tuned, info["torch"], a.omp_passive)
     print(f"# {machine}")
-    print(f"# workload: Linear(n, n) + LIF, T={a.T}, B={a.B}, median of {a.reps} after 1 warm-up"
+    print(f"# workload: Linear(n, n) + LIF, T={a.T}, B={a.B}, median of {a.reps} after {C.WARMUP} warm-ups"
           + (f", fastest of {a.rounds} interleaved rounds" if a.rounds > 1 else "")
           + "; 'x P' = this total / P's total (< 1: faster than P); CPU ms = process CPU time per pass, "
           "all threads; load = 1-min load average after the child")

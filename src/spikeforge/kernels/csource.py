@@ -115,14 +115,17 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     inputs = ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr
     lines, outs = printer.emit(tr.forward.graph, inputs, target, tr.dtype)
     stores = [f"zt[i] = {outs[0]};"] + [f"s{k}[loc + i] = {outs[1 + k]};" for k in range(ns)]
-    stores += [f"if (save >= 0) saved[{k}][save + off + i] = s{k}[loc + i];" for k in range(ns)]
     body = "\n".join([
         _locals([(f"s{k}", k) for k in range(ns)]),
+        _indent([f"scalar_t* restrict S{k} = saved[{k}];" for k in range(ns)], 8),
         *(_rows(f"s{k}[loc + i] = state[{k}][off + i];") for k in range(ns)),
         "        for (int64_t t = 0; t < T; ++t) {",
         "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
         _rows("\n".join(lines + stores), indent=12,
               pre="const scalar_t* restrict xt = x + t * M + off;\nscalar_t* restrict zt = z + t * M + off;"),
+        "            if (save >= 0) {",
+        *(_rows(f"S{k}[save + off + i] = s{k}[loc + i];", indent=16) for k in range(ns)),
+        "            }",
         "        }",
         *(_rows(f"state[{k}][off + i] = s{k}[loc + i];") for k in range(ns))])
     items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=max(ns, 1), body=body)
@@ -155,21 +158,21 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
                 "scalar_t* restrict gxt = gx ? gx + t * M + off : 0;")
     na = len(acc)
     names = ([(f"g{k}", k) for k in range(ns)] + [(f"a{k}", ns + j) for j, k in enumerate(acc)]
-             + [(f"s{k}", ns + na + k) for k in range(ns)] + [("seg", 2 * ns + na)])
+             + [("seg", ns + na)])
     segment = []
     if recompute:  # rebuild the segment's pre-step states from the saved state before it
-        flines, fouts = printer.emit(tr.forward.graph, ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr,
-                                     target, tr.dtype)
+        flines, fouts = printer.emit(tr.forward.graph, ["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)]
+                                     + pexpr, target, tr.dtype)
         segment = [
-            *(_rows(f"s{k}[loc + i] = c ? saved[{k}][(c - 1) * M + off + i] : state0[{k}][off + i];", indent=12)
-              for k in range(ns)),
-            "            for (int64_t t = t0; t < t1; ++t) {",
-            "                scalar_t* restrict q = seg + (t - t0) * " + f"{ns} * E;",
-            *(_rows(f"q[{k} * E + loc + i] = s{k}[loc + i];", indent=16) for k in range(ns)),
-            "                if (t + 1 < t1) {",
-            _rows("\n".join(flines + [f"s{k}[loc + i] = {fouts[1 + k]};" for k in range(ns)]), indent=20,
+            "            {",
+            "                scalar_t* restrict q = seg;",
+            *(_rows(f"q[{k} * E + loc + i] = c ? saved[{k}][(c - 1) * M + off + i] : state0[{k}][off + i];",
+                    indent=16) for k in range(ns)),
+            "            }",
+            "            for (int64_t t = t0; t + 1 < t1; ++t) {",
+            f"                scalar_t* restrict q = seg + (t - t0) * {ns} * E, * restrict q1 = q + {ns} * E;",
+            _rows("\n".join(flines + [f"q1[{k} * E + loc + i] = {fouts[1 + k]};" for k in range(ns)]), indent=16,
                   pre="const scalar_t* restrict xt = x + t * M + off;"),
-            "                }",
             "            }"]
     body = "\n".join([
         _locals(names if recompute else names[: ns + na]),
@@ -185,7 +188,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         "        }",
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
         *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
-    nbuf = f"{2 * ns + na} + {ns} * K" if recompute else str(max(ns + na, 1))
+    nbuf = f"{ns + na} + {ns} * K" if recompute else str(max(ns + na, 1))
     items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body)
     return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
             "   recomputed from the state saved before it (saved[k][c - 1], or state0), then walked\n"
