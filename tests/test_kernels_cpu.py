@@ -208,3 +208,35 @@ def test_rows_view_reads_broadcast_gradients_in_place():
     g = torch.rand(3, 4, 5).transpose(0, 1)  # rows contiguous, time and batch swapped
     base, sT, sB = cpu._rows(g)
     assert base.data_ptr() == g.data_ptr() and (sT, sB) == (5, 20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", [(0, 0, 0), (2, 1, -1), (1, 0, 16384)], ids=["first", "last", "second-item"])
+def test_kernel_reports_nonfinite_input_without_a_separate_pass(dtype, bad, where, monkeypatch):
+    """The CPU forward checks x on the way (rows longer than one work item, vector tails,
+    the last step) instead of the functional API's extra pass over it."""
+    seen = []
+    real = F.all_finite
+    monkeypatch.setattr(F, "all_finite", lambda t: seen.append(t.numel()) or real(t))
+    x = torch.rand(3, 2, 16384 + 37, dtype=dtype)
+    x[where] = bad
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        F.run(REGISTRY["LIF"](), x, backend="cpu")
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        F.run(REGISTRY["LIF"](), x.clone().requires_grad_(), backend="cpu")
+    assert x.numel() not in seen
+    x[where] = 0.5
+    z, _, _, _ = F.run(REGISTRY["LIF"](), x, backend="cpu")  # finite again: runs
+    assert torch.isfinite(z).all()
+
+
+def test_nonfinite_input_passes_when_validation_is_off():
+    x = torch.rand(4, 2, 3)
+    x[1, 1, 1] = float("nan")
+    previous = F.set_validation(False)
+    try:
+        z, s, _, _ = F.run(REGISTRY["LIF"](), x, backend="cpu")
+    finally:
+        F.set_validation(previous)
+    assert torch.isnan(s.v[1, 1])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .. import _validation
 from ..allocator import empty
 from . import csource
 from ._fused import cache_dir, dims, run
@@ -89,8 +90,8 @@ class Kernel:
         self.reads_x, self.recompute = reads[0], any(reads[1: 1 + ns])
         self.K = max(2, SEGMENT_BYTES // (ns * csource.CHUNK * dtype.itemsize))
         self.lib = build(csource.source(self.tr, layout, self.want))
-        for fn in (self.lib.sf_forward, self.lib.sf_backward):
-            fn.restype = None
+        self.lib.sf_forward.restype = ctypes.c_int
+        self.lib.sf_backward.restype = None
 
     def forward(self, x, state, params, record: bool, grad: bool):
         """(z, final_state, trace, saved): ``saved`` is (x or None, *checkpoints or traces)."""
@@ -104,8 +105,10 @@ class Kernel:
         else:
             K, nsave = 1, 0
         saved = [empty((nsave, *x.shape[1:]), x.dtype) if nsave else None for _ in state]
-        self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(x), _ptr(x), _ptr(z),
-                            _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
+        bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(x), _ptr(x), _ptr(z),
+                                  _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
+        if bad and _validation.enabled():
+            raise _validation.not_finite("x")
         keep = (x if self.reads_x or (self.recompute and not record) else None, *saved) if grad else ()
         return z, final, (saved if record else None), keep
 
@@ -157,6 +160,7 @@ def _threads(x) -> ctypes.c_int:
 
 class CPU:
     name = "cpu"
+    checks_finite = True  # the forward kernel reports a NaN or inf in x (see _validation)
     description = "fused C kernels generated from the neuron definition (OpenMP + SIMD)"
 
     def unavailable_reason(self, device, dtype):

@@ -77,7 +77,7 @@ _ITEMS = """    const int64_t M = B * N;
     }}
     const int64_t nrb = (B + rows - 1) / rows, ncb = (N + cols - 1) / cols;
 {param_decls}
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    #pragma omp parallel for num_threads(nthreads) schedule(static){reduction}
     for (int64_t w = 0; w < nrb * ncb; ++w) {{
         const int64_t b0 = (w / ncb) * rows, f0 = (w % ncb) * cols;
         const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols, E = nr * len;
@@ -88,17 +88,19 @@ _ITEMS = """    const int64_t M = B * N;
 """
 
 
-def _rows(stmt: str, pre: str = "", indent: int = 8) -> str:
+def _rows(stmt: str, pre: str = "", indent: int = 8, post: str = "", simd: str = "") -> str:
     """A loop over the work item's rows and, inside, a vectorised loop over its neurons;
     ``off`` is the row's offset in a (B, N) slice and ``loc`` its offset in the local buffers."""
     pad = " " * indent
     return (f"{pad}for (int64_t r = 0; r < nr; ++r) {{\n"
             f"{pad}    const int64_t off = (b0 + r) * N + f0, loc = r * len;\n"
             + "".join(f"{pad}    {ln}\n" for ln in pre.splitlines() if ln)
-            + f"{pad}    #pragma omp simd\n"
+            + f"{pad}    #pragma omp simd{simd}\n"
             f"{pad}    for (int64_t i = 0; i < len; ++i) {{\n"
             + "".join(f"{pad}        {ln}\n" for ln in stmt.splitlines() if ln)
-            + f"{pad}    }}\n{pad}}}\n")
+            + f"{pad}    }}\n"
+            + "".join(f"{pad}    {ln}\n" for ln in post.splitlines() if ln)
+            + f"{pad}}}\n")
 
 
 def _indent(lines, n):
@@ -115,25 +117,30 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     inputs = ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr
     lines, outs = printer.emit(tr.forward.graph, inputs, target, tr.dtype)
     stores = [f"zt[i] = {outs[0]};"] + [f"s{k}[loc + i] = {outs[1 + k]};" for k in range(ns)]
+    stores.append("chk += xt[i] * 0;  /* NaN exactly when some x is NaN or inf */")
     body = "\n".join([
         _locals([(f"s{k}", k) for k in range(ns)]),
         _indent([f"scalar_t* restrict S{k} = saved[{k}];" for k in range(ns)], 8),
         *(_rows(f"s{k}[loc + i] = state[{k}][off + i];") for k in range(ns)),
         "        for (int64_t t = 0; t < T; ++t) {",
         "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
-        _rows("\n".join(lines + stores), indent=12,
-              pre="const scalar_t* restrict xt = x + t * M + off;\nscalar_t* restrict zt = z + t * M + off;"),
+        _rows("\n".join(lines + stores), indent=12, simd=" reduction(+:chk)", post="if (chk != 0) bad = 1;",
+              pre="const scalar_t* restrict xt = x + t * M + off;\nscalar_t* restrict zt = z + t * M + off;\n"
+                  "scalar_t chk = 0;"),
         "            if (save >= 0) {",
         *(_rows(f"S{k}[save + off + i] = s{k}[loc + i];", indent=16) for k in range(ns)),
         "            }",
         "        }",
         *(_rows(f"state[{k}][off + i] = s{k}[loc + i];") for k in range(ns))])
-    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=max(ns, 1), body=body)
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=max(ns, 1), body=body,
+                          reduction=" reduction(|:bad)")
     return ("/* Forward: the state after step t is saved at (t + 1) / K - 1 when K divides t + 1,\n"
-            "   for the first nsave such steps (K = 1, nsave = T: the whole trace). */\n"
-            "void sf_forward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
+            "   for the first nsave such steps (K = 1, nsave = T: the whole trace). Returns 1 if some\n"
+            "   x is NaN or inf (checked on the way, instead of in a separate pass), else 0. */\n"
+            "int sf_forward(int64_t T, int64_t B, int64_t N, int nthreads, const scalar_t* restrict x,\n"
             "                scalar_t* restrict z, scalar_t* const* state, scalar_t* const* saved,\n"
-            "                int64_t K, int64_t nsave, const scalar_t* const* params) {\n" + items + "}\n")
+            "                int64_t K, int64_t nsave, const scalar_t* const* params) {\n"
+            "    int bad = 0;\n" + items + "    return bad;\n}\n")
 
 
 def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: tuple[bool, ...] | None = None) -> str:
@@ -189,7 +196,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
         *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
     nbuf = f"{ns + na} + {ns} * K" if recompute else str(max(ns + na, 1))
-    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body)
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body, reduction="")
     return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
             "   recomputed from the state saved before it (saved[k][c - 1], or state0), then walked\n"
             "   backwards. gz may be broadcast over time and batch (strides gsT, gsB). */\n"
