@@ -4,6 +4,8 @@ matrix against every available backend lives in test_neurons.py.)"""
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 
 import pytest
 import torch
@@ -240,3 +242,56 @@ def test_nonfinite_input_passes_when_validation_is_off():
     finally:
         F.set_validation(previous)
     assert torch.isnan(s.v[1, 1])
+
+
+def _loop_end(lines, start):
+    """Index of the line that closes the braces opened from ``lines[start]`` on."""
+    depth = 0
+    for j in range(start, len(lines)):
+        depth += lines[j].count("{") - lines[j].count("}")
+        if depth == 0 and "{" in "".join(lines[start: j + 1]):
+            return j
+    raise AssertionError("unbalanced braces in generated C")
+
+
+def _gcc() -> bool:
+    cc = cpu.compiler()
+    return cc is not None and "Free Software Foundation" in subprocess.run(
+        [cc, "--version"], capture_output=True, text=True).stdout
+
+
+VECTOR_CASES = ([(n, "ATan", torch.float32) for n in sorted(REGISTRY)] + [(n, "Sigmoid", torch.float32) for n in sorted(REGISTRY)]
+                + [("LIF", "Sigmoid", torch.float64), ("EIF", "Gaussian", torch.float64)])
+
+
+@pytest.mark.skipif(not _gcc(), reason="reads gcc's vectorisation report (-fopt-info-vec)")
+def test_compute_loops_vectorise(tmp_path):
+    """Every loop that evaluates a traced graph (forward, recomputation, backward) is
+    vectorised: a scalar loop costs 5-10x here (EIF's libm exp did, before sf_exp), and
+    nothing else would notice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sur = {c.__name__: c() for c in sf.surrogate.BUILTIN}
+
+    def scalar_loops(case_src):
+        (name, s, dtype), src = case_src
+        lines = src.splitlines()
+        compute = [(i + 1, _loop_end(lines, i + 1) + 1) for i, ln in enumerate(lines)
+                   if "omp simd" in ln and "const " in lines[i + 2]]  # 1-based (pragma, closing brace)
+        c = tmp_path / f"{name}-{s}-{dtype}.c".replace("torch.", "")
+        c.write_text(src)
+        flags = [f for f in cpu.FLAGS if f != "-shared"]
+        r = subprocess.run([cpu.compiler(), *flags, "-c", "-fopt-info-vec-optimized", str(c), "-o", str(c) + ".o"],
+                           capture_output=True, text=True)
+        done = [int(m) for m in re.findall(r":(\d+):\d+: optimized: loop vectorized", r.stderr)]
+        assert len(compute) >= 3, "forward, recomputation and backward loops expected"
+        # gcc names some line of the loop (its header, its pragma or a statement in it)
+        return case_src[0], [a for a, b in compute if not any(a <= d <= b for d in done)]
+
+    sources = []
+    for name, s, dtype in VECTOR_CASES:  # tracing is not thread-safe; compiling is
+        tr = cpu.trace(REGISTRY[name](), sur[s], dtype)
+        sources.append(((name, s, dtype), cpu.csource.source(tr, (False,) * tr.n_params)))
+    with ThreadPoolExecutor(2) as pool:
+        missed = [(case, m) for case, m in pool.map(scalar_loops, sources) if m]
+    assert not missed, f"compute loops left scalar (source line numbers): {missed}"

@@ -26,7 +26,11 @@ from . import csource
 from ._fused import cache_dir, dims, run
 from .trace import UnsupportedGraph, trace
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno"]
+# -ffp-contract=off: every operation rounded on its own, as in the reference. -fno-math-errno
+# and -fno-trapping-math change no result; without them gcc leaves loops with math calls or
+# conditional selects scalar.
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
+         "-fno-trapping-math"]
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
 SEGMENT_BYTES = 1 << 19  # recomputed states per backward segment and thread: about an L2 cache

@@ -28,21 +28,26 @@ def _ctype(dtype: torch.dtype) -> str:
     return {torch.float32: "float", torch.float64: "double", torch.bool: "int"}[dtype]
 
 
+# torch's maximum, minimum and clamp propagate NaN (C's fmax drops it); as selects they vectorise
+_MAX = "(({0}) != ({0}) || ({0}) > ({1}) ? ({0}) : ({1}))"
+_MIN = "(({0}) != ({0}) || ({0}) < ({1}) ? ({0}) : ({1}))"
+
+
 def c_target(dtype: torch.dtype) -> Target:
     f = "f" if dtype == torch.float32 else ""
     one = c_const(1.0, dtype)
     ops = dict(COMMON)
     ops.update({
-        aten.exp.default: f"exp{f}({{0}})", aten.log.default: f"log{f}({{0}})",
+        aten.exp.default: f"sf_exp{f}({{0}})", aten.log.default: f"log{f}({{0}})",
         aten.atan.default: f"atan{f}({{0}})", aten.erf.default: f"erf{f}({{0}})",
         aten.tanh.default: f"tanh{f}({{0}})", aten.sqrt.default: f"sqrt{f}({{0}})",
         aten.abs.default: f"fabs{f}({{0}})", aten.reciprocal.default: f"({one} / {{0}})",
         aten.rsqrt.default: f"({one} / sqrt{f}({{0}}))",
-        aten.sigmoid.default: f"({one} / ({one} + exp{f}(-{{0}})))",
+        aten.sigmoid.default: f"({one} / ({one} + sf_exp{f}(-{{0}})))",
         aten.where.self: "({0} ? {1} : {2})",
-        aten.maximum.default: f"fmax{f}({{0}}, {{1}})", aten.minimum.default: f"fmin{f}({{0}}, {{1}})",
+        aten.maximum.default: _MAX, aten.minimum.default: _MIN,
         aten.pow.Tensor_Scalar: f"pow{f}({{0}}, {{1}})", aten.sign.default: "(({0} > 0) - ({0} < 0))",
-        "cast": "(({t})({0}))", "max": f"fmax{f}({{0}}, {{1}})", "min": f"fmin{f}({{0}}, {{1}})",
+        "cast": "(({t})({0}))", "max": _MAX, "min": _MIN,
     })
     return Target(ops=ops, const=c_const, typename=_ctype,
                   declare=lambda name, expr, dt: f"const {_ctype(dt)} {name} = {expr};")
@@ -64,7 +69,65 @@ def _param_decls(layout: tuple[bool, ...]) -> tuple[list[str], list[str]]:
 _HEAD = """#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 typedef {ctype} scalar_t;
+"""
+
+_EXP = """/* exp that vectorises: x = k ln2 + r (Cody-Waite), exp(r) by its Taylor polynomial, 2^k
+   built in the exponent bits. The same arithmetic runs in vector lanes and scalar tails,
+   so a recomputed state equals the forward one bit for bit. Within ~2 ulp of libm's exp;
+   results below the smallest normal number flush to 0. */
+static inline float sf_expf(float x) {
+    const float hi = 88.72283935546875f, lo = -86.5f;
+    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    float kf = xc * 1.44269504088896341f + 12582912.0f;  /* + 1.5 * 2^23: k in the low bits */
+    int32_t kb;
+    memcpy(&kb, &kf, sizeof kb);
+    kf = kf - 12582912.0f;
+    const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t e = (kb - 0x4B400000 + 126) << 23;  /* 2^(k - 1) */
+    float s;
+    memcpy(&s, &e, sizeof s);
+    const float y = (p * s) * 2.0f;
+    return x > hi ? INFINITY : (x < lo ? 0.0f : y);
+}
+
+static inline double sf_exp(double x) {
+    const double hi = 709.782712893384, lo = -708.0;
+    const double xc = x > hi ? hi : (x < lo ? lo : x);
+    double kd = xc * 1.4426950408889634074 + 6755399441055744.0;  /* + 1.5 * 2^52 */
+    int64_t kb;
+    memcpy(&kb, &kd, sizeof kb);
+    kd = kd - 6755399441055744.0;
+    const double r = (xc - kd * 6.93147180369123816490e-01) - kd * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    const int64_t e = (kb - 0x4338000000000000LL + 1022) << 52;
+    double s;
+    memcpy(&s, &e, sizeof s);
+    const double y = (p * s) * 2.0;
+    return x > hi ? INFINITY : (x < lo ? 0.0 : y);
+}
 """
 
 # Work items: rows x cols blocks of about `chunk` elements, at least one per thread.
@@ -214,5 +277,5 @@ def _or0(expr: str | None) -> str:
 
 def source(tr: Traced, layout: tuple[bool, ...], want: tuple[bool, ...] | None = None) -> str:
     target = c_target(tr.dtype)
-    return (_HEAD.format(ctype=_ctype(tr.dtype)) + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
+    return (_HEAD.format(ctype=_ctype(tr.dtype)) + _EXP + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
             + forward_source(tr, layout, target) + backward_source(tr, layout, target, want))
