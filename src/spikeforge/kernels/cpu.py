@@ -108,7 +108,8 @@ class Kernel:
             K, nsave = self.K, (T - 1) // self.K if T else 0
         else:
             K, nsave = 1, 0
-        saved = [empty((nsave, *x.shape[1:]), x.dtype) if nsave else None for _ in state]
+        # one allocation for all state variables: fewer holes in the heap
+        saved = list(empty((len(state), nsave, *x.shape[1:]), x.dtype).unbind(0)) if nsave else [None] * len(state)
         bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(x), _ptr(x), _ptr(z),
                                   _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
         if bad and _validation.enabled():
