@@ -261,7 +261,7 @@ def _gcc() -> bool:
         [cc, "--version"], capture_output=True, text=True).stdout
 
 
-VECTOR_CASES = ([(n, "ATan", torch.float32) for n in sorted(REGISTRY)] + [(n, "Sigmoid", torch.float32) for n in sorted(REGISTRY)]
+VECTOR_CASES = ([(n, s, torch.float32) for s in ("ATan", "Sigmoid") for n in sorted(REGISTRY)]
                 + [("LIF", "Sigmoid", torch.float64), ("EIF", "Gaussian", torch.float64)])
 
 
@@ -329,3 +329,14 @@ def test_sf_exp_is_within_two_ulp_of_exp(sf_exp_lib, dtype, lo, hi):
     edge = torch.tensor([hi + 1, lo - 1, float("inf"), -float("inf"), float("nan")], dtype=dtype)
     out = _sf_exp(sf_exp_lib, edge)
     assert out[0] == float("inf") and out[1] == 0 and out[2] == float("inf") and out[3] == 0 and out[4].isnan()
+
+
+def test_backward_of_a_broadcast_gradient_runs_on_all_threads(monkeypatch):
+    """gz of sum() is one broadcast row: the thread count follows the sequence, not gz."""
+    seen = []
+    real = cpu._threads
+    monkeypatch.setattr(cpu, "_threads", lambda n: seen.append(n) or real(n))
+    x = torch.rand(64, 4, 1024, requires_grad=True)
+    assert x.numel() >= cpu._PARALLEL_MIN
+    F.run(REGISTRY["LIF"](), x, backend="cpu")[0].sum().backward()
+    assert seen == [x.numel(), x.numel()]

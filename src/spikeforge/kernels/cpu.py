@@ -110,7 +110,7 @@ class Kernel:
             K, nsave = 1, 0
         # one allocation for all state variables: fewer holes in the heap
         saved = list(empty((len(state), nsave, *x.shape[1:]), x.dtype).unbind(0)) if nsave else [None] * len(state)
-        bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(x), _ptr(x), _ptr(z),
+        bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptr(z),
                                   _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
         if bad and _validation.enabled():
             raise _validation.not_finite("x")
@@ -125,7 +125,7 @@ class Kernel:
         gx = empty(gz.shape, gz.dtype) if self.want[0] else None
         gp = [torch.empty(B * N, dtype=gz.dtype) if w else None for w in self.want[1:]]
         gz, gsT, gsB = _rows(gz)
-        self.lib.sf_backward(c_int64(T), c_int64(B), c_int64(N), _threads(gz), _ptr(x), _ptrs(state),
+        self.lib.sf_backward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptrs(state),
                              _ptrs(saved), c_int64(K), _ptrs(params), _ptr(gz), c_int64(gsT), c_int64(gsB),
                              _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
         return gx, gstate, gp
@@ -158,9 +158,10 @@ def _ptrs(ts):
     return (ctypes.c_void_p * max(1, len(ts)))(*[t.data_ptr() if t is not None else 0 for t in ts])
 
 
-def _threads(x) -> ctypes.c_int:
-    """Threads for one call: waking a team costs more than small sequences take."""
-    return ctypes.c_int(1 if x.numel() < _PARALLEL_MIN else torch.get_num_threads())
+def _threads(numel: int) -> ctypes.c_int:
+    """Threads for a call over ``numel`` elements of (T, B, N): waking a team costs more
+    than small sequences take. (Not the size of gz, which may be one broadcast row.)"""
+    return ctypes.c_int(1 if numel < _PARALLEL_MIN else torch.get_num_threads())
 
 
 class CPU:

@@ -221,8 +221,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     stores += [f"g{k}[loc + i] = {_or0(outs[1 + k])};" for k in range(ns)]
     stores += [f"a{k}[loc + i] += {_or0(outs[1 + ns + k])};" for k in acc]
     # the gradient of the recorded state after step t joins the carried state gradient
-    gtrace = "".join(f"if (gtrace[{k}]) for (int64_t i = 0; i < len; ++i) g{k}[loc + i] += gtrace[{k}][t * M + off + i];\n"
-                     for k in range(ns))
+    gtrace = "".join(f"if (gtrace[{k}]) for (int64_t i = 0; i < len; ++i) "
+                     f"g{k}[loc + i] += gtrace[{k}][t * M + off + i];\n" for k in range(ns))
     pointers = gtrace + ("const scalar_t* restrict xt = x ? x + t * M + off : 0;\n"
                 "const scalar_t* restrict gzt = gz + t * gsT + (b0 + r) * gsB + f0;\n"
                 "scalar_t* restrict gxt = gx ? gx + t * M + off : 0;")
