@@ -89,10 +89,8 @@ class Kernel:
     def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], want: tuple[bool, ...] | None):
         self.tr = trace(spec, surrogate, dtype)
         self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
-        reads = self.tr.backward_reads()
-        ns = self.tr.n_state
-        self.reads_x, self.recompute = reads[0], any(reads[1: 1 + ns])
-        self.K = max(2, SEGMENT_BYTES // (ns * csource.CHUNK * dtype.itemsize))
+        self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
+        self.K = max(2, SEGMENT_BYTES // (self.tr.n_state * csource.CHUNK * dtype.itemsize))
         self.lib = build(csource.source(self.tr, layout, self.want))
         self.lib.sf_forward.restype = ctypes.c_int
         self.lib.sf_backward.restype = None

@@ -206,13 +206,19 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
             "    int bad = 0;\n" + items + "    return bad;\n}\n")
 
 
+def recomputes(tr: Traced) -> bool:
+    """Does backward read the states? Then forward saves checkpoints and backward rebuilds
+    each segment from them; else backward needs no state at all."""
+    return any(tr.backward_reads()[1: 1 + tr.n_state])
+
+
 def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: tuple[bool, ...] | None = None) -> str:
     """``want[0]``: write grad x; ``want[1 + k]``: accumulate the gradient of parameter k
     (default: all). Gradients nobody wants cost nothing."""
     ns, np_ = tr.n_state, tr.n_params
     want = want or (True,) * (1 + np_)
     acc = [k for k in range(np_) if want[1 + k]]
-    recompute = any(tr.backward_reads()[1: 1 + ns])
+    recompute = recomputes(tr)
     decls, pexpr = _param_decls(layout)
     inputs = (["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)] + pexpr + ["gzt[i]"]
               + [f"g{k}[loc + i]" for k in range(ns)])
