@@ -14,6 +14,8 @@ over threads.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import printer
@@ -73,62 +75,44 @@ _HEAD = """#include <math.h>
 typedef {ctype} scalar_t;
 """
 
-_EXP = """/* exp that vectorises: x = k ln2 + r (Cody-Waite), exp(r) by its Taylor polynomial, 2^k
-   built in the exponent bits. The same arithmetic runs in vector lanes and scalar tails,
-   so a recomputed state equals the forward one bit for bit. Within ~2 ulp of libm's exp;
-   results below the smallest normal number flush to 0. */
-static inline float sf_expf(float x) {
-    const float hi = 88.72283935546875f, lo = -86.5f;
-    const float xc = x > hi ? hi : (x < lo ? lo : x);
-    float kf = xc * 1.44269504088896341f + 12582912.0f;  /* + 1.5 * 2^23: k in the low bits */
-    int32_t kb;
-    memcpy(&kb, &kf, sizeof kb);
-    kf = kf - 12582912.0f;
-    const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t e = (kb - 0x4B400000 + 126) << 23;  /* 2^(k - 1) */
-    float s;
-    memcpy(&s, &e, sizeof s);
-    const float y = (p * s) * 2.0f;
-    return x > hi ? INFINITY : (x < lo ? 0.0f : y);
+# exp(x) = 2^k exp(r) with x = k ln2 + r (Cody-Waite, ln2 in two parts), exp(r) by its Taylor
+# polynomial, 2^k built in the exponent bits (k found by the add-1.5*2^m rounding trick).
+# Per C type: (name, int type, suffix, hi, lo, log2(e), rounding magic, its bits, ln2 high, ln2 low,
+# degree, exponent bias - 1, mantissa bits). Below lo the result flushes to 0 (no subnormals).
+_EXP_CONSTANTS = {
+    "float": ("sf_expf", "int32_t", "f", "88.72283935546875", "-86.5", "1.44269504088896341", "12582912.0",
+              "0x4B400000", "0.693359375", "-2.12194440e-4", 7, 126, 23),
+    "double": ("sf_exp", "int64_t", "", "709.782712893384", "-708.0", "1.4426950408889634074",
+               "6755399441055744.0", "0x4338000000000000LL", "6.93147180369123816490e-01",
+               "1.90821492927058770002e-10", 13, 1022, 52),
 }
 
-static inline double sf_exp(double x) {
-    const double hi = 709.782712893384, lo = -708.0;
-    const double xc = x > hi ? hi : (x < lo ? lo : x);
-    double kd = xc * 1.4426950408889634074 + 6755399441055744.0;  /* + 1.5 * 2^52 */
-    int64_t kb;
-    memcpy(&kb, &kd, sizeof kb);
-    kd = kd - 6755399441055744.0;
-    const double r = (xc - kd * 6.93147180369123816490e-01) - kd * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    const int64_t e = (kb - 0x4338000000000000LL + 1022) << 52;
-    double s;
-    memcpy(&s, &e, sizeof s);
-    const double y = (p * s) * 2.0;
-    return x > hi ? INFINITY : (x < lo ? 0.0 : y);
-}
-"""
+
+def _exp_source(ctype: str) -> str:
+    name, itype, f, hi, lo, log2e, magic, magic_bits, ln2hi, ln2lo, degree, bias, shift = _EXP_CONSTANTS[ctype]
+    horner = [f"    {ctype} p = 1.0{f} / {math.factorial(degree)}.0{f};"]
+    horner += [f"    p = p * r + 1.0{f} / {math.factorial(k)}.0{f};" for k in range(degree - 1, -1, -1)]
+    return "\n".join([
+        f"static inline {ctype} {name}({ctype} x) {{",
+        f"    const {ctype} hi = {hi}{f}, lo = {lo}{f};",
+        f"    const {ctype} xc = x > hi ? hi : (x < lo ? lo : x);",
+        f"    {ctype} kf = xc * {log2e}{f} + {magic}{f};",
+        f"    {itype} kb;",
+        "    memcpy(&kb, &kf, sizeof kb);",
+        f"    kf = kf - {magic}{f};",
+        f"    const {ctype} r = (xc - kf * {ln2hi}{f}) - kf * {ln2lo}{f};",
+        *horner,
+        f"    const {itype} e = (kb - {magic_bits} + {bias}) << {shift};  /* 2^(k - 1) */",
+        f"    {ctype} s;",
+        "    memcpy(&s, &e, sizeof s);",
+        f"    const {ctype} y = (p * s) * 2.0{f};",
+        f"    return x > hi ? INFINITY : (x < lo ? 0.0{f} : y);",
+        "}", ""])
+
+
+# exp that vectorises (libm's keeps a loop scalar): the same arithmetic in vector lanes and
+# scalar tails, so a recomputed state equals the forward one bit for bit; < 2 ulp (tested).
+_EXP = _exp_source("float") + _exp_source("double")
 
 # Work items: rows x cols blocks of about `chunk` elements, at least one per thread.
 _ITEMS = """    const int64_t M = B * N;
