@@ -24,6 +24,7 @@ from .. import _validation
 from ..allocator import empty
 from . import csource
 from ._fused import cache_dir, dims, run
+from ._threads import threads
 from .trace import UnsupportedGraph, trace
 
 # -ffp-contract=off: every operation rounded on its own, as in the reference. -fno-math-errno
@@ -157,9 +158,9 @@ def _ptrs(ts):
 
 
 def _threads(numel: int) -> ctypes.c_int:
-    """Threads for a call over ``numel`` elements of (T, B, N): waking a team costs more
-    than small sequences take. (Not the size of gz, which may be one broadcast row.)"""
-    return ctypes.c_int(1 if numel < _PARALLEL_MIN else torch.get_num_threads())
+    """Threads for a call over ``numel`` elements of (T, B, N) (not the size of gz, which may
+    be one broadcast row)."""
+    return threads(numel, _PARALLEL_MIN)
 
 
 class CPU:

@@ -1,0 +1,187 @@
+"""The spike-sparse linear kernels behind ``spikeforge.nn.SpikeLinear``: C source, build, calls.
+
+For a binary input ``x`` (N, in): one pass counts each row's nonzeros and the entries that
+are not 0 or 1 (``count_active``); a second pass writes the active indices (CSR, kept for
+backward) and, for blocks of rows, adds the active rows of ``W^T`` tile by tile (a tile of 8
+vectors of the output stays in registers; a block of rows reuses one column tile of ``W^T``
+from cache) (``forward``). The weight gradient (``grad_weight``) runs over the same column
+tiles in parallel, so no two threads write one. Both dtypes live in one library, compiled on
+first use with the fused CPU backend's ``build`` and cached on disk.
+"""
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_int64
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from ._threads import threads
+
+__all__ = ["DTYPES", "build", "count_active", "forward", "grad_weight"]
+
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+_PARALLEL_MIN = 1 << 16    # input elements below which one thread runs the kernels
+
+_HEADER = r"""
+#include <stdint.h>
+#include <string.h>
+#define NV 8                                   /* vectors per output tile (in registers) */
+#define RB 512                                 /* rows per block, sharing a W^T tile in cache */
+#define UNROLL _Pragma("GCC unroll 8")
+"""
+_SOURCE = r"""
+typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
+#define V V_SUF
+#define TW (NV * (int64_t)(32 / sizeof(scalar_t)))
+
+/* Per-row nonzero counts; returns how many entries are neither 0 nor 1 (NaN included). */
+int64_t sf_spl_count_SUF(int64_t N, int64_t IN, int threads, const scalar_t* restrict x,
+                         int64_t* restrict cnt) {
+  int64_t bad = 0;
+  #pragma omp parallel for num_threads(threads) schedule(static) reduction(+:bad)
+  for (int64_t n = 0; n < N; n++) {
+    const scalar_t* restrict xr = x + n * IN;
+    int64_t k = 0, b = 0;
+    for (int64_t i = 0; i < IN; i++) { k += xr[i] != 0; b += (xr[i] != 0) & (xr[i] != 1); }
+    cnt[n] = k;
+    bad += b;
+  }
+  return bad;
+}
+
+/* Writes the active indices of every row (CSR, offsets `off`) and y = x W^T + bias. */
+void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
+                        const scalar_t* restrict x, const int64_t* restrict off,
+                        int32_t* restrict idx, const scalar_t* restrict wt,
+                        const scalar_t* restrict bias, scalar_t* restrict y) {
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t n0 = 0; n0 < N; n0 += RB) {
+    int64_t n1 = n0 + RB < N ? n0 + RB : N, j0 = 0;
+    for (int64_t n = n0; n < n1; n++) {
+      const scalar_t* restrict xr = x + n * IN;
+      int32_t* restrict o = idx + off[n];
+      for (int64_t i = 0, k = 0, end = off[n + 1] - off[n]; i < IN && k < end; i++) {
+        o[k] = (int32_t)i;
+        k += xr[i] != 0;
+      }
+    }
+    for (; j0 + TW <= OUT; j0 += TW)
+      for (int64_t n = n0; n < n1; n++) {
+        V a[NV];
+        UNROLL for (int u = 0; u < NV; u++) a[u] = bias ? ((const V*)(bias + j0))[u] : (V){0};
+        for (int64_t q = off[n]; q < off[n + 1]; q++) {
+          const V* w = (const V*)(wt + (int64_t)idx[q] * OUT + j0);
+          UNROLL for (int u = 0; u < NV; u++) a[u] += w[u];
+        }
+        UNROLL for (int u = 0; u < NV; u++) ((V*)(y + n * OUT + j0))[u] = a[u];
+      }
+    for (int64_t n = n0; n < n1 && j0 < OUT; n++) {   /* the last, narrower tile */
+      scalar_t* restrict yr = y + n * OUT;
+      for (int64_t t = j0; t < OUT; t++) yr[t] = bias ? bias[t] : 0;
+      for (int64_t q = off[n]; q < off[n + 1]; q++) {
+        const scalar_t* restrict w = wt + (int64_t)idx[q] * OUT;
+        for (int64_t t = j0; t < OUT; t++) yr[t] += w[t];
+      }
+    }
+  }
+}
+
+/* gwt (IN, OUT) = x^T g from the CSR of x; output tiles in parallel, no two threads share one. */
+void sf_spl_grad_weight_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
+                            const int64_t* restrict off, const int32_t* restrict idx,
+                            const scalar_t* restrict g, scalar_t* restrict gwt) {
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t j0 = 0; j0 < OUT; j0 += TW) {
+    int64_t m = OUT - j0 < TW ? OUT - j0 : TW;
+    for (int64_t i = 0; i < IN; i++) memset(gwt + i * OUT + j0, 0, m * sizeof(scalar_t));
+    for (int64_t n = 0; n < N; n++) {
+      const scalar_t* restrict gr = g + n * OUT + j0;
+      if (m == TW) {
+        V h[NV];
+        UNROLL for (int u = 0; u < NV; u++) h[u] = ((const V*)gr)[u];
+        for (int64_t q = off[n]; q < off[n + 1]; q++) {
+          V* o = (V*)(gwt + (int64_t)idx[q] * OUT + j0);
+          UNROLL for (int u = 0; u < NV; u++) o[u] += h[u];
+        }
+      } else {
+        for (int64_t q = off[n]; q < off[n + 1]; q++) {
+          scalar_t* restrict o = gwt + (int64_t)idx[q] * OUT + j0;
+          for (int64_t t = 0; t < m; t++) o[t] += gr[t];
+        }
+      }
+    }
+  }
+}
+#undef V
+#undef TW
+"""
+
+
+
+@lru_cache(maxsize=None)
+def build() -> ctypes.CDLL | str:
+    """The compiled kernels (both dtypes in one library), or why they cannot be built."""
+    try:
+        from .cpu import build as build_c
+
+        lib = build_c(_source())
+    except Exception as e:  # no compiler, or it failed: reported, never silent
+        return f"its kernel cannot be built: {type(e).__name__}: {e}"
+    for s in DTYPES.values():
+        getattr(lib, f"sf_spl_count_{s}").restype = ctypes.c_int64
+        getattr(lib, f"sf_spl_forward_{s}").restype = None
+        getattr(lib, f"sf_spl_grad_weight_{s}").restype = None
+    return lib
+
+
+def _source() -> str:
+    return _HEADER + "".join(_SOURCE.replace("scalar_t", c).replace("_SUF", "_" + s)
+                   for c, s in (("float", "f32"), ("double", "f64")))
+
+
+def _fn(name: str, dtype: torch.dtype):
+    lib = build()
+    if isinstance(lib, str):
+        raise RuntimeError(f"SpikeLinear's sparse path: {lib}")
+    return getattr(lib, f"sf_spl_{name}_{DTYPES[dtype]}")
+
+
+def _p(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def count_active(x2: Tensor) -> tuple[Tensor, int]:
+    """For a contiguous (N, in) CPU float tensor: CSR row offsets (N + 1,) of its nonzeros and
+    the number of entries that are neither 0 nor 1. One pass over ``x2``."""
+    n, k = x2.shape
+    cnt = torch.empty(n, dtype=torch.int64)
+    bad = _fn("count", x2.dtype)(c_int64(n), c_int64(k), threads(x2.numel(), _PARALLEL_MIN), _p(x2), _p(cnt))
+    off = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(cnt, 0, out=off[1:])
+    return off, int(bad)
+
+
+def forward(x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(y, idx)``: ``y = x2 W^T + bias`` (N, out) from the active entries of the {0, 1} input
+    ``x2`` (N, in) whose row offsets ``count_active`` gave, and their indices ``idx`` (the
+    CSR that ``grad_weight`` reads)."""
+    (n, k), out = x2.shape, weight.shape[0]
+    idx = torch.empty(int(off[-1]), dtype=torch.int32)
+    y = torch.empty(n, out, dtype=x2.dtype)
+    wt = weight.detach().t().contiguous()
+    b = None if bias is None else bias.detach().contiguous()
+    _fn("forward", x2.dtype)(c_int64(n), c_int64(k), c_int64(out), threads(x2.numel(), _PARALLEL_MIN),
+                             _p(x2), _p(off), _p(idx), _p(wt), _p(b), _p(y))
+    return y, idx
+
+
+def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, in_features: int) -> Tensor:
+    """The weight gradient ``gy^T x`` (out, in) from the CSR ``(off, idx)`` of a {0, 1} input
+    and the contiguous output gradient ``gy`` (N, out)."""
+    n, out = gy.shape
+    gwt = torch.empty(in_features, out, dtype=gy.dtype)
+    _fn("grad_weight", gy.dtype)(c_int64(n), c_int64(in_features), c_int64(out),
+                                 threads(gy.numel(), _PARALLEL_MIN), _p(off), _p(idx), _p(gy), _p(gwt))
+    return gwt.t()
