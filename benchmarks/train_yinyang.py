@@ -2,12 +2,13 @@
 
 Each run is a fresh process (``python -m spikeforge.train.cli train ...``), so the time includes
 start-up, data generation, training, the test evaluation and the plots. Prints each seed's test
-accuracy and wall / CPU time, then the mean.
+accuracy and wall / CPU time, then the mean, then the result as a row of the README's table.
 
     .venv/bin/python benchmarks/train_yinyang.py                      # the default run (targets: >= 99 %, <= 30 s)
     .venv/bin/python benchmarks/train_yinyang.py --encoding latency   # spike-time input (target >= 98 %)
     .venv/bin/python benchmarks/train_yinyang.py --dataset digits     # (target >= 97 %)
     .venv/bin/python benchmarks/train_yinyang.py --dataset event-digits
+    .venv/bin/python benchmarks/train_yinyang.py --readme             # all four: the README's whole table
 Other arguments are passed on to ``spikeforge train`` (e.g. ``--epochs 40``).
 """
 from __future__ import annotations
@@ -40,17 +41,17 @@ def run_once(seed: int, extra: list[str], out: Path) -> dict:
             "train_s": metrics["train_seconds"], "epochs": metrics["epochs_done"]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--keep", metavar="DIR", help="keep the run folders here")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    a, extra = p.parse_known_args()
-    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="sf-bench-"))
-    print(f"spikeforge train {' '.join(extra) or '(defaults)'}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; run folders under {root}")
+# The rows of the README's table ("The main job"): label, arguments of ``spikeforge train``.
+README_RUNS = [("`spikeforge train` (Yin-Yang)", []),
+               ("`--encoding latency`", ["--encoding", "latency"]),
+               ("`--dataset digits`", ["--dataset", "digits"]),
+               ("`--dataset event-digits`", ["--dataset", "event-digits"])]
+
+
+def run_seeds(seeds: list[int], extra: list[str], root: Path) -> list[dict]:
+    """One fresh training process per seed; prints each result and the mean."""
     rows = []
-    for seed in a.seeds:
+    for seed in seeds:
         out = root / f"seed{seed}"
         if out.exists():
             sys.exit(f"{out} exists; remove it or choose another --keep")
@@ -63,9 +64,41 @@ def main() -> None:
     spread = f" +- {100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
     print(f"mean test accuracy {100 * statistics.mean(accs):.2f}%{spread} (min {100 * min(accs):.2f}%), "
           f"mean wall {statistics.mean(walls):.1f} s (max {max(walls):.1f} s), "
-          f"load average now {os.getloadavg()[0]:.2f}")
+          f"load average now {os.getloadavg()[0]:.2f}", flush=True)
+    return rows
+
+
+def table(results: list[tuple[str, list[dict]]]) -> str:
+    """The README's table: mean and per-seed test accuracy, mean wall time of one run."""
+    seeds = " / ".join(str(r["seed"]) for r in results[0][1])
+    lines = [f"| run | mean test accuracy | per seed ({seeds}) | wall time per run |", "|---|---|---|---|"]
+    for label, rows in results:
+        accs = [100 * r["test_accuracy"] for r in rows]
+        lines.append(f"| {label} | {statistics.mean(accs):.2f} % | {' / '.join(f'{a:.2f}' for a in accs)} | "
+                     f"{statistics.mean(r['wall_s'] for r in rows):.1f} s |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--readme", action="store_true", help="run every row of the README's table and print the table")
+    p.add_argument("--keep", metavar="DIR", help="keep the run folders here")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    a, extra = p.parse_known_args()
+    if a.readme and extra:
+        p.error(f"--readme runs the README's own configurations; drop {extra}")
+    runs = README_RUNS if a.readme else [(f"`spikeforge train {' '.join(extra)}`".replace(" `", "`"), extra)]
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="sf-bench-"))
+    results = []
+    for i, (label, args) in enumerate(runs):
+        print(f"spikeforge train {' '.join(args) or '(defaults)'}; {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}; run folders under {root}", flush=True)
+        results.append((label, run_seeds(a.seeds, args, root / f"run{i}" if a.readme else root)))
+    print("\n" + table(results))
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": extra, "runs": rows}, indent=2) + "\n")
+        Path(a.json).write_text(json.dumps([{"run": label, "args": args, "runs": rows}
+                                            for (label, rows), (_, args) in zip(results, runs)], indent=2) + "\n")
 
 
 if __name__ == "__main__":
