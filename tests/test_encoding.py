@@ -100,6 +100,32 @@ def test_latency_end_points(mode):
     assert math.isinf(t[2]) and math.isinf(t[3])
 
 
+@FAST
+@given(shape=shapes, num_steps=steps, mode=modes, seed=st.integers(0, 2**16), data=st.data())
+def test_latency_window(shape, num_steps, mode, seed, data):
+    window = data.draw(st.integers(1, num_steps))
+    x = torch.rand(shape, generator=gen(seed))
+    z = E.latency(x, num_steps, mode=mode, window=window)
+    assert z.shape == (num_steps, *shape) and z[window:].sum() == 0           # nothing after the window
+    assert torch.equal(z[:window], E.latency(x, window, mode=mode))           # the code of a window-step run
+    t = E.latency_times(x, num_steps, mode=mode, window=window)
+    assert torch.equal(t, E.latency_times(x, window, mode=mode))
+
+
+def test_latency_window_end_points_and_errors():
+    t = E.latency_times(torch.tensor([1.0, 0.5, 0.0]), 10, threshold=0.0, window=7)
+    assert t.tolist() == [0.0, 3.0, math.inf]                                # 0.5 -> round(6 * 0.5)
+    assert E.latency(torch.ones(2), 5, window=1)[0].tolist() == [1.0, 1.0]
+    assert torch.equal(E.Latency(8, window=6)(torch.rand(3, generator=gen(2))),
+                       E.latency(torch.rand(3, generator=gen(2)), 8, window=6))
+    with pytest.raises(ValueError, match="window must be <= num_steps = 5, got 6"):
+        E.latency(torch.rand(3), 5, window=6)
+    with pytest.raises(ValueError, match="window must be an int >= 1, got 0"):
+        E.latency_times(torch.rand(3), 5, window=0)
+    with pytest.raises(ValueError, match="window must be <= num_steps = 4, got 5"):
+        E.Latency(4, window=5)
+
+
 def test_latency_bad_inputs():
     with pytest.raises(ValueError, match=r"threshold must lie in \(0.0, 1.0\), got 0.0"):
         E.latency(torch.rand(3), 5, mode=E.LatencyMode.LOG, threshold=0.0)

@@ -103,15 +103,22 @@ def rate(x: Tensor, num_steps: int, *, gain: float = 1.0, generator: torch.Gener
 
 
 def latency_times(x: Tensor, num_steps: int, *, mode: LatencyMode = LatencyMode.LINEAR,
-                  threshold: float = 0.01) -> Tensor:
+                  threshold: float = 0.01, window: int | None = None) -> Tensor:
     """The step at which ``latency`` makes each input spike (as floats, ``inf`` where the
-    input is ``<= threshold`` and stays silent). Same shape as ``x``."""
+    input is ``<= threshold`` and stays silent). Same shape as ``x``.
+
+    The times span the first ``window`` steps (default: all ``num_steps``): 1 fires at step
+    0 and values just above ``threshold`` at step ``window - 1``; the steps after the window
+    stay silent (time for a network to answer after its input has ended)."""
     _check_tensor(x, "x")
     _check_int(num_steps, "num_steps", 1)
+    window = num_steps if window is None else _check_int(window, "window", 1)
+    if window > num_steps:
+        raise ValueError(f"window must be <= num_steps = {num_steps}, got {window}")
     _check_enum(mode, LatencyMode, "mode")
     _check_number(threshold, "threshold", 0.0, 1.0, "[)" if mode is LatencyMode.LINEAR else "()")
     _check_range(x, "x", "intensities")
-    last = num_steps - 1
+    last = window - 1
     fires = x > threshold
     safe = torch.where(fires, x, torch.ones_like(x))
     if mode is LatencyMode.LINEAR:
@@ -123,11 +130,12 @@ def latency_times(x: Tensor, num_steps: int, *, mode: LatencyMode = LatencyMode.
 
 
 def latency(x: Tensor, num_steps: int, *, mode: LatencyMode = LatencyMode.LINEAR,
-            threshold: float = 0.01) -> Tensor:
+            threshold: float = 0.01, window: int | None = None) -> Tensor:
     """Time-to-first-spike code: each input in [0, 1] spikes at most once, at step
-    ``latency_times(x, ...)``; 1 fires at step 0, values near ``threshold`` fire near the
-    last step, values ``<= threshold`` never. Returns ``(num_steps, *x.shape)``."""
-    t = latency_times(x, num_steps, mode=mode, threshold=threshold)
+    ``latency_times(x, ...)``; 1 fires at step 0, values near ``threshold`` fire near step
+    ``window - 1`` (default ``num_steps - 1``), values ``<= threshold`` never. Returns
+    ``(num_steps, *x.shape)``. A constant input of 1 makes a bias (reference) spike at step 0."""
+    t = latency_times(x, num_steps, mode=mode, threshold=threshold, window=window)
     steps = torch.arange(num_steps, device=x.device, dtype=x.dtype).view(-1, *([1] * x.dim()))
     return (steps == t.unsqueeze(0)).to(x.dtype)
 
@@ -233,18 +241,21 @@ class Rate:
 
 @dataclass(frozen=True)
 class Latency:
-    """``latency(x, num_steps, mode=mode, threshold=threshold)``."""
+    """``latency(x, num_steps, mode=mode, threshold=threshold, window=window)``."""
 
     num_steps: int
     mode: LatencyMode = LatencyMode.LINEAR
     threshold: float = 0.01
+    window: int | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.num_steps, "num_steps", 1)
         _check_enum(self.mode, LatencyMode, "mode")
+        if self.window is not None and _check_int(self.window, "window", 1) > self.num_steps:
+            raise ValueError(f"window must be <= num_steps = {self.num_steps}, got {self.window}")
 
     def __call__(self, x: Tensor) -> Tensor:
-        return latency(x, self.num_steps, mode=self.mode, threshold=self.threshold)
+        return latency(x, self.num_steps, mode=self.mode, threshold=self.threshold, window=self.window)
 
 
 @dataclass(frozen=True)
