@@ -77,6 +77,23 @@ def test_first_spike_ce_prefers_earlier_target():
         L.first_spike_ce(z, torch.tensor([0]), tau=0)
 
 
+def test_first_spike_scores_tie_break():
+    z = torch.zeros(6, 2, 4)
+    z[2, 0, 1] = z[2, 0, 3] = 1          # sample 0: classes 1 and 3 first, at step 2; class 0 at 4
+    z[4, 0, 0] = 1
+    peak = torch.tensor([[9.0, 0.5, 0.0, 0.7], [0.3, 0.2, 0.3, 0.1]])   # sample 1: nobody fires
+    assert torch.equal(L.first_spike_scores(z), -L.first_spike_times(z))
+    scores = L.first_spike_scores(z, tie_break=peak)
+    assert scores.argmax(1).tolist() == [3, 0]     # the larger peak among the earliest; equal peaks: lowest index
+    assert (scores.argsort(1, descending=True)[0, :2] == torch.tensor([3, 1])).all()
+    assert (scores[0, 0] < scores[0, 1]).item()   # a huge peak never beats an earlier spike
+    assert ((scores + L.first_spike_times(z)).abs() < 1).all()
+    v = peak.clone().requires_grad_(True)
+    assert not L.first_spike_scores(z.requires_grad_(True), tie_break=v).requires_grad
+    with pytest.raises(ValueError, match=r"tie_break must be a tensor of shape \(B, C\) = \(2, 4\), got \(4,\)"):
+        L.first_spike_scores(z, tie_break=peak[0])
+
+
 def test_accuracy():
     scores = torch.tensor([[1.0, 2.0], [3.0, 0.0], [1.0, 1.0]])
     assert L.accuracy(scores, torch.tensor([1, 0, 0])) == 1.0

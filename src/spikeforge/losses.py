@@ -8,7 +8,8 @@
 | ``first_spike_ce``| logits = ``-first_spike_times(z) / tau``          | time-to-first-spike nets |
 
 All losses average over the batch. Scores for ``accuracy``: ``spike_counts(z)``,
-``v.amax(0)`` or ``-first_spike_times(z)``.
+``v.amax(0)`` or ``first_spike_scores(z)`` (``-first_spike_times(z)``, optionally with a
+tie-break among classes that fire at the same step).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "rate_ce", "max_membrane_ce", "count_mse", "first_spike_ce",
-    "spike_counts", "first_spike_times", "accuracy",
+    "spike_counts", "first_spike_times", "first_spike_scores", "accuracy",
 ]
 
 
@@ -73,6 +74,27 @@ def first_spike_times(spikes: Tensor) -> Tensor:
     first = spikes * silent_before
     t = torch.arange(steps, dtype=spikes.dtype, device=spikes.device).view(-1, 1, 1)
     return (first * t).sum(0) + steps * silent_through[-1]
+
+
+def first_spike_scores(spikes: Tensor, tie_break: Tensor | None = None) -> Tensor:
+    """Scores for ``accuracy`` under a first-spike code, ``(T, B, C) -> (B, C)``: minus the
+    first spike step, so the earliest class wins.
+
+    Several classes often fire at the same step (or all stay silent). ``tie_break`` (B, C),
+    e.g. each readout's peak membrane, decides among them: the larger value wins, and the
+    order between different steps is never changed (each class gets ``r / C`` added, ``r``
+    the number of classes with a smaller ``tie_break``, which stays below one step). Exact
+    for 0/1 spikes; remaining ties go to the lowest index. No gradient flows through it.
+    """
+    times = first_spike_times(spikes).detach()
+    if tie_break is None:
+        return -times
+    if not isinstance(tie_break, Tensor) or tuple(tie_break.shape) != tuple(times.shape):
+        got = tuple(tie_break.shape) if isinstance(tie_break, Tensor) else type(tie_break).__name__
+        raise ValueError(f"tie_break must be a tensor of shape (B, C) = {tuple(times.shape)}, got {got}")
+    tb = tie_break.detach()
+    rank = (tb.unsqueeze(-1) > tb.unsqueeze(-2)).sum(-1).to(times.dtype)   # classes below each one
+    return -times + rank / times.shape[-1]
 
 
 def rate_ce(spikes: Tensor, target: Tensor) -> Tensor:
