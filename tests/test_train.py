@@ -3,6 +3,7 @@ damaged checkpoints, configuration files, the losses and encodings."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from spikeforge.train import (CheckpointError, ConfigError, Encoding, Loss, Trai
                               resume, train)
 from spikeforge.train.checkpoint import load_checkpoint, save_checkpoint
 from spikeforge.train.cli import main
-from spikeforge.train.model import latency_encode, loss_and_logits, synaptic_trace
+from spikeforge.train.model import loss_and_logits, spike_input, synaptic_current
 
 SMALL = dict(epochs=2, hidden=16, steps=6, batch_size=500)
 
@@ -100,13 +101,19 @@ def test_damaged_and_foreign_checkpoints(tmp_path, capsys):
         resume(run, quiet=True)
     last.write_bytes(b"\x00garbage" * 100)                                     # garbage
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
-    assert "not a readable spikeforge checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a readable spikeforge checkpoint" in err and err.endswith("Unsupported operand 0\n")
+    assert len(err.splitlines()) == 1 and "weights_only" not in err           # not torch's advice to load unsafely
     torch.save({"state_dict": {}}, last)                                     # someone else's torch file
     with pytest.raises(CheckpointError, match="not a spikeforge training checkpoint"):
         load_checkpoint(last)
     torch.save({"format": "spikeforge-train-checkpoint", "version": 1, "payload": Loss.MAX_MEMBRANE}, last)
-    with pytest.raises(CheckpointError, match="not loaded for safety"):       # an arbitrary object: refused
+    with pytest.raises(CheckpointError, match="not loaded for safety") as info:  # an arbitrary object: refused
         load_checkpoint(last)
+    message = str(info.value)
+    assert message.endswith("Unsupported global: GLOBAL spikeforge.train.config.Loss was not an allowed global "
+                            "by default.")
+    assert "\n" not in message and not any(w in message for w in ("weights_only", "safe_globals", "trust"))
     ck = torch.load(run / "best.pt", weights_only=True)
     ck["model"] = {"fc_in.weight": torch.zeros(3, 3)}
     save_checkpoint(last, **{k: v for k, v in ck.items() if k not in ("format", "version")})
@@ -137,12 +144,21 @@ def test_config_files(tmp_path):
 
 def test_losses_and_latency_code():
     x = torch.tensor([[0.0, 1.0, 0.5]])
-    s = latency_encode(x, 10)
-    assert s.shape == (10, 1, 4) and s.sum() == 4
-    assert s[:, 0].argmax(0).tolist() == [6, 0, 3, 0]          # larger is earlier; bias spike at 0
-    assert synaptic_trace(s, None)[:, 0, 0].tolist() == [0] * 6 + [1] * 4     # a step current from the spike on
-    decaying = synaptic_trace(s, 2.0)[6:, 0, 0]
-    assert torch.allclose(decaying, torch.exp(-torch.arange(4.0) / 2))
+    s = spike_input(x, 10)                                      # spikeforge.encoding.latency, window 3T/4 = 7
+    assert s.shape == (10, 1, 4) and s.sum() == 3               # 0 stays silent
+    assert s[:, 0, 1:].argmax(0).tolist() == [0, 3, 0]          # larger is earlier; bias spike at 0
+    assert s[7:].sum() == 0                                     # the last quarter is silent
+    assert synaptic_current(s, None)[:, 0, 2].tolist() == [0] * 3 + [1] * 7     # a step current from the spike on
+    for backend in (None, "reference"):
+        decaying = synaptic_current(s, 2.0, backend)[3:, 0, 2]
+        assert torch.allclose(decaying, torch.exp(-torch.arange(7.0) / 2))
+    r = torch.rand(12, 3, 5, generator=torch.Generator().manual_seed(0))
+    a, i, loop = math.exp(-1 / 3.0), torch.zeros(3, 5), []
+    for r_t in r:                                               # i_t = a i_{t-1} + s_t, written out
+        i = a * i + r_t
+        loop.append(i)
+    assert torch.allclose(synaptic_current(r, 3.0), torch.stack(loop), atol=1e-5)
+    assert torch.equal(synaptic_current(r, 3.0), synaptic_current(r, 3.0))          # deterministic
     v = torch.zeros(8, 2, 3, requires_grad=True)
     target = torch.tensor([0, 2])
     with torch.no_grad():
@@ -153,3 +169,13 @@ def test_losses_and_latency_code():
         value.backward()
         assert logits.argmax(1).tolist() == [0, 2] and v.grad.abs().sum() > 0
         v.grad = None
+
+
+def test_first_spike_loss_is_the_library_loss():
+    v = torch.randn(10, 4, 3, generator=torch.Generator().manual_seed(1)).mul(2).requires_grad_(True)
+    target = torch.tensor([0, 1, 2, 1])
+    value, scores = loss_and_logits(v, target, Loss.FIRST_SPIKE)
+    z = (v.detach() >= 1).float()
+    waiting = torch.cumprod(1 - z, 0).sum(0)                    # steps before the first crossing of 1
+    assert torch.allclose(value, torch.nn.functional.cross_entropy(-waiting, target))
+    assert torch.equal(scores.floor(), -waiting)                # the tie-break stays below one step

@@ -12,6 +12,7 @@ from . import surrogate as surrogate
 from .allocator import tune_allocator as tune_allocator
 from .kernels import backends as backends
 from .neurons import Reset as Reset
+from .train.trainer import load_run as load_run
 
 __version__ = "0.1.0"
 

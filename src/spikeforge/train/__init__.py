@@ -1,8 +1,9 @@
 """Training: a small trainer the ``spikeforge`` command calls, usable from Python too.
 
-    from spikeforge.train import make_config, train
+    from spikeforge.train import load_run, make_config, train
     result = train(make_config(dataset="yinyang", epochs=30), out="runs/yy")
     result.test_accuracy
+    model, cfg = load_run("runs/yy")        # the trained model (best.pt), in eval mode
 """
 from .checkpoint import CheckpointError as CheckpointError
 from .config import ConfigError as ConfigError
@@ -18,5 +19,6 @@ from .trainer import RunError as RunError
 from .trainer import RunResult as RunResult
 from .trainer import Trainer as Trainer
 from .trainer import evaluate as evaluate
+from .trainer import load_run as load_run
 from .trainer import resume as resume
 from .trainer import train as train

@@ -10,6 +10,7 @@ truncated, corrupted or foreign file raises ``CheckpointError`` saying what is w
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+# Sentences of torch's load errors that advise loading unsafely or point elsewhere: dropped.
+_ADVICE = ("weights_only", "safe_globals", "trusted source", "trust the source", "file an issue", "documentation",
+           "two options", "recommended steps")
+
+
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else ""
+    """The reason torch gives for a failed load, on one line, without its advice to retry
+    with ``weights_only=False`` (which would unpickle arbitrary code) or to allow-list globals."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    sentences = (" ".join(x.split()) for x in re.split(r"\n|(?<=[.!?])\s+", text))
+    kept = [x for x in sentences if x and not any(a in x.lower() for a in _ADVICE)]
+    return kept[0] if kept else "unknown reason"

@@ -1,8 +1,13 @@
 """The ``spikeforge`` command: ``train``, ``eval`` and ``info``. Argument parsing only; the
-work is done by ``spikeforge.train`` (``train``, ``resume``, ``evaluate``)."""
+work is done by ``spikeforge.train`` (``train``, ``resume``, ``evaluate``).
+
+Every failure is reported as one line on stderr (``spikeforge <command>: error: ...``) with
+exit status 2; set ``SPIKEFORGE_TRACEBACK=1`` to see the traceback of an unexpected error.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -11,8 +16,28 @@ _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "su
                   "encoding", "loss", "steps", "hidden")
 
 
+class UsageError(Exception):
+    """A command line that argparse rejects (reported in one line, like every other error)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"spikeforge {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
+    p = _Parser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="{train,eval,info}")
     t = sub.add_parser("train", help="train a model (default: Yin-Yang) into a run folder")
     t.add_argument("--dataset", choices=["yinyang", "digits", "event-digits"])
@@ -33,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (--epochs may extend it)")
     t.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     t.add_argument("--quiet", action="store_true", help="print only the result")
-    e = sub.add_parser("eval", help="re-evaluate the best checkpoint of a run folder")
+    e = sub.add_parser("eval", help="evaluate a checkpoint of a run folder on a data split")
     e.add_argument("run_dir")
     e.add_argument("--split", choices=["train", "val", "test"], default="test")
+    e.add_argument("--which", choices=["best", "last"], default="best",
+                   help="best.pt (lowest validation loss; default) or last.pt (last completed epoch)")
     sub.add_parser("info", help="print versions, backends and devices")
     return p
 
@@ -65,8 +92,8 @@ def _train(a: argparse.Namespace) -> int:
 def _eval(a: argparse.Namespace) -> int:
     from .trainer import evaluate
 
-    r = evaluate(a.run_dir, a.split)
-    print(f"{a.split} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  (best epoch {r['epoch']})")
+    r = evaluate(a.run_dir, a.split, a.which)
+    print(f"{a.split} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  ({a.which}.pt, epoch {r['epoch']})")
     return 0
 
 
@@ -79,23 +106,41 @@ def _info(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:          # --help and --version print and stop here
+        return e.code if isinstance(e.code, int) else 0
     if a.command is None:
         parser.print_help()
         return 0
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .trainer import RunError
-
     try:
         return {"train": _train, "eval": _eval, "info": _info}[a.command](a)
-    except (ConfigError, CheckpointError, RunError, FileNotFoundError, FloatingPointError) as e:
-        print(f"spikeforge {a.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\nspikeforge {a.command}: interrupted (completed epochs are kept; continue with --resume)",
               file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get("SPIKEFORGE_TRACEBACK"):
+            raise
+        print(f"spikeforge {a.command}: error: {_describe(e)}", file=sys.stderr)
+        return 2
+
+
+def _describe(e: Exception) -> str:
+    """One line for an error: the message of the errors spikeforge raises on purpose; the
+    type too for anything else (a bug or a torch failure)."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .preflight import one_line
+    from .trainer import RunError
+
+    text = one_line(e)
+    if isinstance(e, (ConfigError, CheckpointError, RunError, FileNotFoundError, FloatingPointError)):
+        return text
+    return f"unexpected {type(e).__name__}: {text} (SPIKEFORGE_TRACEBACK=1 shows where)"
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..neurons import Reset
+from ..neurons import REGISTRY, Reset
 
 __all__ = ["TrainConfig", "DataSet", "Encoding", "Loss", "Schedule", "make_config", "load_config_file",
            "ConfigError"]
@@ -57,8 +58,8 @@ class TrainConfig:
     hidden: int = 120
     neuron: str = "IF"                  # a name in spikeforge.neurons.REGISTRY
     neuron_params: dict = field(default_factory=dict)   # e.g. {"tau_mem": 4.0}; empty = defaults
-    reset: Reset = Reset.SOFT           # for neurons that have the option
-    detach_reset: bool = True
+    reset: Reset | None = None          # None: SOFT where the neuron has a reset option
+    detach_reset: bool | None = None    # None: True where the neuron has the option
     surrogate: str = "ATan"             # a class in spikeforge.surrogate
     surrogate_alpha: float | None = None
     tau_out: float = 10.0               # time constant of the LI readout
@@ -75,20 +76,34 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, cls in _ENUMS.items():
-            if not isinstance(getattr(self, name), cls):
-                object.__setattr__(self, name, _enum(name, getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, cls) and not (value is None and name in _OPTIONAL):
+                object.__setattr__(self, name, _enum(name, value))
         for name in ("steps", "hidden", "epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) \
+                    or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.input_tau is not None and (not isinstance(self.input_tau, (int, float)) or self.input_tau <= 0):
-            raise ConfigError(f"input_tau must be a positive number or None, got {self.input_tau!r}")
+        for name in ("input_tau", "surrogate_alpha"):
+            if getattr(self, name) is not None and not _positive(getattr(self, name)):
+                raise ConfigError(f"{name} must be a positive number or None, got {getattr(self, name)!r}")
         for name in ("lr", "tau_out", "input_scale"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+            if not _positive(getattr(self, name)):
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.backend not in (None, "reference", "cpu", "triton"):
             raise ConfigError(f"backend must be reference, cpu, triton or None (automatic), got {self.backend!r}")
-        if not isinstance(self.neuron_params, dict):
-            raise ConfigError(f"neuron_params must be a table/mapping, got {self.neuron_params!r}")
+        if self.detach_reset is not None and not isinstance(self.detach_reset, bool):
+            raise ConfigError(f"detach_reset must be true, false or None (the trainer's default), "
+                              f"got {self.detach_reset!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        _check_device(self.device)
+        if self.dataset is DataSet.EVENT_DIGITS and self.encoding is Encoding.LATENCY:
+            raise ConfigError("encoding latency turns static features into spike times, but event-digits is "
+                              "already a spike sequence (binned into frames): use encoding current (the default)")
+        _check_neuron(self)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -107,6 +122,9 @@ class TrainConfig:
 
 
 _ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset}
+_OPTIONAL = ("reset",)
+# The trainer's choice for the neuron options left at None (where the neuron has the option).
+OPTION_DEFAULTS: dict[str, Any] = {"reset": Reset.SOFT, "detach_reset": True}
 
 # Defaults that differ per data set (measured; see docs/training.md).
 DATASET_DEFAULTS: dict[DataSet, dict[str, Any]] = {
@@ -158,9 +176,79 @@ def make_config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def neuron_kwargs(cfg: TrainConfig) -> dict[str, float]:
-    """The hidden neurons' parameters: ``cfg.neuron_params`` or the tuned defaults."""
-    return dict(cfg.neuron_params) if cfg.neuron_params else dict(NEURON_DEFAULTS.get(cfg.neuron, {}))
+def neuron_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The hidden neurons' keyword arguments: ``cfg.neuron_params`` (or the tuned defaults
+    when it is empty), plus ``reset``/``detach_reset`` where the neuron has the option."""
+    kw = dict(cfg.neuron_params) if cfg.neuron_params else dict(NEURON_DEFAULTS.get(cfg.neuron, {}))
+    options = REGISTRY[cfg.neuron].options()
+    for key, default in OPTION_DEFAULTS.items():
+        if key in options:
+            kw[key] = default if getattr(cfg, key) is None else getattr(cfg, key)
+    return kw
+
+
+def _positive(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _check_device(device) -> None:
+    """The device must name a CPU or CUDA device (whether this machine has it is checked
+    when a run starts)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def _check_neuron(cfg: TrainConfig) -> None:
+    """The hidden neuron exists and spikes; every key of ``neuron_params`` is one of its
+    parameters (a number), ``learn_<parameter>`` flags or options; ``reset`` and
+    ``detach_reset`` are given only for neurons that have them."""
+    spec = REGISTRY.get(cfg.neuron) if isinstance(cfg.neuron, str) else None
+    if spec is None or not spec.spiking:
+        names = ", ".join(n for n, s in REGISTRY.items() if s.spiking)
+        raise ConfigError(f"neuron must be a spiking neuron of spikeforge.neurons.REGISTRY ({names}), "
+                          f"got {cfg.neuron!r}")
+    if not isinstance(cfg.neuron_params, dict):
+        raise ConfigError(f"neuron_params must be a table/mapping, got {cfg.neuron_params!r}")
+    options = spec.options()
+    for key in OPTION_DEFAULTS:
+        if getattr(cfg, key) is not None and key not in options:
+            raise ConfigError(f"{key}: neuron {cfg.neuron} has no {key} option (its options: {list(options)}); "
+                              f"remove {key} from the configuration")
+    spec_options = {}
+    for key, value in cfg.neuron_params.items():
+        _check_neuron_param(cfg.neuron, spec, key, value)
+        if key in options:
+            spec_options[key] = value
+    try:
+        spec(**spec_options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"neuron_params of neuron {cfg.neuron}: {e}") from None
+
+
+def _check_neuron_param(neuron: str, spec, key: str, value) -> None:
+    where = f"neuron_params.{key} (neuron {neuron})"
+    if key in OPTION_DEFAULTS:
+        raise ConfigError(f"{where}: {key} is set at the top level of the configuration, not in neuron_params")
+    if key in spec.params:
+        values = value if isinstance(value, list) else [value]
+        finite = values and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                                for v in values)
+        if not finite:
+            raise ConfigError(f"{where} must be a finite number (or a list of them, one per neuron), got {value!r}")
+        if spec.params[key].positive and min(values) <= 0:
+            raise ConfigError(f"{where} must be > 0, got {value!r}")
+    elif key.startswith("learn_") and key[6:] in spec.params:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif key not in spec.options():
+        raise ConfigError(f"{where}: {neuron} has no parameter or option {key!r}; parameters: {list(spec.params)}, "
+                          f"options: {[o for o in spec.options() if o not in OPTION_DEFAULTS]}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

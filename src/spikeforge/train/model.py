@@ -1,10 +1,12 @@
 """The default classifier: input layer -> spiking hidden layer -> LI readout, and its losses.
 
 ``Classifier(n_in, n_classes, cfg)`` maps static features (B, F) or input sequences
-(T, B, F) to the readout membrane (T, B, C). Static features under ``Encoding.CURRENT``
-are projected once and held as a constant current for ``cfg.steps`` steps; under
-``Encoding.LATENCY`` they become one spike each, which reach the hidden neurons through
-current-based synapses (``cfg.input_tau``).
+(T, B, F) to the readout membrane (T, B, C); ``predict(x)`` gives the classes. Static
+features under ``Encoding.CURRENT`` are projected once and held as a constant current for
+``cfg.steps`` steps (``spikeforge.encoding.direct``); under ``Encoding.LATENCY`` they become
+one spike each (``spikeforge.encoding.latency`` over the first 3/4 of the window, plus a
+bias channel of constant 1 that fires at step 0), which reach the hidden neurons through
+current-based synapses (``synaptic_current``). The losses come from ``spikeforge.losses``.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import neurons
+from .. import encoding, functional, losses, neurons
 from .. import nn as snn
 from .. import surrogate as sg
 from .config import ConfigError, Encoding, Loss, TrainConfig, neuron_kwargs
 
-__all__ = ["Classifier", "latency_encode", "synaptic_trace", "loss_and_logits", "make_surrogate"]
+__all__ = ["Classifier", "spike_input", "synaptic_current", "loss_and_logits", "class_scores", "make_surrogate"]
 
 
 def make_surrogate(name: str, alpha: float | None) -> sg.Surrogate:
@@ -29,30 +31,28 @@ def make_surrogate(name: str, alpha: float | None) -> sg.Surrogate:
     try:
         return cls() if alpha is None else cls(alpha=alpha)
     except ValueError as e:
-        raise ConfigError(str(e)) from e
+        raise ConfigError(f"surrogate_alpha: {e}") from e
 
 
-def latency_encode(x: Tensor, steps: int) -> Tensor:
-    """Features in [0, 1] (B, F) to spikes (T, B, F + 1): feature ``v`` spikes once at step
-    ``round((1 - v) * (3T/4 - 1))`` (larger is earlier); the extra channel is a bias spike at
-    step 0. The last quarter of the window leaves time for the answer."""
-    last = max(3 * steps // 4 - 1, 0)
-    t = torch.round((1.0 - x.clamp(0.0, 1.0)) * last).long()
-    t = torch.cat([t, torch.zeros_like(t[:, :1])], dim=1)
-    out = torch.zeros(steps, *t.shape, dtype=x.dtype, device=x.device)
-    return out.scatter_(0, t.unsqueeze(0), 1.0)
+def spike_input(x: Tensor, steps: int) -> Tensor:
+    """Features in [0, 1] (B, F) to spikes (T, B, F + 1): ``spikeforge.encoding.latency``
+    with the spike times spread over the first ``3T/4`` steps (feature ``v`` at step
+    ``round((1 - v) * (3T/4 - 1))``, 0 silent); the last channel is a constant 1, a bias
+    spike at step 0. The last quarter of the window leaves time for the answer."""
+    with_bias = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    return encoding.latency(with_bias, steps, threshold=0.0, window=max(3 * steps // 4, 1))
 
 
-def synaptic_trace(s: Tensor, tau: float | None) -> Tensor:
-    """Input spikes (T, B, F) through current-based synapses: ``i_t = a * i_{t-1} + s_t`` with
-    ``a = exp(-1/tau)``; ``tau=None``: the synapses do not decay (each spike adds a step current)."""
+def synaptic_current(s: Tensor, tau: float | None, backend: str | None = None) -> Tensor:
+    """Input spikes (T, B, F) through current-based synapses: ``i_t = a * i_{t-1} + s_t``
+    with ``a = exp(-1/tau)``, run as the library's ``LI`` neuron (``tau_LI = 1 / (1 - a)``,
+    ``r = tau_LI``) on ``backend``; ``tau=None``: the synapses do not decay, each spike adds
+    a step current (the running sum of the spikes)."""
     if tau is None:
         return torch.cumsum(s, dim=0)
-    a, i, out = math.exp(-1.0 / tau), torch.zeros_like(s[0]), []
-    for s_t in s.unbind(0):
-        i = a * i + s_t
-        out.append(i)
-    return torch.stack(out)
+    tau_li = 1.0 / -math.expm1(-1.0 / tau)
+    i, _, _, _ = functional.run(neurons.LI(), s, None, {"tau": tau_li, "r": tau_li}, backend=backend)
+    return i
 
 
 class Classifier(nn.Module):
@@ -61,15 +61,10 @@ class Classifier(nn.Module):
 
     def __init__(self, n_in: int, n_classes: int, cfg: TrainConfig) -> None:
         super().__init__()
-        if cfg.neuron not in neurons.REGISTRY or not neurons.REGISTRY[cfg.neuron].spiking:
-            names = ", ".join(n for n, s in neurons.REGISTRY.items() if s.spiking)
-            raise ConfigError(f"unknown spiking neuron {cfg.neuron!r}; choose one of {names}")
         self.steps, self.encoding, self.input_tau = cfg.steps, cfg.encoding, cfg.input_tau
-        extra = 1 if cfg.encoding is Encoding.LATENCY else 0
-        self.fc_in = nn.Linear(n_in + extra, cfg.hidden)
+        self.loss, self.backend = cfg.loss, cfg.backend
+        self.fc_in = nn.Linear(n_in + self.extra_inputs(cfg), cfg.hidden)
         kw = neuron_kwargs(cfg)
-        options = neurons.REGISTRY[cfg.neuron].options()
-        kw.update({k: getattr(cfg, k) for k in ("reset", "detach_reset") if k in options})
         surrogate = make_surrogate(cfg.surrogate, cfg.surrogate_alpha)
         try:
             self.hidden = snn.MODULES[cfg.neuron](surrogate=surrogate, backend=cfg.backend, **kw)
@@ -81,33 +76,50 @@ class Classifier(nn.Module):
             self.fc_in.weight.mul_(cfg.input_scale)
             self.fc_in.bias.mul_(cfg.input_scale)
 
+    @staticmethod
+    def extra_inputs(cfg: TrainConfig) -> int:
+        """Input channels the model adds to the features (the latency code's bias channel)."""
+        return 1 if cfg.encoding is Encoding.LATENCY else 0
+
     def current(self, x: Tensor) -> Tensor:
         """The hidden layer's input current (T, B, H)."""
         if x.dim() == 3:                           # a sequence already (events)
             return self.fc_in(x)
         if self.encoding is Encoding.LATENCY:
-            return self.fc_in(synaptic_trace(latency_encode(x, self.steps), self.input_tau))
-        i = self.fc_in(x)
-        return i.expand(self.steps, *i.shape)      # constant current: project once
+            return self.fc_in(synaptic_current(spike_input(x, self.steps), self.input_tau, self.backend))
+        return encoding.direct(self.fc_in(x), self.steps)    # constant current: project once
 
     def forward(self, x: Tensor, return_spikes: bool = False):
         z = self.hidden(self.current(x))
         v = self.readout(self.fc_out(z))
         return (v, z) if return_spikes else v
 
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted classes (B,) of static features (B, F) or time-first sequences (T, B, F)."""
+        return class_scores(self(x), self.loss).argmax(1)
+
+
+def class_scores(v: Tensor, loss: Loss) -> Tensor:
+    """The scores (B, C) whose largest entry is the prediction, for readout membranes ``v``."""
+    if loss is Loss.MAX_MEMBRANE:
+        return v.amax(0)
+    return losses.first_spike_scores(readout_spikes(v), tie_break=v.amax(0))
+
+
+def readout_spikes(v: Tensor) -> Tensor:
+    """For ``Loss.FIRST_SPIKE``: a readout "fires" when its membrane reaches 1 (surrogate spikes)."""
+    return sg.spike(v - 1.0, _FIRST_SPIKE_SURROGATE)
+
 
 def loss_and_logits(v: Tensor, target: Tensor, loss: Loss) -> tuple[Tensor, Tensor]:
-    """The loss of readout membranes ``v`` (T, B, C) and the logits used for prediction."""
+    """The loss of readout membranes ``v`` (T, B, C) and the scores used for prediction:
+    ``losses.max_membrane_ce``, or ``losses.first_spike_ce`` of the readout spikes (the
+    number of steps before the first one, differentiable through the surrogate of each
+    crossing) with ties between equal times broken by the larger peak membrane."""
     if loss is Loss.MAX_MEMBRANE:
-        logits = v.amax(0)
-        return nn.functional.cross_entropy(logits, target), logits
-    # first spike: the readout "fires" when its membrane first reaches 1; the number of steps
-    # before that (T if never) is differentiable through the surrogate of each crossing.
-    z = sg.spike(v - 1.0, _FIRST_SPIKE_SURROGATE)
-    waiting = torch.cumprod(1.0 - z, dim=0).sum(0)
-    logits = -waiting
-    tie_break = 1e-3 * v.detach().amax(0)          # among equal times, the larger membrane wins
-    return nn.functional.cross_entropy(logits, target), logits + tie_break
+        return losses.max_membrane_ce(v, target), class_scores(v, loss)
+    return losses.first_spike_ce(readout_spikes(v), target), class_scores(v, loss)
 
 
 _FIRST_SPIKE_SURROGATE = sg.ATan()

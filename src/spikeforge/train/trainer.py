@@ -1,9 +1,12 @@
 """The trainer: ``train(cfg, out)`` runs a whole training into a run folder; ``resume(run_dir)``
-continues one after an interruption; ``evaluate(run_dir)`` re-evaluates the best checkpoint.
+continues one after an interruption; ``evaluate(run_dir)`` re-evaluates a checkpoint;
+``load_run(run_dir)`` returns the trained model for inference.
 
 Run folder: ``config.json`` (the resolved configuration), ``last.pt`` (written atomically
 after every epoch, holds everything needed to continue), ``best.pt`` (the epoch with the
-best validation accuracy), ``metrics.json`` and, unless ``plots=False``, PNG plots.
+lowest validation loss), ``metrics.json`` and, unless ``plots=False``, PNG plots.
+Before the folder is created, the configuration is checked and one training step is tried
+(``preflight``), so a run that cannot start leaves nothing behind.
 Training is deterministic for a given seed (shuffling uses a generator seeded per epoch),
 so a resumed run ends with the same weights as one that was never interrupted.
 """
@@ -20,13 +23,16 @@ from pathlib import Path
 import torch
 
 from .. import functional
+from . import preflight
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import Schedule, TrainConfig
 from .model import Classifier, loss_and_logits
 from .progress import Progress
 from .tasks import Task, batch_input, load_task
 
-__all__ = ["Trainer", "RunResult", "train", "resume", "evaluate", "RunError"]
+__all__ = ["Trainer", "RunResult", "train", "resume", "evaluate", "load_run", "RunError", "BEST_CRITERION"]
+
+BEST_CRITERION = "lowest validation loss"   # how best.pt is chosen (see Trainer._one_epoch)
 
 
 class RunError(RuntimeError):
@@ -35,6 +41,9 @@ class RunError(RuntimeError):
 
 @dataclass
 class RunResult:
+    """The outcome of ``train``/``resume``. ``best_epoch`` is the epoch kept as ``best.pt``
+    (the lowest validation loss) and ``best_val_accuracy`` that epoch's validation accuracy."""
+
     run_dir: Path
     test_accuracy: float
     best_val_accuracy: float
@@ -50,6 +59,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, quiet: bool = False, plots: bool = True) -> None:
         self.cfg, self.run_dir, self.plots = cfg, Path(run_dir), plots
         self.progress = Progress(quiet)
+        preflight.check_device(cfg.device)
+        preflight.check_backend(cfg)
         self.task: Task = load_task(cfg)
         torch.manual_seed(cfg.seed)
         self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(cfg.device)
@@ -79,6 +90,12 @@ class Trainer:
             raise CheckpointError(f"the checkpoint does not fit this model: {_short(e)}") from e
         if not model_only:
             self.epoch, self.history, self.best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
+
+    def check(self) -> None:
+        """Try one training step on two samples (``preflight.dry_run``): a configuration that
+        cannot run fails here with a ``ConfigError``, before anything is written."""
+        x, y = self.task.train
+        preflight.dry_run(self.model, batch_input(x[:2]), y[:2], self.cfg.loss)
 
     # -- one epoch ----------------------------------------------------------------------
     def _lr(self, step: int, total: int) -> float:
@@ -143,8 +160,9 @@ class Trainer:
         metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
                                train_cpu_seconds=time.process_time() - c0, plots=plots)
         _write_json(self.run_dir / "metrics.json", metrics)
-        self.progress.message(f"test accuracy {100 * test_acc:.2f}% (best epoch {self.best['epoch']}, "
-                              f"val {100 * self.best['val_accuracy']:.2f}%); run folder: {self.run_dir}")
+        self.progress.message(f"test accuracy {100 * test_acc:.2f}% with best.pt (epoch {self.best['epoch']}, "
+                              f"the {BEST_CRITERION}; val accuracy {100 * self.best['val_accuracy']:.2f}%); "
+                              f"run folder: {self.run_dir}")
         return RunResult(self.run_dir, test_acc, self.best["val_accuracy"], self.best["epoch"], self.history,
                          seconds, plots)
 
@@ -169,9 +187,12 @@ class Trainer:
             f"{row['train_seconds']:5.2f}s{'  *' if improved else ''}")
 
     def metrics(self, test_acc, test_loss, status: str, **extra) -> dict:
+        """``metrics.json``: the test figures are those of ``best.pt``, the epoch described by
+        ``best`` (chosen by ``BEST_CRITERION``)."""
+        best = {"epoch": self.best["epoch"], "chosen_by": BEST_CRITERION, "val_loss": _finite(self.best["val_loss"]),
+                "val_accuracy": self.best["val_accuracy"]}
         return {"status": status, "dataset": self.cfg.dataset.value, "epochs_done": self.epoch,
-                "test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": self.best["epoch"],
-                "best_val_accuracy": self.best["val_accuracy"], "history": self.history, **extra}
+                "test_accuracy": test_acc, "test_loss": test_loss, "best": best, "history": self.history, **extra}
 
     def _plots(self) -> list[str]:
         from . import plots
@@ -198,8 +219,12 @@ def _run_settings(cfg: TrainConfig):
 
 
 def _short(e: Exception) -> str:
-    text = str(e).strip()
+    text = preflight.one_line(e)
     return text if len(text) < 300 else text[:300] + " ..."
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None      # JSON has no inf
 
 
 def _copy_state(model: torch.nn.Module) -> dict:
@@ -213,7 +238,7 @@ def _write_json(path: Path, obj) -> None:
 def _check_finite(task: Task) -> None:
     for name in ("train", "val", "test"):
         if not bool(torch.isfinite(task.split(name)[0]).all()):
-            raise ValueError(f"the {name} data contain NaN or inf")
+            raise RunError(f"the {name} data contain NaN or inf")
 
 
 def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
@@ -221,12 +246,14 @@ def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``)."""
+    """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``).
+    The configuration is checked (and one training step tried) before the folder is created."""
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
         raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
     _check_finite(trainer.task)
+    trainer.check()
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", cfg.to_dict())
     trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
@@ -241,17 +268,19 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     try:
         return TrainConfig.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as e:
-        raise RunError(f"{path} is not a valid run configuration: {e}") from e
+        raise RunError(f"{path} is not a valid run configuration: {preflight.one_line(e)}") from e
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Continue the run in ``run_dir`` from its last completed epoch (``epochs`` may extend it)."""
+    """Continue the run in ``run_dir`` from its last completed epoch (``epochs`` may extend it).
+    A run folder without a checkpoint (stopped before its first epoch ended) starts from epoch 1."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
         stale.unlink()
     ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
     trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
+    trainer.check()
     if ck is not None:
         trainer.load_state(ck)
     if epochs is not None and epochs != cfg.epochs:
@@ -259,17 +288,61 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
             raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
         trainer.cfg = cfg.replace(epochs=epochs)
         _write_json(run_dir / "config.json", trainer.cfg.to_dict())
-    trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
+    if ck is None:
+        trainer.progress.message(f"{run_dir} has no checkpoint yet: starting it from epoch 1 of {trainer.cfg.epochs}")
+    else:
+        trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
     return trainer.fit()
 
 
-def evaluate(run_dir: str | Path, split: str = "test") -> dict:
-    """Accuracy and loss of the run's best checkpoint on ``split``."""
+_WHICH = ("best", "last")
+
+
+def _checkpoint_path(run_dir: Path, which: str) -> Path:
+    if which not in _WHICH:
+        raise ValueError(f"which must be 'best' (best.pt, the {BEST_CRITERION}) or 'last' (last.pt, the last "
+                         f"completed epoch), got {which!r}")
+    return run_dir / f"{which}.pt"
+
+
+def evaluate(run_dir: str | Path, split: str = "test", which: str = "best") -> dict:
+    """Accuracy and loss of the run's ``which`` checkpoint (``best`` or ``last``) on ``split``."""
     run_dir = Path(run_dir)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    path = _checkpoint_path(run_dir, which)
     cfg = read_config(run_dir)
-    ck = load_checkpoint(run_dir / "best.pt")
+    ck = load_checkpoint(path)
     trainer = Trainer(cfg, run_dir, quiet=True, plots=False)
     trainer.load_state(ck, model_only=True)
     with _run_settings(cfg):
         loss, acc = trainer.accuracy(split)
-    return {"split": split, "accuracy": acc, "loss": loss, "epoch": int(ck["epoch"])}
+    return {"split": split, "which": which, "accuracy": acc, "loss": loss, "epoch": int(ck["epoch"])}
+
+
+def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device | None = None
+             ) -> tuple[Classifier, TrainConfig]:
+    """The trained model of a ``spikeforge train`` run folder, in eval mode, and the run's
+    configuration.
+
+    ``which``: ``"best"`` (``best.pt``, the epoch with the lowest validation loss, whose test
+    accuracy ``metrics.json`` reports) or ``"last"`` (``last.pt``, the last completed epoch).
+    ``device``: where the model goes (default: the run's device). ``model(x)`` returns the
+    readout membrane (T, B, C) and ``model.predict(x)`` the classes (B,), for static features
+    (B, F) or time-first sequences (T, B, F).
+    """
+    run_dir = Path(run_dir)
+    path = _checkpoint_path(run_dir, which)
+    cfg = read_config(run_dir)
+    dev = preflight.check_device(str(cfg.device if device is None else device))
+    ck = load_checkpoint(path, map_location=dev)
+    weights = ck["model"]
+    if not all(isinstance(weights.get(k), torch.Tensor) for k in ("fc_in.weight", "fc_out.weight")):
+        raise CheckpointError(f"{path} does not hold the weights of a spikeforge.train.Classifier")
+    n_in = weights["fc_in.weight"].shape[1] - Classifier.extra_inputs(cfg)
+    model = Classifier(n_in, weights["fc_out.weight"].shape[0], cfg)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the model of {run_dir / 'config.json'}: {_short(e)}") from e
+    return model.to(dev).eval(), cfg
