@@ -12,6 +12,7 @@ function written independently here whose derivative *is* the surrogate.
 from __future__ import annotations
 
 import math
+import os
 from functools import cache
 
 import pytest
@@ -210,12 +211,31 @@ def no_validation():
 
 def _fused_backends():
     """(device, name) of every non-reference backend usable here; empty until one exists."""
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return [(d, n) for d in devices for n, why in spikeforge.backends(d).items() if n != "reference" and why is None]
+    return [(d, n) for d in _devices() for n, why in spikeforge.backends(d).items() if n != "reference" and why is None]
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 FUSED = _fused_backends()
 FUSED_IDS = [f"{n}-{d}" for d, n in FUSED]
+
+
+def pytest_configure(config):
+    """``SPIKEFORGE_REQUIRE_BACKENDS=cpu[,triton]`` (``make test``, hence CI, sets ``cpu``): the
+    run stops with an error unless each named backend is live here. Without it, a machine with
+    no C compiler would skip every fused-backend test and still end green."""
+    required = [n.strip() for n in os.environ.get("SPIKEFORGE_REQUIRE_BACKENDS", "").split(",") if n.strip()]
+    live = {"reference"} | {n for _, n in FUSED}
+    for name in required:
+        if name not in spikeforge.kernels.NAMES:
+            raise pytest.UsageError(f"SPIKEFORGE_REQUIRE_BACKENDS names {name!r}; backends: "
+                                    f"{', '.join(spikeforge.kernels.NAMES)}")
+        if name not in live:
+            why = "; ".join(f"on {d}: {spikeforge.backends(d)[name]}" for d in _devices())
+            raise pytest.UsageError(f"SPIKEFORGE_REQUIRE_BACKENDS={os.environ['SPIKEFORGE_REQUIRE_BACKENDS']}: "
+                                    f"backend {name!r} is not available ({why})")
 
 
 @pytest.fixture(params=FUSED, ids=FUSED_IDS)

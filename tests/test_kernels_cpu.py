@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +136,17 @@ def test_no_compiler_is_a_clear_reason(monkeypatch):
     monkeypatch.setattr(cpu, "compiler", lambda: None)
     assert "compiler" in cpu.BACKEND.unavailable_reason(torch.device("cpu"), torch.float32)
     assert "float32" in cpu.BACKEND.unavailable_reason(torch.device("cpu"), torch.float16)
+
+
+def test_required_backend_without_a_compiler_stops_the_run(tmp_path):
+    """``make test`` (and so CI) sets SPIKEFORGE_REQUIRE_BACKENDS=cpu: with no C compiler the
+    test run must stop with an error, not skip every fused test and end green."""
+    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "PATH": str(tmp_path), "SPIKEFORGE_REQUIRE_BACKENDS": "cpu"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
+                        str(Path(__file__).parent / "test_sparse.py")],
+                       env=env, cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert r.returncode == pytest.ExitCode.USAGE_ERROR, r.stdout + r.stderr
+    assert "backend 'cpu' is not available" in r.stderr and "no C compiler" in r.stderr, r.stderr
 
 
 def test_inference_path_matches_without_grad():
