@@ -9,11 +9,12 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import spikeforge as sf
@@ -173,24 +174,59 @@ def _grads_both(spec, x, s0, params, loss_fn, record=False):
     return out
 
 
+class _Calls:
+    """A loaded kernel library that records the segment length K passed to each C call:
+    ``("forward", K, nsave)`` and ``("backward", K)`` (argument positions as in csource)."""
+
+    def __init__(self, lib, seen):
+        self._lib, self._seen = lib, seen
+
+    def __getattr__(self, name):
+        fn = getattr(self._lib, name)
+        if name == "sf_forward":  # (T, B, N, threads, x, z, state, saved, K, nsave, params)
+            return lambda *a: self._seen.append(("forward", a[8].value, a[9].value)) or fn(*a)
+        if name == "sf_backward":  # (T, B, N, threads, x, state, saved, K, ...)
+            return lambda *a: self._seen.append(("backward", a[7].value)) or fn(*a)
+        return fn
+
+
+@contextmanager
+def _segment_length(K):
+    """Every CPU kernel made inside has segment length K and records its C calls in the
+    yielded list (see ``_Calls``); the kernel cache is emptied before and after."""
+    seen = []
+
+    class Forced(cpu.Kernel):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.K, self.lib = K, _Calls(self.lib, seen)
+
+    cpu.kernel.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cpu, "Kernel", Forced)
+            yield seen
+    finally:
+        cpu.kernel.cache_clear()
+
+
 @settings(max_examples=25, deadline=None)
 @given(neuron=st.sampled_from(sorted(REGISTRY)), T=st.integers(1, 14), K=st.integers(2, 5),
        state_noise=st.sampled_from([0.0, 0.05]))
 def test_recomputed_backward_matches_for_any_segment_length(neuron, T, K, state_noise):
     """Without record the CPU backward rebuilds K-step segments from checkpoints: any T, K
-    (T < K, T a multiple of K or not) gives the reference gradients."""
+    (T < K, T a multiple of K or not) gives the reference gradients. The C calls really get
+    that K: forward saves (T - 1) // K checkpoints, backward rebuilds K-step segments."""
     from conftest import default_params, separated_input
 
     spec, dtype = REGISTRY[neuron](), torch.float64
+    assume(cpu.csource.recomputes(cpu.trace(spec, sf.surrogate.ATan(), dtype)))  # else backward has no segments
     x, s0 = separated_input(neuron, (T, 2, 3), dtype, state_noise=state_noise)
     params = list(default_params(REGISTRY[neuron], dtype))
-    k = cpu.kernel(spec, sf.surrogate.ATan(), dtype, (False,) * len(params))
-    old, k.K = k.K, K
-    try:
-        w = torch.randn(x.shape, generator=torch.Generator().manual_seed(T), dtype=dtype)
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(T), dtype=dtype)
+    with _segment_length(K) as seen:
         out = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s))
-    finally:
-        k.K = old
+    assert seen == [("forward", K, (T - 1) // K), ("backward", K)]
     for a, b in zip(out["cpu"], out["reference"]):
         torch.testing.assert_close(a, b, **TOL[dtype])
 
