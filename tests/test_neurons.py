@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (CUSTOM, default_params, grads, loop, make_input, rest, separated_input,
+from conftest import (CUSTOM, FUSED, default_params, grads, loop, make_input, rest, separated_input,
                       straight_through_fire, tol, weights_like)
 from torch import nn
 
@@ -32,11 +32,18 @@ def assert_spikes_some(name, z):
 
 
 # -- sequence == step loop (values and gradients) ------------------------------------
+# The sequence call runs on the reference scan and on every fused backend that takes CPU
+# tensors; the step loop is the spec's eager step.
+SEQ_BACKENDS = ["reference", *(n for d, n in FUSED if d == "cpu")]
+
+
+@pytest.mark.parametrize("backend", SEQ_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64], ids=["f64"])
-def test_run_equals_step_loop(neuron, surrogate, dtype):
+def test_run_equals_step_loop(neuron, surrogate, dtype, backend):
     spec = REGISTRY[neuron]()
     x, s0, p = leaves(neuron, dtype)
-    z1, s1, _, _ = F.run(spec, x, s0, p, surrogate=surrogate)
+    z1, s1, _, used = F.run(spec, x, s0, p, surrogate=surrogate, backend=backend)
+    assert used == backend
     s, zs = s0, []
     for x_t in x:
         z, s = F.step(spec, x_t, s, p, surrogate=surrogate)
@@ -51,19 +58,22 @@ def test_run_equals_step_loop(neuron, surrogate, dtype):
         torch.testing.assert_close(ga, gb, **tol(dtype))
 
 
-def test_run_equals_step_loop_float32(neuron):
-    test_run_equals_step_loop(neuron, CUSTOM, torch.float32)
+@pytest.mark.parametrize("backend", SEQ_BACKENDS)
+def test_run_equals_step_loop_float32(neuron, backend):
+    test_run_equals_step_loop(neuron, CUSTOM, torch.float32, backend)
 
 
-def test_module_sequence_equals_module_step_loop(neuron, surrogate):
+@pytest.mark.parametrize("backend", SEQ_BACKENDS)
+def test_module_sequence_equals_module_step_loop(neuron, surrogate, backend):
     dtype = torch.float64
     cls = REGISTRY[neuron]
     learn = {f"learn_{n}": True for n in cls.params}
     x, s0, _ = leaves(neuron, dtype)
-    m_seq = MODULES[neuron](surrogate=surrogate, carry_state=True, **learn).to(dtype)
-    m_step = MODULES[neuron](surrogate=surrogate, **learn).to(dtype)
+    m_seq = MODULES[neuron](surrogate=surrogate, carry_state=True, backend=backend, **learn).to(dtype)
+    m_step = MODULES[neuron](surrogate=surrogate, backend=backend, **learn).to(dtype)
     m_seq.state, m_step.state = s0, s0
     z1 = m_seq(x)
+    assert m_seq.last_backend == backend
     z2 = torch.stack([m_step.step(x_t) for x_t in x])
     torch.testing.assert_close(z1, z2, **tol(dtype))
     outs1, outs2 = [z1, *m_seq.state], [z2, *m_step.state]
