@@ -2,7 +2,12 @@
 # make test : same set-up plus the test tools, then the test suite
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+# torch is installed first, pinned. On this project's machines pip finds a CPU build of
+# torch 2.13.0 (Python 3.11, x86_64, a 190 MB wheel) on local disk (its find-links) and
+# takes it: no download. An unpinned torch (or a range that admits a newer release) resolves
+# to a CUDA build of several GB from PyPI instead, and so does this pin on a machine without
+# that file (PyPI's Linux x86_64 torch is the CUDA build): there, point TORCH at a CPU wheel
+# (make TORCH=/path/to/torch-2.13.0+cpu-....whl).
 TORCH  ?= torch==2.13.0
 
 .PHONY: demo test install clean

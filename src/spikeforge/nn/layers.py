@@ -146,16 +146,27 @@ class _TimeBatchNorm(nn.Module):
 
 
 class BatchNorm1d(_TimeBatchNorm):
-    """Batch norm of ``(T, B, C)`` or ``(T, B, C, L)`` with statistics over time and batch
-    (and ``L``), per channel C — threshold-dependent batch norm (tdBN, Zheng et al. 2021):
-    ``y = weight * alpha * v_threshold * (x - mean) / sqrt(var + eps) + bias``."""
+    """Threshold-dependent batch norm (tdBN, Zheng et al. 2021) of ``(T, B, C)`` or
+    ``(T, B, C, L)``, per channel C:
+    ``y = weight * alpha * v_threshold * (x - mean) / sqrt(var + eps) + bias``
+    (``bias`` is not scaled; without ``affine``, ``weight = 1`` and ``bias = 0``).
+
+    In training, ``mean`` and ``var`` (biased) are those of this input over time, batch (and
+    ``L``) together, and they update the running estimates (``momentum`` as in
+    ``nn.BatchNorm1d``); in ``eval()`` the running estimates are used, so every step and
+    sample is normalised alike (with ``track_running_stats=False``, this input's statistics
+    again). ``weight`` and ``bias`` are this module's; the running estimates live in
+    ``self.norm`` (an ``nn.BatchNorm1d`` without affine parameters, run on time folded into
+    the batch)."""
 
     _norm = nn.BatchNorm1d
     _ranks = (3, 4)
 
 
 class BatchNorm2d(_TimeBatchNorm):
-    """``BatchNorm1d`` for ``(T, B, C, H, W)``: statistics over time, batch and space per channel."""
+    """tdBN of ``(T, B, C, H, W)``, per channel C: ``BatchNorm1d``'s equation, options and
+    training/eval behaviour, with ``mean`` and ``var`` over time, batch, H and W together
+    (``self.norm`` is an ``nn.BatchNorm2d`` without affine parameters, run on ``(T * B, C, H, W)``)."""
 
     _norm = nn.BatchNorm2d
     _ranks = (5,)
