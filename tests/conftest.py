@@ -93,7 +93,7 @@ def loop(spec, x, state, params, fire):
 def default_params(spec_cls, dtype, requires_grad=False):
     """The spec's defaults as 0-dim leaf tensors (built without ``functional.make_params``)."""
     vals = [torch.tensor(p.default, dtype=dtype, requires_grad=requires_grad) for p in spec_cls.params.values()]
-    return spec_cls.Params()(*vals)
+    return spec_cls.Params(*vals)
 
 
 def rest(spec, params, shape, dtype):

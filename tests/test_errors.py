@@ -125,9 +125,18 @@ def test_integer_tensor_param_is_refused_by_make_params():
 
 
 # -- options and keywords ----------------------------------------------------------------
+@pytest.mark.parametrize("neuron", sorted({n for n, o, _ in OPTIONS if o == "reset"}))
+@pytest.mark.parametrize("text", ["soft", "SOFT", "hard", "none"])
+def test_reset_given_as_its_value(neuron, text):
+    """``reset="soft"`` means ``Reset.SOFT`` (as in configs); the spec holds the Enum member."""
+    want = Reset(text.lower())
+    assert MODULES[neuron](reset=text).spec.reset is want
+    assert REGISTRY[neuron](reset=text) == REGISTRY[neuron](reset=want)
+
+
 @pytest.mark.parametrize("neuron,option,default", OPTIONS, ids=[f"{n}.{o}" for n, o, _ in OPTIONS])
 def test_option_of_wrong_type(neuron, option, default):
-    bad = {Reset: "soft", bool: 1, float: "1.0"}[type(default)]
+    bad = {Reset: "sideways", bool: 1, float: "1.0"}[type(default)]
     for build in (lambda: MODULES[neuron](**{option: bad}), lambda: REGISTRY[neuron](**{option: bad}),
                   lambda: getattr(F, neuron.lower())(make_input(neuron, (T, B, *FEAT)), **{option: bad})):
         with pytest.raises(TypeError, match=named(option)):
@@ -209,21 +218,21 @@ def test_surrogate_must_be_a_surrogate(bad):
 def test_unknown_backend_in_environment(monkeypatch):
     monkeypatch.setenv("SPIKEFORGE_BACKEND", "bogus")
     with pytest.raises(ValueError, match="SPIKEFORGE_BACKEND.*bogus"):
-        F.lif(torch.ones(T, B))
+        F.lif(torch.ones(T, B, 1))
     with pytest.raises(ValueError, match="SPIKEFORGE_BACKEND"):
-        spikeforge.nn.LIF()(torch.ones(T, B))
+        spikeforge.nn.LIF()(torch.ones(T, B, 1))
 
 
 def test_unknown_backend_argument():
     with pytest.raises(ValueError, match=named("backend") + ".*bogus"):
-        F.lif(torch.ones(T, B), backend="bogus")
+        F.lif(torch.ones(T, B, 1), backend="bogus")
     with pytest.raises(ValueError, match=named("backend")):
-        spikeforge.nn.LIF(backend="bogus")(torch.ones(T, B))
+        spikeforge.nn.LIF(backend="bogus")(torch.ones(T, B, 1))
 
 
 def test_triton_forced_on_cpu_tensor():
-    for f in (lambda: F.lif(torch.ones(T, B), backend="triton"),
-              lambda: spikeforge.nn.LIF(backend="triton")(torch.ones(T, B))):
+    for f in (lambda: F.lif(torch.ones(T, B, 1), backend="triton"),
+              lambda: spikeforge.nn.LIF(backend="triton")(torch.ones(T, B, 1))):
         with pytest.raises(BackendError, match="triton"):
             f()
 
@@ -231,7 +240,7 @@ def test_triton_forced_on_cpu_tensor():
 def test_environment_backend_is_obeyed(monkeypatch):
     monkeypatch.setenv("SPIKEFORGE_BACKEND", "triton")
     with pytest.raises(BackendError, match="triton"):
-        F.lif(torch.ones(T, B))  # forced through the environment: refused, not a silent fallback
+        F.lif(torch.ones(T, B, 1))  # forced through the environment: refused, not a silent fallback
 
 
 def test_backends_report_every_name_with_a_reason():
@@ -275,3 +284,33 @@ def test_set_validation_returns_previous_and_disables_checks():
         F.set_validation(previous)
     with pytest.raises(ValueError, match="NaN"):
         F.run(LIF(), x, backend="reference")
+
+
+# -- sequence shapes --------------------------------------------------------------------
+@pytest.mark.parametrize("call", ["module", "functional", "batch_first"])
+def test_two_dim_sequence_names_both_conventions(call):
+    """A (B, N) tensor is not silently read as (T, B): the error names both layouts and step."""
+    x = torch.ones(B, 5)
+    f = {"module": spikeforge.nn.LIF(), "batch_first": spikeforge.nn.LIF(batch_first=True),
+         "functional": F.lif}[call]
+    with pytest.raises(ValueError, match=r"\(T, B, \.\.\.\).*batch_first.*\(B, T, \.\.\.\).*step"):
+        f(x)
+    assert spikeforge.nn.LIF().step(x).shape == x.shape   # one step of (B, N) is fine
+
+
+def test_zero_time_steps():
+    for f in (spikeforge.nn.LIF(), F.lif, spikeforge.nn.LIF(backend="reference")):
+        with pytest.raises(ValueError, match="T = 0"):
+            f(torch.ones(0, B, 3))
+
+
+def test_non_finite_input_names_the_module_and_the_switch():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), spikeforge.nn.LIF())
+    x = torch.ones(T, B, 3)
+    x[1, 0, 0] = float("nan")
+    for backend in ("reference", "cpu"):
+        net[1].backend = backend
+        with pytest.raises(ValueError, match=re.escape("net[1] (LIF)") + ".*NaN.*set_validation\\(False\\)"):
+            net(x)
+    with pytest.raises(ValueError, match=re.escape("net[1] (LIF)")):
+        spikeforge.step(net, torch.full((B, 3), float("inf")))

@@ -222,7 +222,7 @@ def test_fused_backend_matches_reference(fused, neuron, sur, dtype):
     # without record a backend may save less (the CPU one recomputes from checkpoints)
     spec, surrogate = REGISTRY[neuron](), _SUR[sur]
     ns = len(state)
-    z, s, _, _ = F.run(spec, inputs[0], tuple(inputs[1: 1 + ns]), spec.Params()(*inputs[1 + ns:]),
+    z, s, _, _ = F.run(spec, inputs[0], tuple(inputs[1: 1 + ns]), spec.Params(*inputs[1 + ns:]),
                        surrogate=surrogate, backend=fused[1])
     for a, b, what in zip(grads([z, *s], inputs, w), expected, names):
         _close(a, b, dtype, f"grad {what} (record=False)")

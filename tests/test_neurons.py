@@ -114,7 +114,7 @@ def test_gradcheck_with_spike_pattern_frozen(neuron):
     n_s = len(s0)
 
     def f(x, *rest):
-        s, params = rest[:n_s], spec.Params()(*rest[n_s:])
+        s, params = rest[:n_s], spec.Params(*rest[n_s:])
         z, s1, _, _ = F.run(spec, x, s, params, surrogate=ZERO)
         return (z, *s1)
 
@@ -187,10 +187,10 @@ def test_per_neuron_params_act_per_neuron(neuron):
     values = {n: _spread(p.default, 5).float().double() for n, p in cls.params.items()}
     z, s, _, _ = F.run(cls(), x, params=values)
     for j in range(5):
-        zj, sj, _, _ = F.run(cls(), x[..., j], params={n: v[j].item() for n, v in values.items()})
-        torch.testing.assert_close(z[..., j], zj, rtol=1e-12, atol=1e-12)
+        zj, sj, _, _ = F.run(cls(), x[..., j:j + 1], params={n: v[j].item() for n, v in values.items()})
+        torch.testing.assert_close(z[..., j:j + 1], zj, rtol=1e-12, atol=1e-12)
         for a, b in zip(s, sj):
-            torch.testing.assert_close(a[..., j], b, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(a[..., j:j + 1], b, rtol=1e-12, atol=1e-12)
     m = MODULES[neuron](**values).double()
     assert all(getattr(m, n).shape == (5,) for n in cls.params)
     torch.testing.assert_close(m(x), z, rtol=0, atol=0)

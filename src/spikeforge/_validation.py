@@ -27,5 +27,16 @@ def all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def not_finite(name: str) -> ValueError:
-    return ValueError(f"{name} contains NaN or inf values")
+class NotFiniteError(ValueError):
+    """An input or parameter holds NaN or inf."""
+
+
+def not_finite(name: str) -> NotFiniteError:
+    return NotFiniteError(f"{name} contains NaN or inf values (spikeforge.functional.set_validation(False) "
+                          f"turns this check off)")
+
+
+def checking() -> bool:
+    """Value checks run now: enabled, and not while ``torch.compile`` traces (a check that
+    reads values would break the graph; the fused kernels still check x as they run)."""
+    return _ON["on"] and not torch.compiler.is_compiling()

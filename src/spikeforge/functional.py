@@ -15,9 +15,11 @@ from torch import Tensor
 from . import _validation, kernels
 from ._validation import all_finite
 from .neurons import REGISTRY, NeuronSpec
+from .neurons._spec import ON_REGISTER
 from .surrogate import ATan, Surrogate, spike
 
-__all__ = ["run", "step", "make_params", "rest_state", "set_validation", "split_kwargs", "DEFAULT_SURROGATE"]
+__all__ = ["run", "step", "make_params", "rest_state", "set_validation", "split_kwargs", "check_input",
+           "DEFAULT_SURROGATE"]
 
 DEFAULT_SURROGATE = ATan()
 
@@ -28,15 +30,22 @@ def set_validation(on: bool) -> bool:
     return _validation.set_enabled(on)
 
 
-def _check_input(x, name: str, min_rank: int, finite: bool = True) -> None:
+def check_input(x, name: str, min_rank: int, finite: bool = True) -> None:
+    """``x`` must be a floating tensor: a sequence (``min_rank=2``: (T, B, ...) with at least
+    one feature dim and one step) or one step (``min_rank=1``: (B, ...))."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}; convert it with .float()")
-    if x.dim() < min_rank:
-        shape = "(T, B, ...)" if min_rank == 2 else "(B, ...)"
-        raise ValueError(f"{name} must have shape {shape} (at least {min_rank} dims), got shape {tuple(x.shape)}")
-    if finite and _validation.enabled() and not all_finite(x):
+    if min_rank == 2 and x.dim() < 3:
+        raise ValueError(f"{name} must be a sequence of shape (T, B, ...) (time first; batch_first=True on a "
+                         f"module takes (B, T, ...)), got shape {tuple(x.shape)}; for one time step of shape "
+                         f"(B, ...) use module.step(x) or functional.step, for a sequence add the missing dim")
+    if min_rank == 1 and x.dim() < 1:
+        raise ValueError(f"{name} must have shape (B, ...) (at least 1 dim), got shape {tuple(x.shape)}")
+    if min_rank == 2 and x.shape[0] == 0:
+        raise ValueError(f"{name} has no time steps: shape {tuple(x.shape)} has T = 0")
+    if finite and _validation.checking() and not all_finite(x):
         raise _validation.not_finite(name)
 
 
@@ -58,7 +67,7 @@ def make_params(spec: type[NeuronSpec] | NeuronSpec, values: dict | None = None,
             t = t.to(device)
         _check_param(spec, name, p, t, features)
         out.append(t)
-    return spec.Params()(*out)
+    return spec.Params(*out)
 
 
 def _check_param(spec, name, p, t: Tensor, features) -> None:
@@ -72,7 +81,7 @@ def _check_param(spec, name, p, t: Tensor, features) -> None:
         if not ok:
             raise ValueError(f"{_name(spec)} parameter {name} has shape {tuple(t.shape)}, which does not broadcast "
                              f"to the neuron shape {tuple(features)}")
-    if _validation.enabled():
+    if _validation.checking():
         if not all_finite(t):
             raise ValueError(f"{_name(spec)} parameter {name} must be finite, got {_show(t)}")
         if p.positive and not bool((t > 0).all()):
@@ -85,7 +94,7 @@ def rest_state(spec: NeuronSpec, params: tuple, like: Tensor) -> tuple:
     for r in spec.rest(params):
         t = torch.as_tensor(r, dtype=like.dtype, device=like.device)
         out.append(t.expand(like.shape).clone())
-    return spec.State()(*out)
+    return spec.State(*out)
 
 
 def _check_state(spec, state, shape) -> tuple:
@@ -95,7 +104,7 @@ def _check_state(spec, state, shape) -> tuple:
         if not isinstance(s, Tensor) or tuple(s.shape) != tuple(shape):
             got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
             raise ValueError(f"state.{name} must have shape {tuple(shape)}, got {got}")
-    return spec.State()(*state)
+    return spec.State(*state)
 
 
 def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
@@ -104,7 +113,7 @@ def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
     surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
-    _check_input(x, "x", min_rank, finite)
+    check_input(x, "x", min_rank, finite)
     features = x.shape[min_rank:]
     if isinstance(params, dict) or params is None:
         params = make_params(spec, params, features=features, dtype=x.dtype, device=x.device)
@@ -126,10 +135,10 @@ def run(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Surr
     """
     surrogate, state, params = _prepare(spec, x, state, params, surrogate, 2, finite=False)
     b = kernels.select(backend, spec, surrogate, x)
-    if not getattr(b, "checks_finite", False) and _validation.enabled() and not all_finite(x):
+    if not b.checks_finite and _validation.checking() and not all_finite(x):
         raise _validation.not_finite("x")  # (a backend that checks raises the same from its kernel)
     z, s, trace = b.run(spec, surrogate, x, state, params, record)
-    State = spec.State()
+    State = spec.State
     return z, State(*s), (State(*trace) if trace is not None else None), b.name
 
 
@@ -137,7 +146,7 @@ def step(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Sur
     """Advance ``spec`` by one step on ``x`` of shape (B, ...). Returns ``(z, state)``."""
     surrogate, state, params = _prepare(spec, x, state, params, surrogate, 1)
     z, s = spec.step(x, tuple(state), params, partial(spike, surrogate=surrogate))
-    return z, spec.State()(*s)
+    return z, spec.State(*s)
 
 
 def split_kwargs(spec_cls: type[NeuronSpec], kw: dict) -> tuple[dict, dict, dict]:
@@ -181,8 +190,14 @@ def _show(t: Tensor) -> str:
     return repr(t.item()) if t.numel() == 1 else f"a tensor with min {t.min().item():.4g}"
 
 
+def _add_shortcuts(spec_cls) -> None:
+    for f in _shortcuts(spec_cls):
+        globals()[f.__name__] = f
+        if f.__name__ not in __all__:
+            __all__.append(f.__name__)
+
+
 for _cls in REGISTRY.values():
-    for _f in _shortcuts(_cls):
-        globals()[_f.__name__] = _f
-        __all__.append(_f.__name__)
-del _cls, _f
+    _add_shortcuts(_cls)
+ON_REGISTER.append(_add_shortcuts)
+del _cls

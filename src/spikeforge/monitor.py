@@ -8,7 +8,12 @@ it as a context manager so the hooks go away afterwards; what was recorded stays
         net(x)
     mon.get("1", "v"), mon.firing_rates(), mon.synops()
 
-Only sequence calls (``module(x)``) are seen; a bare ``neuron.step`` is not.
+Sequence calls (``module(x)``) and step calls (``module.step(x_t)``, ``spikeforge.step(net,
+x_t)``, and the steps a ``Recurrent`` layer takes) are both seen. A stream of step calls
+(from a reset or rest state on) is recorded as one call: its steps are joined along time,
+so ``get`` returns ``(T, B, ...)`` for it as for a sequence. Samples: a sequence call on
+``net`` counts its batch size B; a stream of steps counts B once, when it starts (its
+first step); firing rates count every step of every sample.
 
 **SynOps** (synaptic operations) are counted on the input side of each weight layer: when
 a layer's input holds only spikes (every value 0, 1 or -1), each nonzero input counts one
@@ -23,6 +28,7 @@ per-operation energies (defaults: 0.9 pJ per accumulate, 4.6 pJ per MAC, the 45 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import torch
@@ -98,12 +104,14 @@ class Monitor:
         self.net, self.record = net, tuple(record)
         self.layers = self._targets(net, layers)
         self._check_record()
-        self.records = {name: {k: [] for k in self.record} for name in self.layers}
+        self._records = {name: {k: [] for k in self.record} for name in self.layers}
+        self._pending: dict[str, dict[str, list]] = {}   # steps of the stream in progress
+        self._in_call = False
         self._counts: dict[str, list] = {}
         self._synops: dict[str, int] = {}
         self._macs: dict[str, int] = {}
         self.num_samples = 0
-        self._handles, self._flags = [], {}
+        self._handles, self._flags, self._steppers = [], {}, []
         self._attach()
 
     # -- set-up --------------------------------------------------------------------------
@@ -143,36 +151,76 @@ class Monitor:
         states = [k for k in self.record if k != "spikes"]
         for name, m in self.layers.items():
             neuron = _neuron(m)
-            if states and any(k in neuron.spec_type.state for k in states):
+            if states and any(k in neuron.spec_type.state for k in states) and m is neuron:
                 self._flags.setdefault(neuron, neuron.record)
                 neuron.record = True
-            self._handles.append(m.register_forward_hook(self._layer_hook(name, neuron)))
+            if m is neuron:   # a Recurrent layer is seen through its neuron's steps only
+                self._handles.append(m.register_forward_hook(self._layer_hook(name, neuron)))
+            neuron._step_hooks[id(self)] = self._step_hook(name, first=not self._steppers)
+            self._steppers.append(neuron)
         for name, m in self.net.named_modules():
             fn = _ops_fn(m)
             if fn is not None:
                 self._handles.append(m.register_forward_pre_hook(self._ops_hook(name or "net", fn)))
         self._handles.append(self.net.register_forward_pre_hook(self._count_samples))
+        self._handles.append(self.net.register_forward_hook(self._call_done, always_call=True))
 
     # -- hooks ---------------------------------------------------------------------------
     def _count_samples(self, module, args) -> None:
+        self._in_call = True
         if args and isinstance(args[0], Tensor) and args[0].dim() >= 2:
             self.num_samples += int(args[0].shape[1])
+
+    def _call_done(self, module, args, out) -> None:
+        self._in_call = False
+
+    def _count_spikes(self, name: str, neuron, z: Tensor, dims: tuple[int, ...]) -> None:
+        if neuron.spec_type.spiking and z.dim() >= len(dims):
+            total = z.sum(dim=dims)
+            steps = math.prod(z.shape[d] for d in dims)
+            old = self._counts.get(name)
+            self._counts[name] = [total, steps] if old is None else [old[0] + total, old[1] + steps]
+
+    def _step_hook(self, name: str, first: bool):
+        def hook(neuron, x, z, new_stream):
+            if new_stream:
+                self._flush(name)
+                if first and not self._in_call:
+                    self.num_samples += int(z.shape[0]) if z.dim() else 1
+            z = z.detach()
+            self._count_spikes(name, neuron, z, (0,))
+            pending = self._pending.setdefault(name, {k: [] for k in self.record})
+            for key in self.record:
+                v = z if key == "spikes" else getattr(neuron.state, key, None)
+                if v is not None:
+                    pending[key].append(v.detach().unsqueeze(0))
+        return hook
+
+    def _flush(self, name: str | None = None) -> None:
+        for n in ([name] if name is not None else list(self._pending)):
+            for key, steps in self._pending.pop(n, {}).items():
+                if steps:
+                    self._records[n][key].append(torch.cat(steps))
+
+    @property
+    def records(self) -> dict[str, dict[str, list]]:
+        """``records[layer][key]``: the list of recorded tensors, one per call or stream."""
+        self._flush()
+        return self._records
 
     def _layer_hook(self, name: str, neuron: Neuron):
         def hook(module, args, out):
             if not isinstance(out, Tensor):
                 return
             z = out.detach()
-            if neuron.spec_type.spiking and z.dim() >= 2:
-                total = z.sum(dim=(0, 1))
-                old = self._counts.get(name)
-                steps = z.shape[0] * z.shape[1]
-                self._counts[name] = [total, steps] if old is None else [old[0] + total, old[1] + steps]
+            if neuron.batch_first and z.dim() >= 2:
+                z = z.transpose(0, 1)
+            self._count_spikes(name, neuron, z, (0, 1))
             for key in self.record:
                 if key == "spikes":
-                    self.records[name][key].append(z)
+                    self._records[name][key].append(z)
                 elif neuron.trace is not None and key in neuron.trace._fields:
-                    self.records[name][key].append(getattr(neuron.trace, key).detach())
+                    self._records[name][key].append(getattr(neuron.trace, key).detach())
         return hook
 
     def _ops_hook(self, name: str, fn):
@@ -226,14 +274,17 @@ class Monitor:
 
     def clear(self) -> None:
         """Forget everything recorded and counted so far (the hooks stay)."""
-        self.records = {name: {k: [] for k in self.record} for name in self.layers}
-        self._counts, self._synops, self._macs, self.num_samples = {}, {}, {}, 0
+        self._records = {name: {k: [] for k in self.record} for name in self.layers}
+        self._pending, self._counts, self._synops, self._macs, self.num_samples = {}, {}, {}, {}, 0
 
     def remove(self) -> None:
         """Remove the hooks and restore the neurons' ``record`` flags."""
+        self._flush()
         for h in self._handles:
             h.remove()
-        self._handles = []
+        for neuron in self._steppers:
+            neuron._step_hooks.pop(id(self), None)
+        self._handles, self._steppers = [], []
         for neuron, flag in self._flags.items():
             neuron.record = flag
         self._flags = {}

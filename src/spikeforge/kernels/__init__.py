@@ -10,12 +10,31 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from typing import Callable, Protocol
 
 import torch
 
 from .reference import Reference
 
-__all__ = ["backends", "select", "BackendError", "NAMES"]
+__all__ = ["Backend", "backends", "select", "check_name", "BackendError", "NAMES"]
+
+
+class Backend(Protocol):
+    """What every backend provides (``reference``, and the fused ``cpu`` and ``triton``)."""
+
+    name: str
+    description: str
+    checks_finite: bool   # its run raises the NaN/inf error for x itself
+
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None: ...
+
+    def support_reason(self, spec, surrogate, dtype: torch.dtype) -> str | None: ...
+
+    def run(self, spec, surrogate, x, state, params, record: bool) -> tuple:
+        """``(z, final state, trace or None)`` over ``x`` of shape (T, B, ...)."""
+
+    def stepper(self, spec, surrogate, params, x) -> Callable:
+        """``step(x_t, state) -> (z, state)`` for streaming inputs shaped like ``x`` (B, ...)."""
 
 log = logging.getLogger("spikeforge")
 
@@ -48,7 +67,7 @@ def backends(device="cpu", dtype=torch.float32) -> dict[str, str | None]:
     return out
 
 
-def _check_name(name: str, origin: str) -> str:
+def check_name(name: str, origin: str) -> str:
     if name not in NAMES:
         raise ValueError(f"{origin} must be one of {', '.join(NAMES)}, got {name!r}")
     return name
@@ -65,9 +84,9 @@ def _why_not(name, spec, surrogate, x):
 def select(requested: str | None, spec, surrogate, x):
     """The backend object that will run ``spec`` on ``x``."""
     if requested is None and os.environ.get("SPIKEFORGE_BACKEND"):
-        requested = _check_name(os.environ["SPIKEFORGE_BACKEND"], "SPIKEFORGE_BACKEND")
+        requested = check_name(os.environ["SPIKEFORGE_BACKEND"], "SPIKEFORGE_BACKEND")
     if requested is not None:
-        _check_name(requested, "backend")
+        check_name(requested, "backend")
         reason, b = _why_not(requested, spec, surrogate, x)
         if reason:
             raise BackendError(f"backend {requested!r} cannot run {spec.key()} with {surrogate!r}: {reason}")

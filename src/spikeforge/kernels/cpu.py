@@ -23,7 +23,7 @@ import torch
 from .. import _validation
 from ..allocator import empty
 from . import csource
-from ._fused import cache_dir, dims, run
+from ._fused import FusedBackend, cache_dir, dims
 from ._threads import threads
 from .trace import UnsupportedGraph, trace
 
@@ -96,34 +96,54 @@ class Kernel:
         self.lib.sf_forward.restype = ctypes.c_int
         self.lib.sf_backward.restype = None
 
+    def _nsave(self, T: int, record: bool, grad: bool) -> tuple[int, int]:
+        """(K, number of saved states): the trace (K = 1) when recording, checkpoints every
+        K steps when backward recomputes, else nothing."""
+        if record:
+            return 1, T
+        if grad and self.recompute:
+            return self.K, (T - 1) // self.K if T else 0
+        return 1, 0
+
+    def saved_shapes(self, x_shape, record: bool, grad: bool) -> list[tuple[int, ...]]:
+        _, nsave = self._nsave(x_shape[0], record, grad)
+        return [] if record or not nsave else [(self.tr.n_state, nsave, *x_shape[1:])]
+
     def forward(self, x, state, params, record: bool, grad: bool):
-        """(z, final_state, trace, saved): ``saved`` is (x or None, *checkpoints or traces)."""
+        """(z, final_state, trace, saved): ``saved`` is ``[checkpoints]``, one tensor of shape
+        (n_state, nsave, B, ...) (one allocation: fewer holes in the heap), or ``[]`` (when
+        recording, backward reads the trace instead)."""
         T, B, N = dims(x)
         z = empty(x.shape, x.dtype)
         final = [s.contiguous().clone() for s in state]
+        K, nsave = self._nsave(T, record, grad)
         if record:
-            K, nsave = 1, T
-        elif grad and self.recompute:
-            K, nsave = self.K, (T - 1) // self.K if T else 0
+            saved = [empty(x.shape, x.dtype) for _ in state]
         else:
-            K, nsave = 1, 0
-        # one allocation for all state variables: fewer holes in the heap
-        saved = list(empty((len(state), nsave, *x.shape[1:]), x.dtype).unbind(0)) if nsave else [None] * len(state)
+            block = empty((len(state), nsave, *x.shape[1:]), x.dtype) if nsave else None
+            saved = list(block.unbind(0)) if nsave else [None] * len(state)
         bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptr(z),
                                   _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
         if bad and _validation.enabled():
             raise _validation.not_finite("x")
-        keep = (x if self.reads_x or (self.recompute and not record) else None, *saved) if grad else ()
-        return z, final, (saved if record else None), keep
+        if record:
+            return z, final, saved, []
+        return z, final, [], ([block] if nsave else [])
 
-    def backward(self, state, saved, params, gz, gstate, gtrace, need, record):
-        """Reverse time; computes the gradients in ``want`` (``None`` for the others)."""
-        x, saved = saved[0], saved[1:]
+    def backward(self, x, state, saved, params, gz, gstate, gtrace):
+        """Reverse time; computes the gradients in ``want`` (``None`` for the others).
+        ``saved`` is the trace (one (T, B, ...) tensor per state: K = 1) or ``[checkpoints]``."""
         T, B, N = dims(gz)
-        K = (1 if record else self.K) if self.recompute else max(T, 1)
+        if not self.recompute:
+            K = max(T, 1)
+        elif saved and saved[0].dim() == gz.dim():   # the recorded trace
+            K = 1
+        else:                                        # checkpoints (none when T <= K)
+            K, saved = self.K, (saved[0].unbind(0) if saved else [])
         gx = empty(gz.shape, gz.dtype) if self.want[0] else None
         gp = [torch.empty(B * N, dtype=gz.dtype) if w else None for w in self.want[1:]]
         gz, gsT, gsB = _rows(gz)
+        saved = list(saved) or [None] * len(state)
         self.lib.sf_backward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptrs(state),
                              _ptrs(saved), c_int64(K), _ptrs(params), _ptr(gz), c_int64(gsT), c_int64(gsB),
                              _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
@@ -144,11 +164,6 @@ def _rows(g):
     return g.contiguous(), B * N, N
 
 
-@lru_cache(maxsize=None)
-def kernel(spec, surrogate, dtype, layout, want=None) -> Kernel:
-    return Kernel(spec, surrogate, dtype, layout, want)
-
-
 def _ptr(t):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
@@ -163,7 +178,7 @@ def _threads(numel: int) -> ctypes.c_int:
     return threads(numel, _PARALLEL_MIN)
 
 
-class CPU:
+class CPU(FusedBackend):
     name = "cpu"
     checks_finite = True  # the forward kernel reports a NaN or inf in x (see _validation)
     description = "fused C kernels generated from the neuron definition (OpenMP + SIMD)"
@@ -180,8 +195,10 @@ class CPU:
     def support_reason(self, spec, surrogate, dtype):
         return _support_reason(spec, surrogate, dtype)
 
-    def run(self, spec, surrogate, x, state, params, record):
-        return run(kernel, spec, surrogate, x, state, params, record)
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def kernel(spec, surrogate, dtype, layout, want=None) -> Kernel:
+        return Kernel(spec, surrogate, dtype, layout, want)
 
 
 @lru_cache(maxsize=None)
@@ -198,3 +215,4 @@ def _support_reason(spec, surrogate, dtype):
 
 
 BACKEND = CPU()
+kernel = CPU.kernel

@@ -8,6 +8,7 @@ from functools import partial
 
 import torch
 
+from .. import _validation
 from ..surrogate import spike
 
 
@@ -29,6 +30,7 @@ def scan(spec, surrogate, x, state, params, record=False):
 class Reference:
     name = "reference"
     description = "plain PyTorch time loop with autograd (ground truth)"
+    checks_finite = False
 
     def unavailable_reason(self, device, dtype):
         return None
@@ -38,3 +40,14 @@ class Reference:
 
     def run(self, spec, surrogate, x, state, params, record):
         return scan(spec, surrogate, x, state, params, record)
+
+    def stepper(self, spec, surrogate, params, x):
+        fire, State = partial(spike, surrogate=surrogate), spec.State
+
+        def step(x_t, state):
+            if _validation.checking() and not _validation.all_finite(x_t):
+                raise _validation.not_finite("x")
+            z, s = spec.step(x_t, tuple(state), params, fire)
+            return z, State(*s)
+
+        return step

@@ -50,7 +50,7 @@ class Traced:
 
 
 def _step_fn(spec, surrogate):
-    P = spec.Params()
+    P = spec.Params
     ns = len(spec.state)
     fire = partial(spike, surrogate=surrogate)
 

@@ -22,7 +22,7 @@ import torch
 
 from . import tritonsource
 from .tritonsource import interpreting
-from ._fused import cache_dir, dims, run
+from ._fused import FusedBackend, cache_dir, dims
 from .trace import UnsupportedGraph, trace
 
 BLOCK = 256  # lanes per program at most; a power of two
@@ -62,11 +62,12 @@ def load(src: str, interpret: bool):
 
 class Kernel:
     """The Triton forward/backward pair for one spec, surrogate, input dtype and parameter
-    layout (which parameters are per-neuron vectors rather than scalars)."""
+    layout (which parameters are per-neuron vectors rather than scalars), and the
+    gradients backward computes (``want``: x, then each parameter; default all)."""
 
-    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], interpret: bool):
+    def __init__(self, spec, surrogate, dtype, layout: tuple[bool, ...], want, interpret: bool):
         self.tr = trace(spec, surrogate, tritonsource.compute_dtype(dtype))
-        self.layout = layout
+        self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         reads = self.tr.backward_reads()
         self.reads_x, self.reads_state = reads[0], reads[1: 1 + self.tr.n_state]
         self.mod = load(tritonsource.source(self.tr, dtype, layout), interpret)
@@ -79,10 +80,17 @@ class Kernel:
         with torch.cuda.device(dev) if dev.type == "cuda" else nullcontext():
             fn[grid](*args, BLOCK=block, num_warps=max(1, min(8, block // 64)), enable_fp_fusion=False, **constexprs)
 
+    def _saves(self, record: bool, grad: bool) -> tuple[bool, ...]:
+        return tuple((r and grad) or record for r in self.reads_state)
+
+    def saved_shapes(self, x_shape, record: bool, grad: bool) -> list[tuple[int, ...]]:
+        return [] if record else [tuple(x_shape) for w in self._saves(record, grad) if w]
+
     def forward(self, x, state, params, record: bool, grad: bool):
-        """(z, final_state, trace, saved): backward reads x and full state traces."""
+        """(z, final_state, trace, saved): backward reads full state traces (the recorded
+        trace itself when ``record``, else the ``saved`` ones it needs)."""
         T, B, N = dims(x)
-        save = tuple((r and grad) or record for r in self.reads_state)
+        save = self._saves(record, grad)
         z = torch.empty_like(x)
         final = [s.contiguous().clone() for s in state]
         saved = [torch.empty_like(x) if w else None for w in save]
@@ -90,17 +98,20 @@ class Kernel:
             dummy = x.new_empty(1)
             self._launch(self.mod.sf_forward, B * N, x, z, *final, *[dummy if s is None else s for s in saved],
                          *params, B * N, N, T, **{f"SAVE{k}": w for k, w in enumerate(save)})
-        keep = (x if self.reads_x else None, *saved) if grad else ()
-        return z, final, (saved if record else None), keep
+        if record:
+            return z, final, saved, []
+        return z, final, [], [s for s in saved if s is not None]
 
-    def backward(self, state, saved, params, gz, gstate, gtrace, need, record):
-        """Reverse time; ``need`` says which of (x, *state, *params) want a gradient."""
-        x, saved, gz = saved[0], saved[1:], gz.contiguous()
+    def backward(self, x, state, saved, params, gz, gstate, gtrace):
+        """Reverse time; computes the gradients in ``want`` (``None`` for the others)."""
+        gz = gz.contiguous()
         T, B, N = dims(gz)
-        ns = len(state)
         acc = tritonsource.compute_dtype(gz.dtype)
-        gx = torch.empty_like(gz) if need[0] else None
-        gp = [gz.new_empty(B * N, dtype=acc) if w else None for w in need[1 + ns:]]
+        if len(saved) != len(state):   # only the states backward reads were saved
+            it = iter(saved)
+            saved = [next(it) if r else None for r in self.reads_state]
+        gx = torch.empty_like(gz) if self.want[0] else None
+        gp = [gz.new_empty(B * N, dtype=acc) if w else None for w in self.want[1:]]
         if T * B * N == 0:
             return gx, gstate, [None if g is None else g.zero_() for g in gp]
         dummy = gz.new_empty(1)
@@ -113,17 +124,11 @@ class Kernel:
 
 
 @lru_cache(maxsize=None)
-def _kernel(spec, surrogate, dtype, layout, interpret) -> Kernel:
-    return Kernel(spec, surrogate, dtype, layout, interpret)
+def _kernel(spec, surrogate, dtype, layout, want, interpret) -> Kernel:
+    return Kernel(spec, surrogate, dtype, layout, want, interpret)
 
 
-def kernel(spec, surrogate, dtype, layout, want=None) -> Kernel:
-    """The cached kernel pair (separate instances for compiled and interpreted mode); the
-    wanted gradients are chosen per launch (``need``), so ``want`` is not part of the key."""
-    return _kernel(spec, surrogate, dtype, layout, interpreting())
-
-
-class Triton:
+class Triton(FusedBackend):
     name = "triton"
     description = "fused Triton kernels generated from the neuron definition (GPU)"
 
@@ -140,10 +145,18 @@ class Triton:
     def support_reason(self, spec, surrogate, dtype):
         return _support_reason(spec, surrogate, dtype)
 
+    def kernel(self, spec, surrogate, dtype, layout, want=None) -> Kernel:
+        """The cached kernel pair (separate instances for compiled and interpreted mode; one
+        loaded module per source, whatever ``want``)."""
+        return _kernel(spec, surrogate, dtype, layout, want, interpreting())
+
     def run(self, spec, surrogate, x, state, params, record):
         state = [s.to(x.dtype) for s in state]
         params = [p.to(x.dtype) for p in params]
-        return run(kernel, spec, surrogate, x, state, params, record)
+        return super().run(spec, surrogate, x, state, params, record)
+
+    def stepper(self, spec, surrogate, params, x):
+        return super().stepper(spec, surrogate, [p.to(x.dtype) for p in params], x)
 
 
 @lru_cache(maxsize=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import namedtuple
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, NamedTuple
 
@@ -41,15 +42,28 @@ class Param(NamedTuple):
 
 
 REGISTRY: dict[str, type["NeuronSpec"]] = {}
+#: called with each newly registered spec (the module classes and functional shortcuts are
+#: derived this way, so a neuron registered later gets them too)
+ON_REGISTER: list[Callable[[type["NeuronSpec"]], None]] = []
 
 
 def register_neuron(cls: type["NeuronSpec"]) -> type["NeuronSpec"]:
-    """Class decorator: add a spec to the registry (tests and modules iterate over it)."""
-    if cls.__name__ in REGISTRY:
-        raise ValueError(f"a neuron named {cls.__name__!r} is already registered")
+    """Class decorator: add a spec to the registry (tests and modules iterate over it).
+
+    Registering a name again replaces the old spec when the new one is a re-run of the same
+    definition (same module and qualified name, as when a notebook cell runs twice); a
+    different class under a registered name is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, NeuronSpec)):
+        raise TypeError(f"register_neuron decorates a NeuronSpec subclass, got {cls!r}")
     if not cls.state or not isinstance(cls.params, dict):
         raise TypeError(f"{cls.__name__}: a NeuronSpec needs a non-empty 'state' tuple and a 'params' dict")
+    old = REGISTRY.get(cls.__name__)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"a neuron named {cls.__name__!r} is already registered (from {old.__module__}); "
+                         f"give {cls.__module__}.{cls.__qualname__} another name")
     REGISTRY[cls.__name__] = cls
+    for fn in ON_REGISTER:
+        fn(cls)
     return cls
 
 
@@ -60,12 +74,20 @@ class NeuronSpec:
     state: ClassVar[tuple[str, ...]] = ()
     params: ClassVar[dict[str, Param]] = {}
     spiking: ClassVar[bool] = True
+    #: named tuples of the state variables and of the parameters, made for each subclass
+    #: (``LIF.State(v=...)``); importable as ``<module>.<Spec>.State``, so they pickle
+    State: ClassVar[type] = tuple
+    Params: ClassVar[type] = tuple
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.State = _named(cls, "State", tuple(cls.state))
+        cls.Params = _named(cls, "Params", tuple(cls.params))
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_option(type(self).__name__, f.name, getattr(self, f.name), f.default)
-            if isinstance(f.default, float):  # dt=1 and dt=1.0 give the same key()
-                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+            value = _check_option(type(self).__name__, f.name, getattr(self, f.name), f.default)
+            object.__setattr__(self, f.name, value)
 
     def step(self, x: Tensor, s: tuple, p: tuple, fire: Callable[[Tensor], Tensor]) -> tuple[Tensor, tuple]:
         raise NotImplementedError
@@ -79,44 +101,40 @@ class NeuronSpec:
     def options(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
-    @classmethod
-    def State(cls) -> type:
-        return _named(cls.__name__ + "State", cls.state)
-
-    @classmethod
-    def Params(cls) -> type:
-        return _named(cls.__name__ + "Params", tuple(cls.params))
-
     def key(self) -> str:
         """A stable text identifying the spec and its options (for kernel caching)."""
         opts = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
         return f"{type(self).__name__}({opts})"
 
 
-def _check_option(owner: str, name: str, value, default) -> None:
-    """An option must have its default's type (an Enum member, a bool, a finite number; ``dt`` > 0)."""
-    if isinstance(default, (enum.Enum, bool)):
+def _check_option(owner: str, name: str, value, default):
+    """An option must have its default's type (an Enum member or its value, e.g. ``"soft"``
+    for ``Reset.SOFT``; a bool; a finite number, ``dt`` > 0). Returns it normalised."""
+    if isinstance(default, enum.Enum):
+        if isinstance(value, str) and not isinstance(value, enum.Enum):
+            match = [m for m in type(default) if str(m.value).lower() == value.lower()]
+            value = match[0] if match else value
         if not isinstance(value, type(default)):
-            kind = " or ".join(str(m) for m in type(default)) if isinstance(default, enum.Enum) else "True or False"
+            kind = " or ".join(f"{m} ({str(m.value)!r})" for m in type(default))
             raise TypeError(f"{owner}: option {name} must be {kind}, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}: option {name} must be True or False, got {value!r}")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{owner}: option {name} must be a number, got {value!r}")
         if not math.isfinite(value) or (name == "dt" and value <= 0):
             raise ValueError(f"{owner}: option {name} must be finite{' and > 0' if name == 'dt' else ''}, "
                              f"got {value!r}")
+        value = float(value)  # dt=1 and dt=1.0 give the same key()
+    return value
 
 
-_NAMED: dict[tuple, type] = {}
-
-
-def _named(name: str, names: tuple[str, ...]) -> type:
-    key = (name, names)
-    if key not in _NAMED:
-        from collections import namedtuple
-
-        _NAMED[key] = namedtuple(name, names)
-    return _NAMED[key]
+def _named(owner: type, kind: str, names: tuple[str, ...]) -> type:
+    """``owner.<kind>``: a named tuple that pickle finds as an attribute of its spec class."""
+    t = namedtuple(f"{owner.__name__}{kind}", names)
+    t.__module__, t.__qualname__ = owner.__module__, f"{owner.__qualname__}.{kind}"
+    return t
 
 
 def reset_membrane(h: Tensor, z: Tensor, v_threshold, v_reset, mode: Reset, detach: bool) -> Tensor:

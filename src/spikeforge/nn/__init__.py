@@ -27,3 +27,12 @@ from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
 from .sparse import SpikeLinear as SpikeLinear
 from .sparse import SparseMode as SparseMode
+from .stream import reset as reset
+from .stream import step as step
+
+
+def __getattr__(name: str):
+    """Neuron modules registered after import (``register_neuron``) by name."""
+    if name in MODULES:
+        return MODULES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

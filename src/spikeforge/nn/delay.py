@@ -96,8 +96,12 @@ class Delay(nn.Module):
 
     def __init__(self, max_delay: int, num_neurons: int, *, per: DelayPer = DelayPer.NEURON,
                  out_features: int | None = None, bias: bool = True, delays: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, batch_first: bool = False) -> None:
         super().__init__()
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
+        self.batch_first = batch_first
+        self.history: Tensor | None = None   # the last max_delay + 1 step inputs, newest first (step)
         for name, v, low in (("max_delay", max_delay, 0), ("num_neurons", num_neurons, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
@@ -132,9 +136,33 @@ class Delay(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.batch_first and x.dim() >= 2:
+            return self._sequence(x.transpose(0, 1)).transpose(0, 1)
+        return self._sequence(x)
+
+    def _sequence(self, x: Tensor) -> Tensor:
         if self.per is DelayPer.NEURON:
             return delay(x, self.delays)
         return delayed_linear(x, self.weight, self.delays, self.bias)
+
+    def step(self, x: Tensor) -> Tensor:
+        """One step ``(B, ..., num_neurons)``: the inputs of the last ``max_delay`` steps are
+        kept in ``history`` (from zeros after ``reset()``), so a stream of steps equals the
+        sequence call."""
+        if self.history is None or self.history.shape[1:] != x.shape:
+            self.history = x.new_zeros((self.max_delay + 1, *x.shape))
+        self.history = torch.cat((x.unsqueeze(0), self.history[:-1]))
+        if self.per is DelayPer.NEURON:
+            index = self.delays.to(x.device).expand(x.shape).unsqueeze(0)
+            return self.history.gather(0, index)[0]
+        y = None
+        for d in torch.unique(self.delays).tolist():
+            part = F.linear(self.history[int(d)], self.weight * (self.delays == d).to(self.weight.dtype))
+            y = part if y is None else y + part
+        return y if self.bias is None else y + self.bias
+
+    def reset(self) -> None:
+        self.history = None
 
     def extra_repr(self) -> str:
         return f"max_delay={self.max_delay}, per={self.per.name}, delays={tuple(self.delays.shape)}"

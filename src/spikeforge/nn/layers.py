@@ -5,6 +5,11 @@ batch; the pools and ``Flatten`` are thin versions of it. ``TimeDropout`` draws 
 per sequence; ``BatchNorm1d/2d`` normalise over time and batch together (tdBN);
 ``Recurrent`` feeds a neuron layer's spikes back into its input; ``Delay`` shifts spikes
 by integer synaptic delays (see ``spikeforge.nn.delay``).
+
+Every layer takes ``batch_first=True`` for ``(B, T, ...)`` input (as ``nn.LSTM``) and has
+``step(x_t)`` for one time step ``(B, ...)`` (see ``spikeforge.step``). Layers that treat
+time and batch alike (``TimeDistributed``, pools, ``Flatten``, ``BatchNorm``) give the same
+result in either layout; the flag is accepted there so a network is configured once.
 """
 from __future__ import annotations
 
@@ -17,6 +22,12 @@ __all__ = [
     "TimeDistributed", "Flatten", "TimeDropout", "time_dropout", "BatchNorm1d", "BatchNorm2d",
     "Recurrent", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
 ]
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _check_seq(x, name: str = "x", min_rank: int = 2) -> Tensor:
@@ -33,11 +44,12 @@ class TimeDistributed(nn.Module):
     the batch, ``(T*B, ...)``, and unfolded again. For layers that treat samples
     independently (conv, pool, linear, norm in eval); see ``BatchNorm2d`` for training norm."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, *, batch_first: bool = False) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         self.module = module
+        self.batch_first = _check_flag("batch_first", batch_first)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_seq(x)
@@ -47,10 +59,14 @@ class TimeDistributed(nn.Module):
                             f"{type(self.module).__name__} returned {type(y).__name__}")
         return y.unflatten(0, x.shape[:2])
 
+    def step(self, x: Tensor) -> Tensor:
+        """One step ``(B, ...)``: the wrapped module itself."""
+        return self.module(x)
+
 
 def _distributed(layer: type[nn.Module]) -> type[TimeDistributed]:
-    def __init__(self, *args, **kwargs) -> None:
-        TimeDistributed.__init__(self, layer(*args, **kwargs))
+    def __init__(self, *args, batch_first: bool = False, **kwargs) -> None:
+        TimeDistributed.__init__(self, layer(*args, **kwargs), batch_first=batch_first)
 
     doc = f"``torch.nn.{layer.__name__}`` on every step of ``(T, B, ...)`` (same arguments)."
     return type(layer.__name__, (TimeDistributed,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
@@ -66,14 +82,18 @@ AdaptiveAvgPool2d = _distributed(nn.AdaptiveAvgPool2d)
 class Flatten(nn.Module):
     """Flatten the feature dims, keeping ``(T, B)``: ``(T, B, C, H, W) -> (T, B, C*H*W)``."""
 
-    def __init__(self, start_dim: int = 2) -> None:
+    def __init__(self, start_dim: int = 2, *, batch_first: bool = False) -> None:
         super().__init__()
         if isinstance(start_dim, bool) or not isinstance(start_dim, int) or start_dim < 2:
             raise ValueError(f"start_dim must be an int >= 2 (dims 0 and 1 are time and batch), got {start_dim!r}")
         self.start_dim = start_dim
+        self.batch_first = _check_flag("batch_first", batch_first)
 
     def forward(self, x: Tensor) -> Tensor:
         return _check_seq(x, min_rank=self.start_dim).flatten(self.start_dim)
+
+    def step(self, x: Tensor) -> Tensor:
+        return _check_seq(x, min_rank=self.start_dim - 1).flatten(self.start_dim - 1)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}"
@@ -85,7 +105,8 @@ def _check_p(p) -> float:
     return float(p)
 
 
-def time_dropout(x: Tensor, p: float, training: bool = True, generator: torch.Generator | None = None) -> Tensor:
+def time_dropout(x: Tensor, p: float, training: bool = True, generator: torch.Generator | None = None,
+                 batch_first: bool = False) -> Tensor:
     """Dropout with one mask per sequence: an element of ``(B, ...)`` is zeroed at every step
     or at none; kept elements are scaled by ``1 / (1 - p)``. Identity when not ``training``."""
     _check_seq(x)
@@ -94,19 +115,27 @@ def time_dropout(x: Tensor, p: float, training: bool = True, generator: torch.Ge
         return x
     if p == 1.0:
         return x * 0.0
-    keep = torch.full(x.shape[1:], 1.0 - p, dtype=x.dtype, device=x.device)
+    shape = (x.shape[0], 1, *x.shape[2:]) if batch_first else x.shape[1:]
+    keep = torch.full(shape, 1.0 - p, dtype=x.dtype, device=x.device)
     return x * (torch.bernoulli(keep, generator=generator) / (1.0 - p))
 
 
 class TimeDropout(nn.Module):
     """``time_dropout(x, p, self.training)``: one dropout mask per sequence, shared over time."""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, *, batch_first: bool = False) -> None:
         super().__init__()
         self.p = _check_p(p)
+        self.batch_first = _check_flag("batch_first", batch_first)
 
     def forward(self, x: Tensor) -> Tensor:
-        return time_dropout(x, self.p, self.training)
+        return time_dropout(x, self.p, self.training, batch_first=self.batch_first)
+
+    def step(self, x: Tensor) -> Tensor:
+        if self.training and self.p > 0:
+            raise RuntimeError("TimeDropout draws one mask per sequence, so it cannot be stepped in training "
+                               "mode; call net.eval() before stepping (or train on whole sequences)")
+        return x
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -117,8 +146,10 @@ class _TimeBatchNorm(nn.Module):
     _ranks: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, *, alpha: float = 1.0, v_threshold: float = 1.0) -> None:
+                 track_running_stats: bool = True, *, alpha: float = 1.0, v_threshold: float = 1.0,
+                 batch_first: bool = False) -> None:
         super().__init__()
+        self.batch_first = _check_flag("batch_first", batch_first)
         self.norm = self._norm(num_features, eps, momentum, affine=False, track_running_stats=track_running_stats)
         self.scale = float(alpha) * float(v_threshold)
         if affine:
@@ -133,13 +164,27 @@ class _TimeBatchNorm(nn.Module):
         if x.dim() not in self._ranks:
             raise ValueError(f"x must have {' or '.join(map(str, self._ranks))} dims (T, B, C, ...) for "
                              f"{type(self).__name__}, got shape {tuple(x.shape)}")
-        y = self.norm(x.flatten(0, 1))
+        return self._normalise(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    def _normalise(self, y: Tensor) -> Tensor:
+        y = self.norm(y)
         shape = (-1,) + (1,) * (y.dim() - 2)
         if self.weight is not None:
             y = y * (self.weight * self.scale).view(shape) + self.bias.view(shape)
         elif self.scale != 1.0:
             y = y * self.scale
-        return y.unflatten(0, x.shape[:2])
+        return y
+
+    def step(self, x: Tensor) -> Tensor:
+        """One step ``(B, C, ...)`` normalised with the running estimates (``eval()`` only:
+        training statistics are taken over the whole sequence)."""
+        if self.training or not self.norm.track_running_stats:
+            raise RuntimeError(f"{type(self).__name__} normalises over time and batch together, so it steps only "
+                               f"in eval() mode with running statistics; call net.eval() before stepping")
+        if x.dim() + 1 not in self._ranks:
+            raise ValueError(f"x must have {' or '.join(str(r - 1) for r in self._ranks)} dims (B, C, ...) for "
+                             f"{type(self).__name__}.step, got shape {tuple(x.shape)}")
+        return self._normalise(x)
 
     def extra_repr(self) -> str:
         return f"scale=alpha*v_threshold={self.scale:g}, affine={self.weight is not None}"
@@ -180,8 +225,10 @@ class Recurrent(nn.Module):
     ``(T, B, hidden)`` — project it first, e.g. with ``nn.Linear``. Starts from rest unless
     the neuron has ``carry_state=True``; ``neuron.record`` fills ``neuron.trace`` as usual."""
 
-    def __init__(self, neuron: Neuron, recurrent: int | nn.Module, *, bias: bool = False) -> None:
+    def __init__(self, neuron: Neuron, recurrent: int | nn.Module, *, bias: bool = False,
+                 batch_first: bool = False) -> None:
         super().__init__()
+        self.batch_first = _check_flag("batch_first", batch_first)
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a spikeforge.nn.Neuron layer, got {type(neuron).__name__}")
         if isinstance(recurrent, bool) or not isinstance(recurrent, (int, nn.Module)):
@@ -203,24 +250,19 @@ class Recurrent(nn.Module):
         return self.last_spikes
 
     def forward(self, x: Tensor) -> Tensor:
-        if _check_seq(x).shape[0] < 1:
+        t = 1 if self.batch_first else 0
+        if _check_seq(x, min_rank=3).shape[t] < 1:
             raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
         carry = self.neuron.carry_state
         if not carry:
-            self.neuron.reset()
-        out, states = [], []
-        for x_t in x.unbind(0):
-            out.append(self.step(x_t))
-            if self.neuron.record:
-                states.append(self.neuron.state)
-        trace = None
-        if self.neuron.record:
-            trace = type(states[0])(*(torch.stack(v) for v in zip(*states)))
+            self.reset()
+        self.neuron.trace = None          # the steps below append to it when neuron.record
+        out = torch.stack([self.step(x_t) for x_t in x.unbind(t)], dim=t)
+        trace = self.neuron.trace
         if not carry:
-            self.neuron.reset()
-            self.last_spikes = None
+            self.reset()
         self.neuron.trace = trace
-        return torch.stack(out)
+        return out
 
     def reset(self) -> None:
         self.neuron.reset()
