@@ -73,30 +73,37 @@ def check_name(name: str, origin: str) -> str:
     return name
 
 
-def _why_not(name, spec, surrogate, x):
+def _why_not(name, spec, surrogate, device, dtype):
     b = _get(name)
     if isinstance(b, str):
-        return b, None
-    reason = b.unavailable_reason(x.device, x.dtype) or b.support_reason(spec, surrogate, x.dtype)
-    return reason, b
+        return b
+    return b.unavailable_reason(device, dtype) or b.support_reason(spec, surrogate, dtype)
 
 
 def select(requested: str | None, spec, surrogate, x):
     """The backend object that will run ``spec`` on ``x``."""
+    return _CACHE[select_name(requested, spec, surrogate, x.device, x.dtype)]
+
+
+@torch.compiler.assume_constant_result  # torch.compile takes the choice as a constant
+def select_name(requested: str | None, spec, surrogate, device: torch.device, dtype: torch.dtype) -> str:
+    """The name of the backend that will run ``spec`` on ``device``/``dtype``: ``requested``,
+    else ``$SPIKEFORGE_BACKEND``, else the fused one when it can, else ``reference`` (logged
+    once with the reason). A backend that was asked for and cannot run raises."""
     if requested is None and os.environ.get("SPIKEFORGE_BACKEND"):
         requested = check_name(os.environ["SPIKEFORGE_BACKEND"], "SPIKEFORGE_BACKEND")
     if requested is not None:
         check_name(requested, "backend")
-        reason, b = _why_not(requested, spec, surrogate, x)
+        reason = _why_not(requested, spec, surrogate, device, dtype)
         if reason:
             raise BackendError(f"backend {requested!r} cannot run {spec.key()} with {surrogate!r}: {reason}")
-        return b
-    first = "triton" if x.device.type == "cuda" else "cpu"
-    reason, b = _why_not(first, spec, surrogate, x)
+        return requested
+    first = "triton" if device.type == "cuda" else "cpu"
+    reason = _why_not(first, spec, surrogate, device, dtype)
     if not reason:
-        return b
+        return first
     key = (first, reason)
     if key not in _WARNED:
         _WARNED.add(key)
         log.warning("spikeforge: using the reference backend: %s backend %s", first, reason)
-    return _get("reference")
+    return "reference"

@@ -16,11 +16,11 @@ kernel object has ``layout`` and:
   recorded trace of state ``k`` or ``None``; ``gstate`` may be overwritten; ``gparams[k]``
   holds one gradient per (batch, neuron) lane, ``None`` where not wanted.
 
-Both calls run inside one generic custom op, ``spikeforge::fused`` (with its backward
-op ``spikeforge::fused_backward``, fake implementations and an autograd formula), so
-``torch.compile`` sees a neuron layer as one node instead of breaking the graph. Which
-spec, surrogate and backend the op runs is named by a string (``variant``) that maps to
-them here.
+Both calls are generic ``torch.library`` ops, ``spikeforge::fused`` and
+``spikeforge::fused_backward`` (with fake implementations), inside one autograd Function,
+so ``torch.compile`` sees a neuron layer as one node instead of breaking the graph; eager
+calls run the same functions without the dispatcher. Which spec, surrogate and backend an
+op runs is named by a string (``variant``) that maps to them here.
 """
 from __future__ import annotations
 
@@ -67,40 +67,37 @@ def variant(backend: str, spec, surrogate, layout: tuple, want: tuple | None) ->
     return _IDS[key]
 
 
+_KERNELS: dict[tuple, object] = {}
+
+
 def _kernel(name: str, dtype):
-    from . import _get
-    backend, spec, surrogate, layout, want = _VARIANTS[name]
-    return _get(backend).kernel(spec, surrogate, dtype, layout, want), len(spec.state)
+    """The kernel object of a variant for ``dtype`` (cached: streaming calls it every step)."""
+    k = _KERNELS.get((name, dtype))
+    if k is None:
+        from . import _get
+        backend, spec, surrogate, layout, want = _VARIANTS[name]
+        k = _KERNELS[(name, dtype)] = _get(backend).kernel(spec, surrogate, dtype, layout, want)
+    return k
 
 
 def _placeholder(like: Tensor) -> Tensor:
     return like.new_empty(0)
 
 
-@torch.library.custom_op("spikeforge::fused", mutates_args=())
-def fused(variant: str, x: Tensor, state: list[Tensor], params: list[Tensor], record: bool,
-          grad: bool) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+def _fused(variant: str, x: Tensor, state: list[Tensor], params: list[Tensor], record: bool,
+           grad: bool) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
     """Run a neuron over ``x`` (T, B, ...): ``(z, final state, trace, saved)``."""
-    k, _ = _kernel(variant, x.dtype)
+    k = _kernel(variant, x.dtype)
     z, final, trace, saved = k.forward(x, state, params, record, grad)
     return z, list(final), list(trace), list(saved)
 
 
-@fused.register_fake
-def _(variant, x, state, params, record, grad):
-    k, _ = _kernel(variant, x.dtype)
-    trace = [x.new_empty(x.shape) for _ in state] if record else []
-    saved = [x.new_empty(s) for s in k.saved_shapes(tuple(x.shape), record, grad)]
-    return torch.empty_like(x), [torch.empty_like(s) for s in state], trace, saved
-
-
-@torch.library.custom_op("spikeforge::fused_backward", mutates_args=())
-def fused_backward(variant: str, x: Tensor, state0: list[Tensor], saved: list[Tensor], params: list[Tensor],
-                   gz: Tensor, gstate: list[Tensor], gtrace: list[Tensor | None]) -> tuple[
-                       Tensor, list[Tensor], list[Tensor]]:
+def _fused_backward(variant: str, x: Tensor, state0: list[Tensor], saved: list[Tensor], params: list[Tensor],
+                    gz: Tensor, gstate: list[Tensor], gtrace: list[Tensor | None]) -> tuple[
+                        Tensor, list[Tensor], list[Tensor]]:
     """Reverse time: ``(gx, gradients of the initial state, gradients of the parameters)``;
     gradients nobody wants are empty tensors."""
-    k, _ = _kernel(variant, x.dtype)
+    k = _kernel(variant, x.dtype)
     _, B, N = dims(x)
     gstate = [g.contiguous().clone() for g in gstate]
     gx, gstate, gp = k.backward(x, state0, saved, params, gz, gstate, list(gtrace))
@@ -110,34 +107,55 @@ def fused_backward(variant: str, x: Tensor, state0: list[Tensor], saved: list[Te
     return (_placeholder(x) if gx is None else gx), list(gstate), gparams
 
 
-@fused_backward.register_fake
+# The same two functions as torch.library ops, for torch.compile; eager calls skip the
+# dispatcher (it costs more than a streaming step takes).
+_op = torch.library.custom_op("spikeforge::fused", _fused, mutates_args=())
+_op_backward = torch.library.custom_op("spikeforge::fused_backward", _fused_backward, mutates_args=())
+
+
+@_op.register_fake
+def _(variant, x, state, params, record, grad):
+    k = _kernel(variant, x.dtype)
+    trace = [x.new_empty(x.shape) for _ in state] if record else []
+    saved = [x.new_empty(s) for s in k.saved_shapes(tuple(x.shape), record, grad)]
+    return torch.empty_like(x), [torch.empty_like(s) for s in state], trace, saved
+
+
+@_op_backward.register_fake
 def _(variant, x, state0, saved, params, gz, gstate, gtrace):
     want = _VARIANTS[variant][4] or (True,) * (1 + len(params))
     return ((torch.empty_like(x) if want[0] else _placeholder(x)), [torch.empty_like(s) for s in state0],
             [torch.empty_like(p) if w else _placeholder(p) for p, w in zip(params, want[1:])])
 
 
-def _setup(ctx, inputs, output) -> None:
-    name, x, state, params, record, _ = inputs
-    _, _, trace, saved = output
-    ctx.name, ctx.record, ctx.ns = name, record, len(state)
-    ctx.save_for_backward(x, *state, *params, *(trace if record else saved))
+def _call(eager, op):
+    return op if torch.compiler.is_compiling() else eager
 
 
-def _backward(ctx, gz, gfinal, gtrace, _gsaved):
-    x, *rest = ctx.saved_tensors
-    ns, np_ = ctx.ns, len(_VARIANTS[ctx.name][3])
-    state0, params, saved = rest[:ns], rest[ns: ns + np_], rest[ns + np_:]
-    if gz is None:  # only the final state or the trace is used: a broadcast zero, never materialised
-        gz = x.new_zeros(()).expand(x.shape)
-    gfinal = [torch.zeros_like(s) if g is None else g for g, s in zip(gfinal, state0)]
-    gtrace = list(gtrace) if ctx.record else [None] * ns
-    gx, gs, gp = fused_backward(ctx.name, x, list(state0), list(saved), list(params), gz, gfinal, gtrace)
-    want = _VARIANTS[ctx.name][4] or (True,) * (1 + np_)
-    return (None, gx if want[0] else None, gs, [g if w else None for g, w in zip(gp, want[1:])], None, None)
+class Fused(torch.autograd.Function):
+    """Autograd around the fused forward (the op when compiling) and its reverse-time backward."""
 
+    @staticmethod
+    def forward(ctx, name, want, record, ns, x, *tensors):
+        state, params = list(tensors[:ns]), list(tensors[ns:])
+        z, final, trace, saved = _call(_fused, _op)(name, x, state, params, record, True)
+        ctx.name, ctx.want, ctx.record, ctx.ns, ctx.np = name, want, record, ns, len(params)
+        ctx.save_for_backward(x, *state, *params, *(trace if record else saved))
+        ctx.set_materialize_grads(False)  # unused outputs (often the final state) cost nothing
+        return (z, *final, *trace)
 
-fused.register_autograd(_backward, setup_context=_setup)
+    @staticmethod
+    def backward(ctx, gz, *grads):
+        x, *rest = ctx.saved_tensors
+        ns, np_, want = ctx.ns, ctx.np, ctx.want
+        state0, params, saved = rest[:ns], rest[ns: ns + np_], rest[ns + np_:]
+        if gz is None:  # only the final state or the trace is used: a broadcast zero, never materialised
+            gz = x.new_zeros(()).expand(x.shape)
+        gfinal = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[:ns], state0)]
+        gtrace = list(grads[ns:]) if ctx.record else [None] * ns
+        gx, gs, gp = _call(_fused_backward, _op_backward)(ctx.name, x, list(state0), list(saved), list(params),
+                                                           gz, gfinal, gtrace)
+        return (None, None, None, None, gx if want[0] else None, *gs, *[g if w else None for g, w in zip(gp, want[1:])])
 
 
 class FusedBackend:
@@ -157,22 +175,31 @@ class FusedBackend:
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *state, *flat))
         want = (x.requires_grad, *(p.requires_grad for p in flat)) if grad else None
         name = variant(self.name, spec, surrogate, tuple(p.numel() > 1 for p in flat), want)
-        z, final, trace, _ = torch.ops.spikeforge.fused(name, x, state, flat, record, grad)
+        ns = len(state)
+        if grad:
+            out = Fused.apply(name, want, record, ns, x, *state, *flat)
+            z, final, trace = out[0], out[1: 1 + ns], out[1 + ns:]
+        else:
+            z, final, trace, _ = _call(_fused, _op)(name, x, state, flat, record, False)
         return z, tuple(final), (tuple(trace) if record else None)
 
     def stepper(self, spec, surrogate, params, x):
-        """``step(x_t, state) -> (z, state)`` for streaming ``x``-like inputs (B, ...): a
-        one-step kernel call with no autograd bookkeeping when nothing needs a gradient
-        (the op's dispatch costs more than the step), the op otherwise."""
+        """``step(x_t, state) -> (z, state)`` for streaming ``x``-like inputs (B, ...): one
+        kernel call per step, through ``Fused`` when something needs a gradient."""
         flat = flat_params(params, x.shape[1:])
-        k = self.kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat))
-        State, grad_params = spec.State, any(p.requires_grad for p in flat)
+        layout = tuple(p.numel() > 1 for p in flat)
+        k = self.kernel(spec, surrogate, x.dtype, layout)
+        State, ns, names = spec.State, len(spec.state), {}
+        grad_params = any(p.requires_grad for p in flat)
 
         def step(x_t, state):
+            x1 = x_t.unsqueeze(0).contiguous()
             if torch.is_grad_enabled() and (grad_params or x_t.requires_grad or any(s.requires_grad for s in state)):
-                z, final, _ = self.run(spec, surrogate, x_t.unsqueeze(0), state, params, False)
-            else:
-                z, final, _, _ = k.forward(x_t.unsqueeze(0).contiguous(), state, flat, False, False)
+                want = (x_t.requires_grad, *(p.requires_grad for p in flat))
+                name = names.get(want) or names.setdefault(want, variant(self.name, spec, surrogate, layout, want))
+                out = Fused.apply(name, want, False, ns, x1, *state, *flat)
+                return out[0][0], State(*out[1:])
+            z, final, _, _ = k.forward(x1, state, flat, False, False)
             return z[0], State(*final)
 
         return step

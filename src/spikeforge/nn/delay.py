@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .stream import detached_dict
+
 __all__ = ["DelayPer", "Delay", "shift", "delay", "delayed_linear"]
 
 
@@ -163,6 +165,9 @@ class Delay(nn.Module):
 
     def reset(self) -> None:
         self.history = None
+
+    def __getstate__(self):
+        return detached_dict(self, "history")
 
     def extra_repr(self) -> str:
         return f"max_delay={self.max_delay}, per={self.per.name}, delays={tuple(self.delays.shape)}"

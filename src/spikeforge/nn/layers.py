@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .neuron import Neuron
+from .stream import detached_dict
 
 __all__ = [
     "TimeDistributed", "Flatten", "TimeDropout", "time_dropout", "BatchNorm1d", "BatchNorm2d",
@@ -267,3 +268,6 @@ class Recurrent(nn.Module):
     def reset(self) -> None:
         self.neuron.reset()
         self.last_spikes = None
+
+    def __getstate__(self):
+        return detached_dict(self, "last_spikes")

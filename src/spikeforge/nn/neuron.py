@@ -106,11 +106,12 @@ class Neuron(nn.Module):
                              f"has shape {tuple(state[0].shape)}; call reset() before a stream of another shape")
         new_stream = self.state is None
         try:
-            z, self.state = fn(x, state)
+            z, state = fn(x, state)
         except _validation.NotFiniteError as e:
             raise _validation.NotFiniteError(f"{where(self)}: {e}") from None
+        self.__dict__["state"] = state   # a plain attribute: skip nn.Module.__setattr__ (per step)
         if self.record:
-            self._steps.append(self.state)
+            self._steps.append(state)
         for hook in self._step_hooks.values():
             hook(self, x, z, new_stream)
         return z
@@ -124,7 +125,8 @@ class Neuron(nn.Module):
         validated once (again only when one changes: its version counter moves)."""
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 1:
             F.check_input(x, "x", 1, finite=False)
-        tensors = [getattr(self, n) for n in self.spec_type.params]
+        own, buffers = self._parameters, self._buffers   # (getattr on a module is slow per step)
+        tensors = [own[n] if n in own else buffers[n] for n in self.spec_type.params]
         grad = torch.is_grad_enabled()
         key = (x.dtype, x.device, x.shape[1:], grad, self.backend, _validation.enabled(),
                *[(id(t), t._version, t.requires_grad) for t in tensors])
@@ -156,10 +158,19 @@ class Neuron(nn.Module):
         return f"{self.spec.key()}, {ps}, surrogate={self.surrogate!r}{bf}"
 
     def __getstate__(self):
+        """For pickle and deepcopy: carried state and trace are copied detached (a copy
+        cannot share the autograd graph); the step cache and hooks are not copied."""
         d = dict(self.__dict__)
         d["_stepper"] = None        # rebuilt on the next step (holds compiled-kernel handles)
         d.pop("_step_hooks_dict", None)
+        trace = self.trace          # (joins pending steps)
+        d["_trace"], d["_steps"] = _detached(trace), []
+        d["state"] = _detached(self.state)
         return d
+
+
+def _detached(s):
+    return None if s is None else type(s)(*(v.detach() for v in s))
 
 
 def _short(t: Tensor) -> str:

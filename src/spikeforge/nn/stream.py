@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["step", "reset"]
+__all__ = ["step", "reset", "detached_dict"]
 
 
 def step(net: nn.Module, x: Tensor) -> Tensor:
@@ -35,3 +35,13 @@ def reset(net: nn.Module) -> None:
     for m in net.modules():
         if callable(getattr(m, "step", None)) and callable(getattr(m, "reset", None)):
             m.reset()
+
+
+def detached_dict(module: nn.Module, *names: str) -> dict:
+    """``module.__dict__`` with the carried tensors ``names`` detached: what a stateful
+    layer pickles or deep-copies (a copy cannot share the autograd graph)."""
+    d = dict(module.__dict__)
+    for n in names:
+        if isinstance(d.get(n), Tensor):
+            d[n] = d[n].detach()
+    return d
