@@ -30,9 +30,12 @@ def _ctype(dtype: torch.dtype) -> str:
     return {torch.float32: "float", torch.float64: "double", torch.bool: "int"}[dtype]
 
 
-# torch's maximum, minimum and clamp propagate NaN (C's fmax drops it); as selects they vectorise
-_MAX = "(({0}) != ({0}) || ({0}) > ({1}) ? ({0}) : ({1}))"
-_MIN = "(({0}) != ({0}) || ({0}) < ({1}) ? ({0}) : ({1}))"
+# torch's maximum, minimum and clamp propagate NaN (C's fmax drops it); as selects they vectorise.
+# Neither comparison holds only when an operand is NaN, and then the sum is NaN. (Testing
+# `m != m` on an inner max instead, gcc turns it into a select of masks that it cannot
+# vectorise when both of a clamp's bounds are variables.)
+_MAX = "(({0}) > ({1}) ? ({0}) : ({1}) >= ({0}) ? ({1}) : ({0}) + ({1}))"
+_MIN = "(({0}) < ({1}) ? ({0}) : ({1}) <= ({0}) ? ({1}) : ({0}) + ({1}))"
 
 
 def c_target(dtype: torch.dtype) -> Target:

@@ -15,6 +15,7 @@ import torch
 from .trace import UnsupportedGraph
 
 aten = torch.ops.aten
+prims = torch.ops.prims
 
 # Shared by every target: ops that are the identity on a scalar.
 IDENTITY = {aten.detach.default, aten.alias.default, aten.clone.default, aten.expand.default,
@@ -35,7 +36,32 @@ COMMON = {
     aten.le.Scalar: "({0} <= {1})", aten.le.Tensor: "({0} <= {1})",
     aten.lt.Scalar: "({0} < {1})", aten.lt.Tensor: "({0} < {1})",
     aten.eq.Scalar: "({0} == {1})", aten.eq.Tensor: "({0} == {1})",
+    aten.ne.Scalar: "({0} != {1})", aten.ne.Tensor: "({0} != {1})",
+    aten.isnan.default: "({0} != {0})",
+    # on booleans only (checked): C keeps them as 0/1 ints, Triton as int1
+    aten.bitwise_and.Tensor: "({0} & {1})", aten.bitwise_or.Tensor: "({0} | {1})",
+    aten.bitwise_xor.Tensor: "({0} ^ {1})", aten.bitwise_not.default: "({0} == 0)",
 }
+BITWISE = {aten.bitwise_and.Tensor, aten.bitwise_or.Tensor, aten.bitwise_xor.Tensor, aten.bitwise_not.default}
+
+# Overloads printed with another op's template (torch's decompositions emit some prims;
+# the scalar operands of ``where`` become constants).
+SAME_AS = {
+    aten.where.ScalarOther: aten.where.self, aten.where.ScalarSelf: aten.where.self,
+    aten.where.Scalar: aten.where.self, prims.where.default: aten.where.self,
+    prims.bitwise_and.default: aten.bitwise_and.Tensor, prims.bitwise_or.default: aten.bitwise_or.Tensor,
+    prims.bitwise_xor.default: aten.bitwise_xor.Tensor, prims.bitwise_not.default: aten.bitwise_not.default,
+}
+
+# Factories of a scalar constant: op -> its value from (args, kwargs).
+CONSTANTS = {
+    aten.scalar_tensor.default: lambda a, k: a[0], aten._efficientzerotensor.default: lambda a, k: 0.0,
+    aten.zeros.default: lambda a, k: 0.0, aten.ones.default: lambda a, k: 1.0, aten.full.default: lambda a, k: a[1],
+    aten.zeros_like.default: lambda a, k: 0.0, aten.ones_like.default: lambda a, k: 1.0,
+    aten.full_like.default: lambda a, k: a[1],
+}
+CLAMPS = {aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default, aten.clamp_min.Tensor,
+          aten.clamp_max.default, aten.clamp_max.Tensor}
 
 
 @dataclass(frozen=True)
@@ -80,9 +106,10 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
             return lines, outs
         if n.op != "call_function":
             raise UnsupportedGraph(f"graph node {n.op} {n.target} cannot be printed")
-        expr = _expr(n, env, target, dtype)
-        name = f"{prefix}{n.name}"
-        lines.append(target.declare(name, expr, _val_dtype(n, dtype)))
+        name, dt = f"{prefix}{n.name}", _val_dtype(n, dtype)
+        if not (dt.is_floating_point or dt == torch.bool):
+            raise UnsupportedGraph(f"operation {n.target} gives a {dt} value; the kernels compute floats and bools")
+        lines.append(target.declare(name, _expr(n, env, target, dtype), dt))
         env[n.name] = name
     raise UnsupportedGraph("graph has no output")
 
@@ -92,16 +119,19 @@ def _expr(n, env, target, dtype) -> str:
     if op in IDENTITY:
         return env[n.args[0].name]
     if op is aten._to_copy.default:
-        to = n.kwargs.get("dtype", dtype)
-        return target.ops["cast"].format(env[n.args[0].name], t=target.typename(to))
-    if op in (aten.full_like.default, aten.zeros_like.default, aten.ones_like.default):
-        value = {aten.zeros_like.default: 0.0, aten.ones_like.default: 1.0}.get(op)
-        return target.const(float(n.args[1]) if value is None else value, dtype)
-    if op in (aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default):
+        to, x = n.kwargs.get("dtype", dtype), env[n.args[0].name]
+        if to == torch.bool and _val_dtype(n.args[0], dtype) != torch.bool:
+            return f"({x} != 0)"  # a cast would truncate 0.5 to 0
+        return target.ops["cast"].format(x, t=target.typename(to))
+    if op in CONSTANTS:
+        return target.const(float(CONSTANTS[op](n.args, n.kwargs)), dtype)
+    if op in CLAMPS:
         return _clamp(n, env, target, dtype)
-    if op is aten.pow.Tensor_Scalar and n.args[1] == 2:
-        x = env[n.args[0].name]
-        return f"({x} * {x})"
+    if op is aten.pow.Tensor_Scalar and n.args[1] in _POW:
+        return _POW[n.args[1]](env[n.args[0].name], target.ops, target.const(1.0, dtype))
+    op = SAME_AS.get(op, op)
+    if op in BITWISE and any(_val_dtype(a, None) != torch.bool for a in n.all_input_nodes):
+        raise UnsupportedGraph(f"operation {n.target} is supported on booleans only")
     template = target.ops.get(op)
     if template is None:
         raise UnsupportedGraph(f"operation {op} is not supported by the kernel printer")
@@ -109,10 +139,21 @@ def _expr(n, env, target, dtype) -> str:
     return template.format(*args)
 
 
+# The exponents torch's own pow kernel special-cases (exactly, as these), by what it computes;
+# the others are the target's pow (which may keep a C loop scalar).
+_POW = {
+    0: lambda x, ops, one: one, 1: lambda x, ops, one: x, 2: lambda x, ops, one: f"({x} * {x})",
+    3: lambda x, ops, one: f"(({x} * {x}) * {x})", 0.5: lambda x, ops, one: ops[aten.sqrt.default].format(x),
+    -0.5: lambda x, ops, one: ops[aten.rsqrt.default].format(x),
+    -1: lambda x, ops, one: ops[aten.reciprocal.default].format(x),
+    -2: lambda x, ops, one: ops[aten.reciprocal.default].format(f"({x} * {x})"),
+}
+
+
 def _clamp(n, env, target, dtype) -> str:
     x = env[n.args[0].name]
     lo, hi = (n.args[1:] + (None, None))[:2]
-    if n.target is aten.clamp_max.default:
+    if n.target in (aten.clamp_max.default, aten.clamp_max.Tensor):
         lo, hi = None, n.args[1]
     if lo is not None:
         x = target.ops["max"].format(x, _fmt_arg(lo, env, target, dtype))
@@ -122,6 +163,8 @@ def _clamp(n, env, target, dtype) -> str:
 
 
 def c_const(v: float, dtype) -> str:
+    if math.isnan(v):
+        return "NAN"
     if math.isinf(v):
         return "(-INFINITY)" if v < 0 else "INFINITY"
     s = repr(float(v))

@@ -9,6 +9,13 @@
 
 The reverse-time kernel recomputes the step from the saved pre-step state, so it only
 needs the forward's inputs: which of them the backward really reads is ``backward_reads``.
+
+Both graphs are traced through a small decomposition table (``DECOMPOSITIONS``), so that
+``relu``, ``masked_fill``, ``heaviside``, ``hardtanh``, ``leaky_relu``, ``sgn``, the logical
+ops and their derivatives reach the printers as comparisons and selects, and a graph with
+an in-place op (the ``masked_fill_`` in torch's derivative of ``maximum``) is functionalised.
+The derivatives are torch's own formulas, traced, so their conventions at the boundaries
+(``relu'(0) = 0``, ``clamp`` passing the gradient at its bounds, ...) are torch's too.
 """
 from __future__ import annotations
 
@@ -16,11 +23,13 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import torch
+from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..surrogate import spike
 
-__all__ = ["Traced", "trace", "UnsupportedGraph"]
+__all__ = ["Traced", "trace", "UnsupportedGraph", "DECOMPOSITIONS"]
+aten = torch.ops.aten
 
 
 class UnsupportedGraph(Exception):
@@ -47,6 +56,39 @@ class Traced:
         """For each forward input (x, *state, *params): does the backward graph read it?"""
         ph = [n for n in self.backward.graph.nodes if n.op == "placeholder"]
         return tuple(len(n.users) > 0 for n in ph[: 1 + self.n_state + self.n_params])
+
+
+def _heaviside(x, values):
+    """``torch.heaviside`` as one select: ``values`` where x == 0, else x > 0 (NaN gives 0, as ATen's)."""
+    return torch.where(x == 0, values, (x > 0).to(x.dtype))
+
+
+# Ops traced as the elementwise ops they are made of (torch's own decompositions, and one here).
+DECOMPOSITIONS = {
+    **get_decompositions([
+        aten.relu, aten.threshold_backward, aten.masked_fill, aten.hardtanh, aten.hardtanh_backward,
+        aten.leaky_relu, aten.leaky_relu_backward, aten.sgn, aten.logical_and, aten.logical_or,
+        aten.logical_not, aten.logical_xor]),
+    aten.heaviside.default: _heaviside,
+}
+
+
+def _mutates(n: torch.fx.Node) -> bool:
+    schema = getattr(n.target, "_schema", None)
+    return n.op == "call_function" and schema is not None and schema.is_mutable
+
+
+def _make_fx(fn, args):
+    """Trace ``fn`` through ``DECOMPOSITIONS``; a graph with an in-place op (torch's derivative
+    of ``maximum`` has one) is traced again, functionalised. (``functionalize`` cannot wrap
+    the step itself: it has no rule for the autograd Function ``spike``; the first graph has
+    none left.)"""
+    g = make_fx(fn, decomposition_table=DECOMPOSITIONS)(*args)
+    if any(_mutates(n) for n in g.graph.nodes):
+        g = make_fx(torch.func.functionalize(g, remove="mutations"), decomposition_table=DECOMPOSITIONS)(*args)
+    g.graph.eliminate_dead_code()
+    g.recompile()
+    return g
 
 
 def _step_fn(spec, surrogate):
@@ -76,11 +118,8 @@ def trace(spec, surrogate, dtype: torch.dtype) -> Traced:
         return [torch.zeros((), dtype=dtype) for _ in range(k)]
 
     try:
-        f = make_fx(fwd)(*scalars(n_in))
-        b = make_fx(bwd)(*scalars(n_in + n_out))
+        f = _make_fx(fwd, scalars(n_in))
+        b = _make_fx(bwd, scalars(n_in + n_out))
     except Exception as e:  # a step that cannot be traced runs on the reference path
         raise UnsupportedGraph(f"tracing the step failed: {type(e).__name__}: {e}") from e
-    for g in (f, b):
-        g.graph.eliminate_dead_code()
-        g.recompile()
     return Traced(spec, surrogate, dtype, f, b)

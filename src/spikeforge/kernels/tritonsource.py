@@ -69,6 +69,11 @@ def _declare(name: str, expr: str, dt: torch.dtype) -> str:
     return f"{name} = {expr}"
 
 
+# torch's maximum, minimum and clamp propagate NaN; tl.maximum's default drops it (maxnum)
+_MAX = "tl.maximum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)"
+_MIN = "tl.minimum({0}, {1}, propagate_nan=tl.PropagateNan.ALL)"
+
+
 def triton_target(dtype: torch.dtype) -> Target:
     """The op table for compute dtype ``dtype`` (float32 or float64)."""
     ct = TL[dtype]
@@ -81,10 +86,13 @@ def triton_target(dtype: torch.dtype) -> Target:
         aten.reciprocal.default: "(1.0 / {0})",
         aten.sigmoid.default: "(1.0 / (1.0 + libdevice.exp(-{0})))",
         aten.where.self: "tl.where({0}, {1}, {2})",
-        aten.maximum.default: "tl.maximum({0}, {1})", aten.minimum.default: "tl.minimum({0}, {1})",
+        aten.maximum.default: _MAX, aten.minimum.default: _MIN,
         aten.pow.Tensor_Scalar: "libdevice.pow({0}, tl.full({0}.shape, {1}, {0}.dtype))",
         aten.sign.default: f"(({{0}} > 0).to({ct}) - ({{0}} < 0).to({ct}))",
-        "cast": "tl.cast({0}, {t})", "max": "tl.maximum({0}, {1})", "min": "tl.minimum({0}, {1})",
+        # booleans as selects: the interpreter's `&` fails on an int1 lane vector and an int1 scalar
+        aten.bitwise_and.Tensor: "tl.where({0}, {1}, False)", aten.bitwise_or.Tensor: "tl.where({0}, True, {1})",
+        aten.bitwise_xor.Tensor: "({0} != {1})",
+        "cast": "tl.cast({0}, {t})", "max": _MAX, "min": _MIN,
     })
     return Target(ops=ops, const=_const, declare=_declare, typename=TL.__getitem__)
 
