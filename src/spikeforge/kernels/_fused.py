@@ -133,13 +133,17 @@ def _call(eager, op):
 
 
 class Fused(torch.autograd.Function):
-    """Autograd around the fused forward (the op when compiling) and its reverse-time backward."""
+    """Autograd around the fused forward (the op when compiling) and its reverse-time backward.
+    ``fixed``: the parameters as one plain argument when none wants a gradient (fewer
+    tensor arguments make ``apply`` cheaper per streaming step), else ``None`` and they
+    follow the state in ``tensors``."""
 
     @staticmethod
-    def forward(ctx, name, want, record, ns, x, *tensors):
-        state, params = list(tensors[:ns]), list(tensors[ns:])
+    def forward(ctx, name, want, record, ns, fixed, x, *tensors):
+        state = list(tensors[:ns])
+        params = list(tensors[ns:]) if fixed is None else fixed
         z, final, trace, saved = _call(_fused, _op)(name, x, state, params, record, True)
-        ctx.name, ctx.want, ctx.record, ctx.ns, ctx.np = name, want, record, ns, len(params)
+        ctx.name, ctx.want, ctx.record, ctx.ns, ctx.np, ctx.fixed = name, want, record, ns, len(params), fixed
         ctx.save_for_backward(x, *state, *params, *(trace if record else saved))
         ctx.set_materialize_grads(False)  # unused outputs (often the final state) cost nothing
         return (z, *final, *trace)
@@ -155,7 +159,8 @@ class Fused(torch.autograd.Function):
         gtrace = list(grads[ns:]) if ctx.record else [None] * ns
         gx, gs, gp = _call(_fused_backward, _op_backward)(ctx.name, x, list(state0), list(saved), list(params),
                                                            gz, gfinal, gtrace)
-        return (None, None, None, None, gx if want[0] else None, *gs, *[g if w else None for g, w in zip(gp, want[1:])])
+        gp = () if ctx.fixed is not None else [g if w else None for g, w in zip(gp, want[1:])]
+        return (None, None, None, None, None, gx if want[0] else None, *gs, *gp)
 
 
 class FusedBackend:
@@ -177,7 +182,7 @@ class FusedBackend:
         name = variant(self.name, spec, surrogate, tuple(p.numel() > 1 for p in flat), want)
         ns = len(state)
         if grad:
-            out = Fused.apply(name, want, record, ns, x, *state, *flat)
+            out = Fused.apply(name, want, record, ns, None, x, *state, *flat)
             z, final, trace = out[0], out[1: 1 + ns], out[1 + ns:]
         else:
             z, final, trace, _ = _call(_fused, _op)(name, x, state, flat, record, False)
@@ -197,7 +202,8 @@ class FusedBackend:
             if torch.is_grad_enabled() and (grad_params or x_t.requires_grad or any(s.requires_grad for s in state)):
                 want = (x_t.requires_grad, *(p.requires_grad for p in flat))
                 name = names.get(want) or names.setdefault(want, variant(self.name, spec, surrogate, layout, want))
-                out = Fused.apply(name, want, False, ns, x1, *state, *flat)
+                out = (Fused.apply(name, want, False, ns, None, x1, *state, *flat) if grad_params
+                       else Fused.apply(name, want, False, ns, flat, x1, *state))
                 return out[0][0], State(*out[1:])
             z, final, _, _ = k.forward(x1, state, flat, False, False)
             return z[0], State(*final)
