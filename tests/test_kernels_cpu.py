@@ -192,22 +192,24 @@ class _Calls:
 
 @contextmanager
 def _segment_length(K):
-    """Every CPU kernel made inside has segment length K and records its C calls in the
-    yielded list (see ``_Calls``); the kernel cache is emptied before and after."""
+    """Every CPU kernel's forward and backward run with segment length K (whichever kernel
+    object runs, cached or not) and record their C calls in the yielded list (``_Calls``)."""
     seen = []
 
-    class Forced(cpu.Kernel):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
+    def forced(method):
+        def call(self, *args, **kw):
+            saved = self.K, self.lib
             self.K, self.lib = K, _Calls(self.lib, seen)
+            try:
+                return method(self, *args, **kw)
+            finally:
+                self.K, self.lib = saved
+        return call
 
-    cpu.kernel.cache_clear()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cpu, "Kernel", Forced)
-            yield seen
-    finally:
-        cpu.kernel.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("forward", "backward"):
+            mp.setattr(cpu.Kernel, name, forced(getattr(cpu.Kernel, name)))
+        yield seen
 
 
 @settings(max_examples=25, deadline=None)
