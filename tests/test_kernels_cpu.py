@@ -184,9 +184,9 @@ class _Calls:
     def __getattr__(self, name):
         fn = getattr(self._lib, name)
         if name == "sf_forward":  # (T, B, N, threads, x, z, state, saved, K, nsave, params)
-            return lambda *a: self._seen.append(("forward", a[8].value, a[9].value)) or fn(*a)
+            return lambda *a: self._seen.append(("forward", a[8], a[9])) or fn(*a)
         if name == "sf_backward":  # (T, B, N, threads, x, state, saved, K, ...)
-            return lambda *a: self._seen.append(("backward", a[7].value)) or fn(*a)
+            return lambda *a: self._seen.append(("backward", a[7])) or fn(*a)
         return fn
 
 

@@ -195,12 +195,13 @@ class FusedBackend:
         layout = tuple(p.numel() > 1 for p in flat)
         k = self.kernel(spec, surrogate, x.dtype, layout)
         State, ns, names = spec.State, len(spec.state), {}
-        grad_params = any(p.requires_grad for p in flat)
+        pwant = tuple(p.requires_grad for p in flat)
+        grad_params = any(pwant)
 
         def step(x_t, state):
             x1 = x_t.unsqueeze(0).contiguous()
             if torch.is_grad_enabled() and (grad_params or x_t.requires_grad or any(s.requires_grad for s in state)):
-                want = (x_t.requires_grad, *(p.requires_grad for p in flat))
+                want = (x_t.requires_grad, *pwant)
                 name = names.get(want) or names.setdefault(want, variant(self.name, spec, surrogate, layout, want))
                 out = (Fused.apply(name, want, False, ns, None, x1, *state, *flat) if grad_params
                        else Fused.apply(name, want, False, ns, flat, x1, *state))

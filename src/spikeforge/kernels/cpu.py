@@ -8,7 +8,6 @@ hash of its source, flags and compiler, so a changed definition recompiles by it
 from __future__ import annotations
 
 import ctypes
-from ctypes import c_int64
 import hashlib
 import os
 import shutil
@@ -38,9 +37,15 @@ SEGMENT_BYTES = 1 << 19  # recomputed states per backward segment and thread: ab
 
 
 def compiler() -> str | None:
-    for cc in (os.environ.get("CC"), "cc", "gcc"):
-        if cc and shutil.which(cc):
-            return shutil.which(cc)
+    """The C compiler: ``$CC``, else ``cc``, else ``gcc`` (looked up once per CC and PATH)."""
+    return _compiler(os.environ.get("CC"), os.environ.get("PATH"))
+
+
+@lru_cache(maxsize=None)
+def _compiler(cc_env: str | None, path: str | None) -> str | None:
+    for cc in (cc_env, "cc", "gcc"):
+        if cc and shutil.which(cc, path=path):
+            return shutil.which(cc, path=path)
     return None
 
 
@@ -93,8 +98,14 @@ class Kernel:
         self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
         self.K = max(2, SEGMENT_BYTES // (self.tr.n_state * csource.CHUNK * dtype.itemsize))
         self.lib = build(csource.source(self.tr, layout, self.want))
+        i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int
+        self.lib.sf_forward.argtypes = [i64, i64, i64, i32, ptr, ptr, ptrs, ptrs, i64, i64, ptrs]
         self.lib.sf_backward.restype = None
+        self.lib.sf_backward.argtypes = [i64, i64, i64, i32, ptr, ptrs, ptrs, i64, ptrs, ptr, i64, i64, ptrs, ptrs,
+                                         ptr, ptrs]
+        self._nulls = _ptrs([None] * self.tr.n_state)
+        self._param_ptrs: dict[tuple, ctypes.Array] = {}   # streaming passes the same parameters each step
 
     def _nsave(self, T: int, record: bool, grad: bool) -> tuple[int, int]:
         """(K, number of saved states): the trace (K = 1) when recording, checkpoints every
@@ -122,8 +133,8 @@ class Kernel:
         else:
             block = empty((len(state), nsave, *x.shape[1:]), x.dtype) if nsave else None
             saved = list(block.unbind(0)) if nsave else [None] * len(state)
-        bad = self.lib.sf_forward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptr(z),
-                                  _ptrs(final), _ptrs(saved), c_int64(K), c_int64(nsave), _ptrs(params))
+        bad = self.lib.sf_forward(T, B, N, _threads(T * B * N), x.data_ptr(), z.data_ptr(), _ptrs(final),
+                                  _ptrs(saved) if nsave else self._nulls, K, nsave, self._params(params))
         if bad and _validation.enabled():
             raise _validation.not_finite("x")
         if record:
@@ -144,10 +155,19 @@ class Kernel:
         gp = [torch.empty(B * N, dtype=gz.dtype) if w else None for w in self.want[1:]]
         gz, gsT, gsB = _rows(gz)
         saved = list(saved) or [None] * len(state)
-        self.lib.sf_backward(c_int64(T), c_int64(B), c_int64(N), _threads(T * B * N), _ptr(x), _ptrs(state),
-                             _ptrs(saved), c_int64(K), _ptrs(params), _ptr(gz), c_int64(gsT), c_int64(gsB),
-                             _ptrs(gstate), _ptrs(gtrace), _ptr(gx), _ptrs(gp))
+        self.lib.sf_backward(T, B, N, _threads(T * B * N), _addr(x), _ptrs(state), _ptrs(saved), K,
+                             self._params(params), gz.data_ptr(), gsT, gsB, _ptrs(gstate), _ptrs(gtrace), _addr(gx),
+                             _ptrs(gp))
         return gx, gstate, gp
+
+    def _params(self, params) -> ctypes.Array:
+        key = tuple(p.data_ptr() for p in params)
+        arr = self._param_ptrs.get(key)
+        if arr is None:
+            if len(self._param_ptrs) > 64:
+                self._param_ptrs.clear()
+            arr = self._param_ptrs[key] = _ptrs(params)
+        return arr
 
 
 def _rows(g):
@@ -164,8 +184,8 @@ def _rows(g):
     return g.contiguous(), B * N, N
 
 
-def _ptr(t):
-    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+def _addr(t):
+    return t.data_ptr() if t is not None else None
 
 
 def _ptrs(ts):
