@@ -89,7 +89,8 @@ class Neuron(nn.Module):
                                                    backend=self.backend, record=self.record)
         except _validation.NotFiniteError as e:
             raise _validation.NotFiniteError(f"{where(self)}: {e}") from None
-        self.state = s if self.carry_state else None
+        if self.carry_state:
+            self.state = s
         self.trace = trace
         return z.transpose(0, 1) if self.batch_first else z
 
