@@ -5,6 +5,7 @@ from . import functional as functional
 from . import losses as losses
 from . import monitor as monitor
 from . import neurons as neurons
+from . import nir as nir
 from . import nn as nn
 from . import surrogate as surrogate
 from .allocator import tune_allocator as tune_allocator

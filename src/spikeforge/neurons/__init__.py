@@ -6,6 +6,7 @@ from ._spec import Reset as Reset
 from ._spec import register_neuron as register_neuron
 from ._spec import reset_membrane as reset_membrane
 from .alif import ALIF as ALIF
+from .cuba import CubaLI as CubaLI
 from .cuba import CubaLIF as CubaLIF
 from .lif import IF as IF
 from .lif import LI as LI
@@ -16,3 +17,4 @@ from .nonlinear import QIF as QIF
 from .nonlinear import Izhikevich as Izhikevich
 from ._spec import THRESHOLD_PARAMS as THRESHOLD_PARAMS
 from ._spec import FireReset as FireReset
+from ._spec import NotExpressible as NotExpressible

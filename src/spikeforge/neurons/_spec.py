@@ -17,7 +17,7 @@ from typing import Callable, ClassVar, NamedTuple
 from torch import Tensor
 
 __all__ = ["NeuronSpec", "FireReset", "Param", "Reset", "register_neuron", "REGISTRY", "reset_membrane",
-           "THRESHOLD_PARAMS"]
+           "THRESHOLD_PARAMS", "NotExpressible"]
 
 
 class Reset(enum.Enum):
@@ -26,6 +26,15 @@ class Reset(enum.Enum):
     HARD = "hard"      # v <- v_reset
     SOFT = "soft"      # v <- v - v_threshold (reset by subtraction)
     NONE = "none"      # no reset
+
+
+class NotExpressible(ValueError):
+    """A neuron (or one of its options or fields) that a target such as NIR cannot express;
+    ``field`` names what is in the way."""
+
+    def __init__(self, neuron: str, field: str, why: str) -> None:
+        super().__init__(f"{neuron}: {field}: {why}")
+        self.neuron, self.field, self.why = neuron, field, why
 
 
 class Param(NamedTuple):
@@ -96,6 +105,32 @@ class NeuronSpec:
         """State at rest, as tensors or floats broadcastable to the neuron shape."""
         return tuple(0.0 for _ in self.state)
 
+    # -- the continuous-time face (NIR, exact gradients) ----------------------------------
+    #: NIR node types this spec reads (``from_nir``); empty: none
+    nir_types: ClassVar[tuple[str, ...]] = ()
+
+    def derivative(self, x: Tensor, s: tuple, p: tuple) -> tuple:
+        """The sub-threshold dynamics ``ds/dt`` per unit of time (the unit of ``dt``), one
+        entry per state variable. ``step`` is its Euler step with ``dt`` (explicit, or
+        sequential where a spec says so in ``euler``), followed by fire and reset."""
+        raise NotImplementedError(f"{type(self).__name__} declares no continuous-time form")
+
+    #: "explicit": all states advance from the old state; "sequential": each state variable
+    #: advances using the already advanced ones before it (e.g. CubaLIF's current, then v)
+    euler: ClassVar[str] = "explicit"
+
+    def to_nir(self, p: dict, scale: float) -> tuple[str, dict]:
+        """``(NIR node type, fields)`` for parameters ``p`` (name -> tensor); ``scale`` is
+        NIR time per unit of this spec's time (export ``dt`` / ``self.dt``)."""
+        raise NotExpressible(type(self).__name__, "neuron", "has no NIR mapping (NIR has no node for this model)")
+
+    @classmethod
+    def from_nir(cls, node_type: str, fields: dict, dt: float, options: dict) -> tuple["NeuronSpec", dict]:
+        """``(spec, parameter values)`` for a NIR node of one of ``nir_types`` whose fields
+        (name -> tensor) are in NIR time, for a time step ``dt``; ``options`` are the spec
+        options a spikeforge export wrote into the node's metadata (empty for others)."""
+        raise NotExpressible(cls.__name__, "neuron", "reads no NIR node")
+
     # -- derived helpers -------------------------------------------------------------
     @classmethod
     def options(cls) -> tuple[str, ...]:
@@ -165,3 +200,14 @@ class FireReset(NeuronSpec):
         b = p.v_threshold if b is None else b
         z = fire(h - b)
         return z, reset_membrane(h, z, b, p.v_reset, self.reset, self.detach_reset)
+
+    def hard_reset_fields(self, p: dict) -> dict:
+        """NIR's threshold and reset fields; NIR resets to ``v_reset`` (a hard reset)."""
+        if self.reset is not Reset.HARD:
+            raise NotExpressible(type(self).__name__, "reset", f"{self.reset} has no NIR equivalent (NIR neurons "
+                                 f"reset to v_reset); use reset=Reset.HARD to export")
+        return {"v_threshold": p["v_threshold"], "v_reset": p["v_reset"]}
+
+    @staticmethod
+    def options_from_nir(options: dict) -> dict:
+        return {"reset": Reset.HARD, "detach_reset": bool(options.get("detach_reset", False))}

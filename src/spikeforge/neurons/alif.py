@@ -38,3 +38,8 @@ class ALIF(FireReset):
 
     def rest(self, p):
         return (p.v_leak, 0.0)
+
+    def derivative(self, x, s, p):
+        """``tau dv/dt = v_leak - v + r x``; ``tau_adapt da/dt = -a`` (plus a jump of 1 per spike)."""
+        v, a = s
+        return ((p.v_leak - v + p.r * x) / p.tau, -a / p.tau_adapt)

@@ -39,6 +39,11 @@ class Izhikevich(NeuronSpec):
     def rest(self, p):
         return (p.c, p.b * p.c)
 
+    def derivative(self, x, s, p):
+        """``dv/dt = 0.04 v^2 + 5 v + 140 - u + r x``; ``du/dt = a (b v - u)``."""
+        v, u = s
+        return (0.04 * v * v + 5.0 * v + 140.0 - u + p.r * x, p.a * (p.b * v - u))
+
 
 @register_neuron
 @dataclass(frozen=True)
@@ -55,6 +60,11 @@ class QIF(FireReset):
         "r": Param(1.0, "resistance"),
         **THRESHOLD_PARAMS,
     }
+
+    def derivative(self, x, s, p):
+        """``tau dv/dt = a0 (v - v_rest)(v - v_c) + r x``."""
+        v = s[0]
+        return ((p.a0 * (v - p.v_rest) * (v - p.v_c) + p.r * x) / p.tau,)
 
     def step(self, x, s, p, fire):
         v = s[0]
@@ -82,6 +92,11 @@ class EIF(FireReset):
         "r": Param(1.0, "resistance"),
         **THRESHOLD_PARAMS,
     }
+
+    def derivative(self, x, s, p):
+        """``tau dv/dt = v_rest - v + delta_t exp((v - v_rh) / delta_t) + r x``."""
+        v = s[0]
+        return ((p.v_rest - v + p.delta_t * torch.exp((v - p.v_rh) / p.delta_t) + p.r * x) / p.tau,)
 
     def step(self, x, s, p, fire):
         v = s[0]

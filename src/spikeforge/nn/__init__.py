@@ -12,6 +12,7 @@ Izhikevich = MODULES["Izhikevich"]
 QIF = MODULES["QIF"]
 EIF = MODULES["EIF"]
 LI = MODULES["LI"]
+CubaLI = MODULES["CubaLI"]
 from .delay import Delay as Delay
 from .delay import DelayPer as DelayPer
 from .layers import AdaptiveAvgPool2d as AdaptiveAvgPool2d
@@ -23,6 +24,10 @@ from .layers import Flatten as Flatten
 from .layers import MaxPool1d as MaxPool1d
 from .layers import MaxPool2d as MaxPool2d
 from .layers import Recurrent as Recurrent
+from .layers import Residual as Residual
+from .layers import Scale as Scale
+from .layers import SumPool2d as SumPool2d
+from .layers import Threshold as Threshold
 from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
 from .sparse import SpikeLinear as SpikeLinear

@@ -16,12 +16,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..functional import DEFAULT_SURROGATE
+from ..surrogate import spike
+from . import stream
 from .neuron import Neuron
 from .stream import detached_dict
 
 __all__ = [
     "TimeDistributed", "Flatten", "TimeDropout", "time_dropout", "BatchNorm1d", "BatchNorm2d",
-    "Recurrent", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "Recurrent", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "SumPool2d",
+    "Scale", "Threshold", "Residual",
 ]
 
 
@@ -78,6 +82,64 @@ MaxPool2d = _distributed(nn.MaxPool2d)
 AvgPool1d = _distributed(nn.AvgPool1d)
 AvgPool2d = _distributed(nn.AvgPool2d)
 AdaptiveAvgPool2d = _distributed(nn.AdaptiveAvgPool2d)
+
+
+class SumPool2d(TimeDistributed):
+    """Sum (not mean) over each window of ``(T, B, C, H, W)``: ``nn.AvgPool2d`` with
+    ``divisor_override=1`` (zero padding counts as zeros); NIR's ``SumPool2d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, *, batch_first: bool = False) -> None:
+        super().__init__(nn.AvgPool2d(kernel_size, stride, padding, divisor_override=1), batch_first=batch_first)
+
+
+class Scale(nn.Module):
+    """Elementwise gain over the features: ``y = x * scale`` (``scale`` broadcasts to the
+    feature shape; a buffer, not trained); NIR's ``Scale``."""
+
+    def __init__(self, scale, *, batch_first: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.get_default_dtype()).clone())
+        self.batch_first = _check_flag("batch_first", batch_first)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _check_seq(x) * self.scale
+
+    def step(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+class Threshold(nn.Module):
+    """Spikes where the input reaches ``threshold``: ``z = H(x - threshold)`` (no state; the
+    surrogate gives the gradient); NIR's ``Threshold``."""
+
+    def __init__(self, threshold, surrogate=None, *, batch_first: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.get_default_dtype()).clone())
+        self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate
+        self.batch_first = _check_flag("batch_first", batch_first)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.step(_check_seq(x))
+
+    def step(self, x: Tensor) -> Tensor:
+        return spike(x - self.threshold, self.surrogate)
+
+
+class Residual(nn.Module):
+    """A skip connection: ``y = x + module(x)`` (``module`` keeps the shape), per sequence
+    and per step."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.module(x)
+
+    def step(self, x: Tensor) -> Tensor:
+        return x + stream.step(self.module, x)
 
 
 class Flatten(nn.Module):
