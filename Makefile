@@ -1,5 +1,6 @@
 # make demo : create .venv if needed, install, run the main job on its embedded default
 # make test : same set-up plus the test tools, then the test suite
+# make interop : .venv-interop with the NIR peers (tests/interop/requirements.txt), then tests/interop
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # torch is installed first, pinned. On this project's machines pip finds a CPU build of
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 # (make TORCH=/path/to/torch-2.13.0+cpu-....whl).
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test interop install clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +20,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install -q -e ".[dev,viz,config,nir]"
+	$(PY) -m pip install -q -e ".[dev,viz,config]"
 	touch $@
 
 install: $(VENV)/.base
@@ -35,5 +36,25 @@ REQUIRE ?= cpu
 test: $(VENV)/.dev
 	SPIKEFORGE_REQUIRE_BACKENDS=$(REQUIRE) $(PY) -m pytest
 
+# The NIR peers (snnTorch, SpikingJelly, Norse, Rockpool, Sinabs) in a venv of their own, on the same
+# torch pin: lines marked "# peer" in the requirements go in with --no-deps (their declared
+# dependencies drag in torchvision, torchaudio, samna...), the rest (what the peers import) with theirs.
+# pip's closing "requires ..., which is not installed" warnings are expected.
+IVENV := .venv-interop
+IPY   := $(IVENV)/bin/python
+IREQ  := tests/interop/requirements.txt
+
+$(IVENV)/.ok: pyproject.toml $(IREQ)
+	test -x $(IPY) || python3 -m venv $(IVENV)
+	$(IPY) -c "import torch" 2>/dev/null || $(IPY) -m pip install -q "$(TORCH)"
+	grep '# peer' $(IREQ) | $(IPY) -m pip install -q --no-deps -r /dev/stdin
+	grep -v '# peer' $(IREQ) | $(IPY) -m pip install -q -r /dev/stdin
+	$(IPY) -m pip install -q -e ".[dev]"
+	$(IPY) -c "import snntorch.export_nir, snntorch.import_nir, norse.torch, sinabs.nir, rockpool.nn.modules.torch.nir, spikingjelly.activation_based.nir_exchange"
+	touch $@
+
+interop: $(IVENV)/.ok
+	$(IPY) -m pytest tests/interop
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(IVENV) build src/*.egg-info
