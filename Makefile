@@ -20,7 +20,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install -q -e ".[dev,viz,config]"
+	$(PY) -m pip install -q -e ".[dev,viz,config,nir]"
 	touch $@
 
 install: $(VENV)/.base
