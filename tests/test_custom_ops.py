@@ -240,3 +240,28 @@ def test_selects_vectorise(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         missed = [(name, m) for name, m in pool.map(scalar_loops, sources) if m]
     assert not missed, f"compute loops left scalar (source line numbers): {missed}"
+
+
+def test_tensor_literals_in_a_step_fuse():
+    """``torch.tensor(c)`` inside a step is a constant of the traced graph, printed as a number."""
+    from dataclasses import dataclass
+    from spikeforge.neurons import NeuronSpec, Param
+
+    @dataclass(frozen=True)
+    class Capped(NeuronSpec):
+        state = ("v",)
+        params = {"tau": Param(2.0, positive=True)}
+
+        def step(self, x, s, p, fire):
+            h = torch.minimum(s[0] + (x - s[0]) / p.tau, torch.tensor(1.5))
+            z = fire(h - 1.0)
+            return z, (h * (1.0 - z),)
+
+    x = (torch.rand(6, 2, 3, dtype=torch.float64) * 3).requires_grad_()
+    z_cpu, s_cpu, _, used = F.run(Capped(), x, backend="cpu")
+    z_ref, s_ref, _, _ = F.run(Capped(), x, backend="reference")
+    assert used == "cpu"
+    torch.testing.assert_close(z_cpu, z_ref)
+    g_cpu, = torch.autograd.grad((z_cpu + s_cpu.v.sum()).sum(), x)
+    g_ref, = torch.autograd.grad((z_ref + s_ref.v.sum()).sum(), x)
+    torch.testing.assert_close(g_cpu, g_ref)

@@ -314,3 +314,25 @@ def test_non_finite_input_names_the_module_and_the_switch():
             net(x)
     with pytest.raises(ValueError, match=re.escape("net[1] (LIF)")):
         spikeforge.step(net, torch.full((B, 3), float("inf")))
+
+
+def test_the_module_path_ignores_unrelated_nets_on_the_stack():
+    class Body(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(3, 4), spikeforge.nn.LIF())
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = Body()
+    x = torch.ones(T, B, 3)
+    x[0, 0, 0] = float("nan")
+
+    def caller():
+        net = torch.nn.Linear(3, 3)   # a stray local named net
+        assert net is not None
+        return model(x)
+
+    with pytest.raises(ValueError, match=re.escape("net.body[1] (LIF)")):
+        caller()

@@ -163,3 +163,30 @@ def test_registering_another_class_under_a_taken_name_is_an_error(scratch_regist
     with pytest.raises(ValueError, match="'LIF' is already registered"):
         register_neuron(LIF)
     assert REGISTRY["LIF"] is sf.neurons.LIF
+
+
+def test_an_unregistered_spec_cannot_take_a_registered_name(scratch_registry):
+    @dataclass(frozen=True)
+    class LIF(NeuronSpec):
+        state = ("v",)
+        params = {}
+
+    with pytest.raises(ValueError, match="'LIF' is registered"):
+        sf.nn.neuron_module(LIF)
+    assert pickle.loads(pickle.dumps(sf.nn.LIF())).spec == sf.nn.LIF().spec
+
+
+def test_a_failed_registration_leaves_the_registry_alone(scratch_registry):
+    @dataclass(frozen=True)
+    class where(NeuronSpec):   # noqa: N801 - the name clashes with a function of spikeforge.nn.neuron
+        state = ("v",)
+        params = {}
+
+    with pytest.raises(ValueError, match="name is taken"):
+        register_neuron(where)
+    assert "where" not in REGISTRY
+
+
+def test_a_parameter_that_is_not_a_number_is_named():
+    with pytest.raises(TypeError, match="LIF parameter tau must be a number or a tensor, got 'x'"):
+        sf.nn.LIF(tau="x")

@@ -180,3 +180,48 @@ def test_step_of_another_shape_needs_a_reset():
         m.step(torch.ones(B + 1, 4))
     m.reset()
     assert m.step(torch.ones(B + 1, 4)).shape == (B + 1, 4)
+
+
+def test_step_sees_parameters_replaced_through_data():
+    """``p.data = ...`` and ``vector_to_parameters`` swap the storage without a version bump."""
+    x = torch.full((1, 4), 0.9)
+    m = sf.nn.LIF()
+    with torch.no_grad():
+        m.step(x)
+        m.reset()
+        m.tau.data = torch.tensor(100.0)
+        m.step(x)
+        torch.testing.assert_close(m.state.v, torch.full((1, 4), 0.009))
+    m = sf.nn.LIF(learn_v_threshold=True)
+    with torch.no_grad():
+        m.step(x)
+        m.reset()
+        torch.nn.utils.vector_to_parameters(torch.tensor([0.1]), m.parameters())
+        torch.testing.assert_close(m.step(x), m(x[None])[0])
+
+
+def test_monitor_counts_delay_synops_and_batch_first_samples():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), sf.nn.LIF(), sf.nn.Delay(2, 6, per=DelayPer.SYNAPSE, out_features=3),
+                        sf.nn.LI())
+    x = torch.rand(T, B, 4) * 3
+    with Monitor(net) as seq:
+        net(x)
+    sf.reset(net)
+    with Monitor(net) as stream:
+        for x_t in x:
+            sf.step(net, x_t)
+    assert seq.synops()["2"] > 0 and stream.synops() == seq.synops()
+    netb = nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(batch_first=True))
+    with Monitor(netb) as mon:
+        netb(torch.rand(B, T, 4))
+    assert mon.num_samples == B
+
+
+def test_delay_stream_of_another_shape_needs_a_reset():
+    d = sf.nn.Delay(2, 4)
+    d.step(torch.ones(B, 4))
+    with pytest.raises(ValueError, match="reset"):
+        d.step(torch.ones(B + 1, 4))
+    d.reset()
+    assert d.step(torch.ones(B + 1, 4)).shape == (B + 1, 4)

@@ -60,7 +60,11 @@ def make_params(spec: type[NeuronSpec] | NeuronSpec, values: dict | None = None,
     out = []
     for name, p in spec.params.items():
         v = values.get(name, p.default)
-        t = v if isinstance(v, Tensor) else torch.as_tensor(v, dtype=dtype or torch.get_default_dtype())
+        if not isinstance(v, Tensor):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{_name(spec)} parameter {name} must be a number or a tensor, got {v!r}")
+            v = torch.as_tensor(v, dtype=dtype or torch.get_default_dtype())
+        t = v
         if dtype is not None and t.dtype != dtype:
             t = t.to(dtype)
         if device is not None:

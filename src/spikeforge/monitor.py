@@ -161,7 +161,13 @@ class Monitor:
         for name, m in self.net.named_modules():
             fn = _ops_fn(m)
             if fn is not None:
-                self._handles.append(m.register_forward_pre_hook(self._ops_hook(name or "net", fn)))
+                hook = self._ops_hook(name or "net", fn)
+                self._handles.append(m.register_forward_pre_hook(hook))
+                if isinstance(m, Delay):   # its step does not go through forward
+                    m.__dict__.setdefault("_pre_step_hooks", {})[id(self)] = lambda mod, x, h=hook: h(mod, (x,))
+                    self._steppers.append(m)
+        # a batch-first network's input is (B, T, ...): samples are counted on dim 0
+        self._batch_dim = 0 if any(_neuron(m).batch_first for m in self.layers.values()) else 1
         self._handles.append(self.net.register_forward_pre_hook(self._count_samples))
         self._handles.append(self.net.register_forward_hook(self._call_done, always_call=True))
 
@@ -169,7 +175,7 @@ class Monitor:
     def _count_samples(self, module, args) -> None:
         self._in_call = True
         if args and isinstance(args[0], Tensor) and args[0].dim() >= 2:
-            self.num_samples += int(args[0].shape[1])
+            self.num_samples += int(args[0].shape[self._batch_dim])
 
     def _call_done(self, module, args, out) -> None:
         self._in_call = False
@@ -282,8 +288,8 @@ class Monitor:
         self._flush()
         for h in self._handles:
             h.remove()
-        for neuron in self._steppers:
-            neuron._step_hooks.pop(id(self), None)
+        for m in self._steppers:
+            (m._step_hooks if isinstance(m, Neuron) else m.__dict__.get("_pre_step_hooks", {})).pop(id(self), None)
         self._handles, self._steppers = [], []
         for neuron, flag in self._flags.items():
             neuron.record = flag

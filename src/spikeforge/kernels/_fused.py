@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -55,16 +56,18 @@ def dims(x):
 # -- variants: the op's string argument names (backend, spec, surrogate, layout, want) -------
 _VARIANTS: dict[str, tuple] = {}
 _IDS: dict[tuple, str] = {}
+_LOCK = threading.Lock()
 
 
 @torch.compiler.assume_constant_result
 def variant(backend: str, spec, surrogate, layout: tuple, want: tuple | None) -> str:
     """The op's name for this combination (registered on first use)."""
     key = (backend, spec, surrogate, layout, want)
-    if key not in _IDS:
-        name = f"{backend}:{len(_IDS)}:{spec.key()}"
-        _IDS[key], _VARIANTS[name] = name, key
-    return _IDS[key]
+    with _LOCK:
+        if key not in _IDS:
+            name = f"{backend}:{len(_IDS)}:{spec.key()}"
+            _IDS[key], _VARIANTS[name] = name, key
+        return _IDS[key]
 
 
 _KERNELS: dict[tuple, object] = {}
@@ -72,11 +75,12 @@ _KERNELS: dict[tuple, object] = {}
 
 def _kernel(name: str, dtype):
     """The kernel object of a variant for ``dtype`` (cached: streaming calls it every step)."""
-    k = _KERNELS.get((name, dtype))
+    key = (name, dtype, os.environ.get("TRITON_INTERPRET"))   # triton kernels differ when interpreted
+    k = _KERNELS.get(key)
     if k is None:
         from . import _get
         backend, spec, surrogate, layout, want = _VARIANTS[name]
-        k = _KERNELS[(name, dtype)] = _get(backend).kernel(spec, surrogate, dtype, layout, want)
+        k = _KERNELS[key] = _get(backend).kernel(spec, surrogate, dtype, layout, want)
     return k
 
 
@@ -189,8 +193,9 @@ class FusedBackend:
         return z, tuple(final), (tuple(trace) if record else None)
 
     def stepper(self, spec, surrogate, params, x):
-        """``step(x_t, state) -> (z, state)`` for streaming ``x``-like inputs (B, ...): one
-        kernel call per step, through ``Fused`` when something needs a gradient."""
+        """``step(x_t, state, fresh=None) -> (z, state)`` for streaming ``x``-like inputs
+        (B, ...): one kernel call per step, through ``Fused`` when something needs a gradient;
+        ``fresh``: this step's parameters (learnable ones enter each step's graph anew)."""
         flat = flat_params(params, x.shape[1:])
         layout = tuple(p.numel() > 1 for p in flat)
         k = self.kernel(spec, surrogate, x.dtype, layout)
@@ -198,13 +203,16 @@ class FusedBackend:
         pwant = tuple(p.requires_grad for p in flat)
         grad_params = any(pwant)
 
-        def step(x_t, state):
+        def step(x_t, state, fresh=None):
             x1 = x_t.unsqueeze(0).contiguous()
             if torch.is_grad_enabled() and (grad_params or x_t.requires_grad or any(s.requires_grad for s in state)):
                 want = (x_t.requires_grad, *pwant)
                 name = names.get(want) or names.setdefault(want, variant(self.name, spec, surrogate, layout, want))
-                out = (Fused.apply(name, want, False, ns, None, x1, *state, *flat) if grad_params
-                       else Fused.apply(name, want, False, ns, flat, x1, *state))
+                if grad_params:
+                    p = flat if fresh is None else flat_params(fresh, x_t.shape[1:])
+                    out = Fused.apply(name, want, False, ns, None, x1, *state, *p)
+                else:
+                    out = Fused.apply(name, want, False, ns, flat, x1, *state)
                 return out[0][0], State(*out[1:])
             z, final, _, _ = k.forward(x1, state, flat, False, False)
             return z[0], State(*final)

@@ -104,6 +104,13 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
         if n.op == "output":
             outs = [env[o.name] if isinstance(o, torch.fx.Node) else None for o in n.args[0]]
             return lines, outs
+        if n.op == "get_attr":   # a tensor literal in the step, e.g. torch.tensor(1.5)
+            value = getattr(graph.owning_module, n.target, None) if graph.owning_module is not None else None
+            if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()):
+                raise UnsupportedGraph(f"graph node {n.op} {n.target} (a tensor constant that is not one float) "
+                                       f"cannot be printed")
+            env[n.name] = target.const(float(value), dtype)
+            continue
         if n.op != "call_function":
             raise UnsupportedGraph(f"graph node {n.op} {n.target} cannot be printed")
         name, dt = f"{prefix}{n.name}", _val_dtype(n, dtype)

@@ -44,10 +44,10 @@ class Reference:
     def stepper(self, spec, surrogate, params, x):
         fire, State = partial(spike, surrogate=surrogate), spec.State
 
-        def step(x_t, state):
+        def step(x_t, state, fresh=None):
             if _validation.checking() and not _validation.all_finite(x_t):
                 raise _validation.not_finite("x")
-            z, s = spec.step(x_t, tuple(state), params, fire)
+            z, s = spec.step(x_t, tuple(state), params if fresh is None else fresh, fire)
             return z, State(*s)
 
         return step

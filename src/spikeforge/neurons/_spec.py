@@ -71,8 +71,15 @@ def register_neuron(cls: type["NeuronSpec"]) -> type["NeuronSpec"]:
         raise ValueError(f"a neuron named {cls.__name__!r} is already registered (from {old.__module__}); "
                          f"give {cls.__module__}.{cls.__qualname__} another name")
     REGISTRY[cls.__name__] = cls
-    for fn in ON_REGISTER:
-        fn(cls)
+    try:
+        for fn in ON_REGISTER:
+            fn(cls)
+    except Exception:
+        if old is None:
+            del REGISTRY[cls.__name__]
+        else:
+            REGISTRY[cls.__name__] = old
+        raise
     return cls
 
 

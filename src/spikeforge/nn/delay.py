@@ -151,8 +151,13 @@ class Delay(nn.Module):
         """One step ``(B, ..., num_neurons)``: the inputs of the last ``max_delay`` steps are
         kept in ``history`` (from zeros after ``reset()``), so a stream of steps equals the
         sequence call."""
-        if self.history is None or self.history.shape[1:] != x.shape:
+        for hook in self.__dict__.get("_pre_step_hooks", {}).values():
+            hook(self, x)
+        if self.history is None:
             self.history = x.new_zeros((self.max_delay + 1, *x.shape))
+        elif self.history.shape[1:] != x.shape:
+            raise ValueError(f"Delay.step: x has shape {tuple(x.shape)} but the stream so far had "
+                             f"{tuple(self.history.shape[1:])}; call reset() before a stream of another shape")
         self.history = torch.cat((x.unsqueeze(0), self.history[:-1]))
         if self.per is DelayPer.NEURON:
             index = self.delays.to(x.device).expand(x.shape).unsqueeze(0)

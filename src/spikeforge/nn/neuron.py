@@ -107,7 +107,7 @@ class Neuron(nn.Module):
                              f"has shape {tuple(state[0].shape)}; call reset() before a stream of another shape")
         new_stream = self.state is None
         try:
-            z, state = fn(x, state)
+            z, state = fn(x, state, self._fresh_params(x) if fn.fresh else None)
         except _validation.NotFiniteError as e:
             raise _validation.NotFiniteError(f"{where(self)}: {e}") from None
         self.__dict__["state"] = state   # a plain attribute: skip nn.Module.__setattr__ (per step)
@@ -130,7 +130,7 @@ class Neuron(nn.Module):
         tensors = [own[n] if n in own else buffers[n] for n in self.spec_type.params]
         grad = torch.is_grad_enabled()
         key = (x.dtype, x.device, x.shape[1:], grad, self.backend, _validation.enabled(),
-               *[(id(t), t._version, t.requires_grad) for t in tensors])
+               *[(id(t), t.data_ptr(), t._version, t.requires_grad) for t in tensors])
         cached = self._stepper
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -138,11 +138,15 @@ class Neuron(nn.Module):
                                dtype=x.dtype, device=x.device)
         backend = kernels.select(self.backend, self.spec, self.surrogate, x.unsqueeze(0))
         fn = backend.stepper(self.spec, self.surrogate, params, x)
-        fn.params, fn.backend = params, backend.name
-        if not (grad and any(t.requires_grad for t in params)):
-            self._stepper = (key, fn)   # with a learnable parameter the graph is rebuilt each call
+        # a parameter that wants a gradient enters each step's graph afresh (validated once here)
+        fn.params, fn.backend, fn.fresh = params, backend.name, grad and any(t.requires_grad for t in params)
+        self._stepper = (key, fn)
         self.last_backend = backend.name
         return fn
+
+    def _fresh_params(self, x: Tensor) -> tuple:
+        return self.spec_type.Params(*(t if t.dtype == x.dtype and t.device == x.device else t.to(x)
+                                       for t in self.params()))
 
     def reset(self) -> None:
         self.state = None
@@ -183,9 +187,9 @@ def where(module: nn.Module) -> str:
     the call stack; only used to word an error), else its class name."""
     root, frame = None, sys._getframe(1)
     while frame is not None:
-        for obj in (frame.f_locals.get("self"), frame.f_locals.get("net")):
-            if isinstance(obj, nn.Module) and obj is not module:
-                root = obj
+        obj = frame.f_locals.get("net") if frame.f_code is _STREAM_STEP else frame.f_locals.get("self")
+        if isinstance(obj, nn.Module) and obj is not module:
+            root = obj
         frame = frame.f_back
     name = type(module).__name__
     for path, m in (root.named_modules() if root is not None else ()):
@@ -218,6 +222,7 @@ def _doc(spec_type: type[NeuronSpec]) -> str:
 
 
 MODULES: dict[str, type[Neuron]] = {}
+_STREAM_STEP = None   # the code object of spikeforge.step (set below; where() reads its net)
 
 
 def neuron_module(spec_type: type[NeuronSpec]) -> type[Neuron]:
@@ -230,6 +235,10 @@ def neuron_module(spec_type: type[NeuronSpec]) -> type[Neuron]:
     taken = globals().get(name)
     if taken is not None and not (isinstance(taken, type) and issubclass(taken, Neuron) and taken is not Neuron):
         raise ValueError(f"a neuron cannot be named {name!r}: the name is taken in {__name__}")
+    registered = REGISTRY.get(name)
+    if registered is not None and registered is not spec_type:
+        raise ValueError(f"a neuron named {name!r} is registered ({registered.__module__}.{registered.__qualname__}); "
+                         f"give {spec_type.__qualname__} another name")
 
     def __init__(self, **kw):
         Neuron.__init__(self, **kw)
@@ -244,7 +253,13 @@ def neuron_module(spec_type: type[NeuronSpec]) -> type[Neuron]:
     return cls
 
 
+def _stream_step_code():
+    from .stream import step
+    return step.__code__
+
+
 for _spec in REGISTRY.values():
     neuron_module(_spec)
 ON_REGISTER.append(neuron_module)
 del _spec
+_STREAM_STEP = _stream_step_code()

@@ -1,4 +1,4 @@
-"""The ``spikeforge`` command: ``train``, ``eval`` and ``info``. Argument parsing only; the
+"""The ``spikeforge`` command: ``train``, ``eval``, ``export`` and ``info``. Argument parsing only; the
 work is done by ``spikeforge.train`` (``train``, ``resume``, ``evaluate``).
 
 Every failure is reported as one line on stderr (``spikeforge <command>: error: ...``) with
@@ -38,7 +38,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
     p.add_argument("--version", action="version", version=_version())
-    sub = p.add_subparsers(dest="command", metavar="{train,eval,info}")
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,export,info}")
     t = sub.add_parser("train", help="train a model (default: Yin-Yang) into a run folder")
     t.add_argument("--dataset", choices=["yinyang", "digits", "event-digits"])
     t.add_argument("--epochs", type=int)
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "val", "test"], default="test")
     e.add_argument("--which", choices=["best", "last"], default="best",
                    help="best.pt (lowest validation loss; default) or last.pt (last completed epoch)")
+    x = sub.add_parser("export", help="write a run's model as a NIR graph (needs the nir extra)")
+    x.add_argument("run_dir")
+    x.add_argument("out", metavar="OUT.nir")
+    x.add_argument("--which", choices=["best", "last"], default="best")
+    x.add_argument("--dt", type=float, default=1.0, help="NIR time of one step (default 1.0: time in steps)")
     sub.add_parser("info", help="print versions, backends and devices")
     return p
 
@@ -97,6 +102,19 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _export(a: argparse.Namespace) -> int:
+    from .. import nir
+    from .trainer import load_run
+
+    model, cfg = load_run(a.run_dir, a.which, device="cpu")
+    net = model.network()
+    nir.save(net, a.out, dt=a.dt, input_shape=(net[0].in_features if hasattr(net[0], "in_features")
+                                               else model.fc_in.in_features,))
+    feed = "the features at every step" if cfg.encoding.value == "current" else "the latency-coded spikes"
+    print(f"wrote {a.out}: {a.which}.pt of {a.run_dir} as a NIR graph (dt={a.dt}); its input is {feed}")
+    return 0
+
+
 def _info(a: argparse.Namespace) -> int:
     from .info import describe
 
@@ -117,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"train": _train, "eval": _eval, "info": _info}[a.command](a)
+        return {"train": _train, "eval": _eval, "export": _export, "info": _info}[a.command](a)
     except KeyboardInterrupt:
         print(f"\nspikeforge {a.command}: interrupted (completed epochs are kept; continue with --resume)",
               file=sys.stderr)
@@ -136,9 +154,11 @@ def _describe(e: Exception) -> str:
     from .config import ConfigError
     from .preflight import one_line
     from .trainer import RunError
+    from ..nir import NIRError
 
     text = one_line(e)
-    if isinstance(e, (ConfigError, CheckpointError, RunError, FileNotFoundError, FloatingPointError)):
+    if isinstance(e, (ConfigError, CheckpointError, RunError, NIRError, FileNotFoundError, FloatingPointError,
+                      ImportError)):
         return text
     return f"unexpected {type(e).__name__}: {text} (SPIKEFORGE_TRACEBACK=1 shows where)"
 

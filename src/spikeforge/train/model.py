@@ -94,6 +94,21 @@ class Classifier(nn.Module):
         v = self.readout(self.fc_out(z))
         return (v, z) if return_spikes else v
 
+    def network(self) -> nn.Sequential:
+        """The time-stepped part as one ``nn.Sequential`` on input sequences (T, B, F), for
+        export (``spikeforge.nir``): ``fc_in -> hidden -> fc_out -> readout``, after an ``LI``
+        synapse layer for latency-coded input with ``input_tau``. Its input is the encoded
+        sequence: the features at every step (current), or the spikes with the bias channel
+        (latency, ``spike_input``)."""
+        layers = [self.fc_in, self.hidden, self.fc_out, self.readout]
+        if self.encoding is Encoding.LATENCY:
+            if self.input_tau is None:
+                raise ConfigError("a latency model without input_tau integrates its input spikes without leak, "
+                                  "which has no layer to export; train with input_tau set")
+            tau_li = 1.0 / -math.expm1(-1.0 / self.input_tau)
+            layers.insert(0, snn.LI(tau=tau_li, r=tau_li, backend=self.backend))
+        return nn.Sequential(*layers)
+
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Predicted classes (B,) of static features (B, F) or time-first sequences (T, B, F)."""
