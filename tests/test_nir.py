@@ -300,3 +300,15 @@ def test_step_is_the_euler_step_of_the_derivative(name):
             want.append(cur[k])
     for a, b in zip(new, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_docs_example_runs():
+    """The first example of docs/nir.md (train, export, save, load, same output) runs as written;
+    tests/interop runs the snnTorch part."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "nir.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    exec(blocks[0], {})
