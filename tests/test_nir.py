@@ -312,3 +312,31 @@ def test_docs_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 2
     exec(blocks[0], {})
+
+
+# -- peer conventions: the graph is checked against what the peer's import reproduces -----
+def test_conventions_accept_default_lif_networks():
+    net = nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard"), nn.Linear(8, 2), sf.nn.LIF(reset="hard"))
+    for convention, dt in (("snntorch", 1e-4), ("spikingjelly", 1e-3), ("norse", 1e-3), ("euler", 0.5)):
+        g = sf.nir.export(net, dt=dt, convention=convention)
+        assert g.metadata["convention"] == convention
+
+
+@pytest.mark.parametrize("convention,dt,net,msg", [
+    ("snntorch", 1e-3, nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard")), r"imports with dt=0.0001"),
+    ("snntorch", 1e-4, nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard", v_reset=0.2)),
+     r"node '1' \(LIF\): field v_reset must be 0 for snntorch"),
+    ("snntorch", 1e-4, nn.Sequential(nn.Linear(4, 8), sf.nn.IF(reset="hard")), r"node '1' \(IF\): snnTorch 1.0"),
+    ("spikingjelly", 1e-3, nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard", v_leak=0.1)),
+     r"field v_leak must equal v_reset"),
+    ("spikingjelly", 1e-3, nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard", r=3.0)),
+     r"field r must be 1 or tau / dt"),
+    ("spikingjelly", 1e-3, nn.Sequential(nn.Linear(4, 8), sf.nn.CubaLIF(reset="hard", r=10.0)),
+     r"field w_in must be tau_syn / dt"),
+    ("norse", 1e-3, nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="hard", r=2.0)), r"field r must be 1 for norse"),
+    ("norse", 1e-3, nn.Sequential(nn.Linear(4, 3), sf.nn.Recurrent(sf.nn.LIF(reset="hard", v_reset=0.1), 3)),
+     r"node '1.neuron' \(LIF\): field v_reset must be 0"),
+])
+def test_conventions_refuse_what_the_peer_would_change(convention, dt, net, msg):
+    with pytest.raises(NIRError, match=rf"convention '{convention}': .*{msg}"):
+        sf.nir.export(net, dt=dt, convention=convention)

@@ -18,9 +18,10 @@ from torch import nn
 
 from ._errors import NIRError
 
-__all__ = ["export", "save", "load", "NIRError", "CONVENTIONS"]
+from ._conventions import CONVENTIONS
+from ._graph import Graph
 
-CONVENTIONS = ("euler",)
+__all__ = ["export", "save", "load", "NIRError", "CONVENTIONS", "Graph"]
 
 
 def _nir():
@@ -40,14 +41,21 @@ def _check_dt(dt) -> float:
 
 def export(model: nn.Module, *, dt: float, input_shape=None, convention: str = "euler"):
     """The ``nir.NIRGraph`` of ``model``. ``dt``: the NIR time of one step; ``input_shape``: one
-    step of one sample (default: from the first ``Linear``). Raises ``NIRError`` naming the
-    module, the layer and the field for anything NIR cannot express."""
+    step of one sample (default: from the first ``Linear``). ``convention``: ``"euler"`` (the
+    graph's Euler step with ``dt`` is the spikeforge step), or a peer whose NIR import the
+    graph must suit (``"snntorch"``, ``"spikingjelly"``, ``"norse"``: the same graph, checked
+    against what that peer reproduces; see ``docs/nir.md``). Raises ``NIRError`` naming the
+    module (or node), the layer and the field for anything that cannot be expressed."""
+    from ._conventions import check
     from ._export import export as _export
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return _export(model, dt=_check_dt(dt), input_shape=input_shape, nir_module=_nir())
+    graph = _export(model, dt=_check_dt(dt), input_shape=input_shape, nir_module=_nir())
+    check(graph, convention, dt)
+    graph.metadata["convention"] = convention
+    return graph
 
 
 def save(model: nn.Module, path, **kw) -> None:
