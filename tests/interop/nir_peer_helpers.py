@@ -134,7 +134,7 @@ def run_spikingjelly(m: nn.Module, x: torch.Tensor, mode: str):
 def run_norse(m: nn.Module, x: torch.Tensor):
     """Norse's imported GraphExecutor, one step per call with the state passed back (None: rest)."""
     import norse.torch as norse
-    rec = _record(m, (norse.LIFBoxCell, norse.LIBoxCell, norse.IAFCell))
+    rec = _record(m, (norse.LIFBoxCell, norse.LIFCell, norse.LIBoxCell, norse.IAFCell))
     outs, state = [], None
     for t in range(x.shape[0]):
         o, state = m(x[t], state)
