@@ -54,7 +54,7 @@ $(IVENV)/.ok: pyproject.toml $(IREQ)
 	touch $@
 
 interop: $(IVENV)/.ok
-	$(IPY) -m pytest tests/interop
+	$(IPY) -m pytest -o addopts=-q tests/interop
 
 clean:
 	rm -rf $(VENV) $(IVENV) build src/*.egg-info
