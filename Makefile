@@ -1,5 +1,5 @@
 # make demo : create .venv if needed, install, run the main job on its embedded default
-# make test : same set-up plus the test tools, then the test suite
+# make test : same set-up plus the test tools, then the test suite, then the NIR peer tests (make interop)
 # make interop : .venv-interop with the NIR peers (tests/interop/requirements.txt), then tests/interop
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,6 +10,10 @@ PY     := $(VENV)/bin/python
 # that file (PyPI's Linux x86_64 torch is the CUDA build): there, point TORCH at a CPU wheel
 # (make TORCH=/path/to/torch-2.13.0+cpu-....whl).
 TORCH  ?= torch==2.13.0
+# The NIR peers' venv (make interop; make test runs it too)
+IVENV  := .venv-interop
+IPY    := $(IVENV)/bin/python
+IREQ   := tests/interop/requirements.txt
 
 .PHONY: demo test interop install clean
 
@@ -33,23 +37,21 @@ demo: $(VENV)/.base
 # runs without the requirement.
 REQUIRE ?= cpu
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(IVENV)/.ok
 	SPIKEFORGE_REQUIRE_BACKENDS=$(REQUIRE) $(PY) -m pytest
+	$(IPY) -m pytest -o addopts=-q tests/interop
 
 # The NIR peers (snnTorch, SpikingJelly, Norse, Rockpool, Sinabs) in a venv of their own, on the same
 # torch pin: lines marked "# peer" in the requirements go in with --no-deps (their declared
 # dependencies drag in torchvision, torchaudio, samna...), the rest (what the peers import) with theirs.
 # pip's closing "requires ..., which is not installed" warnings are expected.
-IVENV := .venv-interop
-IPY   := $(IVENV)/bin/python
-IREQ  := tests/interop/requirements.txt
 
 $(IVENV)/.ok: pyproject.toml $(IREQ)
 	test -x $(IPY) || python3 -m venv $(IVENV)
 	$(IPY) -c "import torch" 2>/dev/null || $(IPY) -m pip install -q "$(TORCH)"
 	grep '# peer' $(IREQ) | $(IPY) -m pip install -q --no-deps -r /dev/stdin
 	grep -v '# peer' $(IREQ) | $(IPY) -m pip install -q -r /dev/stdin
-	$(IPY) -m pip install -q -e ".[dev]"
+	$(IPY) -m pip install -q -e ".[nir]" pytest
 	$(IPY) -c "import snntorch.export_nir, snntorch.import_nir, norse.torch, sinabs.nir, rockpool.nn.modules.torch.nir, spikingjelly.activation_based.nir_exchange"
 	touch $@
 

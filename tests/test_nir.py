@@ -340,3 +340,43 @@ def test_conventions_accept_default_lif_networks():
 def test_conventions_refuse_what_the_peer_would_change(convention, dt, net, msg):
     with pytest.raises(NIRError, match=rf"convention '{convention}': .*{msg}"):
         sf.nir.export(net, dt=dt, convention=convention)
+
+
+def test_a_recurrent_loop_in_the_top_graph_imports_as_recurrent():
+    """snnTorch writes a recurrent layer's neuron <-> weight loop into the top-level graph; it
+    runs as ``Recurrent`` does (the weight, bias included, sees the previous step's spikes)."""
+    torch.manual_seed(5)
+    ref = nn.Sequential(nn.Linear(4, 6), sf.nn.Recurrent(sf.nn.LIF(reset="hard"), nn.Linear(6, 6)))
+    with torch.no_grad():
+        ref[0].weight.mul_(3.0)
+        ref[1].recurrent.bias.fill_(0.2)
+    flat = sf.nir.export(ref, dt=1.0)
+    sub = flat.nodes.pop("1")
+    flat.nodes.update({"lif": sub.nodes["neuron"], "w_rec": sub.nodes["recurrent"]})
+    flat.edges = [("input", "0"), ("0", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    loaded = sf.nir.load(flat)
+    assert isinstance(loaded, nn.Sequential) and isinstance(loaded[1], sf.nn.Recurrent)
+    x = torch.rand(T, B, 4) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref(x), rtol=0, atol=0)
+
+
+def test_a_cycle_through_a_neuron_is_cut_after_the_neuron():
+    """A loop the importer cannot fold (a Scale between neuron and weight) runs as a ``Graph``
+    whose cut edge leaves the neuron: the same as ``Recurrent`` over the composed weight."""
+    torch.manual_seed(6)
+    ref = nn.Sequential(nn.Linear(4, 6), sf.nn.Recurrent(sf.nn.LIF(reset="hard"), nn.Linear(6, 6)))
+    with torch.no_grad():
+        ref[0].weight.mul_(3.0)
+        ref[1].recurrent.bias.fill_(0.2)
+    g = sf.nir.export(ref, dt=1.0)
+    sub = g.nodes.pop("1")
+    g.nodes.update({"lif": sub.nodes["neuron"], "w_rec": sub.nodes["recurrent"],
+                    "gain": nir.Scale(scale=np.ones(6))})
+    g.edges = [("input", "0"), ("0", "lif"), ("lif", "gain"), ("gain", "w_rec"), ("w_rec", "lif"),
+               ("lif", "output")]
+    loaded = sf.nir.load(g)
+    assert isinstance(loaded, sf.nir.Graph) and loaded.back == {("lif", "gain")}
+    x = torch.rand(T, B, 4) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref(x), rtol=0, atol=0)

@@ -67,7 +67,7 @@ def sf_layers(net: nn.Sequential, x: torch.Tensor) -> tuple[list[torch.Tensor], 
     outs = []
     for layer in net:
         x = layer(x)
-        if isinstance(layer, sf.nn.Neuron):
+        if isinstance(layer, (sf.nn.Neuron, sf.nn.Recurrent)):
             outs.append(x)
     return outs, x
 

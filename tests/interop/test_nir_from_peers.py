@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import spikeforge as sf
-import spikeforge.nir._graph as sf_graph
 from nir_peer_helpers import T, assert_identical, fraction, mlp_input, run_norse, sf_layers
 
 nir = pytest.importorskip("nir")
@@ -27,24 +26,6 @@ def _scaled(net, first=0, second=2, bias=0.0):
 def _rates_ok(zs):
     for z in zs:
         assert 0.05 <= fraction(z) <= 0.45, fraction(z)
-
-
-@torch.no_grad()
-def _sf_graph_spikes(model, x, monkeypatch):
-    """Run an imported ``Graph`` with a cycle (it steps its nodes through ``spikeforge.step``)
-    and record each neuron node's output: (per-neuron (T, B, N) in node order, output)."""
-    rec = {}
-    real = sf_graph.step
-
-    def step(module, inp):
-        out = real(module, inp)
-        if isinstance(module, sf.nn.Neuron):
-            rec.setdefault(id(module), []).append(out)
-        return out
-
-    monkeypatch.setattr(sf_graph, "step", step)
-    out = model(x)
-    return [torch.stack(v) for v in rec.values()], out
 
 
 # ------------------------------------------------------------------------------------- snnTorch
@@ -84,37 +65,38 @@ def test_snntorch_leaky_into_spikeforge_gives_identical_spikes():
         assert_identical(z, p, f"snnTorch Leaky layer {i}")
 
 
-def test_snntorch_rleaky_into_spikeforge_gives_identical_spikes(monkeypatch):
-    """RLeaky with reset_delay=False (reset in the step that spikes, as spikeforge's hard reset)
-    and a bias-free recurrent Linear. snnTorch's export writes the recurrent layer's nodes
-    ("1.lif", "1.w_rec") into the top-level graph, so spikeforge loads a cyclic ``Graph``."""
+def test_snntorch_rleaky_into_spikeforge_gives_identical_spikes():
+    """RLeaky with reset_delay=False (reset in the step that spikes, as spikeforge's hard reset).
+    snnTorch's export writes the recurrent layer's nodes ("1.lif", "1.w_rec") into the top-level
+    graph; spikeforge folds the loop into a ``Recurrent`` layer."""
     x = mlp_input()
     graph, peer = _snntorch_export_and_run(_snntorch_leaky_net(recurrent=True, reset_delay=False), x)
     assert {"1.lif", "1.w_rec"} <= set(graph.nodes)
-    ours, _ = _sf_graph_spikes(sf.nir.load(graph, dt=1e-4), x, monkeypatch)
+    model = sf.nir.load(graph, dt=1e-4)
+    assert isinstance(model[1], sf.nn.Recurrent)
+    ours, _ = sf_layers(model, x)
     _rates_ok(peer)
     for i, (p, z) in enumerate(zip(peer, ours)):
         assert_identical(z, p, f"snnTorch RLeaky layer {i}")
 
 
-def test_snntorch_rleaky_recurrent_bias_differs_at_the_first_step(monkeypatch):
-    """SPIKEFORGE DIFFERENCE: with a bias on the recurrent Linear, snnTorch (like spikeforge's own
-    ``Recurrent``) feeds ``w_rec(z_{-1} = 0) = bias`` at the first step; spikeforge's ``Graph``
-    feeds 0 over the cycle-closing edge (w_rec -> lif) at the first step. Here that gives 6
-    differing hidden spikes here (seed-dependent); see the report for the fix in _graph.py."""
+def test_snntorch_rleaky_with_a_recurrent_bias_gives_identical_spikes():
+    """With a bias on the recurrent Linear, snnTorch (like spikeforge's ``Recurrent``) feeds
+    ``w_rec(z_{-1} = 0) = bias`` at the first step."""
     x = mlp_input()
     graph, peer = _snntorch_export_and_run(_snntorch_leaky_net(recurrent=True, reset_delay=False, rec_bias=0.2), x)
-    ours, _ = _sf_graph_spikes(sf.nir.load(graph, dt=1e-4), x, monkeypatch)
-    assert int((ours[0] != peer[0]).sum()) == 6
+    ours, _ = sf_layers(sf.nir.load(graph, dt=1e-4), x)
+    for i, (p, z) in enumerate(zip(peer, ours)):
+        assert_identical(z, p, f"snnTorch RLeaky (recurrent bias) layer {i}")
 
 
-def test_snntorch_rleaky_delayed_zero_reset_is_not_a_hard_reset(monkeypatch):
+def test_snntorch_rleaky_delayed_zero_reset_is_not_a_hard_reset():
     """PEER LIMITATION: RLeaky's default reset_delay=True with reset_mechanism='zero' sets the whole
     next membrane to zero (input included: ``base - reset * base``), which no NIR LIF expresses;
     its export still writes a plain LIF with v_reset 0, so the spikes differ."""
     x = mlp_input()
     graph, peer = _snntorch_export_and_run(_snntorch_leaky_net(recurrent=True), x)
-    ours, _ = _sf_graph_spikes(sf.nir.load(graph, dt=1e-4), x, monkeypatch)
+    ours, _ = sf_layers(sf.nir.load(graph, dt=1e-4), x)
     assert int((ours[0] != peer[0]).sum()) > 100
 
 
@@ -155,16 +137,6 @@ def _norse_net(cuba: bool):
     return norse, net
 
 
-def _fix_norse_tau(graph, dt):
-    """Norse 1.1's to_nir writes tau = dt / tau_mem_inv = dt * tau_true (seconds squared); the true
-    NIR time constant is tau_nir / dt. spikeforge cannot guess this from the graph."""
-    for node in graph.nodes.values():
-        for f in ("tau", "tau_mem", "tau_syn"):
-            if hasattr(node, f):
-                setattr(node, f, np.asarray(getattr(node, f)) / dt)
-    return graph
-
-
 @pytest.mark.parametrize("cuba", [False, True], ids=["LIFBoxCell", "LIFCell"])
 def test_norse_into_spikeforge(cuba):
     norse, net = _norse_net(cuba)
@@ -178,7 +150,7 @@ def test_norse_into_spikeforge(cuba):
     # as exported: tau too small by the factor dt, so spikeforge's layers fire on most steps
     ours, _ = sf_layers(sf.nir.load(graph, dt=dt), x)
     assert int((ours[0] != peer[0]).sum()) > 1000
-    ours, _ = sf_layers(sf.nir.load(_fix_norse_tau(graph, dt), dt=dt), x)
+    ours, _ = sf_layers(sf.nir.load(graph, dt=dt, convention="norse"), x)   # reads Norse's taus
     assert_identical(ours[0], peer[0], "Norse LIFBoxCell (tau fixed) hidden layer")
     if not cuba:
         assert_identical(ours[1], peer[1], "Norse LIFBoxCell (tau fixed) output layer")

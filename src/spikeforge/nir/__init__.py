@@ -63,9 +63,10 @@ def save(model: nn.Module, path, **kw) -> None:
     _nir().write(str(path), export(model, **kw))
 
 
-def load(graph_or_path, *, dt: float | None = None) -> nn.Module:
+def load(graph_or_path, *, dt: float | None = None, convention: str = "euler") -> nn.Module:
     """A spikeforge model from a ``nir.NIRGraph`` or a NIR file; ``dt`` defaults to the
-    graph's metadata ``dt`` (one of the two is needed)."""
+    graph's metadata ``dt`` (one of the two is needed). ``convention="norse"`` reads a graph
+    written by Norse 1.1, whose time constants are ``dt * tau`` (its exporter's bug)."""
     from ._import import build
     nir = _nir()
     graph = graph_or_path
@@ -84,4 +85,23 @@ def load(graph_or_path, *, dt: float | None = None) -> nn.Module:
         if "dt" not in meta:
             raise NIRError("the graph's metadata has no dt: pass load(..., dt=<NIR time of one step>)")
         dt = float(meta["dt"])
-    return build(graph, _check_dt(dt), nir)
+    if convention not in ("euler", "norse"):
+        raise ValueError(f"convention must be 'euler' or 'norse' for load, got {convention!r}")
+    dt = _check_dt(dt)
+    if convention == "norse":
+        graph = _norse_taus(graph, dt, nir)
+    return build(graph, dt, nir)
+
+
+def _norse_taus(graph, dt: float, nir):
+    """A copy of a Norse-written graph with its neurons' time constants divided by ``dt``."""
+    import copy
+    graph = copy.deepcopy(graph)
+    for node in graph.nodes.values():
+        if type(node).__name__ == "NIRGraph":
+            node.nodes.update(_norse_taus(node, dt, nir).nodes)
+            continue
+        for key in ("tau", "tau_syn", "tau_mem"):
+            if hasattr(node, key):
+                setattr(node, key, getattr(node, key) / dt)
+    return graph

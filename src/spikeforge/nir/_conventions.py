@@ -63,17 +63,19 @@ CONVENTIONS = {c.name: c for c in [
         "LIF": {"v_leak": _zero, "v_reset": _zero, "v_threshold": _uniform},
         "CubaLIF": {"v_leak": _zero, "v_reset": _zero, "v_threshold": _uniform, "r": _tau_mem_over_dt}},
         {"IF": "snnTorch 1.0 imports IF as a leaky neuron (beta = 0.9) with a subtractive reset",
-         "Delay": "snnTorch has no Delay"}),
+         "Delay": "snnTorch has no Delay", "LI": "snnTorch 1.0 has no mapping for NIR's LI",
+         "Flatten": "snnTorch 1.0 imports NIR's Flatten start_dim as a torch dim that counts the batch, so the flattened layer gets the wrong shape"}),
     Convention("spikingjelly", None, {
         "LIF": {"v_leak": _equals_v_reset, "r": _one_or_tau_over_dt, "tau": _uniform, "v_threshold": _uniform,
                 "v_reset": _uniform},
         "IF": {"r": _inv_dt, "v_threshold": _uniform, "v_reset": _uniform},
         "CubaLIF": {"v_leak": _zero, "r": _tau_mem_over_dt, "w_in": _tau_syn_over_dt}},
-        {"Delay": "SpikingJelly has no Delay"}),
+        {"Delay": "SpikingJelly has no Delay", "LI": "SpikingJelly 2.0 has no mapping for NIR's LI"}),
     Convention("norse", None, {
         "LIF": {"r": _one, "v_reset": _zero}, "IF": {"r": _one, "v_reset": _zero},
         "CubaLIF": {"v_reset": _zero}},
-        {"Delay": "Norse has no Delay"}),
+        {"Delay": "Norse has no Delay", "LI": "Norse 1.1 drops NIR's LI without a word",
+         "AvgPool2d": "Norse 1.1 drops NIR's AvgPool2d without a word", "Flatten": "Norse 1.1 imports NIR's Flatten start_dim as a torch dim that counts the batch, so the flattened layer gets the wrong shape"}),
 ]}
 
 

@@ -102,7 +102,7 @@ def _flatten(ctx, m: L.Flatten, name):
 def _neuron(ctx, m: Neuron, name):
     spec = m.spec
     shape = ctx.shape(m, "in")
-    params = {n: getattr(m, n).detach() for n in spec.params}
+    params = {n: getattr(m, n).detach().double() for n in spec.params}   # exact products: tau * 1e-4
     node_type, values = spec.to_nir(params, ctx.dt / spec.dt)
     arrays = {k: np.broadcast_to(_np(v), shape).copy() for k, v in values.items()}
     meta = {"spikeforge_spec": type(spec).__name__, "spikeforge_dt": spec.dt}

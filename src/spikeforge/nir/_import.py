@@ -202,16 +202,31 @@ def build(g, dt: float, nir, prefix: str = "") -> nn.Module:
     _check_edges(g, where)
     source, sink = _ends(g, where)
     modules = {n: _node(v, f"{prefix}.{n}" if prefix else n, dt, nir) for n, v in g.nodes.items()}
-    edges = [tuple(e) for e in g.edges]
+    edges = _collapse_recurrent(modules, [tuple(e) for e in g.edges])
     ordered, back = order(list(modules), edges, source)
-    recurrent = _as_recurrent(g, modules, edges, source, sink)
-    if recurrent is not None:
-        return recurrent
     chain = _chain(ordered, edges, back, source, sink)
     if chain is not None:
-        return nn.Sequential(*[modules[n] for n in chain[1:-1]])
+        inner = [modules[n] for n in chain[1:-1]]
+        return inner[0] if len(inner) == 1 and isinstance(inner[0], snn.Recurrent) else nn.Sequential(*inner)
+    shapes = {_safe(n): _shape(v, "output") for n, v in g.nodes.items() if n in modules}
     return Graph({_safe(n): m for n, m in modules.items()}, [(_safe(a), _safe(b)) for a, b in edges],
-                 _safe(source), _safe(sink))
+                 _safe(source), _safe(sink), {k: v for k, v in shapes.items() if v is not None})
+
+
+def _collapse_recurrent(modules: dict, edges: list) -> list:
+    """Each loop neuron -> weight -> neuron whose weight has no other edge becomes one
+    ``Recurrent(neuron, weight)`` node (in place of the neuron; the weight node goes): the
+    graph of a recurrent layer, whether a subgraph of its own or part of a larger graph."""
+    for w, m in list(modules.items()):
+        ins, outs = [a for a, b in edges if b == w], [b for a, b in edges if a == w]
+        if not (isinstance(m, nn.Linear) and len(ins) == 1 and ins == outs):
+            continue
+        n = ins[0]
+        if isinstance(modules[n], snn.Neuron) and modules[n].spec_type.spiking:
+            modules[n] = snn.Recurrent(modules[n], m)
+            del modules[w]
+            edges = [e for e in edges if w not in e]
+    return edges
 
 
 def _safe(name: str) -> str:
@@ -229,16 +244,3 @@ def _chain(ordered, edges, back, source, sink):
     while path[-1] != sink and path[-1] in nxt:
         path.append(nxt[path[-1]])
     return path if path[-1] == sink and len(path) == len(ordered) else None
-
-
-def _as_recurrent(g, modules, edges, source, sink):
-    """A ``Recurrent`` for the subgraph Input -> neuron <-> weight, neuron -> Output."""
-    inner = [n for n in modules if n not in (source, sink)]
-    if len(inner) != 2:
-        return None
-    for neuron, weight in (inner, inner[::-1]):
-        want = {(source, neuron), (neuron, weight), (weight, neuron), (neuron, sink)}
-        if set(edges) == want and len(edges) == 4 and isinstance(modules[neuron], snn.Neuron) \
-                and isinstance(modules[weight], nn.Linear):
-            return snn.Recurrent(modules[neuron], modules[weight])
-    return None
