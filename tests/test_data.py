@@ -112,5 +112,5 @@ def test_to_frame():
     one = np.array([(d.duration_us, 3, 5, 1)], dtype=EVENT_DTYPE)       # the last instant: last bin
     f = to_frames(one, (12, 12), 4, d.duration_us)
     assert f[3, 1, 5, 3] == 1 and f.sum() == 1
-    item, _ = EventDigits("val", transform=ToFrame((12, 12), 5, d.duration_us))[0]
+    item, _ = EventDigits("val", transform=ToFrame((12, 12, 2), n_time_bins=5, start_time=0, end_time=d.duration_us))[0]
     assert item.shape == (5, 2, 12, 12)

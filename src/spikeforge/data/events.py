@@ -19,8 +19,9 @@ import torch
 
 from ._base import Labelled
 from .digits import Digits, load_digits_arrays
+from .transforms import ToFrame, to_frame
 
-__all__ = ["EVENT_DTYPE", "Saccades", "saccade_events", "ToFrame", "to_frames", "EventDigits"]
+__all__ = ["EVENT_DTYPE", "Saccades", "saccade_events", "to_frames", "EventDigits"]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "i1")])
 
@@ -99,24 +100,9 @@ def _split_by_sample(parts, n_samples: int) -> list[np.ndarray]:
 
 def to_frames(events: np.ndarray, sensor_size: tuple[int, int], n_time_bins: int,
               duration_us: int) -> np.ndarray:
-    """Count events into frames (n_time_bins, 2, height, width), float32; channel = polarity."""
-    width, height = sensor_size
-    frames = np.zeros((n_time_bins, 2, height, width), dtype=np.float32)
-    b = np.minimum(events["t"].astype(np.int64) * n_time_bins // max(duration_us, 1), n_time_bins - 1)
-    np.add.at(frames, (b, events["p"].astype(np.int64), events["y"], events["x"]), 1.0)
-    return frames
-
-
-@dataclass(frozen=True)
-class ToFrame:
-    """Transform: an event stream to a float tensor of frames (n_time_bins, 2, H, W)."""
-
-    sensor_size: tuple[int, int]
-    n_time_bins: int
-    duration_us: int
-
-    def __call__(self, events: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(to_frames(events, self.sensor_size, self.n_time_bins, self.duration_us))
+    """Event counts (n_time_bins, 2, H, W) over the recording ``[0, duration_us]`` (the last instant
+    in the last bin): ``transforms.to_frame`` with ``start_time=0, end_time=duration_us``."""
+    return to_frame(events, (*sensor_size[:2], 2), n_time_bins=n_time_bins, start_time=0, end_time=duration_us)
 
 
 class EventDigits(Labelled):
@@ -135,7 +121,7 @@ class EventDigits(Labelled):
         self.targets = torch.from_numpy(labels)
 
     def frame_transform(self, n_time_bins: int) -> ToFrame:
-        return ToFrame(self.sensor_size, n_time_bins, self.duration_us)
+        return ToFrame((*self.sensor_size, 2), n_time_bins=n_time_bins, start_time=0, end_time=self.duration_us)
 
     @property
     def samples(self):

@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
-                  "encoding", "loss", "steps", "hidden")
+                  "encoding", "loss", "steps", "hidden", "data_root")
 
 
 class UsageError(Exception):
@@ -35,12 +35,22 @@ def _version() -> str:
     return f"spikeforge {__version__}"
 
 
+def _dataset(value: str) -> str:
+    if value in ("yinyang", "digits", "event-digits") or (value.startswith("tonic:") and len(value) > 6):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from yinyang, digits, event-digits, "
+                                     f"tonic:<Name>)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="{train,eval,export,info}")
     t = sub.add_parser("train", help="train a model (default: Yin-Yang) into a run folder")
-    t.add_argument("--dataset", choices=["yinyang", "digits", "event-digits"])
+    t.add_argument("--dataset", type=_dataset, metavar="{yinyang,digits,event-digits,tonic:<Name>}",
+                   help="an embedded data set, or a tonic camera dataset such as tonic:NMNIST (needs "
+                        "--data-root and tonic)")
+    t.add_argument("--data-root", metavar="DIR", help="tonic datasets: the folder holding <Name>/ (never downloaded)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="Adam learning rate (peak of the schedule)")

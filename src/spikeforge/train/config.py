@@ -28,6 +28,7 @@ class DataSet(enum.Enum):
     YINYANG = "yinyang"
     DIGITS = "digits"
     EVENT_DIGITS = "event-digits"
+    TONIC = "tonic"        # a tonic camera dataset (``tonic:<Name>``), binned into frames
 
 
 class Encoding(enum.Enum):
@@ -73,8 +74,13 @@ class TrainConfig:
     backend: str | None = None          # None = automatic (fused kernels when available)
     device: str = "cpu"
     threads: int | None = 1             # torch intra-op threads; None leaves torch's setting
+    tonic_dataset: str | None = None    # dataset tonic: the class name in tonic.datasets, e.g. "NMNIST"
+    data_root: str | None = None        # dataset tonic: the folder holding <Name>/ (never downloaded)
 
     def __post_init__(self) -> None:
+        if isinstance(self.dataset, str) and self.dataset.startswith("tonic:"):
+            object.__setattr__(self, "tonic_dataset", self.dataset[len("tonic:"):])
+            object.__setattr__(self, "dataset", DataSet.TONIC)
         for name, cls in _ENUMS.items():
             value = getattr(self, name)
             if not isinstance(value, cls) and not (value is None and name in _OPTIONAL):
@@ -103,6 +109,7 @@ class TrainConfig:
         if self.dataset is DataSet.EVENT_DIGITS and self.encoding is Encoding.LATENCY:
             raise ConfigError("encoding latency turns static features into spike times, but event-digits is "
                               "already a spike sequence (binned into frames): use encoding current (the default)")
+        _check_tonic(self)
         _check_neuron(self)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -131,6 +138,7 @@ DATASET_DEFAULTS: dict[DataSet, dict[str, Any]] = {
     DataSet.YINYANG: {},
     DataSet.DIGITS: {"hidden": 128, "epochs": 30, "lr": 0.02, "input_scale": 5.0},
     DataSet.EVENT_DIGITS: {"hidden": 128, "epochs": 30, "lr": 0.02, "steps": 30, "input_scale": 3.0},
+    DataSet.TONIC: {"hidden": 128, "epochs": 10, "lr": 0.02, "steps": 30, "input_scale": 3.0},   # not tuned
 }
 # Defaults for spike-time input (measured): finer steps resolve the input times; a readout that
 # integrates over the whole window (tau_out > T) avoids plateaus where every sample looks alike late.
@@ -170,6 +178,9 @@ def make_config(**overrides) -> TrainConfig:
     defaults, those of the encoding, then ``overrides`` (``None`` values are ignored)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(overrides)
+    dataset = overrides.get("dataset", DataSet.YINYANG)
+    if isinstance(dataset, str) and dataset.startswith("tonic:"):
+        overrides = {**overrides, "dataset": DataSet.TONIC, "tonic_dataset": dataset[len("tonic:"):]}
     dataset = _enum("dataset", overrides.get("dataset", DataSet.YINYANG))
     encoding = _enum("encoding", overrides.get("encoding", Encoding.CURRENT))
     values = {**DATASET_DEFAULTS[dataset], **ENCODING_DEFAULTS[encoding], **overrides, "dataset": dataset}
@@ -189,6 +200,22 @@ def neuron_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 def _positive(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _check_tonic(cfg: TrainConfig) -> None:
+    if cfg.dataset is not DataSet.TONIC:
+        if cfg.tonic_dataset is not None:
+            raise ConfigError(f"tonic_dataset is for dataset tonic:<Name>, not {cfg.dataset.value}")
+        return
+    if not (isinstance(cfg.tonic_dataset, str) and cfg.tonic_dataset.isidentifier()):
+        raise ConfigError(f"dataset tonic:<Name> needs the class name of a tonic dataset (tonic:NMNIST), "
+                          f"got {cfg.tonic_dataset!r}")
+    if not isinstance(cfg.data_root, str) or not cfg.data_root:
+        raise ConfigError(f"dataset tonic:{cfg.tonic_dataset} needs --data-root DIR (the folder holding "
+                          f"{cfg.tonic_dataset}/; nothing is downloaded)")
+    if cfg.encoding is Encoding.LATENCY:
+        raise ConfigError("encoding latency is for static features; tonic data are event streams binned "
+                          "into frames: use encoding current (the default)")
 
 
 def _check_device(device) -> None:

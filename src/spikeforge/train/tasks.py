@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import data
-from .config import DataSet, TrainConfig
+from .config import ConfigError, DataSet, TrainConfig
 
 __all__ = ["Task", "load_task"]
 
@@ -43,12 +43,40 @@ def _events(steps: int, device) -> Task:
     return Task(tuple(data.EventDigits.classes), out[0][0].shape[-1], *out)
 
 
+def _tonic(cfg: TrainConfig, device) -> Task:
+    """A tonic camera dataset: its test split, its train split less the last tenth (validation),
+    each stream binned into ``cfg.steps`` frames over its own duration and flattened."""
+    from ..data.tonic_interop import open_tonic, tonic_sensor_size
+
+    out = []
+    for train in (True, False):
+        try:
+            ds = open_tonic(cfg.tonic_dataset, cfg.data_root, train=train)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        to_frame = data.ToFrame(tonic_sensor_size(ds), n_time_bins=cfg.steps)
+        if len(ds) == 0:
+            raise FileNotFoundError(f"tonic:{cfg.tonic_dataset}: the {'train' if train else 'test'} split "
+                                    f"under {cfg.data_root} holds no samples")
+        items = [ds[i] for i in range(len(ds))]
+        x = torch.stack([to_frame(ev) for ev, _ in items]).reshape(len(items), cfg.steps, -1)
+        out.append((x.to(device), torch.as_tensor([int(y) for _, y in items], device=device)))
+        classes = tuple(str(c) for c in getattr(ds, "classes", range(int(out[-1][1].max()) + 1)))
+    (x, y), test = out
+    n_val = max(len(y) // 10, 1) if len(y) > 1 else 0       # a fixed random tenth (files come sorted by class)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).to(y.device)
+    tr, va = order[n_val:], order[:n_val]
+    return Task(classes, x.shape[-1], (x[tr], y[tr]), (x[va], y[va]) if n_val else (x[tr], y[tr]), test)
+
+
 def load_task(cfg: TrainConfig) -> Task:
     device = torch.device(cfg.device)
     if cfg.dataset is DataSet.YINYANG:
         return _static(data.YinYang, device)
     if cfg.dataset is DataSet.DIGITS:
         return _static(data.Digits, device)
+    if cfg.dataset is DataSet.TONIC:
+        return _tonic(cfg, device)
     return _events(cfg.steps, device)
 
 

@@ -1,0 +1,71 @@
+"""tonic's datasets, opened without downloading: ``open_tonic("NMNIST", root, train=True)``.
+
+tonic's datasets download their archive when ``_check_exists()`` fails. Here the class is
+subclassed (same name, so tonic looks in ``root/<Name>/``) with ``download`` refusing in one
+line that names the expected layout, and with ``_check_exists`` also accepting an extracted
+folder holding fewer files than the full release (a subset, or a test's tiny copy).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["TonicDataError", "open_tonic", "tonic_sensor_size"]
+
+
+class TonicDataError(FileNotFoundError):
+    """A tonic dataset whose files are not under the data root (or tonic is missing)."""
+
+
+def _tonic():
+    try:
+        import tonic
+    except ImportError:
+        raise ImportError("tonic datasets need tonic: pip install tonic") from None
+    return tonic
+
+
+def _layout(ds) -> str:
+    where = Path(ds.location_on_system, getattr(ds, "folder_name", "") or "")
+    archive = getattr(ds, "filename", None)
+    url = getattr(ds, "url", None) or getattr(type(ds), "base_url", None)
+    return (f"{where}/ (the extracted {archive}" if archive else f"{where}/ (the dataset's files") + \
+        (f" from {url})" if url else ")")
+
+
+def _refuse(self, *args, **kwargs):
+    name = type(self).__name__
+    raise TonicDataError(f"tonic:{name}: no data under {self.location_on_system}; expected {_layout(self)}; "
+                         f"spikeforge never downloads: fetch it once (e.g. tonic.datasets.{name}(save_to=DIR)) "
+                         f"and pass --data-root DIR")
+
+
+def _check_exists(self, *args, **kwargs):
+    if type(self).__mro__[1]._check_exists(self, *args, **kwargs) is True:
+        return True
+    folder = Path(self.location_on_system, getattr(self, "folder_name", "") or "")
+    return folder.is_dir() and folder != Path(self.location_on_system) and any(
+        f.is_file() for f in folder.rglob("*"))
+
+
+def open_tonic(name: str, root, train: bool = True, **kwargs):
+    """``tonic.datasets.<name>(save_to=root, train=train, **kwargs)``, never downloading."""
+    tonic = _tonic()
+    cls = getattr(tonic.datasets, name, None)
+    if not isinstance(cls, type):
+        known = sorted(n for n in dir(tonic.datasets) if isinstance(getattr(tonic.datasets, n), type))
+        raise ValueError(f"tonic has no dataset {name!r}; tonic.datasets has {', '.join(known)}")
+    if root is None or not os.path.isdir(root):
+        raise TonicDataError(f"tonic:{name}: data root {root!r} is not a folder (pass --data-root DIR, "
+                             f"holding {name}/...)")
+    guarded = type(name, (cls,), {"download": _refuse, "_check_exists": _check_exists,
+                                  "__module__": __name__})
+    return guarded(save_to=str(root), train=train, **kwargs)
+
+
+def tonic_sensor_size(dataset) -> tuple[int, int, int]:
+    size = getattr(dataset, "sensor_size", None)
+    if size is None or len(size) != 3:
+        raise ValueError(f"tonic dataset {type(dataset).__name__} has sensor_size {size!r}, not (W, H, P): "
+                         f"only camera datasets can be binned into frames here")
+    return tuple(int(v) for v in size)
