@@ -1,33 +1,47 @@
-"""The Triton backend on a CUDA device: the reference workload and a neuron alone vs HBM.
+"""The reference workload on a CUDA device: spikeforge's Triton backend beside SpikingJelly,
+snnTorch and Norse in one process, and a neuron alone vs HBM.
 
 1. Workload: ``Linear(n, n)`` (bias 0.8) then LIF (tau = 2, decay-input, threshold 1, hard
-   reset to 0) on x of shape (T, B, n) = (500, 16, n), n in {4096, 16384}; loss = z.sum();
-   forward + backward time (CUDA events, median of ``--reps`` after ``--warmup`` passes,
-   the first of which compiles the kernels), peak device memory, and agreement with the
-   reference backend (same weights and input): spike mismatches and the relative error of
-   the Linear's weight gradient.
+   reset to 0) on x of shape (T, B, n) = (500, 16, n), n in {512, 2048, 4096, 16384};
+   loss = z.sum(); forward + backward, for every framework of ``--frameworks``:
+   ``floor`` (the Linear alone), ``spikeforge-triton``, ``spikeforge-reference`` (the
+   correctness anchor: spikeforge's per-step torch backend), ``spikingjelly`` (2.0's
+   ``LIFNode``, its Triton kernels: ``SJ_LIF_CUDA_IMPLEMENTATION=triton`` is set, so it
+   fails rather than fall back silently; ``--sj-impl auto`` lets it choose), ``snntorch``
+   and ``norse`` (plain PyTorch eager). Time = median of the timed passes (CUDA events)
+   after ``--warmup`` passes (the first compiles); peak device memory (absolute, and above
+   the weights and input: "pass"); ratios of time and pass memory to spikeforge-triton;
+   spikes that differ from spikeforge-triton's; and the relative error of spikeforge's
+   weight gradient against its reference backend. The whole table keeps to ``--budget``
+   seconds: each row gets its share of what is left (fewer timed passes, at least one), and
+   a framework whose pass at the next size is predicted not to fit the time or the free
+   memory is skipped there, saying so in its row (_gpu_peers.py).
 2. Neuron alone: x = mean + std * randn (T, B, n), forward z = neuron(x), backward with a
    dense upstream gradient. Nominal bytes per pass as in benchmarks/neuron_alone.py:
    (2 + S) * T * B * n * itemsize each way, S = number of state variables. GB/s = nominal
    bytes / time, also as a fraction of the device's copy bandwidth (``dst.copy_(src)`` of
-   1 GiB, read + write), the practical HBM ceiling.
+   1 GiB, read + write), the practical HBM ceiling. Skipped when the budget is spent.
 
 Exits with a message (status 0) when there is no CUDA device. ``--device cpu`` (with
-``TRITON_INTERPRET=1`` and tiny sizes) only smoke-tests this script; its numbers mean nothing.
+``TRITON_INTERPRET=1`` and tiny sizes) only smoke-tests this script: the peers then run
+their CPU paths, labelled "CPU FALLBACK" in the table, and the numbers mean nothing.
 
-    python benchmarks/gpu_workload.py
-    python benchmarks/gpu_workload.py --sizes 4096 --neurons all --dtype bfloat16 --json out.json
+    bash benchmarks/setup_gpu.sh        # installs the peers (never torch), then runs this
+    python benchmarks/gpu_workload.py --json gpu.json
+    python benchmarks/gpu_workload.py --sizes 4096 --frameworks spikeforge-triton,spikingjelly --neurons none
     TRITON_INTERPRET=1 python benchmarks/gpu_workload.py --device cpu --sizes 64 --T 5 --B 2 --alone-n 64 --reps 1
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 
 import _common as C
+import _gpu_peers as P
 from neuron_alone import DEFAULT_NEURONS, INPUT
 
 
@@ -65,63 +79,7 @@ def copy_gbs(gib: float = 1.0) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
-def peak_gib() -> float | None:
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None
-
-
-# -- 1. the workload -------------------------------------------------------------------------
-
-def workload(n: int, backend: str, a, dtype) -> dict:
-    import torch
-
-    import spikeforge as sf
-
-    torch.manual_seed(0)  # same weights and input for every backend
-    lin = torch.nn.Linear(n, n, device=DEVICE, dtype=dtype)
-    x = torch.randn(a.T, a.B, n, device=DEVICE, dtype=dtype)
-    with torch.no_grad():
-        lin.bias.fill_(0.8)
-    lif = sf.nn.LIF(tau=2.0, backend=backend).to(device=DEVICE, dtype=dtype)
-
-    def step():
-        lin.weight.grad = lin.bias.grad = None
-        z = lif(lin(x))
-        z.sum().backward()
-        return z
-
-    z = step()  # compile, and keep one result for the agreement check
-    if DEVICE == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    ms = cuda_time(step, a.reps, a.warmup)
-    return {"ms": statistics.median(ms), "peak_gib": peak_gib(),
-            "spikes": z.detach().bool(), "wgrad": lin.weight.grad.detach().float(), "used": lif.last_backend}
-
-
-def run_workload(a, dtype) -> list[dict]:
-    rows = []
-    for n in a.sizes:
-        res = {}
-        for b in a.backends:
-            try:
-                res[b] = workload(n, b, a, dtype)
-            except Exception as e:  # report and go on (e.g. out of memory for the reference)
-                res[b] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
-        ref = res.get("reference")
-        for b, r in res.items():
-            row = {"n": n, "backend": b, **{k: v for k, v in r.items() if k not in ("spikes", "wgrad")}}
-            if "error" not in r:
-                row["rate"] = r["spikes"].float().mean().item()
-                if ref is not None and "error" not in ref and b != "reference":
-                    row["spike_mismatch"] = (r["spikes"] != ref["spikes"]).float().mean().item()
-                    row["wgrad_rel_err"] = ((r["wgrad"] - ref["wgrad"]).norm() / ref["wgrad"].norm()).item()
-            rows.append(row)
-        del res
-    return rows
-
-
-# -- 2. a neuron alone -----------------------------------------------------------------------
+# -- 2. a neuron alone (1., the workload, is in _gpu_peers.py) -----------------------------------------------------------------------
 
 def neuron_alone(name: str, backend: str, a, dtype, n: int) -> dict:
     import torch
@@ -155,20 +113,35 @@ def neuron_alone(name: str, backend: str, a, dtype, n: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="4096,16384", help="n of the workload, comma separated")
+    p.add_argument("--sizes", default="512,2048,4096,16384", help="n of the workload, comma separated")
     p.add_argument("--T", type=int, default=500)
     p.add_argument("--B", type=int, default=16)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--backends", default="triton,reference")
+    p.add_argument("--reps", type=int, default=10, help="timed passes per row (fewer if the budget says so)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes per row, the first compiles")
+    p.add_argument("--frameworks", default=P.DEFAULT_FRAMEWORKS,
+                   help=f"comma separated, of: {', '.join(P.FRAMEWORKS)}")
+    p.add_argument("--budget", type=float, default=360,
+                   help="seconds for the workload table (default 360: with the install, imports and the "
+                        "neuron-alone part the run stays under 8 minutes)")
+    p.add_argument("--sj-impl", default="triton", choices=["triton", "cuda", "torch", "auto"],
+                   help="SpikingJelly's CUDA implementation (SJ_LIF_CUDA_IMPLEMENTATION)")
+    p.add_argument("--backends", default="triton,reference", help="spikeforge backends of the neuron-alone part")
     p.add_argument("--neurons", default=DEFAULT_NEURONS, help="for the neuron-alone part; 'all' or 'none'")
     p.add_argument("--alone-n", type=int, default=16384, help="n of the neuron-alone part")
+    p.add_argument("--alone-budget", type=float, default=30, help="seconds for the neuron-alone part")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: smoke test of this script
+    p.add_argument("--device", default="cuda", help="cuda; cpu only smoke-tests this script")
     a = p.parse_args(argv)
     a.sizes = [int(s) for s in a.sizes.split(",") if s]
     a.backends = [b for b in a.backends.split(",") if b]
+    a.frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
+    bad = [f for f in a.frameworks if f not in P.FRAMEWORKS]
+    if bad:
+        p.error(f"unknown framework(s) {', '.join(bad)}; known: {', '.join(P.FRAMEWORKS)}")
+    # read by SpikingJelly when it is imported: must precede any import of it
+    os.environ["SJ_LIF_CUDA_IMPLEMENTATION"] = a.sj_impl
+    t_start = time.perf_counter()
 
     import torch
 
@@ -181,30 +154,36 @@ def main(argv=None) -> int:
     from spikeforge.neurons import REGISTRY
 
     dtype = getattr(torch, a.dtype)
+    dev = torch.device(DEVICE)
     why = sf.backends(DEVICE, dtype)
-    if why.get("triton"):
-        print(f"gpu_workload: the triton backend is unavailable: {why['triton']}")
+    a.triton_unavailable = why.get("triton")
+    if a.triton_unavailable:
+        print(f"gpu_workload: the triton backend is unavailable: {a.triton_unavailable}")
         a.backends = [b for b in a.backends if b != "triton"]
     hbm = copy_gbs(1.0 if DEVICE == "cuda" else 0.0625)
     if DEVICE == "cuda":
         props = torch.cuda.get_device_properties(0)
-        device = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
+        device = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs; "
+                  f"CUDA {torch.version.cuda}; TF32 matmul {torch.backends.cuda.matmul.allow_tf32}")
     else:
-        device = f"{DEVICE} (smoke test of the script, not a measurement)"
-    print(f"{device}; torch {torch.__version__}; {a.dtype}; copy bandwidth {hbm:.0f} GB/s (read + write)\n")
+        device = f"{DEVICE} (SMOKE TEST of the script, not a measurement)"
+    print(f"{device}; torch {torch.__version__}; {versions()}; {a.dtype}; "
+          f"copy bandwidth {hbm:.0f} GB/s (read + write)\n", flush=True)
 
-    rows = run_workload(a, dtype)
-    print(f"Linear(n, n) + LIF, T={a.T}, B={a.B}: forward + backward")
-    print(C.markdown_table(
-        ["n", "backend", "ms", "peak GiB", "spike rate", "spike mismatch", "dW rel. err", "ran on"],
-        [[r["n"], r["backend"], C.fmt(r.get("ms"), ".1f"), C.fmt(r.get("peak_gib"), ".2f"),
-          C.fmt(r.get("rate"), ".3f"), C.fmt(r.get("spike_mismatch"), ".1e"), C.fmt(r.get("wgrad_rel_err"), ".1e"),
-          r.get("used", r.get("error", "-"))] for r in rows]))
+    rows = P.run_rows(a, dev, dtype, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"Linear(n, n) + LIF, T={a.T}, B={a.B}: forward + backward, loss z.sum(); median of up to "
+          f"{a.reps} timed passes after {a.warmup} warm-ups; 'x sf-triton' = this / spikeforge-triton "
+          f"(> 1: slower than spikeforge); 'pass GiB' = peak minus what was allocated before the pass; "
+          f"'spikes differ' against spikeforge-triton; dW rel. err against spikeforge-reference")
+    print(P.table(rows), flush=True)
 
     names = list(REGISTRY) if a.neurons == "all" else [] if a.neurons == "none" else a.neurons.split(",")
-    alone = []
+    alone, deadline = [], time.perf_counter() + a.alone_budget
     for name in names:
         for b in a.backends:
+            if time.perf_counter() > deadline:
+                alone.append({"neuron": name, "backend": b, "error": "skipped: neuron-alone budget spent"})
+                continue
             try:
                 alone.append(neuron_alone(name, b, a, dtype, a.alone_n))
             except Exception as e:
@@ -218,11 +197,27 @@ def main(argv=None) -> int:
               C.fmt(r.get("fwd_gbs") and 100 * r["fwd_gbs"] / hbm),
               C.fmt(r.get("bwd_gbs") and 100 * r["bwd_gbs"] / hbm),
               C.fmt(r.get("rate"), ".3f") if "error" not in r else r["error"]] for r in alone]))
+    total = time.perf_counter() - t_start
+    print(f"\ngpu_workload: {total:.0f} s in all (after Python's start)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": device, "copy_gbs": hbm, "dtype": a.dtype, "workload": rows, "alone": alone},
+            json.dump({"device": device, "versions": versions(), "copy_gbs": hbm, "dtype": a.dtype,
+                       "T": a.T, "B": a.B, "workload": rows, "alone": alone, "seconds": total},
                       f, indent=1, default=str)
     return 0
+
+
+def versions() -> str:
+    """The installed versions of spikeforge's peers and triton ('-' where absent)."""
+    import importlib.metadata as md
+
+    out = []
+    for d in ("triton", "spikingjelly", "snntorch", "norse"):
+        try:
+            out.append(f"{d} {md.version(d)}")
+        except md.PackageNotFoundError:
+            out.append(f"{d} -")
+    return ", ".join(out)
 
 
 if __name__ == "__main__":
