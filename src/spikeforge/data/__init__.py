@@ -27,10 +27,11 @@ from .readers import NCaltech101 as NCaltech101
 from .readers import read_aedat as read_aedat
 from .readers import read_nmnist_bin as read_nmnist_bin
 from .readers import read_shd as read_shd
+from .synthetic import shd_like as shd_like
 from .yinyang import YinYang as YinYang
 
 __all__ = ["YinYang", "Digits", "EventDigits", "Saccades", "ToFrame", "to_frames", "saccade_events", "EVENT_DTYPE",
            "to_frame", "to_voxel_grid", "to_time_surface", "denoise", "downsample", "downsampled_size",
            "ToVoxelGrid", "ToTimeSurface", "Denoise", "Downsample", "pad_collate",
            "DatasetError", "read_nmnist_bin", "read_aedat", "read_shd",
-           "NMNIST", "NCaltech101", "DVSGesture", "CIFAR10DVS", "SHD", "SSC"]
+           "NMNIST", "NCaltech101", "DVSGesture", "CIFAR10DVS", "SHD", "SSC", "shd_like"]

@@ -1,0 +1,31 @@
+"""Smoke test of benchmarks/shd_workload.py's child code path (spikeforge only, tiny sizes)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+sys.path.insert(0, BENCH)
+shd_workload = pytest.importorskip("shd_workload")
+_common = pytest.importorskip("_common")
+
+
+@pytest.mark.parametrize("framework", ["spikeforge-cpu", "spikeforge-cpu-sparse", "spikeforge-reference"])
+def test_child_in_process(framework):
+    a = argparse.Namespace(framework=framework, T=6, B=3, H=16, density=0.05, reps=1, threads=1)
+    r = shd_workload.child(a)
+    assert r["total_ms"] > 0 and r["peak_rss_mb"] > 0 and 2.5 < r["loss"] < 3.5   # ~ln 20 at the start
+    assert len(r["rates"]) == 2
+    if framework.endswith("sparse"):
+        assert [p for p, _ in r["paths"]] == ["dense"] * 4     # tiny products: AUTO stays dense (MIN_WORK)
+
+
+def test_child_process_and_table():
+    env = _common.child_env(1, False)
+    r = _common.run_child(shd_workload.__file__, ["spikeforge-cpu-sparse", 5, 2, 8, 0.05, 1, 1, "-"], env, 300)
+    assert "error" not in r, r
+    rows = shd_workload.table({"spikeforge-cpu": r, "spikeforge-cpu-sparse": r, "x": {"error": "boom"}}, 5)
+    assert rows[0][-3:-1] == ["1.00", "1.00"] and rows[2][2] == "boom"
