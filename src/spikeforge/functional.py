@@ -7,6 +7,7 @@ where ``kw`` holds the spec's options, its parameters and ``surrogate``/``backen
 """
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import torch
@@ -135,15 +136,46 @@ def run(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Surr
 
     Returns ``(z, state, trace, backend_name)``: outputs (T, B, ...), the final state,
     the per-step states (a ``State`` of (T, B, ...) tensors, or ``None`` unless
-    ``record``) and the name of the backend that ran.
+    ``record``) and the name of the backend that ran. bfloat16/float16 input on CPU is
+    computed in float32 and rounded back (see ``_cpu_half``).
     """
+    half = _cpu_half(x, backend)
+    if half is not None:   # the CPU kernels compute in float32: up-cast, round back once (as Triton does)
+        x, state = x.float(), (None if state is None else tuple(t.float() for t in state))
     surrogate, state, params = _prepare(spec, x, state, params, surrogate, 2, finite=False)
     b = kernels.select(backend, spec, surrogate, x)
     if not b.checks_finite and _validation.checking() and not all_finite(x):
         raise _validation.not_finite("x")  # (a backend that checks raises the same from its kernel)
     z, s, trace = b.run(spec, surrogate, x, state, params, record)
+    if half is not None:
+        z, s = z.to(half), tuple(t.to(half) for t in s)
+        trace = None if trace is None else tuple(t.to(half) for t in trace)
     State = spec.State
     return z, State(*s), (State(*trace) if trace is not None else None), b.name
+
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _cpu_half(x, backend: str | None):
+    """The half dtype of CPU input that ``run`` computes in float32 (``None``: none). The CPU
+    kernels take float32/float64 only; bfloat16/float16 input on CPU (e.g. under
+    ``torch.autocast``) is up-cast to float32, computed there, and the outputs, final state and
+    trace are rounded back to the input dtype, like the Triton kernels do. Logged once. Asking
+    for ``backend="reference"`` runs the reference in the half dtype itself."""
+    if not (isinstance(x, Tensor) and x.dtype in _HALF and x.device.type == "cpu"):
+        return None
+    requested = backend or os.environ.get("SPIKEFORGE_BACKEND") or None
+    if requested == "reference":
+        return None
+    if x.dtype not in _UPCAST_LOGGED:
+        _UPCAST_LOGGED.add(x.dtype)
+        kernels.log.info("spikeforge: %s input on CPU is computed in float32 (up-cast) and rounded back "
+                         "to %s at the output", x.dtype, x.dtype)
+    return x.dtype
+
+
+_UPCAST_LOGGED: set = set()
 
 
 def step(spec: NeuronSpec, x: Tensor, state=None, params=None, *, surrogate: Surrogate | None = None):

@@ -10,6 +10,7 @@ from .config import ConfigError as ConfigError
 from .config import DataSet as DataSet
 from .config import Encoding as Encoding
 from .config import Loss as Loss
+from .config import Precision as Precision
 from .config import Schedule as Schedule
 from .config import TrainConfig as TrainConfig
 from .config import load_config_file as load_config_file

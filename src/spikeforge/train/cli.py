@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
-                  "encoding", "loss", "steps", "hidden", "data_root")
+                  "encoding", "loss", "steps", "hidden", "data_root", "precision")
 
 
 class UsageError(Exception):
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["max-membrane", "first-spike"])
     t.add_argument("--steps", type=int, help="time steps T")
     t.add_argument("--hidden", type=int, help="number of hidden neurons")
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="fp32 (default) or bf16: torch.autocast to bfloat16 on CPU and GPU")
+    t.add_argument("--nproc", type=int, metavar="N", help="train on N local processes (PyTorch DDP: gloo on CPU, "
+                   "NCCL on CUDA; each takes a share of every batch); torchrun works too")
     t.add_argument("--config", metavar="FILE", help="TOML, YAML or JSON file of options (flags override it)")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (--epochs may extend it)")
@@ -82,26 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(a: argparse.Namespace) -> int:
+def _train(a: argparse.Namespace, argv: list[str]) -> int:
     from . import config as C
-    from .trainer import resume, train
+    from . import distributed
+    from .trainer import default_run_dir, resume, train
 
     flags = {k: getattr(a, k) for k in _TRAIN_OPTIONS if getattr(a, k) is not None}
+    if a.nproc is not None and a.nproc < 1:
+        raise C.ConfigError(f"--nproc must be a positive integer, got {a.nproc}")
     if a.resume:
         extra = sorted(set(flags) - {"epochs"}) + (["config"] if a.config else []) + (["out"] if a.out else [])
         if extra:
             raise C.ConfigError(f"--resume continues a run with its own configuration; drop {extra} "
                                 f"(only --epochs may change)")
-        result = resume(a.resume, epochs=flags.get("epochs"), quiet=a.quiet, plots=not a.no_plots)
     else:
         file_values = C.load_config_file(a.config) if a.config else {}
         cfg = C.make_config(**{**file_values, **flags})
+    if (a.nproc or 1) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        out = a.resume or a.out or str(default_run_dir(cfg))
+        return distributed.launch(["train", *_without_nproc(argv), *([] if a.resume or a.out else ["--out", out])],
+                                  a.nproc, out)
+    if a.resume:
+        result = resume(a.resume, epochs=flags.get("epochs"), quiet=a.quiet, plots=not a.no_plots)
+    else:
         result = train(cfg, a.out, quiet=a.quiet, plots=not a.no_plots)
+    if distributed.rank_from_env() != 0:
+        return 0
     if a.quiet:
         print(f"test accuracy {100 * result.test_accuracy:.2f}%  run folder {result.run_dir}")
     elif result.plots:
         print("plots: " + ", ".join(str(result.run_dir / p) for p in result.plots))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The arguments after ``train`` without ``--nproc N`` (each worker is one process)."""
+    rest, out = argv[argv.index("train") + 1:], []
+    it = iter(rest)
+    for arg in it:
+        if arg == "--nproc":
+            next(it, None)
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _eval(a: argparse.Namespace) -> int:
@@ -134,6 +161,7 @@ def _info(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         a = parser.parse_args(argv)
     except UsageError as e:
@@ -145,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"train": _train, "eval": _eval, "export": _export, "info": _info}[a.command](a)
+        if a.command == "train":
+            return _train(a, argv)
+        return {"eval": _eval, "export": _export, "info": _info}[a.command](a)
     except KeyboardInterrupt:
         print(f"\nspikeforge {a.command}: interrupted (completed epochs are kept; continue with --resume)",
               file=sys.stderr)
@@ -153,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("SPIKEFORGE_TRACEBACK"):
             raise
+        from . import distributed
+
+        if distributed.peer_lost(e) and os.environ.get(distributed.LAUNCHED):
+            return distributed.PEER_LOST_EXIT     # the launcher says which worker stopped
         print(f"spikeforge {a.command}: error: {_describe(e)}", file=sys.stderr)
         return 2
 
@@ -167,6 +201,11 @@ def _describe(e: Exception) -> str:
     from ..nir import NIRError
 
     text = one_line(e)
+    from .distributed import peer_lost, rank_from_env
+
+    if peer_lost(e):
+        return (f"rank {rank_from_env()}: another worker stopped or stopped answering (a collective failed: "
+                f"{text[:200]}); completed epochs are kept: continue with --resume")
     if isinstance(e, (ConfigError, CheckpointError, RunError, NIRError, FileNotFoundError, FloatingPointError,
                       ImportError)):
         return text

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..neurons import REGISTRY, Reset
 
-__all__ = ["TrainConfig", "DataSet", "Encoding", "Loss", "Schedule", "make_config", "load_config_file",
+__all__ = ["TrainConfig", "DataSet", "Encoding", "Loss", "Schedule", "Precision", "make_config", "load_config_file",
            "ConfigError"]
 
 
@@ -41,6 +41,15 @@ class Encoding(enum.Enum):
 class Loss(enum.Enum):
     MAX_MEMBRANE = "max-membrane"   # cross-entropy of each readout's maximum membrane over time
     FIRST_SPIKE = "first-spike"     # cross-entropy of (minus) the step each readout first crosses 1
+
+
+class Precision(enum.Enum):
+    """The arithmetic of the forward pass: float32, or ``torch.autocast`` to bfloat16 (the
+    weights, optimiser and loss stay float32; the CPU neuron kernels compute bfloat16 input
+    in float32, see ``spikeforge.functional.run``)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
 
 
 class Schedule(enum.Enum):
@@ -74,6 +83,7 @@ class TrainConfig:
     backend: str | None = None          # None = automatic (fused kernels when available)
     device: str = "cpu"
     threads: int | None = 1             # torch intra-op threads; None leaves torch's setting
+    precision: Precision = Precision.FP32   # fp32, or bf16 (torch.autocast on CPU and GPU)
     tonic_dataset: str | None = None    # dataset tonic: the class name in tonic.datasets, e.g. "NMNIST"
     data_root: str | None = None        # dataset tonic: the folder holding <Name>/ (never downloaded)
 
@@ -128,7 +138,8 @@ class TrainConfig:
         return cls(**d)
 
 
-_ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset}
+_ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset,
+          "precision": Precision}
 _OPTIONAL = ("reset",)
 # The trainer's choice for the neuron options left at None (where the neuron has the option).
 OPTION_DEFAULTS: dict[str, Any] = {"reset": Reset.SOFT, "detach_reset": True}

@@ -69,8 +69,9 @@ def _tonic(cfg: TrainConfig, device) -> Task:
     return Task(classes, x.shape[-1], (x[tr], y[tr]), (x[va], y[va]) if n_val else (x[tr], y[tr]), test)
 
 
-def load_task(cfg: TrainConfig) -> Task:
-    device = torch.device(cfg.device)
+def load_task(cfg: TrainConfig, device: str | torch.device | None = None) -> Task:
+    """The data of ``cfg`` on ``device`` (default ``cfg.device``)."""
+    device = torch.device(cfg.device if device is None else device)
     if cfg.dataset is DataSet.YINYANG:
         return _static(data.YinYang, device)
     if cfg.dataset is DataSet.DIGITS:

@@ -9,6 +9,9 @@ Before the folder is created, the configuration is checked and one training step
 (``preflight``), so a run that cannot start leaves nothing behind.
 Training is deterministic for a given seed (shuffling uses a generator seeded per epoch),
 so a resumed run ends with the same weights as one that was never interrupted.
+On several processes (``spikeforge train --nproc N`` or torchrun; ``distributed``) each
+global batch is shared out among the ranks, gradients are averaged by DDP, the metrics are
+summed over the ranks, and rank 0 alone prints and writes the run folder.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ import torch
 from .. import functional
 from . import preflight
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import Schedule, TrainConfig
+from .config import Precision, Schedule, TrainConfig
+from .distributed import Group, from_env
 from .model import Classifier, loss_and_logits
 from .progress import Progress
 from .tasks import Task, batch_input, load_task
@@ -56,14 +60,18 @@ class RunResult:
 class Trainer:
     """Holds the model, optimiser and data of one run; ``fit()`` trains and finishes it."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, quiet: bool = False, plots: bool = True) -> None:
-        self.cfg, self.run_dir, self.plots = cfg, Path(run_dir), plots
-        self.progress = Progress(quiet)
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, quiet: bool = False, plots: bool = True,
+                 group: Group | None = None) -> None:
+        self.cfg, self.run_dir, self.plots, self.group = cfg, Path(run_dir), plots, group
+        self.main = group is None or group.main           # prints and writes the run folder
+        self.progress = Progress(quiet or not self.main)
         preflight.check_device(cfg.device)
         preflight.check_backend(cfg)
-        self.task: Task = load_task(cfg)
+        device = group.device if group is not None else torch.device(cfg.device)
+        self.task: Task = load_task(cfg, device)
         torch.manual_seed(cfg.seed)
-        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(cfg.device)
+        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(device)
+        self.net = group.wrap(self.model) if group is not None else self.model   # what trains
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.history: list[dict] = []
         self.best = {"epoch": 0, "val_accuracy": 0.0, "val_loss": math.inf}
@@ -77,7 +85,7 @@ class Trainer:
                 "best_model": self.best_model}
 
     def load_state(self, ck: dict, model_only: bool = False) -> None:
-        mine, theirs = self.cfg.to_dict(), dict(ck["config"]) if isinstance(ck["config"], dict) else {}
+        mine, theirs = self.cfg.to_dict(), _with_defaults(ck["config"])
         mine.pop("epochs"), theirs.pop("epochs", None)   # a resumed run may be extended
         if mine != theirs:
             raise CheckpointError("the checkpoint was written with another configuration than this run's config.json")
@@ -106,6 +114,25 @@ class Trainer:
             return self.cfg.lr * (step + 1) / warm
         return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
+    def _autocast(self):
+        if self.cfg.precision is Precision.BF16:
+            return torch.autocast(self.task.train[1].device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[float, int]:
+        """One optimiser step on the global batch ``idx``; its loss sum and correct count
+        (over all ranks)."""
+        mine, weight = self.group.share(idx) if self.group is not None else (idx, 1.0)
+        with self._autocast():
+            loss, logits = loss_and_logits(self.net(batch_input(x[mine])), y[mine], self.cfg.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if self.group is None else loss * weight).backward()
+        self.optimizer.step()
+        stats = [loss.item() * len(mine), int((logits.argmax(1) == y[mine]).sum())]
+        if self.group is not None:
+            stats = self.group.sum([v if weight else 0 for v in stats])
+        return stats[0], int(stats[1])
+
     def train_epoch(self) -> dict:
         cfg, (x, y) = self.cfg, self.task.train
         n, e = len(y), self.epoch + 1
@@ -117,35 +144,40 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = self._lr(self.epoch * per_epoch + b, cfg.epochs * per_epoch)
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            loss, logits = loss_and_logits(self.model(batch_input(x[idx])), y[idx], cfg.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"the loss became {value} in epoch {e}; try a smaller --lr")
-            loss_sum += value * len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
+            batch_loss, batch_correct = self._step(x, y, idx)
+            if not math.isfinite(batch_loss):
+                raise FloatingPointError(f"the loss became {batch_loss / len(idx)} in epoch {e}; try a smaller --lr")
+            loss_sum += batch_loss
+            correct += batch_correct
             self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / min(n, (b + 1) * cfg.batch_size),
                                 correct / min(n, (b + 1) * cfg.batch_size))
         return {"train_loss": loss_sum / n, "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t0,
                 "train_cpu_seconds": time.process_time() - c0}
 
     @torch.no_grad()
-    def predict(self, split: str, chunk: int = 1000) -> tuple[float, torch.Tensor]:
-        """Mean loss and predicted classes on a split."""
+    def predict(self, split: str, chunk: int = 1000, part: slice = slice(None)) -> tuple[float, torch.Tensor]:
+        """Mean loss and predicted classes on a split (on its ``part``)."""
         x, y = self.task.split(split)
+        x, y = x[part], y[part]
         self.model.eval()
-        loss, preds = 0.0, []
+        loss, preds = 0.0, [y[:0]]
         for i in range(0, len(y), chunk):
-            l, logits = loss_and_logits(self.model(batch_input(x[i:i + chunk])), y[i:i + chunk], self.cfg.loss)
+            with self._autocast():
+                l, logits = loss_and_logits(self.model(batch_input(x[i:i + chunk])), y[i:i + chunk], self.cfg.loss)
             loss += l.item() * len(y[i:i + chunk])
             preds.append(logits.argmax(1))
         return loss / max(len(y), 1), torch.cat(preds)
 
     def accuracy(self, split: str) -> tuple[float, float]:
-        loss, pred = self.predict(split)
-        return loss, (pred == self.task.split(split)[1]).float().mean().item()
+        """Mean loss and accuracy on a split (each rank evaluates its share, then they are summed)."""
+        y = self.task.split(split)[1]
+        if self.group is None:
+            loss, pred = self.predict(split)
+            return loss, (pred == y).float().mean().item()
+        part = self.group.part(len(y))
+        loss, pred = self.predict(split, part=part)
+        loss_sum, correct = self.group.sum([loss * len(pred), float((pred == y[part]).sum())])
+        return loss_sum / max(len(y), 1), correct / max(len(y), 1)
 
     # -- the run ------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -156,10 +188,11 @@ class Trainer:
             self.model.load_state_dict(self.best_model)
             test_loss, test_acc = self.accuracy("test")
         seconds = time.perf_counter() - t0
-        plots = self._plots() if self.plots else []
+        plots = self._plots() if self.plots and self.main else []
         metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
                                train_cpu_seconds=time.process_time() - c0, plots=plots)
-        _write_json(self.run_dir / "metrics.json", metrics)
+        if self.main:
+            _write_json(self.run_dir / "metrics.json", metrics)
         self.progress.message(f"test accuracy {100 * test_acc:.2f}% with best.pt (epoch {self.best['epoch']}, "
                               f"the {BEST_CRITERION}; val accuracy {100 * self.best['val_accuracy']:.2f}%); "
                               f"run folder: {self.run_dir}")
@@ -178,9 +211,11 @@ class Trainer:
         if improved:
             self.best = {"epoch": self.epoch, "val_accuracy": val_acc, "val_loss": val_loss}
             self.best_model = _copy_state(self.model)
-            save_checkpoint(self.run_dir / "best.pt", **self.state())
-        save_checkpoint(self.run_dir / "last.pt", **self.state())
-        _write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
+            if self.main:
+                save_checkpoint(self.run_dir / "best.pt", **self.state())
+        if self.main:
+            save_checkpoint(self.run_dir / "last.pt", **self.state())
+            _write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
         self.progress.epoch(
             f"epoch {self.epoch:3d}/{self.cfg.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_accuracy']:6.2f}%  val {100 * val_acc:6.2f}%  "
@@ -191,8 +226,10 @@ class Trainer:
         ``best`` (chosen by ``BEST_CRITERION``)."""
         best = {"epoch": self.best["epoch"], "chosen_by": BEST_CRITERION, "val_loss": _finite(self.best["val_loss"]),
                 "val_accuracy": self.best["val_accuracy"]}
+        procs = {} if self.group is None else {"processes": self.group.world}
         return {"status": status, "dataset": self.cfg.dataset.value, "epochs_done": self.epoch,
-                "test_accuracy": test_acc, "test_loss": test_loss, "best": best, "history": self.history, **extra}
+                "test_accuracy": test_acc, "test_loss": test_loss, "best": best, "history": self.history,
+                **procs, **extra}
 
     def _plots(self) -> list[str]:
         from . import plots
@@ -227,6 +264,16 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None      # JSON has no inf
 
 
+def _with_defaults(config) -> dict:
+    """A checkpoint's configuration with the keys added since it was written at their defaults."""
+    if not isinstance(config, dict):
+        return {}
+    try:
+        return TrainConfig.from_dict(config).to_dict()
+    except (ValueError, TypeError):
+        return dict(config)
+
+
 def _copy_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -248,17 +295,34 @@ def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
 def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = False, plots: bool = True) -> RunResult:
     """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``).
     The configuration is checked (and one training step tried) before the folder is created."""
-    run_dir = Path(out) if out is not None else default_run_dir(cfg)
-    if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
-    _check_finite(trainer.task)
-    trainer.check()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", cfg.to_dict())
-    trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
-                             f"{cfg.epochs} epochs; run folder {run_dir}")
-    return trainer.fit()
+    with _group(cfg) as group:
+        run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        if group is not None:
+            run_dir = Path(group.broadcast(str(run_dir)))      # rank 0's time stamp
+        if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
+            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                           f"--out")
+        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
+        _check_finite(trainer.task)
+        trainer.check()
+        if trainer.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / "config.json", cfg.to_dict())
+        procs = "" if group is None else f" on {group.world} processes"
+        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
+                                 f"{cfg.epochs} epochs{procs}; run folder {run_dir}")
+        return trainer.fit()
+
+
+@contextlib.contextmanager
+def _group(cfg: TrainConfig):
+    """The process group when this process is one of several workers (else ``None``)."""
+    group = from_env(cfg.device)
+    try:
+        yield group
+    finally:
+        if group is not None:
+            group.close()
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -276,23 +340,27 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     A run folder without a checkpoint (stopped before its first epoch ended) starts from epoch 1."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
-        stale.unlink()
-    ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-    trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots)
-    trainer.check()
-    if ck is not None:
-        trainer.load_state(ck)
-    if epochs is not None and epochs != cfg.epochs:
-        if epochs < trainer.epoch:
-            raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
-        trainer.cfg = cfg.replace(epochs=epochs)
-        _write_json(run_dir / "config.json", trainer.cfg.to_dict())
-    if ck is None:
-        trainer.progress.message(f"{run_dir} has no checkpoint yet: starting it from epoch 1 of {trainer.cfg.epochs}")
-    else:
-        trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
-    return trainer.fit()
+    with _group(cfg) as group:
+        ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
+        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
+        if trainer.main:
+            for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
+                stale.unlink(missing_ok=True)
+        trainer.check()
+        if ck is not None:
+            trainer.load_state(ck)
+        if epochs is not None and epochs != cfg.epochs:
+            if epochs < trainer.epoch:
+                raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
+            trainer.cfg = cfg.replace(epochs=epochs)
+            if trainer.main:
+                _write_json(run_dir / "config.json", trainer.cfg.to_dict())
+        if ck is None:
+            trainer.progress.message(f"{run_dir} has no checkpoint yet: starting it from epoch 1 of "
+                                     f"{trainer.cfg.epochs}")
+        else:
+            trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
+        return trainer.fit()
 
 
 _WHICH = ("best", "last")
