@@ -191,7 +191,10 @@ def _stop(procs, grace: float) -> None:
 
 def _report(codes, stopped, procs, logs, nproc: int, run_dir: str) -> int:
     if all(c == 0 or (codes[0] == 0 and r in stopped) for r, c in enumerate(codes)):
-        return 0                 # (rank 0 finished the run; a straggler at the exit was stopped)
+        for r in sorted(stopped):   # rank 0 finished the run; a straggler at the exit was stopped: say so
+            print(f"spikeforge train: warning: worker rank {r} had not exited after rank 0 finished the run and "
+                  f"was stopped (the run is complete); its last line: {_last_line(logs[r])}", file=sys.stderr)
+        return 0
     again = f"completed epochs are kept: continue with spikeforge train --resume {run_dir} --nproc {nproc}"
     own = [r for r, c in enumerate(codes) if c not in (0, PEER_LOST_EXIT) and c >= 0 and r not in stopped]
     if own:                      # a worker that failed on its own and said why
