@@ -142,3 +142,10 @@ def test_every_dataset_encoding_and_loss(dataset, encoding, loss, tmp_path, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "done" and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert math.isfinite(metrics["history"][0]["train_loss"]) and metrics["best"]["epoch"] == 1
+
+
+def test_nproc_under_torchrun_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--nproc", "2", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--nproc 2 under torchrun" in err

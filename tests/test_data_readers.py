@@ -399,3 +399,11 @@ def test_shd_dataset_and_cache(tmp_path, monkeypatch):
         SHD(tmp_path, train=False, transform=lambda e: e, cache=True)
     loader = torch.utils.data.DataLoader(SHD(tmp_path, train=False, transform=Count(700)), batch_size=2)
     assert next(iter(loader))[0].shape == (2, 700)
+
+
+def test_cifar10dvs_with_a_missing_class_folder_is_an_error(tmp_path):
+    """Nothing is dropped silently: a class folder that is not there is named."""
+    from spikeforge.data import CIFAR10DVS, DatasetError
+    (tmp_path / "CIFAR10DVS" / "airplane").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="class folders .*automobile.* are missing"):
+        CIFAR10DVS(tmp_path)

@@ -102,6 +102,9 @@ def _train(a: argparse.Namespace, argv: list[str]) -> int:
     else:
         file_values = C.load_config_file(a.config) if a.config else {}
         cfg = C.make_config(**{**file_values, **flags})
+    if a.nproc is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise C.ConfigError(f"--nproc {a.nproc} under torchrun: torchrun already started "
+                            f"{os.environ['WORLD_SIZE']} workers; drop --nproc (or run without torchrun)")
     if (a.nproc or 1) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         out = a.resume or a.out or str(default_run_dir(cfg))
         return distributed.launch(["train", *_without_nproc(argv), *([] if a.resume or a.out else ["--out", out])],

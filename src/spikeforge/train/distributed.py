@@ -121,7 +121,7 @@ def peer_lost(e: BaseException) -> bool:
     if isinstance(e, getattr(dist, "DistError", ())):
         return True
     text = str(e).lower()
-    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection closed", "timed out"))
+    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection closed", "timed out", "timeout"))
 
 
 # -- the launcher of ``spikeforge train --nproc N`` ------------------------------------------

@@ -128,6 +128,10 @@ class CIFAR10DVS(_Recorded):
         top = _locate(root, "CIFAR10DVS", "airplane", self.url,
                       "ROOT/CIFAR10DVS/<class: airplane ... truck>/<name>.aedat (or .aedat4)").parent
         self.files, self.targets = [], []
+        missing = [c for c in self.classes if not (top / c).is_dir()]
+        if missing:
+            raise DatasetError(top, f"class folders {missing} are missing; expected one folder per class "
+                                    f"({', '.join(self.classes)}), as extracted from {self.url}")
         for k, c in enumerate(self.classes):
             found = sorted(p for p in (top / c).glob("*") if p.suffix in (".aedat", ".aedat4"))
             self.files += found
