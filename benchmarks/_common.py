@@ -194,3 +194,43 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 def fmt(x, spec: str = ".0f", missing: str = "-") -> str:
     return missing if x is None else format(x, spec)
+
+
+# -- argument checks: a bad value is an argparse error naming the option, never a table cell ----
+def check_args(parser, a, positive=(), lists=(), unit=()) -> None:
+    """``parser.error`` (exit 2, the option named) unless every option in ``positive`` is an
+    int >= 1, every one in ``lists`` a comma-separated list of them, and ``unit`` in (0, 1)."""
+    import argparse
+    for name, check in [*((n, positive_int) for n in positive), *((n, positive_ints) for n in lists),
+                        *((n, open_unit) for n in unit)]:
+        try:
+            check(str(getattr(a, name)))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"--{name.replace('_', '-')}: {e}")
+
+
+def positive_int(text: str) -> int:
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def positive_ints(text: str) -> list[int]:
+    """A comma-separated list of positive integers."""
+    return [positive_int(t.strip()) for t in text.split(",") if t.strip()] or [positive_int("")]
+
+
+def open_unit(text: str) -> float:
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {v}")
+    return v

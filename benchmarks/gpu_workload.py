@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--device", default="cuda", help="cuda; cpu only smoke-tests this script")
     a = p.parse_args(argv)
+    C.check_args(p, a, positive=("T", "B", "reps", "alone_n"), lists=("sizes",))
     a.sizes = [int(s) for s in a.sizes.split(",") if s]
     a.backends = [b for b in a.backends.split(",") if b]
     a.frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]

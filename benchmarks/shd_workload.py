@@ -308,6 +308,11 @@ def main(argv=None) -> None:
                                 reps=int(reps), threads=int(threads))
         print(json.dumps(child(ns)))
         return
+    C.check_args(ap, a, positive=("B", "H", "reps", "rounds", "threads", "epochs", "train_n", "train_T"),
+                 lists=("T",), unit=("density",))
+    unknown = [f for f in frameworks(a.frameworks) if f not in (*DEFAULT, *EXTRAS)]
+    if unknown:
+        ap.error(f"--frameworks: unknown {', '.join(unknown)}; known: {', '.join((*DEFAULT, *EXTRAS))}")
     if a.train:
         return train_check(a)
 

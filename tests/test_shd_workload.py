@@ -29,3 +29,16 @@ def test_child_process_and_table():
     assert "error" not in r, r
     rows = shd_workload.table({"spikeforge-cpu": r, "spikeforge-cpu-sparse": r, "x": {"error": "boom"}}, 5)
     assert rows[0][-3:-1] == ["1.00", "1.00"] and rows[2][2] == "boom"
+
+
+@pytest.mark.parametrize("args,msg", [(["--T", "0"], "--T: expected a positive integer"),
+                                      (["--reps", "0"], "--reps: expected a positive integer"),
+                                      (["--density", "1.5"], "--density: expected a number in (0, 1)"),
+                                      (["--frameworks", "nope"], "--frameworks: unknown nope")])
+def test_bad_arguments_are_argparse_errors(args, msg):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "shd_workload.py"
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and msg in r.stderr
