@@ -63,12 +63,7 @@ class CubaLI(NeuronSpec):
     dt: float = 1.0
 
     state = ("i", "v")
-    params = {
-        "tau_syn": Param(5.0, "time", positive=True),
-        "tau_mem": Param(10.0, "time", positive=True),
-        "v_leak": Param(0.0, "potential"),
-        "r": Param(1.0, "resistance"),
-    }
+    params = {k: v for k, v in CubaLIF.params.items() if k not in THRESHOLD_PARAMS}   # CubaLIF's, no threshold
     spiking = False
     nir_types = ("CubaLI",)
     euler = "sequential"
