@@ -2,6 +2,7 @@
 from . import data as data
 from . import encoding as encoding
 from . import functional as functional
+from . import learning as learning
 from . import losses as losses
 from . import monitor as monitor
 from . import neurons as neurons

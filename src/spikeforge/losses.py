@@ -6,6 +6,8 @@
 | ``max_membrane_ce``| logits = ``max_t v[t]``                          | ``LI`` readout           |
 | ``count_mse``     | spike counts vs. target counts                    | spiking output layer     |
 | ``first_spike_ce``| logits = ``-first_spike_times(z) / tau``          | time-to-first-spike nets |
+| ``ttfs_ce``       | logits = ``-times / tau0`` on first-spike *times* ``(B, C)``, plus ``alpha (exp(t_target / tau1) - 1)`` | EventProp (exact times) or BPTT |
+| ``integral_ce``   | logits = ``dt * sum_t exp(-t / tau) v[t]`` (a shaped integral)        | ``LI`` readout, EventProp or BPTT |
 
 All losses average over the batch. Scores for ``accuracy``: ``spike_counts(z)``,
 ``v.amax(0)`` or ``first_spike_scores(z)`` (``-first_spike_times(z)``, optionally with a
@@ -21,7 +23,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "rate_ce", "max_membrane_ce", "count_mse", "first_spike_ce",
-    "spike_counts", "first_spike_times", "first_spike_scores", "accuracy",
+    "ttfs_ce", "integral_ce", "spike_counts", "first_spike_times", "first_spike_scores", "accuracy",
 ]
 
 
@@ -129,6 +131,45 @@ def first_spike_ce(spikes: Tensor, target: Tensor, tau: float = 1.0) -> Tensor:
         raise ValueError(f"tau must be a positive finite number of steps, got {tau!r}")
     times = first_spike_times(spikes)
     return F.cross_entropy(-times / tau, _check_target(target, *times.shape))
+
+
+def _positive(value, name: str, allow_inf: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and \
+        (math.isfinite(value) or (allow_inf and value == math.inf))
+    if not ok:
+        raise ValueError(f"{name} must be a positive{'' if allow_inf else ' finite'} number, got {value!r}")
+    return float(value)
+
+
+def ttfs_ce(times: Tensor, target: Tensor, tau0: float = 0.5, tau1: float = 6.4, alpha: float = 3e-3) -> Tensor:
+    """Time-to-first-spike cross-entropy on first-spike times ``(B, C)`` (Wunderlich & Pehle
+    2021, eq. 13): ``-log softmax(-t / tau0)[target] + alpha * (exp(t_target / tau1) - 1)``;
+    the second term pulls the target's spike earlier, so a silent target still learns.
+    ``times`` come from EventProp (``EventRun.first``, exact) or from BPTT
+    (``first_spike_times(z) * dt``); a silent neuron's time is the end of the window."""
+    if not isinstance(times, Tensor) or times.dim() != 2 or not times.is_floating_point():
+        got = tuple(times.shape) if isinstance(times, Tensor) else type(times).__name__
+        raise ValueError(f"times must be a floating tensor of first-spike times (B, C), got {got}")
+    if not torch.isfinite(times).all():
+        raise ValueError("times must be finite (give silent neurons the end of the window, as EventRun.first does)")
+    tau0, tau1 = _positive(tau0, "tau0"), _positive(tau1, "tau1")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    _check_target(target, *times.shape)
+    t_target = times.gather(1, target.unsqueeze(1)).squeeze(1)
+    return F.cross_entropy(-times / tau0, target) + alpha * torch.expm1(t_target / tau1).mean()
+
+
+def integral_ce(v: Tensor, target: Tensor, dt: float = 1.0, tau: float = math.inf) -> Tensor:
+    """Cross-entropy with each readout's weighted membrane integral as logits,
+    ``dt * sum_t exp(-t dt / tau) v[t]`` over ``v`` ``(T, B, C)`` sampled every ``dt`` (the
+    shaped losses of Nowotny, Turner & Knight: ``tau = inf`` is the plain sum, a finite
+    ``tau`` rewards early evidence)."""
+    _check_output(v, "v")
+    dt, tau = _positive(dt, "dt"), _positive(tau, "tau", allow_inf=True)
+    t = torch.arange(v.shape[0], dtype=v.dtype, device=v.device) * dt
+    logits = dt * torch.einsum("t,tbc->bc", torch.exp(-t / tau), v)
+    return F.cross_entropy(logits, _check_target(target, *logits.shape))
 
 
 def accuracy(scores: Tensor, target: Tensor) -> float:

@@ -208,6 +208,17 @@ class FireReset(NeuronSpec):
         z = fire(h - b)
         return z, reset_membrane(h, z, b, p.v_reset, self.reset, self.detach_reset)
 
+    # -- the continuous-time face's spike condition and reset jump (exact gradients) -------
+    def threshold(self, s: tuple, p: tuple) -> Tensor:
+        """A spike is emitted where this crosses 0 from below: ``v - v_threshold``."""
+        return s[self.state.index("v")] - p.v_threshold
+
+    def jump(self, s: tuple, p: tuple) -> tuple:
+        """The state right after a spike, from the state right before it (``reset``)."""
+        k = self.state.index("v")
+        v = reset_membrane(s[k], 1.0, p.v_threshold, p.v_reset, self.reset, False)
+        return s[:k] + (v,) + s[k + 1:]
+
     def hard_reset_fields(self, p: dict) -> dict:
         """NIR's threshold and reset fields; NIR resets to ``v_reset`` (a hard reset)."""
         if self.reset is not Reset.HARD:

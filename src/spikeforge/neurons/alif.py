@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._spec import THRESHOLD_PARAMS, FireReset, Param, Reset, register_neuron
+from ._spec import THRESHOLD_PARAMS, FireReset, Param, Reset, register_neuron, reset_membrane
 
 
 @register_neuron
@@ -43,3 +43,12 @@ class ALIF(FireReset):
         """``tau dv/dt = v_leak - v + r x``; ``tau_adapt da/dt = -a`` (plus a jump of 1 per spike)."""
         v, a = s
         return ((p.v_leak - v + p.r * x) / p.tau, -a / p.tau_adapt)
+
+    def threshold(self, s, p):
+        """``v - (v_threshold + beta * a)``."""
+        return s[0] - p.v_threshold - p.beta * s[1]
+
+    def jump(self, s, p):
+        """The membrane resets against the adapted threshold; ``a`` grows by 1."""
+        v, a = s
+        return (reset_membrane(v, 1.0, p.v_threshold + p.beta * a, p.v_reset, self.reset, False), a + 1.0)

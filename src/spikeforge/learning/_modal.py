@@ -1,0 +1,156 @@
+"""A neuron's sub-threshold dynamics as decoupled exponential modes, read from its spec.
+
+The event-based simulator needs the exact solution of the spec's continuous-time face
+between events. For the linear neurons (IF, LIF, CubaLIF, ALIF, their readouts) the
+derivative is ``ds/dt = A s + c + b x``; it is read off ``spec.derivative`` by evaluating it
+at the origin and at unit vectors (and checked to be linear at random points). With
+``A = V diag(lam) V^-1`` the modal coordinates ``y = V^-1 s`` evolve independently:
+``y(t0 + d) = exp(lam d) y(t0) + phi1(lam, d) c_hat`` with ``phi1 = (exp(lam d) - 1) / lam``
+(``d`` when ``lam = 0``). The spike condition ``spec.threshold`` is linear in ``s`` too,
+so ``g = g_hat . y - g0`` in modal coordinates. Everything is differentiable in the
+parameters (``tau`` enters through ``lam`` and ``V``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..neurons._spec import NeuronSpec
+
+__all__ = ["Modes", "modes_of", "NotLinear"]
+
+
+class NotLinear(ValueError):
+    """A neuron whose continuous-time form is not linear below threshold (EventProp's exact
+    solver needs it to be), or that declares no continuous-time form at all."""
+
+
+def _unit(d: int, k: int, like: Tensor) -> tuple:
+    return tuple(torch.ones_like(like) if j == k else torch.zeros_like(like) for j in range(d))
+
+
+def _stack(values: tuple, like: Tensor) -> Tensor:
+    return torch.stack(torch.broadcast_tensors(*(torch.as_tensor(v, dtype=like.dtype) + like for v in values)), -1)
+
+
+def _affine(fn, d: int, like: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """``(M, m0)`` with ``fn(s) = M s + m0`` for a function of the state tuple returning a
+    tuple (``M``: ``(..., k, d)``) after checking linearity at a random point."""
+    zero = _unit(d, -1, like)
+    m0 = fn(zero)
+    cols = [tuple(a - b for a, b in zip(fn(_unit(d, k, like)), m0)) for k in range(d)]
+    M = torch.stack([_stack(c, like) for c in cols], -1)           # (..., k, d)
+    m0 = _stack(m0, like)
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(d, generator=g, dtype=like.dtype).mul(3.0).add(0.5)
+    got = _stack(fn(tuple(s[k] + like for k in range(d))), like).detach()
+    want = (M @ s.to(M.dtype) + m0).detach()
+    tol = 1000 * torch.finfo(like.dtype).eps
+    if not torch.allclose(got, want, rtol=tol, atol=tol * (1 + want.abs().max().item())):
+        raise NotLinear(f"{name} is not linear in the state (EventProp's exact solver needs linear "
+                        f"sub-threshold dynamics: IF, LIF, CubaLIF, ALIF, LI, CubaLI)")
+    return M, m0
+
+
+@dataclass(frozen=True)
+class Modes:
+    """The modal form of one layer: eigenvalues ``lam`` ``(n, d)``, ``V``/``Vinv``
+    ``(n, d, d)``, the constant drive ``c_hat`` ``(n, d)`` (leak and bias), the jump per unit
+    of input weight ``b_hat`` ``(n, d)``, and the threshold ``g_hat . y - g0``."""
+
+    lam: Tensor
+    V: Tensor
+    Vinv: Tensor
+    c_hat: Tensor
+    b_hat: Tensor
+    g_hat: Tensor | None
+    g0: Tensor | None
+    y_inf: Tensor | None = None     # the fixed point -c_hat / lam; None when a mode has lam = 0
+
+    def to_state(self, y: Tensor) -> Tensor:
+        return (self.V @ y.unsqueeze(-1)).squeeze(-1)
+
+    def from_state(self, s: Tensor) -> Tensor:
+        return (self.Vinv @ s.unsqueeze(-1)).squeeze(-1)
+
+    def advance(self, y: Tensor, d: Tensor) -> Tensor:
+        """``y`` ``(B, n, d)`` after a time ``d`` ``(B, n)`` (>= 0) of free evolution:
+        ``y + expm1(lam d) (y - y_inf)`` towards the fixed point ``y_inf = -c_hat / lam``
+        (``y + c_hat d`` for a mode with ``lam = 0``, as IF's membrane)."""
+        d = d.unsqueeze(-1)
+        if self.y_inf is None:
+            return y + phi1(self.lam, d) * (self.lam * y + self.c_hat)
+        return y + torch.expm1(self.lam * d) * (y - self.y_inf)
+
+    def g(self, y: Tensor) -> Tensor:
+        return (self.g_hat * y).sum(-1) - self.g0
+
+    def g_rate(self, y: Tensor) -> Tensor:
+        """``dg/dt`` at state ``y``."""
+        return (self.g_hat * (self.lam * y + self.c_hat)).sum(-1)
+
+
+def phi1(lam: Tensor, d: Tensor) -> Tensor:
+    """``(exp(lam d) - 1) / lam``, continuous at ``lam = 0`` (where it is ``d``)."""
+    small = lam.abs() < 1e-12
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    return torch.where(small, d + 0.0 * lam, torch.expm1(safe * d) / safe)
+
+
+def _triangular_eig(A: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Eigenvalues ``(..., d)`` and eigenvectors (columns of ``(..., d, d)``) of a triangular
+    ``A`` with real ops only (so gradients flow through plain arithmetic): the diagonal, and
+    back-substitution. Every linear neuron here is triangular (a state variable feeds only
+    the ones after it, e.g. CubaLIF's current feeds the membrane)."""
+    d = A.shape[-1]
+    if d > 1 and A.detach().triu(1).abs().max() > 0:
+        if A.detach().tril(-1).abs().max() > 0:
+            raise NotLinear(f"{name}: coupled state variables (a non-triangular derivative) are not supported by "
+                            f"the exact solver")
+        lam, V = _triangular_eig(A.flip(-1, -2), name)
+        return lam.flip(-1), V.flip(-1, -2)
+    lam = torch.diagonal(A, dim1=-2, dim2=-1)
+    cols = []
+    for k in range(d):
+        v = [torch.zeros_like(lam[..., 0])] * k + [torch.ones_like(lam[..., 0])]
+        for j in range(k + 1, d):
+            acc = sum(A[..., j, m] * v[m] for m in range(k, j))
+            v.append(acc / (lam[..., k] - lam[..., j]))
+        cols.append(torch.stack(v, -1))
+    return lam, torch.stack(cols, -1)
+
+
+def modes_of(spec: NeuronSpec, p: tuple, n: int, bias: Tensor | None, dtype: torch.dtype) -> Modes:
+    """The modal form of ``spec`` with parameters ``p`` for ``n`` neurons. A spike in the
+    layer's input of weight ``w`` is a pulse of area ``spec.dt`` (as a spike of value 1 for one
+    Euler step), so it makes the state jump by ``dt * (ds/dt per unit input) * w``; ``bias``
+    ``(n,)`` is a constant input."""
+    name = type(spec).__name__
+    d = len(spec.state)
+    like = torch.zeros(n, dtype=dtype)
+    p = type(p)(*(torch.as_tensor(v).to(dtype) for v in p))
+    try:
+        A, c = _affine(lambda s: spec.derivative(0.0, s, p), d, like, f"{name}.derivative")
+        _, cx = _affine(lambda s: spec.derivative(1.0, s, p), d, like, f"{name}.derivative")
+    except NotImplementedError as e:
+        raise NotLinear(f"{name} declares no continuous-time form ({e})") from None
+    bx = cx - c                                                     # ds/dt per unit of input
+    if bias is not None:
+        c = c + bx * bias.to(dtype).unsqueeze(-1)
+    lam, V = _triangular_eig(A, name)
+    gap = (lam.unsqueeze(-1) - lam.unsqueeze(-2)).abs() + torch.eye(d, dtype=dtype)
+    if gap.min() < 1e-9 * (1 + lam.abs().max()):
+        raise NotLinear(f"{name}: two equal time constants (a repeated eigenvalue of its dynamics, e.g. "
+                        f"tau_syn == tau_mem) are not supported by the exact solver; make them differ")
+    Vinv = torch.linalg.inv(V)
+    mv = lambda M, v: (M @ v.unsqueeze(-1)).squeeze(-1)
+    g_hat = g0 = None
+    if spec.spiking:
+        G, gc = _affine(lambda s: (spec.threshold(s, p),), d, like, f"{name}.threshold")
+        g_hat = (G[..., 0, :].unsqueeze(-2) @ V).squeeze(-2)
+        g0 = -gc[..., 0]
+    c_hat = mv(Vinv, c)
+    y_inf = None if bool((lam == 0).any()) else -c_hat / lam
+    return Modes(lam, V, Vinv, c_hat, mv(Vinv, spec.dt * bx), g_hat, g0, y_inf)

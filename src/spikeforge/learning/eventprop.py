@@ -1,0 +1,362 @@
+"""Exact gradients by EventProp: an event-based forward pass with exact spike times, and the
+adjoint of the same continuous-time dynamics, jumping at the recorded spikes, backwards.
+
+The model is an ordinary spikeforge ``nn.Sequential`` of ``nn.Linear`` synapses and neuron
+layers (``sf.nn.Recurrent`` for recurrent ones; a non-spiking readout such as ``LI`` or
+``CubaLI`` last). Nothing here is written per neuron: each layer's dynamics is read from its
+spec's continuous-time face (``derivative``, ``threshold``, ``jump``; see ``_modal``).
+
+Forward: between events every state follows the exact solution of its linear ODE; a spike
+time is the root of ``threshold`` within the interval (bracketed by sampling, then bisection
+and Newton). Input spikes are pulses of area ``dt`` (a spike of value 1 for one Euler step),
+so a spike of weight ``w`` makes the state jump by ``dt * ds/dt-per-input * w``.
+
+Backward: each spike time is attached to the graph by the implicit-function relation
+``t* = t~ - g(t~) / g'(t~)`` (``t~`` the found root, ``g`` the threshold function with its
+gradient, ``g'`` its rate), and every free-evolution interval is the exact flow
+``y(t + d) = exp(lam d) y(t) + phi1 c``. Reverse mode through this is the EventProp adjoint:
+between events the adjoint is carried back by the transposed flow (the exact solution of
+the adjoint ODE), and at each spike it jumps by the reset's Jacobian plus the term
+``(dg/ds)^T / g'`` times the jump in the state's rate (Wunderlich & Pehle 2021, eqs. 5-7).
+The forward keeps one state per event (input spike or output spike), never one per time
+step, so memory grows with the number of spikes, not with the simulated time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..neurons._spec import Reset
+from ..nn.layers import Recurrent
+from ..nn.neuron import Neuron
+from ._modal import Modes, NotLinear, modes_of
+
+__all__ = ["Events", "EventRun", "run", "NotLinear"]
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Events:
+    """Spikes of a batch: ``times`` ``(B, K)`` in ascending order per sample (``inf`` pads),
+    ``index`` ``(B, K)`` the neuron (input channel) of each spike."""
+
+    times: Tensor
+    index: Tensor
+
+    @staticmethod
+    def from_times(times: Tensor) -> "Events":
+        """At most one spike per channel: ``times`` ``(B, C)``, ``inf`` for no spike (the
+        output of ``sf.encoding.latency_times``)."""
+        if not isinstance(times, Tensor) or times.dim() != 2 or not times.is_floating_point():
+            raise ValueError(f"times must be a floating tensor of shape (B, channels), got "
+                             f"{getattr(times, 'shape', type(times).__name__)}")
+        if torch.isnan(times).any():
+            raise ValueError("times holds NaN spike times; use inf for a channel that does not spike")
+        index = torch.arange(times.shape[1], device=times.device).expand_as(times)
+        return _sorted(times, index)
+
+    @property
+    def counts(self) -> Tensor:
+        return torch.isfinite(self.times).sum(1)
+
+
+@dataclass(frozen=True)
+class EventRun:
+    """``spikes``: the events of each spiking layer; ``readout``: a non-spiking last layer's
+    membrane at the ``record`` times ``(E, B, C)`` (time first, as spikeforge's outputs), or
+    ``None``; ``first``: the first spike time of each neuron of a spiking last layer ``(B, C)``
+    (``t_end`` where silent, with no gradient)."""
+
+    spikes: list
+    readout: Tensor | None
+    first: Tensor | None
+
+
+def _sorted(times: Tensor, index: Tensor) -> Events:
+    order = torch.sort(times.detach(), dim=1).indices
+    times, index = times.gather(1, order), index.gather(1, order)
+    keep = int(torch.isfinite(times.detach()).sum(1).max()) if times.numel() else 0
+    return Events(times[:, :keep], index[:, :keep])
+
+
+@dataclass(frozen=True)
+class _Layer:
+    neuron: Neuron
+    weight: Tensor
+    bias: Tensor | None
+    recurrent: Tensor | None
+
+    def modes(self, dtype) -> Modes:
+        return modes_of(self.neuron.spec, self.neuron.params(), self.weight.shape[0], self.bias, dtype)
+
+
+def _layers(model: nn.Module) -> list[_Layer]:
+    """``[Linear, neuron-or-Recurrent]*`` read from an ``nn.Sequential``; anything else is a
+    clear error naming the module."""
+    mods = list(model) if isinstance(model, nn.Sequential) else [model]
+    out, pending = [], None
+    for i, m in enumerate(mods):
+        where = f"model[{i}] ({type(m).__name__})"
+        if isinstance(m, nn.Linear) and pending is None:
+            pending = m
+            continue
+        neuron, rec = (m.neuron, m.recurrent) if isinstance(m, Recurrent) else (m, None)
+        if pending is None or not isinstance(neuron, Neuron):
+            raise TypeError(f"eventprop: {where} is not supported; the model must alternate nn.Linear and "
+                            f"spikeforge neuron layers (or sf.nn.Recurrent), e.g. Sequential(Linear, LIF, Linear, LI)")
+        if rec is not None and (not isinstance(rec, nn.Linear) or rec.bias is not None):
+            raise TypeError(f"eventprop: {where}: the recurrent weights must be an nn.Linear without bias")
+        spec = neuron.spec
+        if spec.spiking and getattr(spec, "reset", None) is Reset.NONE:
+            raise TypeError(f"eventprop: {where}: reset=Reset.NONE never brings the neuron below threshold; "
+                            f"use a hard or soft reset")
+        out.append(_Layer(neuron, pending.weight, pending.bias, None if rec is None else rec.weight))
+        pending = None
+    if pending is not None or not out:
+        raise TypeError("eventprop: the model must end with a neuron layer after its last nn.Linear")
+    for k, layer in enumerate(out[:-1]):
+        if not layer.neuron.spec.spiking:
+            raise TypeError(f"eventprop: layer {k} ({type(layer.neuron).__name__}) does not spike; only the last "
+                            f"layer may be a non-spiking readout")
+    return out
+
+
+def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None = None,
+        samples: int = 8) -> EventRun:
+    """Simulate ``model`` event by event on input ``events`` over ``[0, t_end]``.
+
+    ``record`` ``(E,)``: times at which a non-spiking last layer's membrane is returned
+    (``readout``). ``samples``: points per interval at which a threshold crossing is looked
+    for in layers with more than one state variable (a crossing that rises and falls back
+    between two of them is missed; one state variable is monotone between events, so exact).
+    """
+    if not isinstance(events, Events):
+        raise TypeError(f"events must be eventprop.Events (e.g. Events.from_times(times)), got {type(events).__name__}")
+    if torch.isnan(events.times).any():
+        raise ValueError("events.times holds NaN spike times; they cannot be ordered")
+    layers = _layers(model)
+    if events.index.numel() and int(events.index.max()) >= layers[0].weight.shape[1]:
+        raise ValueError(f"events.index holds channel {int(events.index.max())} but the first nn.Linear takes "
+                         f"{layers[0].weight.shape[1]} inputs")
+    spikes = []
+    for layer in layers[:-1]:
+        events = _spiking(layer, events, t_end, samples)
+        spikes.append(events)
+    last = layers[-1]
+    if not last.neuron.spec.spiking:
+        if record is None:
+            raise ValueError("record (the times at which to read the readout membrane) is required when the last "
+                             "layer does not spike")
+        return EventRun(spikes, _readout(last, events, record), None)
+    out = _spiking(last, events, t_end, samples)
+    spikes.append(out)
+    return EventRun(spikes, None, _first(out, last.weight.shape[0], t_end))
+
+
+def _first(ev: Events, n: int, t_end: float) -> Tensor:
+    """Each neuron's earliest spike ``(B, n)``; ``t_end`` (no gradient) where it is silent."""
+    mine = ev.index.unsqueeze(-1) == torch.arange(n, device=ev.index.device)
+    first = torch.where(mine, ev.times.unsqueeze(-1), INF).amin(1) if ev.times.shape[1] else \
+        torch.full((ev.times.shape[0], n), INF, dtype=ev.times.dtype, device=ev.times.device)
+    return torch.where(torch.isfinite(first), first, torch.full_like(first, float(t_end)))
+
+
+def _rest(layer: _Layer, modes: Modes, B: int) -> Tensor:
+    spec, n = layer.neuron.spec, layer.weight.shape[0]
+    zero = torch.zeros(n, dtype=layer.weight.dtype, device=layer.weight.device)
+    rest = torch.stack([torch.as_tensor(r, dtype=zero.dtype) + zero for r in spec.rest(layer.neuron.params())], -1)
+    return modes.from_state(rest).expand(B, n, -1)
+
+
+def _spiking(layer: _Layer, events: Events, t_end: float, samples: int) -> Events:
+    """One spiking layer driven by ``events``: its own spikes, exactly timed."""
+    W = layer.weight
+    modes = layer.modes(W.dtype)
+    B, K = events.times.shape
+    n = W.shape[0]
+    y = _rest(layer, modes, B)
+    t = torch.zeros(B, n, dtype=W.dtype, device=W.device)
+    sim = _Sim(layer, modes, 1 if y.shape[-1] == 1 else samples, [])
+    for k in range(K + 1):
+        if k < K:
+            tk = events.times[:, k]
+            valid = torch.isfinite(tk) & (tk <= t_end)
+            target = torch.where(valid, tk, torch.full_like(tk, float(t_end)))
+        else:
+            target = torch.full((B,), float(t_end), dtype=W.dtype, device=W.device)
+        y, t = sim.advance(y, t, target.unsqueeze(1).expand(B, n))
+        if k < K and bool(valid.any()):
+            w = torch.where(valid.unsqueeze(1), W.t()[events.index[:, k]], 0.0)
+            y = sim.fire_now(y + modes.b_hat * w.unsqueeze(-1), t)
+    if not sim.out:
+        return Events(torch.empty(B, 0, dtype=W.dtype, device=W.device),
+                      torch.empty(B, 0, dtype=torch.long, device=W.device))
+    times = torch.cat(sim.out, 1)
+    index = torch.arange(n, device=W.device).repeat(len(sim.out)).expand(B, -1)
+    return _sorted(times, index)
+
+
+@dataclass
+class _Sim:
+    """The event loop's pieces for one layer; ``out`` collects ``(B, n)`` spike times
+    (``inf`` where a neuron did not spike) round by round."""
+
+    layer: _Layer
+    modes: Modes
+    samples: int
+    out: list
+
+    def advance(self, y: Tensor, t: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Free evolution of every neuron from ``t`` to ``target`` ``(B, n)``, spiking and
+        resetting on the way (a recurrent layer: in time order, one spike at a time)."""
+        rec = self.layer.recurrent is not None
+        for _ in range(_MAX_ROUNDS):
+            hit, tc = _crossing(self.modes, y, t, target, self.samples)
+            if not bool(hit.any()):
+                return self.modes.advance(y, target - t), target
+            if rec:
+                first, arg = torch.where(hit, tc, INF).min(1, keepdim=True)
+                some = hit.any(1, keepdim=True)
+                hit = torch.zeros_like(hit).scatter(1, arg, some)
+            tg = _attach(self.modes, y, t, tc, hit)
+            if rec:
+                new_t = torch.where(some, tg.gather(1, arg), target)
+            else:
+                new_t = torch.where(hit, tg, target)
+            y = self.modes.advance(y, new_t - t)
+            t = new_t
+            y = self.fire_now(y, t, hit)
+        raise RuntimeError(f"eventprop: more than {_MAX_ROUNDS} spike rounds between two events; the layer "
+                           f"fires without bound (check its reset and weights)")
+
+    def fire_now(self, y: Tensor, t: Tensor, hit: Tensor | None = None) -> Tensor:
+        """Spike the neurons in ``hit`` at ``t``, then any that a jump leaves at or above
+        threshold, until none is."""
+        modes, spec, p = self.modes, self.layer.neuron.spec, self.layer.neuron.params()
+        for _ in range(_MAX_ROUNDS):
+            if hit is None:
+                hit = modes.g(y).detach() >= 0
+                if not bool(hit.any()):
+                    return y
+            self.out.append(torch.where(hit, t, INF))
+            s = modes.to_state(y)
+            jumped = torch.stack(spec.jump(tuple(s.unbind(-1)), p), -1)
+            y = modes.from_state(torch.where(hit.unsqueeze(-1), jumped, s))
+            if self.layer.recurrent is not None:
+                y = y + modes.b_hat * (hit.to(y.dtype) @ self.layer.recurrent.t()).unsqueeze(-1)
+            hit = None
+        raise RuntimeError(f"eventprop: a neuron stays above threshold after {_MAX_ROUNDS} resets at one instant; "
+                           f"its reset does not bring it below threshold")
+
+
+_MAX_ROUNDS = 100_000
+
+
+@torch.no_grad()
+def _crossing(modes: Modes, y: Tensor, t: Tensor, target: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """Which neurons cross threshold in ``(t, target]`` and the first crossing time (no
+    gradient): a bracket on which ``g`` rises (``_bracket``), then Newton with bisection."""
+    span = (target - t).clamp(min=0)
+    found, lo, hi = _bracket(modes, y, span, samples)
+    if not bool(found.any()):
+        return found, target
+    for _ in range(_ROOT_STEPS):     # Newton inside the bracket, bisection where it would leave it
+        mid = 0.5 * (lo + hi)
+        ys = modes.advance(y, mid)
+        gm = modes.g(ys)
+        below = gm < 0
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        newton = mid - gm / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
+        inside = (newton > lo) & (newton < hi)
+        gn = modes.g(modes.advance(y, newton))
+        lo = torch.where(inside & (gn < 0), newton, lo)
+        hi = torch.where(inside & (gn >= 0), newton, hi)
+    root = torch.where(found, 0.5 * (lo + hi), 0.0)
+    for _ in range(2):               # polish: the bracket has shrunk to where Newton converges
+        ys = modes.advance(y, root)
+        step = modes.g(ys) / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
+        root = torch.minimum(torch.maximum(root - step, lo), hi)
+    return found, torch.where(found, t + root, target)
+
+
+_ROOT_STEPS = 8
+
+
+def _bracket(modes: Modes, y: Tensor, span: Tensor, samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(found, lo, hi)``: ``g(lo) < 0 <= g(hi)`` within ``[0, span]`` where the threshold
+    function crosses. Exact for one or two modes: ``g`` is a constant plus at most two
+    exponentials, so it has at most one extremum, at ``exp((lam0 - lam1) tau) = -a1 / a0``
+    (``a = g_hat lam (y - y_inf)``), and is monotone on either side of it. Otherwise ``samples``
+    equally spaced points are tried (a crossing that rises and falls back between two is missed)."""
+    g_end = modes.g(modes.advance(y, span))
+    lo, hi = torch.zeros_like(span), span
+    if y.shape[-1] == 1:
+        return (g_end >= 0) & (span > 0), lo, hi
+    if y.shape[-1] == 2 and modes.y_inf is not None:
+        lam = modes.lam
+        a = modes.g_hat * lam * (y - modes.y_inf)
+        ratio = -a[..., 1] / a[..., 0]
+        ext = torch.log(ratio.clamp(min=torch.finfo(y.dtype).tiny)) / (lam[..., 0] - lam[..., 1])
+        inside = (ratio > 0) & (ext > 0) & (ext < span)
+        ext = torch.where(inside, ext, span)
+        g_ext = modes.g(modes.advance(y, ext))
+        peak = inside & (g_ext >= 0)                  # rises through 0 before the extremum
+        late = ~peak & (g_end >= 0)                   # ... or after it (or without one)
+        lo = torch.where(late & inside, ext, lo)
+        hi = torch.where(peak, ext, span)
+        return (peak | late) & (span > 0), lo, hi
+    found = torch.zeros_like(span, dtype=torch.bool)
+    for m in range(1, samples + 1):
+        tau = span * (m / samples)
+        new = (modes.g(modes.advance(y, tau)) >= 0) & ~found & (span > 0)
+        lo = torch.where(new, span * ((m - 1) / samples), lo)
+        hi = torch.where(new, tau, hi)
+        found |= new
+    return found, lo, hi
+
+
+def _attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tensor:
+    """The crossing times ``tc`` (found without gradient) with their exact gradient:
+    ``tc - g / g'`` at the crossing, where ``g`` carries the gradient of the state ``y``, of
+    the interval's start ``t`` and of the parameters (implicit function theorem)."""
+    yc = modes.advance(y, tc.detach() - t)
+    g = torch.where(hit, modes.g(yc), 0.0)
+    rate = torch.where(hit, modes.g_rate(yc).detach(), 1.0)
+    return tc.detach() - g / rate
+
+
+def _readout(layer: _Layer, events: Events, record: Tensor) -> Tensor:
+    """A non-spiking layer's membrane at the ``record`` times ``(E,)`` -> ``(E, B, n)``, in
+    closed form: its rest response plus each input spike's exponential modes."""
+    spec, W = layer.neuron.spec, layer.weight
+    if "v" not in spec.state:
+        raise TypeError(f"eventprop: the readout {type(spec).__name__} has no membrane state 'v' to read")
+    record = torch.as_tensor(record, dtype=W.dtype, device=W.device)
+    if record.dim() != 1 or not torch.isfinite(record).all() or (record < 0).any():
+        raise ValueError(f"record must be a 1-D tensor of finite times >= 0, got {tuple(record.shape)}")
+    modes = layer.modes(W.dtype)
+    B = events.times.shape[0]
+    y0 = _rest(layer, modes, 1)[0]                                       # (n, d)
+    te = record.view(1, -1, 1)                                           # (1, E, 1)
+    free = modes.advance(y0.expand(record.numel(), -1, -1), record.unsqueeze(1).expand(-1, y0.shape[0]))
+    dt = te - events.times.unsqueeze(1)                                  # (B, E, K)
+    on = (dt >= 0) & torch.isfinite(dt)
+    w = W.t()[events.index]                                              # (B, K, n)
+    lam = modes.lam
+    span = float(lam.detach().abs().max() * record.max().clamp(min=0))
+    shared = bool((lam == lam[:1]).all()) and span < 60
+    if shared:   # exp(lam (te - tk)) = exp(lam te) exp(-lam tk): one matmul per mode
+        tk = torch.where(torch.isfinite(events.times), events.times, 0.0)
+        driven = torch.stack([
+            torch.exp(lam[0, j] * record).view(1, -1, 1) *
+            torch.bmm(on.to(W.dtype) * torch.exp(-lam[0, j] * tk).unsqueeze(1), w) * modes.b_hat[:, j]
+            for j in range(lam.shape[-1])], -1)                          # (B, E, n, d)
+    else:
+        decay = torch.exp(lam * torch.where(on, dt, 0.0).unsqueeze(-1).unsqueeze(-1))   # (B, E, K, n, d)
+        decay = torch.where(on.unsqueeze(-1).unsqueeze(-1), decay, 0.0)
+        driven = torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
+    v = modes.to_state(free.unsqueeze(0) + driven)[..., spec.state.index("v")]
+    return v.transpose(0, 1)

@@ -1,0 +1,249 @@
+"""EventProp (spikeforge.learning.eventprop): exact spike times and exact gradients."""
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
+
+import spikeforge as sf
+from spikeforge.learning import eventprop as ep
+from spikeforge.neurons import REGISTRY
+from spikeforge.neurons._spec import FireReset
+
+HIDDEN = {
+    "CubaLIF": dict(tau_syn=4.0, tau_mem=9.0, learn_tau_syn=True, learn_tau_mem=True, learn_v_threshold=True),
+    "LIF": dict(tau=7.0, learn_tau=True, learn_v_threshold=True, learn_v_leak=True),
+    "IF": dict(learn_v_threshold=True, learn_r=True),
+    "ALIF": dict(tau=7.0, tau_adapt=30.0, beta=0.3, learn_tau=True, learn_beta=True),
+}
+GAIN = {"CubaLIF": 12.0, "LIF": 6.0, "IF": 0.3, "ALIF": 6.0}
+BIAS = {"CubaLIF": (0.0, 0.05), "LIF": (0.8, 1.3), "IF": (0.0, 0.05), "ALIF": (0.8, 1.3)}    # LIF: a drive above threshold, so it also fires between inputs
+T_END = 30.0
+
+
+def _net(hidden: str, reset: str, recurrent: bool, readout: str, seed: int) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    neuron = getattr(sf.nn, hidden)(reset=reset, **HIDDEN[hidden])
+    layer = sf.nn.Recurrent(neuron, torch.nn.Linear(4, 4, bias=False)) if recurrent else neuron
+    last = {"LI": sf.nn.LI(tau=6.0, learn_tau=True),
+            "CubaLI": sf.nn.CubaLI(tau_syn=3.0, tau_mem=8.0, learn_tau_mem=True),
+            "CubaLIF": sf.nn.CubaLIF(tau_syn=3.0, tau_mem=8.0, learn_v_threshold=True)}[readout]
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), layer, torch.nn.Linear(4, 2), last).double()
+    with torch.no_grad():
+        net[0].weight.uniform_(0.2, 1.0).mul_(GAIN[hidden])
+        net[0].bias.uniform_(*BIAS[hidden])
+        net[2].weight.uniform_(0.5, 1.5).mul_(12.0 if readout == "CubaLIF" else 2.0)
+        if recurrent:
+            layer.recurrent.weight.uniform_(-0.3, 0.3).mul_(GAIN[hidden])
+    return net
+
+
+def _loss(net, events, readout):
+    out = ep.run(net, events, T_END, record=torch.linspace(0, T_END, 31, dtype=torch.float64))
+    target = torch.tensor([0, 1])
+    if readout == "CubaLIF":
+        loss = sf.losses.ttfs_ce(out.first, target, tau0=2.0, tau1=20.0)
+    else:
+        loss = sf.losses.max_membrane_ce(out.readout, target) + 0.1 * sf.losses.integral_ce(out.readout, target, dt=1.0, tau=10.0)
+    hidden = out.spikes[0].times
+    loss = loss + 0.01 * torch.where(torch.isfinite(hidden), hidden, 0.0).sum()
+    counts = tuple(tuple(s.counts.tolist()) for s in out.spikes)
+    return loss, counts
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])   # one example takes ~1 s: no shrinking
+@given(hidden=st.sampled_from(sorted(HIDDEN)), reset=st.sampled_from(["hard", "soft"]), recurrent=st.booleans(),
+       readout=st.sampled_from(["LI", "CubaLI", "CubaLIF"]), seed=st.integers(0, 10_000))
+def test_gradients_equal_finite_differences(hidden, reset, recurrent, readout, seed):
+    """Every parameter's EventProp gradient equals the central difference of the exact
+    event-based loss (relative 1e-4), wherever the perturbation changes no spike count."""
+    net = _net(hidden, reset, recurrent, readout, seed)
+    g = torch.Generator().manual_seed(seed)
+    events = ep.Events.from_times(torch.rand(2, 3, generator=g, dtype=torch.float64) * 10.0)
+    loss, counts = _loss(net, events, readout)
+    assume(sum(counts[0]) > 0)                            # a silent hidden layer has no gradient to check
+    params = [(n, p) for n, p in net.named_parameters()]
+    grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    checked = 0
+    for (name, p), grad in zip(params, grads):
+        grad = torch.zeros_like(p) if grad is None else grad
+        for k in torch.randperm(p.numel(), generator=g)[:3].tolist():
+            eps = 1e-6 * max(1.0, abs(p.view(-1)[k].item()))
+            with torch.no_grad():
+                p.view(-1)[k] += eps
+            up, c_up = _loss(net, events, readout)
+            with torch.no_grad():
+                p.view(-1)[k] -= 2 * eps
+            down, c_down = _loss(net, events, readout)
+            with torch.no_grad():
+                p.view(-1)[k] += eps
+            if c_up != counts or c_down != counts:
+                continue                                  # a spike appears or vanishes: no derivative
+            fd = (up - down).item() / (2 * eps)
+            got = grad.reshape(-1)[k].item()
+            assert abs(got - fd) <= 1e-4 * abs(fd) + 1e-7, f"{name}[{k}]: eventprop {got} vs finite difference {fd}"
+            checked += 1
+    assert checked >= 10
+
+
+def _solve_ivp_spikes(spec, p, weights, bias, times, index, t_end):
+    """One feed-forward layer integrated by scipy (DOP853, tolerances 1e-12) from event to
+    event, stopping at each threshold crossing to apply the spec's jump."""
+    integrate = pytest.importorskip("scipy.integrate")
+    d = len(spec.state)
+    p = type(p)(*(torch.as_tensor(v, dtype=torch.float64).detach() for v in p))
+
+    def f(_, s, drive):
+        return [float(v) for v in spec.derivative(drive, tuple(torch.tensor(x) for x in s), p)]
+
+    def jump_per_input(s):
+        one = spec.derivative(1.0, tuple(torch.tensor(x) for x in s), p)
+        zero = spec.derivative(0.0, tuple(torch.tensor(x) for x in s), p)
+        return [spec.dt * float(a - b) for a, b in zip(one, zero)]
+
+    def threshold(_, s, drive):
+        return float(spec.threshold(tuple(torch.tensor(x) for x in s), p))
+    threshold.terminal, threshold.direction = True, 1
+
+    out = []
+    for i in range(weights.shape[0]):
+        s = [float(torch.as_tensor(v)) for v in spec.rest(p)]
+        t0, spikes = 0.0, []
+        for t1, j in list(zip(times, index)) + [(t_end, None)]:
+            while t0 < t1:
+                sol = integrate.solve_ivp(f, (t0, t1), s, method="DOP853", rtol=1e-12, atol=1e-12,
+                                          events=threshold, args=(float(bias[i]),))
+                if sol.status == 1:
+                    t0, s = float(sol.t_events[0][0]), list(sol.y_events[0][0])
+                    spikes.append(t0)
+                    s = [float(v) for v in spec.jump(tuple(torch.tensor(x) for x in s), p)]
+                else:
+                    t0, s = t1, list(sol.y[:, -1])
+            if j is not None:
+                s = [a + b * float(weights[i, j]) for a, b in zip(s, jump_per_input(s))]
+                while threshold(t0, s, 0.0) >= 0:            # a jump over threshold fires at once
+                    spikes.append(t0)
+                    s = [float(v) for v in spec.jump(tuple(torch.tensor(x) for x in s), p)]
+        out.append(spikes)
+    return out
+
+
+@pytest.mark.parametrize("hidden", ["CubaLIF", "LIF", "IF", "ALIF"])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_spike_times_match_an_ode_solver(hidden, reset):
+    """The event-based forward's spike times equal scipy's solve_ivp with event detection
+    to 1e-6."""
+    net = _net(hidden, reset, False, "LI", seed=3)
+    g = torch.Generator().manual_seed(1)
+    times = torch.sort(torch.rand(6, generator=g, dtype=torch.float64) * 20.0).values
+    index = torch.randint(0, 3, (6,), generator=g)
+    events = ep.Events(times.unsqueeze(0), index.unsqueeze(0))
+    out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
+    layer = net[1]
+    want = _solve_ivp_spikes(layer.spec, layer.params(), net[0].weight.detach(), net[0].bias.detach(),
+                             times.tolist(), index.tolist(), T_END)
+    got = [[] for _ in want]
+    for t, i in zip(out.spikes[0].times[0].tolist(), out.spikes[0].index[0].tolist()):
+        got[i].append(t)
+    assert sum(map(len, want)) >= 3
+    assert [len(s) for s in got] == [len(s) for s in want]
+    for a, b in zip(got, want):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_euler_simulation_converges_to_the_event_based_one():
+    """spikeforge's time-stepped run of the same network (steps of h, input weights / h so the
+    pulses keep their area) fires within a few h of the exact spike times."""
+    net = _net("CubaLIF", "hard", False, "LI", seed=5).float()
+    times = torch.tensor([[1.0, 4.0, 9.0]])
+    exact = ep.run(net, ep.Events.from_times(times), T_END, record=torch.tensor([T_END]))
+    errors = []
+    for h in (0.1, 0.01):
+        layer = sf.nn.CubaLIF(dt=h, tau_syn=4.0, tau_mem=9.0)
+        steps = int(T_END / h)
+        x = torch.zeros(steps, 1, 3)
+        x[(times[0] / h).round().long(), 0, torch.arange(3)] = 1.0 / h
+        z = layer(torch.nn.functional.linear(x, net[0].weight.detach(), net[0].bias.detach()))
+        t, b, i = torch.nonzero(z, as_tuple=True)
+        first_euler = torch.full((4,), math.inf).scatter_reduce(0, i, (t + 1).float() * h, "amin")
+        first_exact = ep._first(exact.spikes[0], 4, math.inf)[0]
+        assert torch.isfinite(first_exact).sum() >= 2
+        errors.append((first_euler - first_exact)[torch.isfinite(first_exact)].abs().max().item())
+    assert errors[1] < 0.05 and errors[1] < errors[0] / 3, errors
+
+
+def test_memory_is_per_event_not_per_step():
+    """A longer window with the same spikes adds no work: the loop runs once per event."""
+    net = _net("CubaLIF", "hard", False, "LI", seed=2)
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    short = ep.run(net, events, 30.0, record=torch.tensor([30.0], dtype=torch.float64))
+    long = ep.run(net, events, 30_000.0, record=torch.tensor([30.0], dtype=torch.float64))
+    assert torch.equal(short.spikes[0].times, long.spikes[0].times[:, :short.spikes[0].times.shape[1]])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in REGISTRY.items() if issubclass(s, FireReset)))
+def test_jump_and_threshold_faces_agree_with_the_step(name):
+    """``threshold`` is 0 where the step fires, and ``jump`` is the step's reset."""
+    spec_type = REGISTRY[name]
+    for reset in ("hard", "soft"):
+        spec = spec_type(reset=reset)
+        p = sf.functional.make_params(spec, dtype=torch.float64)
+        s = tuple(torch.tensor(0.3 * (k + 1), dtype=torch.float64) for k in range(len(spec.state)))
+        x = torch.tensor(50.0, dtype=torch.float64)                       # far above threshold: fires
+        fired = []
+        z, after = spec.step(x, s, p, lambda u: (fired.append(u) or (u >= 0).to(u.dtype)))
+        assert z.item() == 1.0
+        k = spec.state.index("v")
+        # the state the step fires from: its pre-reset membrane, the other variables as they were
+        _, charged = spec.step(x, s, p, lambda u: torch.zeros_like(u))
+        pre = s[:k] + (charged[k],) + s[k + 1:]
+        assert spec.threshold(pre, p).item() == pytest.approx(fired[0].item())
+        jumped = spec.jump(pre, p)
+        assert jumped[k].item() == pytest.approx(after[k].item()), f"{name} reset={reset}"
+
+
+def test_bad_models_and_inputs_are_named():
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(TypeError, match=r"model\[0\] \(Conv1d\)"):
+        ep.run(torch.nn.Sequential(torch.nn.Conv1d(1, 1, 1), sf.nn.LIF()), events, 10.0)
+    with pytest.raises(ep.NotLinear, match="QIF"):
+        ep.run(torch.nn.Sequential(torch.nn.Linear(2, 2), sf.nn.QIF(), torch.nn.Linear(2, 2), sf.nn.LI()),
+               events, 10.0, record=torch.tensor([1.0]))
+    with pytest.raises(ep.NotLinear, match="equal time constants"):
+        ep.run(torch.nn.Sequential(torch.nn.Linear(2, 2), sf.nn.CubaLIF(tau_syn=5.0, tau_mem=5.0),
+                                   torch.nn.Linear(2, 2), sf.nn.LI()), events, 10.0, record=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="Reset.NONE"):
+        ep.run(torch.nn.Sequential(torch.nn.Linear(2, 2), sf.nn.LIF(reset="none"), torch.nn.Linear(2, 2),
+                                   sf.nn.LI()), events, 10.0, record=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="only the last layer"):
+        ep.run(torch.nn.Sequential(torch.nn.Linear(2, 2), sf.nn.LI(), torch.nn.Linear(2, 2), sf.nn.LI()),
+               events, 10.0, record=torch.tensor([1.0]))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), sf.nn.LIF(), torch.nn.Linear(2, 2), sf.nn.LI())
+    with pytest.raises(ValueError, match="record"):
+        ep.run(net, events, 10.0)
+    with pytest.raises(ValueError, match="NaN"):
+        ep.Events.from_times(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        ep.run(net, ep.Events(torch.tensor([[float("nan")]]), torch.tensor([[0]])), 10.0, record=torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="channel 5"):
+        ep.run(net, ep.Events(torch.tensor([[1.0]]), torch.tensor([[5]])), 10.0, record=torch.tensor([1.0]))
+
+
+def test_ttfs_and_integral_losses():
+    times = torch.tensor([[1.0, 3.0], [2.0, 2.5]], requires_grad=True)
+    target = torch.tensor([0, 1])
+    loss = sf.losses.ttfs_ce(times, target, tau0=0.5, tau1=4.0, alpha=0.1)
+    logits = -times.detach() / 0.5
+    ce = -(logits.log_softmax(1)[0, 0] + logits.log_softmax(1)[1, 1]) / 2
+    reg = 0.1 * (math.expm1(1.0 / 4.0) + math.expm1(2.5 / 4.0)) / 2
+    assert loss.item() == pytest.approx(ce.item() + reg, rel=1e-6)
+    v = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])                     # (T=2, B=1, C=2)
+    got = sf.losses.integral_ce(v, torch.tensor([1]), dt=0.5, tau=1.0)
+    logits = torch.tensor([[0.5 * 1.0, 0.5 * math.exp(-0.5) * 2.0]])
+    assert got.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([1])).item())
+    with pytest.raises(ValueError, match="finite"):
+        sf.losses.ttfs_ce(torch.tensor([[math.inf, 1.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="tau"):
+        sf.losses.integral_ce(v, torch.tensor([1]), tau=-1.0)
