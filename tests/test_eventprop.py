@@ -247,3 +247,38 @@ def test_ttfs_and_integral_losses():
         sf.losses.ttfs_ce(torch.tensor([[math.inf, 1.0]]), torch.tensor([0]))
     with pytest.raises(ValueError, match="tau"):
         sf.losses.integral_ce(v, torch.tensor([1]), tau=-1.0)
+
+
+@pytest.mark.parametrize("hidden", ["CubaLIF", "LIF", "ALIF"])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_superposition_equals_the_event_loop(hidden, reset, monkeypatch):
+    """Feed-forward layers run by superposition (a round per spike) give the event loop's
+    spikes, loss and gradients."""
+    net = _net(hidden, reset, False, "CubaLIF", seed=4)
+    events = ep.Events.from_times(torch.rand(2, 3, generator=torch.Generator().manual_seed(4),
+                                             dtype=torch.float64) * 10.0)
+    results = []
+    for superposition in (True, False):
+        monkeypatch.setattr(ep, "_SUPERPOSITION", superposition)
+        net.zero_grad()
+        loss, counts = _loss(net, events, "CubaLIF")
+        loss.backward()
+        results.append((loss.item(), counts, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (l1, c1, g1), (l2, c2, g2) = results
+    assert sum(c1[0]) > 0 and c1 == c2 and l1 == pytest.approx(l2, abs=1e-12)
+    assert len(g1) == len(g2) and all(torch.allclose(a, b, atol=1e-10, rtol=1e-9) for a, b in zip(g1, g2))
+
+
+@pytest.mark.parametrize("superposition", [True, False])
+def test_max_spikes_keeps_the_first_ones(superposition, monkeypatch):
+    monkeypatch.setattr(ep, "_SUPERPOSITION", superposition)
+    net = _net("CubaLIF", "hard", False, "CubaLIF", seed=1)
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    full = ep.run(net, events, T_END)
+    first = ep.run(net, events, T_END, max_spikes=1)
+    assert full.spikes[-1].counts.item() > first.spikes[-1].counts.item() >= 1
+    assert torch.equal(full.first, first.first)
+    with pytest.raises(ValueError, match="max_spikes"):
+        ep.run(net, events, T_END, max_spikes=0)
+    with pytest.raises(ValueError, match="t_end"):
+        ep.run(net, events, float("inf"))

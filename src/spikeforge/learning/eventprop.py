@@ -125,14 +125,21 @@ def _layers(model: nn.Module) -> list[_Layer]:
 
 
 def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None = None,
-        samples: int = 8) -> EventRun:
+        samples: int = 8, max_spikes: int | None = None) -> EventRun:
     """Simulate ``model`` event by event on input ``events`` over ``[0, t_end]``.
 
     ``record`` ``(E,)``: times at which a non-spiking last layer's membrane is returned
     (``readout``). ``samples``: points per interval at which a threshold crossing is looked
     for in layers with more than one state variable (a crossing that rises and falls back
-    between two of them is missed; one state variable is monotone between events, so exact).
+    between two of them is missed; one or two state variables are handled exactly).
+    ``max_spikes``: simulate at most this many spikes per neuron of a spiking last layer (1
+    for a first-spike loss, which reads nothing later; a feed-forward last layer then stops
+    early). ``None``: all.
     """
+    if max_spikes is not None and (isinstance(max_spikes, bool) or not isinstance(max_spikes, int) or max_spikes < 1):
+        raise ValueError(f"max_spikes must be None or an int >= 1, got {max_spikes!r}")
+    if not isinstance(t_end, (int, float)) or isinstance(t_end, bool) or not (0 < t_end < INF):
+        raise ValueError(f"t_end must be a finite time > 0, got {t_end!r}")
     if not isinstance(events, Events):
         raise TypeError(f"events must be eventprop.Events (e.g. Events.from_times(times)), got {type(events).__name__}")
     if torch.isnan(events.times).any():
@@ -142,6 +149,8 @@ def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None
         raise ValueError(f"events.index holds channel {int(events.index.max())} but the first nn.Linear takes "
                          f"{layers[0].weight.shape[1]} inputs")
     spikes = []
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     for layer in layers[:-1]:
         events = _spiking(layer, events, t_end, samples)
         spikes.append(events)
@@ -151,7 +160,7 @@ def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None
             raise ValueError("record (the times at which to read the readout membrane) is required when the last "
                              "layer does not spike")
         return EventRun(spikes, _readout(last, events, record), None)
-    out = _spiking(last, events, t_end, samples)
+    out = _spiking(last, events, t_end, samples, max_spikes)
     spikes.append(out)
     return EventRun(spikes, None, _first(out, last.weight.shape[0], t_end))
 
@@ -171,10 +180,13 @@ def _rest(layer: _Layer, modes: Modes, B: int) -> Tensor:
     return modes.from_state(rest).expand(B, n, -1)
 
 
-def _spiking(layer: _Layer, events: Events, t_end: float, samples: int) -> Events:
-    """One spiking layer driven by ``events``: its own spikes, exactly timed."""
+def _spiking(layer: _Layer, events: Events, t_end: float, samples: int, max_spikes: int | None = None) -> Events:
+    """One spiking layer driven by ``events``: its own spikes, exactly timed (at most
+    ``max_spikes`` per neuron)."""
     W = layer.weight
     modes = layer.modes(W.dtype)
+    if _SUPERPOSITION and layer.recurrent is None and modes.y_inf is not None and modes.lam.shape[-1] <= 2:
+        return _feed_forward(layer, modes, events, t_end, max_spikes or _MAX_ROUNDS)
     B, K = events.times.shape
     n = W.shape[0]
     y = _rest(layer, modes, B)
@@ -196,7 +208,71 @@ def _spiking(layer: _Layer, events: Events, t_end: float, samples: int) -> Event
                       torch.empty(B, 0, dtype=torch.long, device=W.device))
     times = torch.cat(sim.out, 1)
     index = torch.arange(n, device=W.device).repeat(len(sim.out)).expand(B, -1)
+    if max_spikes is not None:      # keep each neuron's first max_spikes (the rounds come in time order)
+        seen = torch.cumsum(torch.isfinite(times.detach()).view(B, -1, n).to(torch.long), 1).view(B, -1)
+        times = torch.where(seen <= max_spikes, times, INF)
     return _sorted(times, index)
+
+
+def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rounds: int) -> Events:
+    """A feed-forward layer by superposition, one round per spike of the busiest neuron
+    (not one per input event). The dynamics are linear, so the state is the inputs' response
+    plus, for each own spike at ``t_s``, the free decay of the jump ``jump(s) - s`` made
+    there. Each round finds every neuron's next crossing over all inter-input intervals at
+    once (``_bracket`` on each), then adds that spike's jump; ``R`` is the sum of the jumps'
+    decays so far, referred to the neuron's last spike ``t_last``."""
+    W, spec, p = layer.weight, layer.neuron.spec, layer.neuron.params()
+    B, K = events.times.shape
+    n = W.shape[0]
+    valid = torch.isfinite(events.times) & (events.times <= t_end)
+    t_in = torch.where(valid, events.times, torch.full_like(events.times, float(t_end)))
+    zero = torch.zeros(B, 1, dtype=W.dtype, device=W.device)
+    starts = torch.cat([zero, t_in], 1)                                  # interval i: [starts_i, ends_i]
+    ends = torch.cat([t_in, zero + float(t_end)], 1)                     # (B, I), I = K + 1
+    order = torch.arange(K, device=W.device)
+    on = valid.unsqueeze(1) & (order.view(1, -1, 1) >= order.view(1, 1, -1))   # (B, K, K): spikes <= k
+    y0 = _rest(layer, modes, 1)[0]
+    free = modes.y_inf + torch.exp(modes.lam * starts[..., None, None]) * (y0 - modes.y_inf)   # (B, I, n, d)
+    S = free + torch.cat([torch.zeros_like(free[:, :1]), _driven(modes, events, W, t_in, on)], 1)
+    R = torch.zeros(B, n, y0.shape[-1], dtype=W.dtype, device=W.device)
+    t_last = torch.zeros(B, n, dtype=W.dtype, device=W.device)
+    out = []
+    for _ in range(rounds):
+        a = torch.maximum(starts.unsqueeze(-1), t_last.unsqueeze(1))    # (B, I, n) start of what is left
+        ahead = (starts.unsqueeze(-1) >= t_last.unsqueeze(1)) | (ends.unsqueeze(-1) > t_last.unsqueeze(1))
+        X = modes.advance(S, a - starts.unsqueeze(-1)) + \
+            torch.exp(modes.lam * (a - t_last.unsqueeze(1)).unsqueeze(-1)) * R.unsqueeze(1)
+        with torch.no_grad():
+            span = torch.where(ahead, ends.unsqueeze(-1) - a, 0.0)
+            now = ahead & (modes.g(X) >= 0)                              # a jump took it over threshold
+            found, lo, hi = _bracket(modes, X, span, 1)
+            hit = now | (found & ahead)
+            first = torch.where(hit, torch.arange(K + 1, device=W.device).view(1, -1, 1), K + 1).amin(1)   # (B, n)
+            fires = first <= K
+        if not bool(fires.any()):
+            break
+        pick = first.clamp(max=K).unsqueeze(1)
+        take = lambda x: x.gather(1, pick.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]) if x.dim() == 4 else pick)[:, 0]
+        Xi, ai = take(X), take(a)
+        instant = take(now.to(torch.uint8)).bool()
+        root = _root(modes, Xi, take(lo), take(hi))
+        tc = torch.where(instant, ai.detach(), ai.detach() + root)
+        ts = torch.where(instant, ai, _attach(modes, Xi, ai, tc, fires & ~instant))
+        before = modes.advance(Xi, ts - ai)
+        s = modes.to_state(before)
+        jumped = modes.from_state(torch.stack(spec.jump(tuple(s.unbind(-1)), p), -1))
+        R_new = torch.exp(modes.lam * (ts - t_last).unsqueeze(-1)) * R + (jumped - before)
+        R = torch.where(fires.unsqueeze(-1), R_new, R)
+        t_last = torch.where(fires, ts, t_last)
+        out.append(torch.where(fires, ts, INF))
+    else:
+        if rounds == _MAX_ROUNDS:
+            raise RuntimeError(f"eventprop: more than {_MAX_ROUNDS} spikes of one neuron; the layer fires without bound")
+    if not out:
+        return Events(torch.empty(B, 0, dtype=W.dtype, device=W.device),
+                      torch.empty(B, 0, dtype=torch.long, device=W.device))
+    index = torch.arange(n, device=W.device).repeat(len(out)).expand(B, -1)
+    return _sorted(torch.cat(out, 1), index)
 
 
 @dataclass
@@ -253,6 +329,8 @@ class _Sim:
 
 
 _MAX_ROUNDS = 100_000
+#: feed-forward layers by superposition (``_feed_forward``); False: the event loop for all
+_SUPERPOSITION = True
 
 
 @torch.no_grad()
@@ -263,7 +341,14 @@ def _crossing(modes: Modes, y: Tensor, t: Tensor, target: Tensor, samples: int) 
     found, lo, hi = _bracket(modes, y, span, samples)
     if not bool(found.any()):
         return found, target
-    for _ in range(_ROOT_STEPS):     # Newton inside the bracket, bisection where it would leave it
+    return found, torch.where(found, t + _root(modes, y, lo, hi), target)
+
+
+@torch.no_grad()
+def _root(modes: Modes, y: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """The time ``tau`` in ``[lo, hi]`` where ``g(advance(y, tau))`` crosses 0, given that it
+    rises there: Newton inside the bracket, bisection where Newton would leave it."""
+    for _ in range(_ROOT_STEPS):
         mid = 0.5 * (lo + hi)
         ys = modes.advance(y, mid)
         gm = modes.g(ys)
@@ -274,12 +359,12 @@ def _crossing(modes: Modes, y: Tensor, t: Tensor, target: Tensor, samples: int) 
         gn = modes.g(modes.advance(y, newton))
         lo = torch.where(inside & (gn < 0), newton, lo)
         hi = torch.where(inside & (gn >= 0), newton, hi)
-    root = torch.where(found, 0.5 * (lo + hi), 0.0)
+    root = 0.5 * (lo + hi)
     for _ in range(2):               # polish: the bracket has shrunk to where Newton converges
         ys = modes.advance(y, root)
         step = modes.g(ys) / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
         root = torch.minimum(torch.maximum(root - step, lo), hi)
-    return found, torch.where(found, t + root, target)
+    return root
 
 
 _ROOT_STEPS = 8
@@ -328,6 +413,25 @@ def _attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tens
     return tc.detach() - g / rate
 
 
+def _driven(modes: Modes, events: Events, W: Tensor, at: Tensor, on: Tensor) -> Tensor:
+    """The modal state that the input spikes drive, ``sum_k on[b, e, k] exp(lam (at - t_k))
+    b_hat w_k``, at times ``at`` ``(B or 1, E)`` -> ``(B, E, n, d)``; ``on`` ``(B, E, K)`` says
+    which spikes count (those before each time)."""
+    w = W.t()[events.index]                                              # (B, K, n)
+    tk = torch.where(on.any(1), events.times, torch.zeros_like(events.times))    # (B, K); unused: 0
+    lam = modes.lam
+    horizon = float(lam.detach().abs().max() * at.detach().abs().max().clamp(min=0)) if at.numel() else 0.0
+    if bool((lam == lam[:1]).all()) and horizon < 60:
+        # exp(lam (a - t_k)) = exp(lam a) exp(-lam t_k): one batched matmul per mode
+        return torch.stack([
+            torch.exp(lam[0, j] * at).unsqueeze(-1) *
+            torch.bmm(on.to(W.dtype) * torch.exp(-lam[0, j] * tk).unsqueeze(1), w) * modes.b_hat[:, j]
+            for j in range(lam.shape[-1])], -1)
+    dt = torch.where(on, at.unsqueeze(-1) - tk.unsqueeze(1), 0.0)         # (B, E, K)
+    decay = torch.where(on[..., None, None], torch.exp(lam * dt[..., None, None]), 0.0)   # (B, E, K, n, d)
+    return torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
+
+
 def _readout(layer: _Layer, events: Events, record: Tensor) -> Tensor:
     """A non-spiking layer's membrane at the ``record`` times ``(E,)`` -> ``(E, B, n)``, in
     closed form: its rest response plus each input spike's exponential modes."""
@@ -338,25 +442,10 @@ def _readout(layer: _Layer, events: Events, record: Tensor) -> Tensor:
     if record.dim() != 1 or not torch.isfinite(record).all() or (record < 0).any():
         raise ValueError(f"record must be a 1-D tensor of finite times >= 0, got {tuple(record.shape)}")
     modes = layer.modes(W.dtype)
-    B = events.times.shape[0]
     y0 = _rest(layer, modes, 1)[0]                                       # (n, d)
-    te = record.view(1, -1, 1)                                           # (1, E, 1)
     free = modes.advance(y0.expand(record.numel(), -1, -1), record.unsqueeze(1).expand(-1, y0.shape[0]))
-    dt = te - events.times.unsqueeze(1)                                  # (B, E, K)
+    dt = record.view(1, -1, 1) - events.times.unsqueeze(1)               # (B, E, K)
     on = (dt >= 0) & torch.isfinite(dt)
-    w = W.t()[events.index]                                              # (B, K, n)
-    lam = modes.lam
-    span = float(lam.detach().abs().max() * record.max().clamp(min=0))
-    shared = bool((lam == lam[:1]).all()) and span < 60
-    if shared:   # exp(lam (te - tk)) = exp(lam te) exp(-lam tk): one matmul per mode
-        tk = torch.where(torch.isfinite(events.times), events.times, 0.0)
-        driven = torch.stack([
-            torch.exp(lam[0, j] * record).view(1, -1, 1) *
-            torch.bmm(on.to(W.dtype) * torch.exp(-lam[0, j] * tk).unsqueeze(1), w) * modes.b_hat[:, j]
-            for j in range(lam.shape[-1])], -1)                          # (B, E, n, d)
-    else:
-        decay = torch.exp(lam * torch.where(on, dt, 0.0).unsqueeze(-1).unsqueeze(-1))   # (B, E, K, n, d)
-        decay = torch.where(on.unsqueeze(-1).unsqueeze(-1), decay, 0.0)
-        driven = torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
+    driven = _driven(modes, events, W, record.unsqueeze(0), on)
     v = modes.to_state(free.unsqueeze(0) + driven)[..., spec.state.index("v")]
     return v.transpose(0, 1)
