@@ -287,3 +287,16 @@ def test_errors():
         delay_kernel(torch.tensor([0.5]), 2, "gaussian")
     with pytest.raises(TypeError, match=r"delays must be a real \(floating or integer\) tensor, got list"):
         delay_kernel([0.5], 2)
+
+
+def test_docs_examples_run():
+    """The Delay examples of docs/encoding_layers.md (integer and learned) run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "encoding_layers.md").read_text()
+    section = text[text.index("**`Delay(max_delay"):text.index("## Losses")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2 and "learn_delays=True" in blocks[1]
+    for block in blocks:
+        exec(block, {})
