@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(a: argparse.Namespace, argv: list[str]) -> int:
     from . import config as C
     from . import distributed
-    from .trainer import default_run_dir, resume, train
+    from .runs import default_run_dir, resume, train
 
     flags = {k: getattr(a, k) for k in _TRAIN_OPTIONS if getattr(a, k) is not None}
     if a.nproc is not None and a.nproc < 1:
@@ -135,7 +135,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from .trainer import evaluate
+    from .runs import evaluate
 
     r = evaluate(a.run_dir, a.split, a.which)
     print(f"{a.split} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  ({a.which}.pt, epoch {r['epoch']})")
@@ -144,7 +144,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 def _export(a: argparse.Namespace) -> int:
     from .. import nir
-    from .trainer import load_run
+    from .runs import load_run
 
     model, cfg = load_run(a.run_dir, a.which, device="cpu")
     net = model.network()
@@ -200,8 +200,8 @@ def _describe(e: Exception) -> str:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .preflight import one_line
-    from .trainer import RunError
     from ..nir import NIRError
+    from .runs import RunError
 
     text = one_line(e)
     from .distributed import peer_lost, rank_from_env

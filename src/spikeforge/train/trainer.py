@@ -1,6 +1,6 @@
-"""The trainer: ``train(cfg, out)`` runs a whole training into a run folder; ``resume(run_dir)``
-continues one after an interruption; ``evaluate(run_dir)`` re-evaluates a checkpoint;
-``load_run(run_dir)`` returns the trained model for inference.
+"""The trainer: ``Trainer(cfg, run_dir)`` holds one run's model, optimiser and data, trains
+epoch by epoch and evaluates; ``runs.py`` drives it on run folders (``train``, ``resume``,
+``evaluate``, ``load_run``).
 
 Run folder: ``config.json`` (the resolved configuration), ``last.pt`` (written atomically
 after every epoch, holds everything needed to continue), ``best.pt`` (the epoch with the
@@ -16,31 +16,25 @@ summed over the ranks, and rank 0 alone prints and writes the run folder.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from .. import functional
 from . import preflight
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint, write_json
 from .config import Precision, Schedule, TrainConfig
-from .distributed import Group, from_env
+from .distributed import Group
 from .model import Classifier, loss_and_logits
 from .progress import Progress
 from .tasks import Task, batch_input, load_task
 
-__all__ = ["Trainer", "RunResult", "train", "resume", "evaluate", "load_run", "RunError", "BEST_CRITERION"]
+__all__ = ["Trainer", "RunResult", "BEST_CRITERION", "run_settings"]
 
 BEST_CRITERION = "lowest validation loss"   # how best.pt is chosen (see Trainer._one_epoch)
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked."""
 
 
 @dataclass
@@ -95,7 +89,7 @@ class Trainer:
                 self.optimizer.load_state_dict(ck["optimizer"])
                 self.best_model = ck.get("best_model", _copy_state(self.model))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"the checkpoint does not fit this model: {_short(e)}") from e
+            raise CheckpointError(f"the checkpoint does not fit this model: {preflight.one_line(e, 300)}") from e
         if not model_only:
             self.epoch, self.history, self.best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
 
@@ -182,7 +176,7 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------
     def fit(self) -> RunResult:
         t0, c0 = time.perf_counter(), time.process_time()
-        with _run_settings(self.cfg):
+        with run_settings(self.cfg):
             while self.epoch < self.cfg.epochs:
                 self._one_epoch()
             self.model.load_state_dict(self.best_model)
@@ -192,7 +186,7 @@ class Trainer:
         metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
                                train_cpu_seconds=time.process_time() - c0, plots=plots)
         if self.main:
-            _write_json(self.run_dir / "metrics.json", metrics)
+            write_json(self.run_dir / "metrics.json", metrics)
         self.progress.message(f"test accuracy {100 * test_acc:.2f}% with best.pt (epoch {self.best['epoch']}, "
                               f"the {BEST_CRITERION}; val accuracy {100 * self.best['val_accuracy']:.2f}%); "
                               f"run folder: {self.run_dir}")
@@ -215,7 +209,7 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.pt", **self.state())
         if self.main:
             save_checkpoint(self.run_dir / "last.pt", **self.state())
-            _write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
+            write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
         self.progress.epoch(
             f"epoch {self.epoch:3d}/{self.cfg.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_accuracy']:6.2f}%  val {100 * val_acc:6.2f}%  "
@@ -242,7 +236,7 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def _run_settings(cfg: TrainConfig):
+def run_settings(cfg: TrainConfig):
     """Thread count and per-call input checks for the run (the data are checked once)."""
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -253,11 +247,6 @@ def _run_settings(cfg: TrainConfig):
     finally:
         torch.set_num_threads(threads)
         functional.set_validation(checks)
-
-
-def _short(e: Exception) -> str:
-    text = preflight.one_line(e)
-    return text if len(text) < 300 else text[:300] + " ..."
 
 
 def _finite(value: float) -> float | None:
@@ -276,141 +265,3 @@ def _with_defaults(config) -> dict:
 
 def _copy_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def _check_finite(task: Task) -> None:
-    for name in ("train", "val", "test"):
-        if not bool(torch.isfinite(task.split(name)[0]).all()):
-            raise RunError(f"the {name} data contain NaN or inf")
-
-
-def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{cfg.dataset.value}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
-
-
-def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``).
-    The configuration is checked (and one training step tried) before the folder is created."""
-    with _group(cfg) as group:
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if group is not None:
-            run_dir = Path(group.broadcast(str(run_dir)))      # rank 0's time stamp
-        if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
-            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
-                           f"--out")
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
-        _check_finite(trainer.task)
-        trainer.check()
-        if trainer.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "config.json", cfg.to_dict())
-        procs = "" if group is None else f" on {group.world} processes"
-        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
-                                 f"{cfg.epochs} epochs{procs}; run folder {run_dir}")
-        return trainer.fit()
-
-
-@contextlib.contextmanager
-def _group(cfg: TrainConfig):
-    """The process group when this process is one of several workers (else ``None``)."""
-    group = from_env(cfg.device)
-    try:
-        yield group
-    finally:
-        if group is not None:
-            group.close()
-
-
-def read_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise RunError(f"{path} is not a valid run configuration: {preflight.one_line(e)}") from e
-
-
-def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Continue the run in ``run_dir`` from its last completed epoch (``epochs`` may extend it).
-    A run folder without a checkpoint (stopped before its first epoch ended) starts from epoch 1."""
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    with _group(cfg) as group:
-        ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
-        if trainer.main:
-            for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
-                stale.unlink(missing_ok=True)
-        trainer.check()
-        if ck is not None:
-            trainer.load_state(ck)
-        if epochs is not None and epochs != cfg.epochs:
-            if epochs < trainer.epoch:
-                raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
-            trainer.cfg = cfg.replace(epochs=epochs)
-            if trainer.main:
-                _write_json(run_dir / "config.json", trainer.cfg.to_dict())
-        if ck is None:
-            trainer.progress.message(f"{run_dir} has no checkpoint yet: starting it from epoch 1 of "
-                                     f"{trainer.cfg.epochs}")
-        else:
-            trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
-        return trainer.fit()
-
-
-_WHICH = ("best", "last")
-
-
-def _checkpoint_path(run_dir: Path, which: str) -> Path:
-    if which not in _WHICH:
-        raise ValueError(f"which must be 'best' (best.pt, the {BEST_CRITERION}) or 'last' (last.pt, the last "
-                         f"completed epoch), got {which!r}")
-    return run_dir / f"{which}.pt"
-
-
-def evaluate(run_dir: str | Path, split: str = "test", which: str = "best") -> dict:
-    """Accuracy and loss of the run's ``which`` checkpoint (``best`` or ``last``) on ``split``."""
-    run_dir = Path(run_dir)
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    path = _checkpoint_path(run_dir, which)
-    cfg = read_config(run_dir)
-    ck = load_checkpoint(path)
-    trainer = Trainer(cfg, run_dir, quiet=True, plots=False)
-    trainer.load_state(ck, model_only=True)
-    with _run_settings(cfg):
-        loss, acc = trainer.accuracy(split)
-    return {"split": split, "which": which, "accuracy": acc, "loss": loss, "epoch": int(ck["epoch"])}
-
-
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device | None = None
-             ) -> tuple[Classifier, TrainConfig]:
-    """The trained model of a ``spikeforge train`` run folder, in eval mode, and the run's
-    configuration.
-
-    ``which``: ``"best"`` (``best.pt``, the epoch with the lowest validation loss, whose test
-    accuracy ``metrics.json`` reports) or ``"last"`` (``last.pt``, the last completed epoch).
-    ``device``: where the model goes (default: the run's device). ``model(x)`` returns the
-    readout membrane (T, B, C) and ``model.predict(x)`` the classes (B,), for static features
-    (B, F) or time-first sequences (T, B, F).
-    """
-    run_dir = Path(run_dir)
-    path = _checkpoint_path(run_dir, which)
-    cfg = read_config(run_dir)
-    dev = preflight.check_device(str(cfg.device if device is None else device))
-    ck = load_checkpoint(path, map_location=dev)
-    weights = ck["model"]
-    if not all(isinstance(weights.get(k), torch.Tensor) for k in ("fc_in.weight", "fc_out.weight")):
-        raise CheckpointError(f"{path} does not hold the weights of a spikeforge.train.Classifier")
-    n_in = weights["fc_in.weight"].shape[1] - Classifier.extra_inputs(cfg)
-    model = Classifier(n_in, weights["fc_out.weight"].shape[0], cfg)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the model of {run_dir / 'config.json'}: {_short(e)}") from e
-    return model.to(dev).eval(), cfg
