@@ -9,6 +9,7 @@ from .checkpoint import CheckpointError as CheckpointError
 from .config import ConfigError as ConfigError
 from .config import DataSet as DataSet
 from .config import Encoding as Encoding
+from .config import Frames as Frames
 from .config import Loss as Loss
 from .config import Precision as Precision
 from .config import Schedule as Schedule

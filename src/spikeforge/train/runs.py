@@ -13,9 +13,10 @@ import torch
 
 from . import preflight
 from .checkpoint import CheckpointError, load_checkpoint, write_json
-from .config import TrainConfig
+from .config import Frames, TrainConfig
 from .distributed import from_env
 from .model import Classifier
+from .splits import Tensors
 from .tasks import Task
 from .trainer import BEST_CRITERION, RunResult, Trainer, run_settings
 
@@ -26,9 +27,24 @@ class RunError(RuntimeError):
     """A run folder that cannot be used as asked."""
 
 
+def _data_note(trainer: Trainer) -> str:
+    """How the data reach the model, for the start message: streamed or not, and what the
+    input layer does with the frames."""
+    cfg = trainer.cfg
+    if not trainer.task.streamed:
+        return ""
+    workers = f"{cfg.workers} DataLoader worker{'s' if cfg.workers > 1 else ''}" if cfg.workers else "no workers"
+    frames = ("0/1 frames: fc_in is a SpikeLinear (sparse where the input is sparse enough)"
+              if cfg.frames is Frames.BINARY else
+              "frames of counts: fc_in is dense (--frames binary clamps to 0/1 for SpikeLinear)")
+    return f" streamed from {cfg.data_root} ({workers}; {frames})"
+
+
 def _check_finite(task: Task) -> None:
+    """Data held in memory are checked once here; streamed frames are event counts (finite)."""
     for name in ("train", "val", "test"):
-        if not bool(torch.isfinite(task.split(name)[0]).all()):
+        split = task.split(name)
+        if isinstance(split, Tensors) and not bool(torch.isfinite(split.x).all()):
             raise RunError(f"the {name} data contain NaN or inf")
 
 
@@ -53,8 +69,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = Fals
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / "config.json", cfg.to_dict())
         procs = "" if group is None else f" on {group.world} processes"
-        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
-                                 f"{cfg.epochs} epochs{procs}; run folder {run_dir}")
+        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train.labels)} samples"
+                                 f"{_data_note(trainer)}, {cfg.epochs} epochs{procs}; run folder {run_dir}")
         return trainer.fit()
 
 

@@ -8,7 +8,9 @@ lowest validation loss), ``metrics.json`` and, unless ``plots=False``, PNG plots
 Before the folder is created, the configuration is checked and one training step is tried
 (``preflight``), so a run that cannot start leaves nothing behind.
 Training is deterministic for a given seed (shuffling uses a generator seeded per epoch),
-so a resumed run ends with the same weights as one that was never interrupted.
+so a resumed run ends with the same weights as one that was never interrupted. The data come
+as splits (``splits.py``): whole tensors for the embedded data sets, streamed from files a batch
+at a time for the others; the trainer draws the same index batches from either.
 On several processes (``spikeforge train --nproc N`` or torchrun; ``distributed``) each
 global batch is shared out among the ranks, gradients are averaged by DDP, the metrics are
 summed over the ranks, and rank 0 alone prints and writes the run folder.
@@ -61,10 +63,10 @@ class Trainer:
         self.progress = Progress(quiet or not self.main)
         preflight.check_device(cfg.device)
         preflight.check_backend(cfg)
-        device = group.device if group is not None else torch.device(cfg.device)
-        self.task: Task = load_task(cfg, device)
+        self.device = group.device if group is not None else torch.device(cfg.device)
+        self.task: Task = load_task(cfg, self.device)
         torch.manual_seed(cfg.seed)
-        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(device)
+        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(self.device)
         self.net = group.wrap(self.model) if group is not None else self.model   # what trains
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.history: list[dict] = []
@@ -96,8 +98,8 @@ class Trainer:
     def check(self) -> None:
         """Try one training step on two samples (``preflight.dry_run``): a configuration that
         cannot run fails here with a ``ConfigError``, before anything is written."""
-        x, y = self.task.train
-        preflight.dry_run(self.model, batch_input(x[:2]), y[:2], self.cfg.loss)
+        x, y = self.task.train.take(torch.arange(min(2, len(self.task.train.labels))))
+        preflight.dry_run(self.model, batch_input(x), y, self.cfg.loss)
 
     # -- one epoch ----------------------------------------------------------------------
     def _lr(self, step: int, total: int) -> float:
@@ -110,61 +112,67 @@ class Trainer:
 
     def _autocast(self):
         if self.cfg.precision is Precision.BF16:
-            return torch.autocast(self.task.train[1].device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[float, int]:
-        """One optimiser step on the global batch ``idx``; its loss sum and correct count
-        (over all ranks)."""
-        mine, weight = self.group.share(idx) if self.group is not None else (idx, 1.0)
+    def _share(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """This rank's part of the global batch ``idx`` and the weight of its mean loss."""
+        return self.group.share(idx) if self.group is not None else (idx, 1.0)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[float, int]:
+        """One optimiser step on this rank's part ``(x, y)`` of a global batch; the batch's loss
+        sum and correct count (over all ranks)."""
         with self._autocast():
-            loss, logits = loss_and_logits(self.net(batch_input(x[mine])), y[mine], self.cfg.loss)
+            loss, logits = loss_and_logits(self.net(batch_input(x)), y, self.cfg.loss)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if self.group is None else loss * weight).backward()
         self.optimizer.step()
-        stats = [loss.item() * len(mine), int((logits.argmax(1) == y[mine]).sum())]
+        stats = [loss.item() * len(y), int((logits.argmax(1) == y).sum())]
         if self.group is not None:
             stats = self.group.sum([v if weight else 0 for v in stats])
         return stats[0], int(stats[1])
 
     def train_epoch(self) -> dict:
-        cfg, (x, y) = self.cfg, self.task.train
-        n, e = len(y), self.epoch + 1
-        per_epoch = math.ceil(n / cfg.batch_size)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + e)).to(y.device)
+        cfg, split = self.cfg, self.task.train
+        n, e, bs = len(split.labels), self.epoch + 1, cfg.batch_size
+        per_epoch = math.ceil(n / bs)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + e))
+        shares = [self._share(order[b * bs:(b + 1) * bs]) for b in range(per_epoch)]
         self.model.train()
         loss_sum, correct, t0, c0 = 0.0, 0, time.perf_counter(), time.process_time()
-        for b in range(per_epoch):
+        for b, ((_, weight), (x, y)) in enumerate(zip(shares, split.batches([m for m, _ in shares]))):
             for g in self.optimizer.param_groups:
                 g["lr"] = self._lr(self.epoch * per_epoch + b, cfg.epochs * per_epoch)
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch_loss, batch_correct = self._step(x, y, idx)
+            batch_loss, batch_correct = self._step(x, y, weight)
+            done = min(n, (b + 1) * bs)
             if not math.isfinite(batch_loss):
-                raise FloatingPointError(f"the loss became {batch_loss / len(idx)} in epoch {e}; try a smaller --lr")
+                raise FloatingPointError(f"the loss became {batch_loss / (done - b * bs)} in epoch {e}; try a "
+                                         f"smaller --lr")
             loss_sum += batch_loss
             correct += batch_correct
-            self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / min(n, (b + 1) * cfg.batch_size),
-                                correct / min(n, (b + 1) * cfg.batch_size))
+            self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / done, correct / done)
         return {"train_loss": loss_sum / n, "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t0,
                 "train_cpu_seconds": time.process_time() - c0}
 
     @torch.no_grad()
-    def predict(self, split: str, chunk: int = 1000, part: slice = slice(None)) -> tuple[float, torch.Tensor]:
-        """Mean loss and predicted classes on a split (on its ``part``)."""
-        x, y = self.task.split(split)
-        x, y = x[part], y[part]
+    def predict(self, split: str, part: slice = slice(None)) -> tuple[float, torch.Tensor]:
+        """Mean loss and predicted classes on a split (on its ``part``), in batches of the
+        split's ``eval_chunk`` samples."""
+        data = self.task.split(split)
+        start, stop, _ = part.indices(len(data.labels))
+        chunks = [torch.arange(i, min(i + data.eval_chunk, stop)) for i in range(start, stop, data.eval_chunk)]
         self.model.eval()
-        loss, preds = 0.0, [y[:0]]
-        for i in range(0, len(y), chunk):
+        loss, preds = 0.0, [data.labels[:0]]
+        for x, y in data.batches(chunks):
             with self._autocast():
-                l, logits = loss_and_logits(self.model(batch_input(x[i:i + chunk])), y[i:i + chunk], self.cfg.loss)
-            loss += l.item() * len(y[i:i + chunk])
+                l, logits = loss_and_logits(self.model(batch_input(x)), y, self.cfg.loss)
+            loss += l.item() * len(y)
             preds.append(logits.argmax(1))
-        return loss / max(len(y), 1), torch.cat(preds)
+        return loss / max(stop - start, 1), torch.cat(preds)
 
     def accuracy(self, split: str) -> tuple[float, float]:
         """Mean loss and accuracy on a split (each rank evaluates its share, then they are summed)."""
-        y = self.task.split(split)[1]
+        y = self.task.split(split).labels
         if self.group is None:
             loss, pred = self.predict(split)
             return loss, (pred == y).float().mean().item()
