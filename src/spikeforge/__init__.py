@@ -7,6 +7,7 @@ from . import monitor as monitor
 from . import neurons as neurons
 from . import nir as nir
 from . import nn as nn
+from . import quant as quant
 from . import surrogate as surrogate
 from .allocator import tune_allocator as tune_allocator
 from .kernels import backends as backends
