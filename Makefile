@@ -52,7 +52,7 @@ $(IVENV)/.ok: pyproject.toml $(IREQ)
 	grep '# peer' $(IREQ) | $(IPY) -m pip install -q --no-deps -r /dev/stdin
 	grep -v '# peer' $(IREQ) | $(IPY) -m pip install -q -r /dev/stdin
 	$(IPY) -m pip install -q -e ".[nir]" pytest
-	$(IPY) -c "import snntorch.export_nir, snntorch.import_nir, norse.torch, sinabs.nir, rockpool.nn.modules.torch.nir, spikingjelly.activation_based.nir_exchange"
+	$(IPY) -c "import snntorch.export_nir, snntorch.import_nir, norse.torch, sinabs.nir, rockpool.nn.modules.torch.nir, spikingjelly.activation_based.nir_exchange, xylosim.v1, xylosim.v2"
 	touch $@
 
 interop: $(IVENV)/.ok

@@ -89,6 +89,7 @@ OPS = {
     "rsqrt": lambda x, w: torch.rsqrt(_pos(x)), "tanh": lambda x, w: torch.tanh(x),
     "sigmoid": lambda x, w: torch.sigmoid(x), "atan": lambda x, w: torch.atan(x), "erf": lambda x, w: torch.erf(x),
     "abs": lambda x, w: torch.abs(x), "sign": lambda x, w: x * torch.sign(x - w),
+    "floor": lambda x, w: x + torch.floor(4.0 * x) * w,
     "sgn": lambda x, w: x * torch.sgn(x), "relu": lambda x, w: torch.relu(x - w) + nnf.relu(x),
     "heaviside": lambda x, w: x * torch.heaviside((x - w).detach(), torch.full_like(x, 0.25)),
     "clamp": lambda x, w: torch.clamp(x, -1.0, 1.0) + torch.clamp(x, min=-w, max=w),

@@ -334,6 +334,21 @@ def test_nmnist_dataset(tmp_path):
         train[20]
 
 
+def test_a_zero_byte_sample_is_an_error_in_a_data_set_only(tmp_path):
+    """The reader reads 0 bytes as the empty recording it encodes (the round trip of no events);
+    a data set refuses it, since no released sample is empty (a copy cut short)."""
+    for d in range(10):
+        write((tmp_path / "NMNIST" / "Train" / str(d)).mkdir(parents=True) or tmp_path / "NMNIST" / "Train" / str(d),
+              "00000.bin", b"" if d == 4 else nmnist_bytes([(1, d, d, 1)]))
+    empty = tmp_path / "NMNIST" / "Train" / "4" / "00000.bin"
+    assert len(read_nmnist_bin(empty)[0]) == 0
+    with pytest.raises(DatasetError, match="empty file \\(0 bytes\\)") as e:
+        NMNIST(tmp_path)[4]
+    assert str(empty) in str(e.value) and "\n" not in str(e.value)
+    assert len(NMNIST(tmp_path, strict=False)[4][0]) == 0
+    assert NMNIST(tmp_path)[5][0].tolist() == [(1, 5, 5, 1)]
+
+
 def test_missing_root_is_one_line_with_source(tmp_path):
     cases = [(lambda: NMNIST(tmp_path), "garrickorchard.com/datasets/n-mnist"),
              (lambda: NCaltech101(tmp_path), "n-caltech101"), (lambda: CIFAR10DVS(tmp_path), "figshare"),

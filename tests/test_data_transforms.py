@@ -51,6 +51,15 @@ def test_frames_by_count_and_bins_hand_case():
     assert T.to_frame(e, SIZE, n_time_bins=3).reshape(3, -1).sum(1).tolist() == [2, 2, 3]
 
 
+def test_binary_frames_mark_pixels_with_events():
+    e = ev((0, 1, 1, 1), (5, 1, 1, 1), (6, 1, 1, 1), (7, 2, 0, 0))
+    counts = T.to_frame(e, SIZE, n_time_bins=1)
+    assert counts[0, 1, 1, 1] == 3 and counts.sum() == 4
+    binary = T.ToFrame(SIZE, n_time_bins=1, binary=True)(e)
+    assert binary.dtype == torch.float32 and torch.equal(binary, torch.from_numpy(counts).clamp(max=1))
+    assert "binary=True" in repr(T.ToFrame(SIZE, n_time_bins=1, binary=True))   # a different cache key
+
+
 def test_voxel_grid_hand_case():
     e = ev((0, 0, 0, 1), (50, 1, 0, 0), (100, 2, 0, 1))     # scaled times 0, 1.5, 3 on 4 bins
     g = T.to_voxel_grid(e, SIZE, 4)
@@ -202,6 +211,8 @@ def test_bad_options():
         T.to_frame(e, SIZE, time_window=10, overlap=10)
     with pytest.raises(ValueError, match="overlap must be a fraction"):
         T.to_frame(e, SIZE, n_time_bins=2, overlap=1.0)
+    with pytest.raises(ValueError, match="binary must be True or False"):
+        T.to_frame(e, SIZE, n_time_bins=2, binary="yes")
     with pytest.raises(ValueError, match="tau must be"):
         T.to_time_surface(e, SIZE, 10, 0)
     with pytest.raises(ValueError, match="spatial_factor"):

@@ -129,3 +129,20 @@ def test_bf16_training_and_a_checkpoint_from_before_precision(tmp_path):
     del ck["config"]["precision"]                       # as written before the option existed
     save_checkpoint(tmp_path / "old" / "last.pt", **{k: v for k, v in ck.items() if k not in ("format", "version")})
     Trainer(old, tmp_path / "old", quiet=True, plots=False).load_state(ck)
+
+
+def test_two_processes_stream_files_as_one_process(tmp_path):
+    """A data set read from files (each rank streams its share of every batch, one DataLoader
+    worker each) ends the epoch with the weights of one process."""
+    from test_train_streaming import fake_nmnist
+
+    root = fake_nmnist(tmp_path / "data", train=4, test=1)
+    flags = ["--dataset", "nmnist", "--data-root", str(root), "--epochs", "1", "--steps", "5", "--hidden", "16",
+             "--batch-size", "8", "--no-plots", "--quiet"]          # 36 train samples: 4 batches of 8 and one of 4
+    run = _spikeforge("train", *flags, "--nproc", "2", "--workers", "1", "--out", str(tmp_path / "run"))
+    cfg = make_config(dataset="nmnist", data_root=str(root), epochs=1, steps=5, hidden=16, batch_size=8)
+    one = Trainer(cfg, tmp_path / "one", quiet=True, plots=False)
+    one._one_epoch()
+    out, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err
+    _close(load_checkpoint(tmp_path / "run" / "last.pt")["model"], one.model.state_dict())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 
 import pytest
@@ -136,7 +137,7 @@ def test_reset_given_as_its_value(neuron, text):
 
 @pytest.mark.parametrize("neuron,option,default", OPTIONS, ids=[f"{n}.{o}" for n, o, _ in OPTIONS])
 def test_option_of_wrong_type(neuron, option, default):
-    bad = {Reset: "sideways", bool: 1, float: "1.0"}[type(default)]
+    bad = "sideways" if isinstance(default, enum.Enum) else {bool: 1, float: "1.0"}[type(default)]
     for build in (lambda: MODULES[neuron](**{option: bad}), lambda: REGISTRY[neuron](**{option: bad}),
                   lambda: getattr(F, neuron.lower())(make_input(neuron, (T, B, *FEAT)), **{option: bad})):
         with pytest.raises(TypeError, match=named(option)):

@@ -8,11 +8,12 @@ from . import monitor as monitor
 from . import neurons as neurons
 from . import nir as nir
 from . import nn as nn
+from . import quant as quant
 from . import surrogate as surrogate
 from .allocator import tune_allocator as tune_allocator
 from .kernels import backends as backends
 from .neurons import Reset as Reset
-from .train.trainer import load_run as load_run
+from .train.runs import load_run as load_run
 from .nn.stream import reset as reset
 from .nn.stream import step as step
 

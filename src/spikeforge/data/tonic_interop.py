@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["TonicDataError", "open_tonic", "tonic_sensor_size"]
+__all__ = ["TonicDataError", "open_tonic", "tonic_class", "tonic_sensor_size"]
 
 
 class TonicDataError(FileNotFoundError):
@@ -48,24 +48,33 @@ def _check_exists(self, *args, **kwargs):
         f.is_file() for f in folder.rglob("*"))
 
 
-def open_tonic(name: str, root, train: bool = True, **kwargs):
-    """``tonic.datasets.<name>(save_to=root, train=train, **kwargs)``, never downloading."""
+def tonic_class(name: str) -> type:
+    """``tonic.datasets.<name>``; ``ValueError`` listing tonic's datasets when there is none."""
     tonic = _tonic()
     cls = getattr(tonic.datasets, name, None)
     if not isinstance(cls, type):
         known = sorted(n for n in dir(tonic.datasets) if isinstance(getattr(tonic.datasets, n), type))
         raise ValueError(f"tonic has no dataset {name!r}; tonic.datasets has {', '.join(known)}")
+    return cls
+
+
+def open_tonic(name: str, root, **kwargs):
+    """``tonic.datasets.<name>(save_to=root, **kwargs)`` (e.g. ``train=True``), never downloading."""
+    cls = tonic_class(name)
     if root is None or not os.path.isdir(root):
         raise TonicDataError(f"tonic:{name}: data root {root!r} is not a folder (pass --data-root DIR, "
                              f"holding {name}/...)")
     guarded = type(name, (cls,), {"download": _refuse, "_check_exists": _check_exists,
                                   "__module__": __name__})
-    return guarded(save_to=str(root), train=train, **kwargs)
+    return guarded(save_to=str(root), **kwargs)
 
 
 def tonic_sensor_size(dataset) -> tuple[int, int, int]:
+    """The ``(W, H, P)`` of a tonic dataset (class or instance); ``ValueError`` when it has none
+    (a dataset of varying sizes such as NCALTECH101, which cannot be binned into one frame shape)."""
     size = getattr(dataset, "sensor_size", None)
+    name = dataset.__name__ if isinstance(dataset, type) else type(dataset).__name__
     if size is None or len(size) != 3:
-        raise ValueError(f"tonic dataset {type(dataset).__name__} has sensor_size {size!r}, not (W, H, P): "
-                         f"only camera datasets can be binned into frames here")
+        raise ValueError(f"tonic dataset {name} has sensor_size {size!r}, not (W, H, P): only datasets with one "
+                         f"sensor size can be binned into frames here")
     return tuple(int(v) for v in size)

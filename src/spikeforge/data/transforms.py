@@ -42,8 +42,9 @@ def _windows(s: Stream, time_window, event_count, n_time_bins, n_event_bins, ove
 
 def to_frame(events: np.ndarray, sensor_size, *, time_window=None, event_count=None, n_time_bins=None,
              n_event_bins=None, overlap=0, include_incomplete: bool = False, start_time=None,
-             end_time=None) -> np.ndarray:
-    """Event counts per pixel and polarity, float32 ``(T, P, H, W)``; give exactly one of:
+             end_time=None, binary: bool = False) -> np.ndarray:
+    """Event counts per pixel and polarity, float32 ``(T, P, H, W)`` (``binary=True``: 1 where the
+    count is at least 1, else 0: spikes, as ``SpikeLinear``'s sparse path takes); give exactly one of:
 
     - ``time_window`` (µs): windows ``[t0 + i (time_window - overlap), ... + time_window)`` from
       ``start_time`` (default the first event) while they end by ``end_time`` (default the last
@@ -62,7 +63,11 @@ def to_frame(events: np.ndarray, sensor_size, *, time_window=None, event_count=N
     offsets = np.cumsum(lengths) - lengths
     idx = np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths)   # events of each window
     cells = n_pol * h * w
+    if not isinstance(binary, (bool, np.bool_)):
+        raise ValueError(f"binary must be True or False, got {binary!r}")
     counts = np.bincount(frame * cells + s.flat()[idx], minlength=len(starts) * cells)
+    if binary:
+        counts = np.minimum(counts, 1)
     return counts.astype(np.float32).reshape(len(starts), n_pol, h, w)
 
 
@@ -173,7 +178,8 @@ def _factors(sensor_size, spatial_factor, target_size) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ToFrame:
-    """``to_frame`` as a transform: events -> float32 tensor ``(T, P, H, W)``."""
+    """``to_frame`` as a transform: events -> float32 tensor ``(T, P, H, W)`` (counts, or 0/1 with
+    ``binary=True``)."""
 
     sensor_size: tuple[int, int, int]
     time_window: int | None = None
@@ -184,12 +190,14 @@ class ToFrame:
     include_incomplete: bool = False
     start_time: int | None = None
     end_time: int | None = None
+    binary: bool = False
 
     def __call__(self, events: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(to_frame(
             events, self.sensor_size, time_window=self.time_window, event_count=self.event_count,
             n_time_bins=self.n_time_bins, n_event_bins=self.n_event_bins, overlap=self.overlap,
-            include_incomplete=self.include_incomplete, start_time=self.start_time, end_time=self.end_time))
+            include_incomplete=self.include_incomplete, start_time=self.start_time, end_time=self.end_time,
+            binary=self.binary))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ def c_target(dtype: torch.dtype) -> Target:
         aten.atan.default: f"atan{f}({{0}})", aten.erf.default: f"erf{f}({{0}})",
         aten.tanh.default: f"tanh{f}({{0}})", aten.sqrt.default: f"sqrt{f}({{0}})",
         aten.abs.default: f"fabs{f}({{0}})", aten.reciprocal.default: f"({one} / {{0}})",
+        aten.floor.default: f"floor{f}({{0}})",
         aten.rsqrt.default: f"({one} / sqrt{f}({{0}}))",
         aten.sigmoid.default: f"({one} / ({one} + sf_exp{f}(-{{0}})))",
         aten.where.self: "({0} ? {1} : {2})",

@@ -83,6 +83,7 @@ def triton_target(dtype: torch.dtype) -> Target:
         aten.atan.default: "libdevice.atan({0})", aten.erf.default: "libdevice.erf({0})",
         aten.tanh.default: "libdevice.tanh({0})", aten.sqrt.default: "libdevice.sqrt({0})",
         aten.rsqrt.default: "libdevice.rsqrt({0})", aten.abs.default: "tl.abs({0})",
+        aten.floor.default: "tl.floor({0})",
         aten.reciprocal.default: "(1.0 / {0})",
         aten.sigmoid.default: "(1.0 / (1.0 + libdevice.exp(-{0})))",
         aten.where.self: "tl.where({0}, {1}, {2})",

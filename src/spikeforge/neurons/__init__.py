@@ -18,3 +18,4 @@ from .nonlinear import Izhikevich as Izhikevich
 from ._spec import THRESHOLD_PARAMS as THRESHOLD_PARAMS
 from ._spec import FireReset as FireReset
 from ._spec import NotExpressible as NotExpressible
+from .xylo import XyloLIF as XyloLIF

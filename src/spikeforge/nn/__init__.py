@@ -14,6 +14,7 @@ EIF = MODULES["EIF"]
 LI = MODULES["LI"]
 CubaLI = MODULES["CubaLI"]
 from .delay import Delay as Delay
+from .delay import DelayInterpolation as DelayInterpolation
 from .delay import DelayPer as DelayPer
 from .layers import AdaptiveAvgPool2d as AdaptiveAvgPool2d
 from .layers import AvgPool1d as AvgPool1d

@@ -9,6 +9,7 @@ from .checkpoint import CheckpointError as CheckpointError
 from .config import ConfigError as ConfigError
 from .config import DataSet as DataSet
 from .config import Encoding as Encoding
+from .config import Frames as Frames
 from .config import Loss as Loss
 from .config import Precision as Precision
 from .config import Schedule as Schedule
@@ -16,10 +17,10 @@ from .config import TrainConfig as TrainConfig
 from .config import load_config_file as load_config_file
 from .config import make_config as make_config
 from .model import Classifier as Classifier
-from .trainer import RunError as RunError
+from .runs import RunError as RunError
+from .runs import evaluate as evaluate
+from .runs import load_run as load_run
+from .runs import resume as resume
+from .runs import train as train
 from .trainer import RunResult as RunResult
 from .trainer import Trainer as Trainer
-from .trainer import evaluate as evaluate
-from .trainer import load_run as load_run
-from .trainer import resume as resume
-from .trainer import train as train

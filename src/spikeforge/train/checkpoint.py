@@ -9,6 +9,7 @@ truncated, corrupted or foreign file raises ``CheckpointError`` saying what is w
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes", "write_json", "FORMAT",
+           "VERSION"]
 
 FORMAT = "spikeforge-train-checkpoint"
 VERSION = 1
@@ -59,6 +61,11 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
     _atomic(Path(path), lambda f: f.write(data))
+
+
+def write_json(path: str | Path, obj) -> None:
+    """``obj`` as indented JSON, written atomically (``config.json``, ``metrics.json``)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def save_checkpoint(path: str | Path, **content: Any) -> None:

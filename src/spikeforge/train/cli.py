@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
-                  "encoding", "loss", "steps", "hidden", "data_root", "precision")
+                  "encoding", "loss", "steps", "hidden", "data_root", "precision", "frames", "workers", "cache")
 
 
 class UsageError(Exception):
@@ -35,22 +35,33 @@ def _version() -> str:
     return f"spikeforge {__version__}"
 
 
+def _dataset_names() -> list[str]:
+    from .config import DataSet
+
+    return [d.value for d in DataSet if d is not DataSet.TONIC] + ["tonic:<Name>"]
+
+
 def _dataset(value: str) -> str:
-    if value in ("yinyang", "digits", "event-digits") or (value.startswith("tonic:") and len(value) > 6):
+    if value in _dataset_names() or (value.startswith("tonic:") and len(value) > 6):
         return value
-    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from yinyang, digits, event-digits, "
-                                     f"tonic:<Name>)")
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(_dataset_names())})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="spikeforge", description="Train and evaluate spiking networks on embedded data.")
+    p = _Parser(prog="spikeforge", description="Train and evaluate spiking networks on embedded or recorded data.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="{train,eval,export,info}")
     t = sub.add_parser("train", help="train a model (default: Yin-Yang) into a run folder")
-    t.add_argument("--dataset", type=_dataset, metavar="{yinyang,digits,event-digits,tonic:<Name>}",
-                   help="an embedded data set, or a tonic camera dataset such as tonic:NMNIST (needs "
-                        "--data-root and tonic)")
-    t.add_argument("--data-root", metavar="DIR", help="tonic datasets: the folder holding <Name>/ (never downloaded)")
+    t.add_argument("--dataset", type=_dataset, metavar="{" + ",".join(_dataset_names()) + "}",
+                   help="an embedded data set (yinyang, digits, event-digits), a recorded one read by spikeforge's "
+                        "readers from --data-root, or a tonic dataset such as tonic:NMNIST (needs tonic)")
+    t.add_argument("--data-root", metavar="DIR", help="recorded and tonic data sets: the folder holding <Name>/ "
+                                                      "(never downloaded)")
+    t.add_argument("--frames", choices=["counts", "binary"], help="event data: events per step and pixel (default), "
+                   "or 0/1 (lets the input layer skip zeros, SpikeLinear)")
+    t.add_argument("--workers", type=int, metavar="N", help="data on disk: DataLoader worker processes (default 0)")
+    t.add_argument("--cache", action="store_true", default=None,
+                   help="spikeforge's readers: keep the binned frames on disk ($SPIKEFORGE_CACHE/data)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="Adam learning rate (peak of the schedule)")
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(a: argparse.Namespace, argv: list[str]) -> int:
     from . import config as C
     from . import distributed
-    from .trainer import default_run_dir, resume, train
+    from .runs import default_run_dir, resume, train
 
     flags = {k: getattr(a, k) for k in _TRAIN_OPTIONS if getattr(a, k) is not None}
     if a.nproc is not None and a.nproc < 1:
@@ -135,7 +146,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from .trainer import evaluate
+    from .runs import evaluate
 
     r = evaluate(a.run_dir, a.split, a.which)
     print(f"{a.split} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  ({a.which}.pt, epoch {r['epoch']})")
@@ -144,7 +155,7 @@ def _eval(a: argparse.Namespace) -> int:
 
 def _export(a: argparse.Namespace) -> int:
     from .. import nir
-    from .trainer import load_run
+    from .runs import load_run
 
     model, cfg = load_run(a.run_dir, a.which, device="cpu")
     net = model.network()
@@ -200,8 +211,9 @@ def _describe(e: Exception) -> str:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .preflight import one_line
-    from .trainer import RunError
+    from ..data import DatasetError
     from ..nir import NIRError
+    from .runs import RunError
 
     text = one_line(e)
     from .distributed import peer_lost, rank_from_env
@@ -209,8 +221,8 @@ def _describe(e: Exception) -> str:
     if peer_lost(e):
         return (f"rank {rank_from_env()}: another worker stopped or stopped answering (a collective failed: "
                 f"{text[:200]}); completed epochs are kept: continue with --resume")
-    if isinstance(e, (ConfigError, CheckpointError, RunError, NIRError, FileNotFoundError, FloatingPointError,
-                      ImportError)):
+    if isinstance(e, (ConfigError, CheckpointError, RunError, NIRError, DatasetError, FileNotFoundError,
+                      FloatingPointError, ImportError)):
         return text
     return f"unexpected {type(e).__name__}: {text} (SPIKEFORGE_TRACEBACK=1 shows where)"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..neurons import REGISTRY, Reset
 
-__all__ = ["TrainConfig", "DataSet", "Encoding", "Loss", "Schedule", "Precision", "make_config", "load_config_file",
-           "ConfigError"]
+__all__ = ["TrainConfig", "DataSet", "Encoding", "Frames", "Loss", "Schedule", "Precision", "make_config",
+           "load_config_file", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -25,10 +25,35 @@ class ConfigError(ValueError):
 
 
 class DataSet(enum.Enum):
+    """Embedded (held whole in memory) or read from files under ``data_root`` (streamed)."""
+
     YINYANG = "yinyang"
     DIGITS = "digits"
     EVENT_DIGITS = "event-digits"
-    TONIC = "tonic"        # a tonic camera dataset (``tonic:<Name>``), binned into frames
+    NMNIST = "nmnist"              # spikeforge.data's readers: the recorded data sets
+    NCALTECH101 = "ncaltech101"
+    DVSGESTURE = "dvsgesture"
+    CIFAR10DVS = "cifar10dvs"
+    SHD = "shd"
+    SSC = "ssc"
+    TONIC = "tonic"        # a tonic dataset (``tonic:<Name>``), binned into frames
+
+    @property
+    def on_disk(self) -> bool:
+        """Read from files under ``data_root`` a batch at a time (not embedded)."""
+        return self not in (DataSet.YINYANG, DataSet.DIGITS, DataSet.EVENT_DIGITS)
+
+    @property
+    def events(self) -> bool:
+        """Event streams binned into frames (not static features)."""
+        return self not in (DataSet.YINYANG, DataSet.DIGITS)
+
+
+class Frames(enum.Enum):
+    """What an event frame holds (``spikeforge.data.ToFrame``'s ``binary``)."""
+
+    COUNTS = "counts"      # events per pixel/channel and step
+    BINARY = "binary"      # 1 where there was at least one event: spikes, so ``SpikeLinear`` can skip zeros
 
 
 class Encoding(enum.Enum):
@@ -85,7 +110,10 @@ class TrainConfig:
     threads: int | None = 1             # torch intra-op threads; None leaves torch's setting
     precision: Precision = Precision.FP32   # fp32, or bf16 (torch.autocast on CPU and GPU)
     tonic_dataset: str | None = None    # dataset tonic: the class name in tonic.datasets, e.g. "NMNIST"
-    data_root: str | None = None        # dataset tonic: the folder holding <Name>/ (never downloaded)
+    data_root: str | None = None        # data sets on disk: the folder holding <Name>/ (never downloaded)
+    frames: Frames = Frames.COUNTS      # event data: counts, or binary (0/1) frames
+    workers: int = 0                    # data sets on disk: DataLoader worker processes (0: in this process)
+    cache: bool = False                 # spikeforge's readers: keep the binned frames on disk (readers' cache)
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str) and self.dataset.startswith("tonic:"):
@@ -116,10 +144,10 @@ class TrainConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         _check_device(self.device)
-        if self.dataset is DataSet.EVENT_DIGITS and self.encoding is Encoding.LATENCY:
-            raise ConfigError("encoding latency turns static features into spike times, but event-digits is "
-                              "already a spike sequence (binned into frames): use encoding current (the default)")
-        _check_tonic(self)
+        if self.dataset.events and self.encoding is Encoding.LATENCY:
+            raise ConfigError(f"encoding latency turns static features into spike times, but {self.dataset.value} "
+                              f"is already a spike sequence (binned into frames): use encoding current (the default)")
+        _check_data_options(self)
         _check_neuron(self)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -139,7 +167,7 @@ class TrainConfig:
 
 
 _ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset,
-          "precision": Precision}
+          "precision": Precision, "frames": Frames}
 _OPTIONAL = ("reset",)
 # The trainer's choice for the neuron options left at None (where the neuron has the option).
 OPTION_DEFAULTS: dict[str, Any] = {"reset": Reset.SOFT, "detach_reset": True}
@@ -149,7 +177,10 @@ DATASET_DEFAULTS: dict[DataSet, dict[str, Any]] = {
     DataSet.YINYANG: {},
     DataSet.DIGITS: {"hidden": 128, "epochs": 30, "lr": 0.02, "input_scale": 5.0},
     DataSet.EVENT_DIGITS: {"hidden": 128, "epochs": 30, "lr": 0.02, "steps": 30, "input_scale": 3.0},
-    DataSet.TONIC: {"hidden": 128, "epochs": 10, "lr": 0.02, "steps": 30, "input_scale": 3.0},   # not tuned
+    # not tuned: the event-digits values for the camera sets, more steps for the audio sets
+    **{d: {"hidden": 128, "epochs": 10, "lr": 0.02, "steps": 30, "input_scale": 3.0}
+       for d in (DataSet.TONIC, DataSet.NMNIST, DataSet.NCALTECH101, DataSet.DVSGESTURE, DataSet.CIFAR10DVS)},
+    **{d: {"hidden": 128, "epochs": 10, "lr": 0.02, "steps": 50, "input_scale": 3.0} for d in (DataSet.SHD, DataSet.SSC)},
 }
 # Defaults for spike-time input (measured): finer steps resolve the input times; a readout that
 # integrates over the whole window (tau_out > T) avoids plateaus where every sample looks alike late.
@@ -213,20 +244,33 @@ def _positive(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _check_tonic(cfg: TrainConfig) -> None:
-    if cfg.dataset is not DataSet.TONIC:
-        if cfg.tonic_dataset is not None:
-            raise ConfigError(f"tonic_dataset is for dataset tonic:<Name>, not {cfg.dataset.value}")
-        return
-    if not (isinstance(cfg.tonic_dataset, str) and cfg.tonic_dataset.isidentifier()):
+def _check_data_options(cfg: TrainConfig) -> None:
+    """``tonic_dataset``, ``data_root``, ``workers``, ``cache`` and ``frames`` fit the data set."""
+    name = f"tonic:{cfg.tonic_dataset}" if cfg.dataset is DataSet.TONIC else cfg.dataset.value
+    if cfg.dataset is not DataSet.TONIC and cfg.tonic_dataset is not None:
+        raise ConfigError(f"tonic_dataset is for dataset tonic:<Name>, not {cfg.dataset.value}")
+    if cfg.dataset is DataSet.TONIC and not (isinstance(cfg.tonic_dataset, str) and cfg.tonic_dataset.isidentifier()):
         raise ConfigError(f"dataset tonic:<Name> needs the class name of a tonic dataset (tonic:NMNIST), "
                           f"got {cfg.tonic_dataset!r}")
+    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
+        raise ConfigError(f"workers must be a non-negative integer, got {cfg.workers!r}")
+    if not isinstance(cfg.cache, bool):
+        raise ConfigError(f"cache must be true or false, got {cfg.cache!r}")
+    if not cfg.dataset.on_disk:
+        for key, given in (("data_root", cfg.data_root is not None), ("workers", cfg.workers != 0),
+                           ("cache", cfg.cache)):
+            if given:
+                raise ConfigError(f"{key} is for data sets read from files; {name} is embedded: remove {key}")
+        if cfg.frames is Frames.BINARY and not cfg.dataset.events:
+            raise ConfigError(f"frames binary is for event data; {name} holds static features: remove frames")
+        return
     if not isinstance(cfg.data_root, str) or not cfg.data_root:
-        raise ConfigError(f"dataset tonic:{cfg.tonic_dataset} needs --data-root DIR (the folder holding "
-                          f"{cfg.tonic_dataset}/; nothing is downloaded)")
-    if cfg.encoding is Encoding.LATENCY:
-        raise ConfigError("encoding latency is for static features; tonic data are event streams binned "
-                          "into frames: use encoding current (the default)")
+        folder = cfg.tonic_dataset if cfg.dataset is DataSet.TONIC else "<Name>"
+        raise ConfigError(f"dataset {name} needs --data-root DIR (the folder holding {folder}/; nothing is "
+                          f"downloaded)")
+    if cfg.cache and cfg.dataset is DataSet.TONIC:
+        raise ConfigError("cache is for spikeforge's own readers (--dataset nmnist, shd, ...); for a tonic "
+                          "dataset use tonic.DiskCachedDataset in Python, or remove cache")
 
 
 def _check_device(device) -> None:

@@ -6,7 +6,10 @@ features under ``Encoding.CURRENT`` are projected once and held as a constant cu
 ``cfg.steps`` steps (``spikeforge.encoding.direct``); under ``Encoding.LATENCY`` they become
 one spike each (``spikeforge.encoding.latency`` over the first 3/4 of the window, plus a
 bias channel of constant 1 that fires at step 0), which reach the hidden neurons through
-current-based synapses (``synaptic_current``). The losses come from ``spikeforge.losses``.
+current-based synapses (``synaptic_current``). Event frames with ``Frames.BINARY`` are spikes,
+so ``fc_in`` is then a ``SpikeLinear`` (``SparseMode.AUTO``: it skips the zeros where the input
+is sparse enough, on CPU; same parameters as ``nn.Linear``); frames of counts go through a
+plain ``nn.Linear``. The losses come from ``spikeforge.losses``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from torch import Tensor, nn
 from .. import encoding, functional, losses, neurons
 from .. import nn as snn
 from .. import surrogate as sg
-from .config import ConfigError, Encoding, Loss, TrainConfig, neuron_kwargs
+from .config import ConfigError, Encoding, Frames, Loss, TrainConfig, neuron_kwargs
 
 __all__ = ["Classifier", "spike_input", "synaptic_current", "loss_and_logits", "class_scores", "make_surrogate"]
 
@@ -63,7 +66,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.steps, self.encoding, self.input_tau = cfg.steps, cfg.encoding, cfg.input_tau
         self.loss, self.backend = cfg.loss, cfg.backend
-        self.fc_in = nn.Linear(n_in + self.extra_inputs(cfg), cfg.hidden)
+        linear = snn.SpikeLinear if cfg.frames is Frames.BINARY else nn.Linear
+        self.fc_in = linear(n_in + self.extra_inputs(cfg), cfg.hidden)
         kw = neuron_kwargs(cfg)
         surrogate = make_surrogate(cfg.surrogate, cfg.surrogate_alpha)
         try:

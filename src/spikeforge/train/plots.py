@@ -85,10 +85,10 @@ def write_all(trainer, n_samples: int = 3) -> list[str]:
     from .tasks import batch_input
 
     run_dir, task = Path(trainer.run_dir), trainer.task
-    x, y = task.test
+    y = task.test.labels
     _, pred = trainer.predict("test")
     idx = _one_per_class(y, n_samples)
-    v, z = trainer.model(batch_input(x[idx]), return_spikes=True)
+    v, z = trainer.model(batch_input(task.test.take(idx)[0]), return_spikes=True)
     curves(trainer.history, run_dir / "curves.png")
     activity(z.cpu(), v.cpu(), y[idx].tolist(), pred[idx].tolist(), task.classes, run_dir / "activity.png")
     confusion(confusion_matrix(y.cpu(), pred.cpu(), len(task.classes)), task.classes, run_dir / "confusion.png")

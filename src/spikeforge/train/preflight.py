@@ -61,6 +61,8 @@ def dry_run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss) -> N
         model.zero_grad(set_to_none=True)
 
 
-def one_line(e) -> str:
-    """An exception's (or a text's) message on one line."""
-    return " ".join(str(e).split())
+def one_line(e, limit: int | None = None) -> str:
+    """An exception's (or a text's) message on one line; cut after ``limit`` characters (marked
+    `` ...``) when given."""
+    text = " ".join(str(e).split())
+    return text if limit is None or len(text) <= limit else text[:limit] + " ..."

@@ -1,6 +1,6 @@
-"""The trainer: ``train(cfg, out)`` runs a whole training into a run folder; ``resume(run_dir)``
-continues one after an interruption; ``evaluate(run_dir)`` re-evaluates a checkpoint;
-``load_run(run_dir)`` returns the trained model for inference.
+"""The trainer: ``Trainer(cfg, run_dir)`` holds one run's model, optimiser and data, trains
+epoch by epoch and evaluates; ``runs.py`` drives it on run folders (``train``, ``resume``,
+``evaluate``, ``load_run``).
 
 Run folder: ``config.json`` (the resolved configuration), ``last.pt`` (written atomically
 after every epoch, holds everything needed to continue), ``best.pt`` (the epoch with the
@@ -8,7 +8,9 @@ lowest validation loss), ``metrics.json`` and, unless ``plots=False``, PNG plots
 Before the folder is created, the configuration is checked and one training step is tried
 (``preflight``), so a run that cannot start leaves nothing behind.
 Training is deterministic for a given seed (shuffling uses a generator seeded per epoch),
-so a resumed run ends with the same weights as one that was never interrupted.
+so a resumed run ends with the same weights as one that was never interrupted. The data come
+as splits (``splits.py``): whole tensors for the embedded data sets, streamed from files a batch
+at a time for the others; the trainer draws the same index batches from either.
 On several processes (``spikeforge train --nproc N`` or torchrun; ``distributed``) each
 global batch is shared out among the ranks, gradients are averaged by DDP, the metrics are
 summed over the ranks, and rank 0 alone prints and writes the run folder.
@@ -16,31 +18,25 @@ summed over the ranks, and rank 0 alone prints and writes the run folder.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from .. import functional
 from . import preflight
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint, write_json
 from .config import Precision, Schedule, TrainConfig
-from .distributed import Group, from_env
+from .distributed import Group
 from .model import Classifier, loss_and_logits
 from .progress import Progress
 from .tasks import Task, batch_input, load_task
 
-__all__ = ["Trainer", "RunResult", "train", "resume", "evaluate", "load_run", "RunError", "BEST_CRITERION"]
+__all__ = ["Trainer", "RunResult", "BEST_CRITERION", "run_settings"]
 
 BEST_CRITERION = "lowest validation loss"   # how best.pt is chosen (see Trainer._one_epoch)
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked."""
 
 
 @dataclass
@@ -67,10 +63,10 @@ class Trainer:
         self.progress = Progress(quiet or not self.main)
         preflight.check_device(cfg.device)
         preflight.check_backend(cfg)
-        device = group.device if group is not None else torch.device(cfg.device)
-        self.task: Task = load_task(cfg, device)
+        self.device = group.device if group is not None else torch.device(cfg.device)
+        self.task: Task = load_task(cfg, self.device)
         torch.manual_seed(cfg.seed)
-        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(device)
+        self.model = Classifier(self.task.n_in, len(self.task.classes), cfg).to(self.device)
         self.net = group.wrap(self.model) if group is not None else self.model   # what trains
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.history: list[dict] = []
@@ -95,15 +91,15 @@ class Trainer:
                 self.optimizer.load_state_dict(ck["optimizer"])
                 self.best_model = ck.get("best_model", _copy_state(self.model))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"the checkpoint does not fit this model: {_short(e)}") from e
+            raise CheckpointError(f"the checkpoint does not fit this model: {preflight.one_line(e, 300)}") from e
         if not model_only:
             self.epoch, self.history, self.best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
 
     def check(self) -> None:
         """Try one training step on two samples (``preflight.dry_run``): a configuration that
         cannot run fails here with a ``ConfigError``, before anything is written."""
-        x, y = self.task.train
-        preflight.dry_run(self.model, batch_input(x[:2]), y[:2], self.cfg.loss)
+        x, y = self.task.train.take(torch.arange(min(2, len(self.task.train.labels))))
+        preflight.dry_run(self.model, batch_input(x), y, self.cfg.loss)
 
     # -- one epoch ----------------------------------------------------------------------
     def _lr(self, step: int, total: int) -> float:
@@ -116,61 +112,67 @@ class Trainer:
 
     def _autocast(self):
         if self.cfg.precision is Precision.BF16:
-            return torch.autocast(self.task.train[1].device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[float, int]:
-        """One optimiser step on the global batch ``idx``; its loss sum and correct count
-        (over all ranks)."""
-        mine, weight = self.group.share(idx) if self.group is not None else (idx, 1.0)
+    def _share(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """This rank's part of the global batch ``idx`` and the weight of its mean loss."""
+        return self.group.share(idx) if self.group is not None else (idx, 1.0)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[float, int]:
+        """One optimiser step on this rank's part ``(x, y)`` of a global batch; the batch's loss
+        sum and correct count (over all ranks)."""
         with self._autocast():
-            loss, logits = loss_and_logits(self.net(batch_input(x[mine])), y[mine], self.cfg.loss)
+            loss, logits = loss_and_logits(self.net(batch_input(x)), y, self.cfg.loss)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if self.group is None else loss * weight).backward()
         self.optimizer.step()
-        stats = [loss.item() * len(mine), int((logits.argmax(1) == y[mine]).sum())]
+        stats = [loss.item() * len(y), int((logits.argmax(1) == y).sum())]
         if self.group is not None:
             stats = self.group.sum([v if weight else 0 for v in stats])
         return stats[0], int(stats[1])
 
     def train_epoch(self) -> dict:
-        cfg, (x, y) = self.cfg, self.task.train
-        n, e = len(y), self.epoch + 1
-        per_epoch = math.ceil(n / cfg.batch_size)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + e)).to(y.device)
+        cfg, split = self.cfg, self.task.train
+        n, e, bs = len(split.labels), self.epoch + 1, cfg.batch_size
+        per_epoch = math.ceil(n / bs)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + e))
+        shares = [self._share(order[b * bs:(b + 1) * bs]) for b in range(per_epoch)]
         self.model.train()
         loss_sum, correct, t0, c0 = 0.0, 0, time.perf_counter(), time.process_time()
-        for b in range(per_epoch):
+        for b, ((_, weight), (x, y)) in enumerate(zip(shares, split.batches([m for m, _ in shares]))):
             for g in self.optimizer.param_groups:
                 g["lr"] = self._lr(self.epoch * per_epoch + b, cfg.epochs * per_epoch)
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch_loss, batch_correct = self._step(x, y, idx)
+            batch_loss, batch_correct = self._step(x, y, weight)
+            done = min(n, (b + 1) * bs)
             if not math.isfinite(batch_loss):
-                raise FloatingPointError(f"the loss became {batch_loss / len(idx)} in epoch {e}; try a smaller --lr")
+                raise FloatingPointError(f"the loss became {batch_loss / (done - b * bs)} in epoch {e}; try a "
+                                         f"smaller --lr")
             loss_sum += batch_loss
             correct += batch_correct
-            self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / min(n, (b + 1) * cfg.batch_size),
-                                correct / min(n, (b + 1) * cfg.batch_size))
+            self.progress.batch(e, cfg.epochs, b + 1, per_epoch, loss_sum / done, correct / done)
         return {"train_loss": loss_sum / n, "train_accuracy": correct / n, "train_seconds": time.perf_counter() - t0,
                 "train_cpu_seconds": time.process_time() - c0}
 
     @torch.no_grad()
-    def predict(self, split: str, chunk: int = 1000, part: slice = slice(None)) -> tuple[float, torch.Tensor]:
-        """Mean loss and predicted classes on a split (on its ``part``)."""
-        x, y = self.task.split(split)
-        x, y = x[part], y[part]
+    def predict(self, split: str, part: slice = slice(None)) -> tuple[float, torch.Tensor]:
+        """Mean loss and predicted classes on a split (on its ``part``), in batches of the
+        split's ``eval_chunk`` samples."""
+        data = self.task.split(split)
+        start, stop, _ = part.indices(len(data.labels))
+        chunks = [torch.arange(i, min(i + data.eval_chunk, stop)) for i in range(start, stop, data.eval_chunk)]
         self.model.eval()
-        loss, preds = 0.0, [y[:0]]
-        for i in range(0, len(y), chunk):
+        loss, preds = 0.0, [data.labels[:0]]
+        for x, y in data.batches(chunks):
             with self._autocast():
-                l, logits = loss_and_logits(self.model(batch_input(x[i:i + chunk])), y[i:i + chunk], self.cfg.loss)
-            loss += l.item() * len(y[i:i + chunk])
+                l, logits = loss_and_logits(self.model(batch_input(x)), y, self.cfg.loss)
+            loss += l.item() * len(y)
             preds.append(logits.argmax(1))
-        return loss / max(len(y), 1), torch.cat(preds)
+        return loss / max(stop - start, 1), torch.cat(preds)
 
     def accuracy(self, split: str) -> tuple[float, float]:
         """Mean loss and accuracy on a split (each rank evaluates its share, then they are summed)."""
-        y = self.task.split(split)[1]
+        y = self.task.split(split).labels
         if self.group is None:
             loss, pred = self.predict(split)
             return loss, (pred == y).float().mean().item()
@@ -182,7 +184,7 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------
     def fit(self) -> RunResult:
         t0, c0 = time.perf_counter(), time.process_time()
-        with _run_settings(self.cfg):
+        with run_settings(self.cfg):
             while self.epoch < self.cfg.epochs:
                 self._one_epoch()
             self.model.load_state_dict(self.best_model)
@@ -192,7 +194,7 @@ class Trainer:
         metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
                                train_cpu_seconds=time.process_time() - c0, plots=plots)
         if self.main:
-            _write_json(self.run_dir / "metrics.json", metrics)
+            write_json(self.run_dir / "metrics.json", metrics)
         self.progress.message(f"test accuracy {100 * test_acc:.2f}% with best.pt (epoch {self.best['epoch']}, "
                               f"the {BEST_CRITERION}; val accuracy {100 * self.best['val_accuracy']:.2f}%); "
                               f"run folder: {self.run_dir}")
@@ -215,7 +217,7 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.pt", **self.state())
         if self.main:
             save_checkpoint(self.run_dir / "last.pt", **self.state())
-            _write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
+            write_json(self.run_dir / "metrics.json", self.metrics(None, None, status="running"))
         self.progress.epoch(
             f"epoch {self.epoch:3d}/{self.cfg.epochs}  loss {row['train_loss']:.4f}  "
             f"train {100 * row['train_accuracy']:6.2f}%  val {100 * val_acc:6.2f}%  "
@@ -242,7 +244,7 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def _run_settings(cfg: TrainConfig):
+def run_settings(cfg: TrainConfig):
     """Thread count and per-call input checks for the run (the data are checked once)."""
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -253,11 +255,6 @@ def _run_settings(cfg: TrainConfig):
     finally:
         torch.set_num_threads(threads)
         functional.set_validation(checks)
-
-
-def _short(e: Exception) -> str:
-    text = preflight.one_line(e)
-    return text if len(text) < 300 else text[:300] + " ..."
 
 
 def _finite(value: float) -> float | None:
@@ -276,141 +273,3 @@ def _with_defaults(config) -> dict:
 
 def _copy_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def _check_finite(task: Task) -> None:
-    for name in ("train", "val", "test"):
-        if not bool(torch.isfinite(task.split(name)[0]).all()):
-            raise RunError(f"the {name} data contain NaN or inf")
-
-
-def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{cfg.dataset.value}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
-
-
-def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Train ``cfg`` into the folder ``out`` (default ``runs/<dataset>-<time>-s<seed>``).
-    The configuration is checked (and one training step tried) before the folder is created."""
-    with _group(cfg) as group:
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if group is not None:
-            run_dir = Path(group.broadcast(str(run_dir)))      # rank 0's time stamp
-        if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
-            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
-                           f"--out")
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
-        _check_finite(trainer.task)
-        trainer.check()
-        if trainer.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "config.json", cfg.to_dict())
-        procs = "" if group is None else f" on {group.world} processes"
-        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train[1])} samples, "
-                                 f"{cfg.epochs} epochs{procs}; run folder {run_dir}")
-        return trainer.fit()
-
-
-@contextlib.contextmanager
-def _group(cfg: TrainConfig):
-    """The process group when this process is one of several workers (else ``None``)."""
-    group = from_env(cfg.device)
-    try:
-        yield group
-    finally:
-        if group is not None:
-            group.close()
-
-
-def read_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise RunError(f"{path} is not a valid run configuration: {preflight.one_line(e)}") from e
-
-
-def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = False, plots: bool = True) -> RunResult:
-    """Continue the run in ``run_dir`` from its last completed epoch (``epochs`` may extend it).
-    A run folder without a checkpoint (stopped before its first epoch ended) starts from epoch 1."""
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    with _group(cfg) as group:
-        ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
-        if trainer.main:
-            for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
-                stale.unlink(missing_ok=True)
-        trainer.check()
-        if ck is not None:
-            trainer.load_state(ck)
-        if epochs is not None and epochs != cfg.epochs:
-            if epochs < trainer.epoch:
-                raise RunError(f"--epochs {epochs} is less than the {trainer.epoch} epochs already done")
-            trainer.cfg = cfg.replace(epochs=epochs)
-            if trainer.main:
-                _write_json(run_dir / "config.json", trainer.cfg.to_dict())
-        if ck is None:
-            trainer.progress.message(f"{run_dir} has no checkpoint yet: starting it from epoch 1 of "
-                                     f"{trainer.cfg.epochs}")
-        else:
-            trainer.progress.message(f"resuming {run_dir} after epoch {trainer.epoch} of {trainer.cfg.epochs}")
-        return trainer.fit()
-
-
-_WHICH = ("best", "last")
-
-
-def _checkpoint_path(run_dir: Path, which: str) -> Path:
-    if which not in _WHICH:
-        raise ValueError(f"which must be 'best' (best.pt, the {BEST_CRITERION}) or 'last' (last.pt, the last "
-                         f"completed epoch), got {which!r}")
-    return run_dir / f"{which}.pt"
-
-
-def evaluate(run_dir: str | Path, split: str = "test", which: str = "best") -> dict:
-    """Accuracy and loss of the run's ``which`` checkpoint (``best`` or ``last``) on ``split``."""
-    run_dir = Path(run_dir)
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    path = _checkpoint_path(run_dir, which)
-    cfg = read_config(run_dir)
-    ck = load_checkpoint(path)
-    trainer = Trainer(cfg, run_dir, quiet=True, plots=False)
-    trainer.load_state(ck, model_only=True)
-    with _run_settings(cfg):
-        loss, acc = trainer.accuracy(split)
-    return {"split": split, "which": which, "accuracy": acc, "loss": loss, "epoch": int(ck["epoch"])}
-
-
-def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.device | None = None
-             ) -> tuple[Classifier, TrainConfig]:
-    """The trained model of a ``spikeforge train`` run folder, in eval mode, and the run's
-    configuration.
-
-    ``which``: ``"best"`` (``best.pt``, the epoch with the lowest validation loss, whose test
-    accuracy ``metrics.json`` reports) or ``"last"`` (``last.pt``, the last completed epoch).
-    ``device``: where the model goes (default: the run's device). ``model(x)`` returns the
-    readout membrane (T, B, C) and ``model.predict(x)`` the classes (B,), for static features
-    (B, F) or time-first sequences (T, B, F).
-    """
-    run_dir = Path(run_dir)
-    path = _checkpoint_path(run_dir, which)
-    cfg = read_config(run_dir)
-    dev = preflight.check_device(str(cfg.device if device is None else device))
-    ck = load_checkpoint(path, map_location=dev)
-    weights = ck["model"]
-    if not all(isinstance(weights.get(k), torch.Tensor) for k in ("fc_in.weight", "fc_out.weight")):
-        raise CheckpointError(f"{path} does not hold the weights of a spikeforge.train.Classifier")
-    n_in = weights["fc_in.weight"].shape[1] - Classifier.extra_inputs(cfg)
-    model = Classifier(n_in, weights["fc_out.weight"].shape[0], cfg)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the model of {run_dir / 'config.json'}: {_short(e)}") from e
-    return model.to(dev).eval(), cfg

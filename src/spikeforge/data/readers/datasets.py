@@ -64,6 +64,20 @@ class _Recorded(torch.utils.data.Dataset):
         return f"{type(self).__name__}(n={len(self)}, sensor_size={self.sensor_size})"
 
 
+def _read_bin(path: Path, sensor_size, strict: bool):
+    """A sample's ``.bin`` file as events. A 0-byte file is refused when ``strict``: no released
+    N-MNIST or N-Caltech101 sample is empty, so it is a copy or extraction cut short (the reader
+    alone, ``read_nmnist_bin``, reads it as the empty recording it encodes)."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False                               # read_nmnist_bin says what is wrong with it
+    if empty and strict:
+        raise DatasetError(path, "empty file (0 bytes): no released sample is empty, so the copy or extraction was "
+                                 "probably cut short; extract it again (strict=False reads it as no events)")
+    return read_nmnist_bin(path, sensor_size, strict)[0]
+
+
 def _bins_by_folder(top: Path, ext: str, n_expected: int | None = None):
     """Files ``top/<class>/*<ext>`` sorted; class names are the sorted folder names."""
     classes = sorted(d.name for d in top.iterdir() if d.is_dir())
@@ -93,7 +107,7 @@ class NMNIST(_Recorded):
             raise DatasetError(top, f"class folders {folders[:12]} are not the digits 0..9")
 
     def _events(self, i):
-        return read_nmnist_bin(self.files[i], self.sensor_size, self.strict)[0]
+        return _read_bin(self.files[i], self.sensor_size, self.strict)
 
 
 class NCaltech101(_Recorded):
@@ -111,7 +125,7 @@ class NCaltech101(_Recorded):
         self.classes, self.files, self.targets = _bins_by_folder(top, ".bin")
 
     def _events(self, i):
-        return read_nmnist_bin(self.files[i], None, self.strict)[0]
+        return _read_bin(self.files[i], None, self.strict)
 
 
 class CIFAR10DVS(_Recorded):
