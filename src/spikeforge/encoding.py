@@ -103,9 +103,10 @@ def rate(x: Tensor, num_steps: int, *, gain: float = 1.0, generator: torch.Gener
 
 
 def latency_times(x: Tensor, num_steps: int, *, mode: LatencyMode = LatencyMode.LINEAR,
-                  threshold: float = 0.01, window: int | None = None) -> Tensor:
+                  threshold: float = 0.01, window: int | None = None, rounded: bool = True) -> Tensor:
     """The step at which ``latency`` makes each input spike (as floats, ``inf`` where the
-    input is ``<= threshold`` and stays silent). Same shape as ``x``.
+    input is ``<= threshold`` and stays silent). Same shape as ``x``. ``rounded=False``
+    gives the exact (real-valued) times, for event-based simulation (EventProp).
 
     The times span the first ``window`` steps (default: all ``num_steps``): 1 fires at step
     0 and values just above ``threshold`` at step ``window - 1``; the steps after the window
@@ -125,7 +126,9 @@ def latency_times(x: Tensor, num_steps: int, *, mode: LatencyMode = LatencyMode.
         t = last * (1.0 - safe) / (1.0 - threshold)
     else:
         t = last * torch.log(safe) / math.log(threshold)
-    t = torch.round(t).clamp(0, last)
+    if not isinstance(rounded, bool):
+        raise TypeError(f"rounded must be True or False, got {rounded!r}")
+    t = (torch.round(t) if rounded else t).clamp(0, last)
     return torch.where(fires, t, torch.full_like(t, math.inf)).detach()
 
 

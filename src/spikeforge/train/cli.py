@@ -13,7 +13,8 @@ import sys
 __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
-                  "encoding", "loss", "steps", "hidden", "data_root", "precision", "frames", "workers", "cache")
+                  "encoding", "loss", "method", "steps", "hidden", "data_root", "precision", "frames", "workers",
+                  "cache")
 
 
 class UsageError(Exception):
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     t.add_argument("--encoding", choices=["current", "latency"], help="input coding of static features")
     t.add_argument("--loss", choices=["max-membrane", "first-spike"])
+    t.add_argument("--method", choices=["bptt", "eventprop"], help="gradients: surrogate BPTT (default) or exact "
+                   "EventProp on the event-based simulation (latency input, CubaLIF by default)")
     t.add_argument("--steps", type=int, help="time steps T")
     t.add_argument("--hidden", type=int, help="number of hidden neurons")
     t.add_argument("--precision", choices=["fp32", "bf16"],

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..neurons import REGISTRY, Reset
 
-__all__ = ["TrainConfig", "DataSet", "Encoding", "Frames", "Loss", "Schedule", "Precision", "make_config",
+__all__ = ["TrainConfig", "DataSet", "Encoding", "Frames", "Loss", "Method", "Schedule", "Precision", "make_config",
            "load_config_file", "ConfigError"]
 
 
@@ -68,6 +68,13 @@ class Loss(enum.Enum):
     FIRST_SPIKE = "first-spike"     # cross-entropy of (minus) the step each readout first crosses 1
 
 
+class Method(enum.Enum):
+    """How the gradient is computed."""
+
+    BPTT = "bptt"              # surrogate gradients through the time-stepped simulation
+    EVENTPROP = "eventprop"    # exact gradients of the event-based simulation (spikeforge.learning.eventprop)
+
+
 class Precision(enum.Enum):
     """The arithmetic of the forward pass: float32, or ``torch.autocast`` to bfloat16 (the
     weights, optimiser and loss stay float32; the CPU neuron kernels compute bfloat16 input
@@ -89,6 +96,7 @@ class TrainConfig:
     dataset: DataSet = DataSet.YINYANG
     encoding: Encoding = Encoding.CURRENT
     loss: Loss = Loss.MAX_MEMBRANE
+    method: Method = Method.BPTT
     steps: int = 20                     # simulation time steps T
     hidden: int = 120
     neuron: str = "IF"                  # a name in spikeforge.neurons.REGISTRY
@@ -149,6 +157,7 @@ class TrainConfig:
                               f"is already a spike sequence (binned into frames): use encoding current (the default)")
         _check_data_options(self)
         _check_neuron(self)
+        _check_method(self)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -167,7 +176,7 @@ class TrainConfig:
 
 
 _ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset,
-          "precision": Precision, "frames": Frames}
+          "precision": Precision, "frames": Frames, "method": Method}
 _OPTIONAL = ("reset",)
 # The trainer's choice for the neuron options left at None (where the neuron has the option).
 OPTION_DEFAULTS: dict[str, Any] = {"reset": Reset.SOFT, "detach_reset": True}
@@ -187,6 +196,14 @@ DATASET_DEFAULTS: dict[DataSet, dict[str, Any]] = {
 ENCODING_DEFAULTS: dict[Encoding, dict[str, Any]] = {
     Encoding.CURRENT: {},
     Encoding.LATENCY: {"steps": 80, "input_scale": 3.0, "tau_out": 100.0, "lr": 0.03, "epochs": 60},
+}
+# EventProp: spike-time input and current-based neurons (their spike times move smoothly with the
+# weights; a LIF's delta synapses make spikes only at input times); tuned on Yin-Yang.
+METHOD_DEFAULTS: dict[Method, dict[str, Any]] = {
+    Method.BPTT: {},
+    Method.EVENTPROP: {"encoding": Encoding.LATENCY, "loss": Loss.FIRST_SPIKE, "neuron": "CubaLIF", "steps": 40,
+                       "hidden": 200, "lr": 0.01, "batch_size": 32, "epochs": 40, "input_scale": 1.0, "tau_out": 20.0,
+                       "neuron_params": {"tau_syn": 5.0, "tau_mem": 20.0}},
 }
 NEURON_DEFAULTS: dict[str, dict[str, float]] = {
     "CubaLIF": {"tau_syn": 2.0, "tau_mem": 4.0},
@@ -224,8 +241,13 @@ def make_config(**overrides) -> TrainConfig:
     if isinstance(dataset, str) and dataset.startswith("tonic:"):
         overrides = {**overrides, "dataset": DataSet.TONIC, "tonic_dataset": dataset[len("tonic:"):]}
     dataset = _enum("dataset", overrides.get("dataset", DataSet.YINYANG))
-    encoding = _enum("encoding", overrides.get("encoding", Encoding.CURRENT))
-    values = {**DATASET_DEFAULTS[dataset], **ENCODING_DEFAULTS[encoding], **overrides, "dataset": dataset}
+    method = _enum("method", overrides.get("method", Method.BPTT))
+    encoding = _enum("encoding", overrides.get("encoding", METHOD_DEFAULTS[method].get("encoding", Encoding.CURRENT)))
+    by_method = dict(METHOD_DEFAULTS[method])
+    if "neuron" in overrides:                      # the method's neuron parameters are its neuron's
+        by_method.pop("neuron_params", None)
+    values = {**DATASET_DEFAULTS[dataset], **ENCODING_DEFAULTS[encoding], **by_method, **overrides,
+              "dataset": dataset}
     return TrainConfig(**values)
 
 
@@ -271,6 +293,26 @@ def _check_data_options(cfg: TrainConfig) -> None:
     if cfg.cache and cfg.dataset is DataSet.TONIC:
         raise ConfigError("cache is for spikeforge's own readers (--dataset nmnist, shd, ...); for a tonic "
                           "dataset use tonic.DiskCachedDataset in Python, or remove cache")
+
+
+def _check_method(cfg: TrainConfig) -> None:
+    """EventProp reads spike times of static features and needs a neuron with a linear
+    continuous-time form (``spikeforge.learning.eventprop``)."""
+    if cfg.method is not Method.EVENTPROP:
+        return
+    if cfg.dataset.events or cfg.encoding is not Encoding.LATENCY:
+        raise ConfigError(f"method eventprop simulates spike times: it needs encoding latency on a data set of "
+                          f"static features (yinyang, digits), got dataset {cfg.dataset.value} with encoding "
+                          f"{cfg.encoding.value}")
+    if cfg.neuron not in EVENTPROP_NEURONS:
+        raise ConfigError(f"method eventprop needs a neuron with a linear continuous-time form "
+                          f"({', '.join(EVENTPROP_NEURONS)}), got {cfg.neuron}")
+    if cfg.precision is not Precision.FP32:
+        raise ConfigError("method eventprop runs in float32 (its spike times are found by root finding); "
+                          "drop --precision bf16")
+
+
+EVENTPROP_NEURONS = ("CubaLIF", "LIF", "PLIF", "IF", "ALIF")
 
 
 def _check_device(device) -> None:

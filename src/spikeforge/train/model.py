@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import encoding, functional, losses, neurons
+from ..learning.eventprop import EventRun
 from .. import nn as snn
 from .. import surrogate as sg
-from .config import ConfigError, Encoding, Frames, Loss, TrainConfig, neuron_kwargs
+from .config import ConfigError, Encoding, Frames, Loss, Method, TrainConfig, neuron_kwargs
 
 __all__ = ["Classifier", "spike_input", "synaptic_current", "loss_and_logits", "class_scores", "make_surrogate"]
 
@@ -65,7 +66,7 @@ class Classifier(nn.Module):
     def __init__(self, n_in: int, n_classes: int, cfg: TrainConfig) -> None:
         super().__init__()
         self.steps, self.encoding, self.input_tau = cfg.steps, cfg.encoding, cfg.input_tau
-        self.loss, self.backend = cfg.loss, cfg.backend
+        self.loss, self.backend, self.method = cfg.loss, cfg.backend, cfg.method
         linear = snn.SpikeLinear if cfg.frames is Frames.BINARY else nn.Linear
         self.fc_in = linear(n_in + self.extra_inputs(cfg), cfg.hidden)
         kw = neuron_kwargs(cfg)
@@ -75,6 +76,10 @@ class Classifier(nn.Module):
         except (TypeError, ValueError) as e:
             raise ConfigError(f"neuron {cfg.neuron} with {kw}: {e}") from e
         self.fc_out = nn.Linear(cfg.hidden, n_classes)
+        if cfg.method is Method.EVENTPROP:
+            from .event_model import init_eventprop
+            self.readout = init_eventprop(self, cfg)
+            return
         self.readout = snn.LI(tau=cfg.tau_out, backend=cfg.backend)
         with torch.no_grad():
             self.fc_in.weight.mul_(cfg.input_scale)
@@ -94,6 +99,9 @@ class Classifier(nn.Module):
         return encoding.direct(self.fc_in(x), self.steps)    # constant current: project once
 
     def forward(self, x: Tensor, return_spikes: bool = False):
+        if self.method is Method.EVENTPROP:
+            from .event_model import event_forward
+            return event_forward(self, x, return_spikes)
         z = self.hidden(self.current(x))
         v = self.readout(self.fc_out(z))
         return (v, z) if return_spikes else v
@@ -103,9 +111,10 @@ class Classifier(nn.Module):
         export (``spikeforge.nir``): ``fc_in -> hidden -> fc_out -> readout``, after an ``LI``
         synapse layer for latency-coded input with ``input_tau``. Its input is the encoded
         sequence: the features at every step (current), or the spikes with the bias channel
-        (latency, ``spike_input``)."""
+        (latency, ``spike_input``). An EventProp model's hidden neurons hold their synaptic
+        current themselves: its input spikes go to ``fc_in`` directly."""
         layers = [self.fc_in, self.hidden, self.fc_out, self.readout]
-        if self.encoding is Encoding.LATENCY:
+        if self.encoding is Encoding.LATENCY and self.method is Method.BPTT:
             if self.input_tau is None:
                 raise ConfigError("a latency model without input_tau integrates its input spikes without leak, "
                                   "which has no layer to export; train with input_tau set")
@@ -119,8 +128,11 @@ class Classifier(nn.Module):
         return class_scores(self(x), self.loss).argmax(1)
 
 
-def class_scores(v: Tensor, loss: Loss) -> Tensor:
-    """The scores (B, C) whose largest entry is the prediction, for readout membranes ``v``."""
+def class_scores(v, loss: Loss) -> Tensor:
+    """The scores (B, C) whose largest entry is the prediction, for readout membranes ``v``
+    (or an EventProp run)."""
+    if isinstance(v, EventRun):
+        return v.readout.amax(0) if loss is Loss.MAX_MEMBRANE else -v.first
     if loss is Loss.MAX_MEMBRANE:
         return v.amax(0)
     return losses.first_spike_scores(readout_spikes(v), tie_break=v.amax(0))
@@ -135,7 +147,13 @@ def loss_and_logits(v: Tensor, target: Tensor, loss: Loss) -> tuple[Tensor, Tens
     """The loss of readout membranes ``v`` (T, B, C) and the scores used for prediction:
     ``losses.max_membrane_ce``, or ``losses.first_spike_ce`` of the readout spikes (the
     number of steps before the first one, differentiable through the surrogate of each
-    crossing) with ties between equal times broken by the larger peak membrane."""
+    crossing) with ties between equal times broken by the larger peak membrane. For an
+    EventProp run: the max-membrane loss of its readout, or ``losses.ttfs_ce`` of its exact
+    first-spike times."""
+    if isinstance(v, EventRun):
+        if loss is Loss.MAX_MEMBRANE:
+            return losses.max_membrane_ce(v.readout, target), class_scores(v, loss)
+        return losses.ttfs_ce(v.first, target), class_scores(v, loss)
     if loss is Loss.MAX_MEMBRANE:
         return losses.max_membrane_ce(v, target), class_scores(v, loss)
     return losses.first_spike_ce(readout_spikes(v), target), class_scores(v, loss)

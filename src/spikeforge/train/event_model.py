@@ -1,0 +1,81 @@
+"""The trainer's ``Classifier`` under ``method eventprop``: the same modules (``fc_in ->
+hidden -> fc_out -> readout``), run event by event by ``spikeforge.learning.eventprop``.
+
+Input: each feature in [0, 1] becomes one spike at the (real, not rounded) time that
+``encoding.latency_times(..., rounded=False)`` gives, in steps over the first ``3T/4`` of the window, plus a
+bias spike at 0 (as ``spike_input`` for BPTT). Time is in steps (the neurons' ``dt = 1``),
+so the same weights run in the time-stepped simulation too (``Classifier.network()``).
+Readout: ``LI`` read at the end of every step (times 1..T) for the max-membrane loss; for the first-spike loss a
+spiking ``CubaLIF`` (``tau_mem = tau_out``) whose exact first spike times feed
+``losses.ttfs_ce`` (simulated up to the first spike of each class: nothing later counts).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import encoding
+from .. import nn as snn
+from ..learning import eventprop
+from .config import Loss, TrainConfig, neuron_kwargs
+
+__all__ = ["init_eventprop", "event_forward"]
+
+# Initial weights (mean, std) per unit of synaptic time constant (an input spike adds
+# w / tau_syn to a CubaLIF current): the input layer's are Wunderlich & Pehle's Yin-Yang values.
+IN_INIT = (1.5, 0.78)
+OUT_INIT = {Loss.FIRST_SPIKE: (2.0, 1.0), Loss.MAX_MEMBRANE: (0.0, 1.0)}
+
+
+def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """Initialise ``fc_in``/``fc_out`` for EventProp and return the readout layer."""
+    tau_syn = float(neuron_kwargs(cfg).get("tau_syn", 1.0))
+    if cfg.loss is Loss.FIRST_SPIKE:
+        readout = snn.CubaLIF(tau_syn=tau_syn if cfg.neuron == "CubaLIF" else 5.0, tau_mem=cfg.tau_out)
+    else:
+        readout = snn.LI(tau=cfg.tau_out)
+    # an input spike adds w / tau to an LI membrane (w / tau_syn to a CubaLIF current): weights in those units
+    out_scale = float(readout.tau_syn) if cfg.loss is Loss.FIRST_SPIKE else cfg.tau_out
+    with torch.no_grad():
+        model.fc_in.weight.normal_(IN_INIT[0] * tau_syn, IN_INIT[1] * tau_syn).mul_(cfg.input_scale)
+        model.fc_in.bias.zero_()
+        mean, std = OUT_INIT[cfg.loss]
+        model.fc_out.weight.normal_(mean * out_scale, std * out_scale)
+        model.fc_out.bias.zero_()
+    return readout
+
+
+def input_events(x: Tensor, steps: int) -> eventprop.Events:
+    """Features (B, F) in [0, 1] -> one spike per feature and a bias spike at 0, in steps."""
+    with_bias = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    times = encoding.latency_times(with_bias, steps, threshold=0.0, window=max(3 * steps // 4, 1), rounded=False)
+    return eventprop.Events.from_times(times.to(x.dtype))
+
+
+def event_forward(model: nn.Module, x: Tensor, return_spikes: bool = False):
+    """The EventProp run of ``model`` on features ``x`` (B, F); with ``return_spikes``,
+    ``(readout, hidden spikes)`` binned to the step grid for plots: ``(T, B, C)`` membrane
+    (max-membrane) or output spikes (first-spike), and ``(T, B, H)``."""
+    if x.dim() != 2:
+        raise ValueError(f"method eventprop takes static features (B, F), got shape {tuple(x.shape)}")
+    net = nn.Sequential(model.fc_in, model.hidden, model.fc_out, model.readout)
+    first_only = model.loss is Loss.FIRST_SPIKE
+    record = torch.arange(1, model.steps + 1, dtype=x.dtype, device=x.device)   # as BPTT's steps 1..T
+    run = eventprop.run(net, input_events(x, model.steps), float(model.steps), record=record,
+                        max_spikes=1 if first_only else None)
+    if not return_spikes:
+        return run
+    hidden = _raster(run.spikes[0], model.steps, model.fc_in.out_features)
+    out = _raster(run.spikes[-1], model.steps, model.fc_out.out_features) if first_only else run.readout
+    return out, hidden
+
+
+def _raster(ev: eventprop.Events, steps: int, n: int) -> Tensor:
+    """Events -> (T, B, n) spike counts per step (step k holds times in [k, k+1))."""
+    B = ev.times.shape[0]
+    out = torch.zeros(steps, B, n, dtype=ev.times.dtype, device=ev.times.device)
+    t = ev.times.detach()
+    ok = torch.isfinite(t) & (t < steps)
+    b = torch.arange(B, device=t.device).unsqueeze(1).expand_as(t)
+    out.index_put_((t[ok].long(), b[ok], ev.index[ok]), torch.ones_like(t[ok]), accumulate=True)
+    return out
