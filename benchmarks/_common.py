@@ -183,6 +183,19 @@ def machine_info(threads: int, malloc_tuned: bool, torch_version: str, omp_passi
             f"{threads} threads; allocator: {alloc}" + ("; OMP_WAIT_POLICY=PASSIVE" if omp_passive else ""))
 
 
+def git_revision(*paths: str) -> str:
+    """The checkout's commit, plus a note if ``paths`` (relative to the repository root)
+    have uncommitted changes; "revision unknown" without git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=10).stdout.strip()
+        head, dirty = git("log", "-1", "--format=%h"), git("status", "--porcelain", "--", *paths) if paths else ""
+    except (OSError, subprocess.SubprocessError):
+        return "revision unknown"
+    return (head or "revision unknown") + (f" + uncommitted changes in {', '.join(paths)}" if dirty else "")
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A Markdown pipe table with right-aligned cells."""
     cells = [[str(c) for c in r] for r in rows]
@@ -234,3 +247,27 @@ def open_unit(text: str) -> float:
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {v}")
     return v
+
+
+def comma_list(conv, what: str, n: int = 0):
+    """An argparse ``type``: comma-separated values, each through ``conv`` (which raises
+    ``ValueError`` on a bad one); exactly ``n`` of them if ``n`` (``n = 1``: the value itself).
+    A bad list is an argparse error naming the option and saying it expected ``what``."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            out = [conv(x.strip()) for x in text.split(",") if x.strip()]
+        except (ValueError, argparse.ArgumentTypeError):
+            out = []
+        if not out or (n and len(out) != n):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return out[0] if n == 1 else out
+    return parse
+
+
+def checked(ok, value):
+    """``value`` if ``ok(value)``, else ``ValueError`` (for ``comma_list``'s converters)."""
+    if not ok(value):
+        raise ValueError(value)
+    return value
