@@ -282,3 +282,22 @@ def test_max_spikes_keeps_the_first_ones(superposition, monkeypatch):
         ep.run(net, events, T_END, max_spikes=0)
     with pytest.raises(ValueError, match="t_end"):
         ep.run(net, events, float("inf"))
+
+
+@pytest.mark.parametrize("superposition", [True, False])
+@pytest.mark.parametrize("neuron", ["IF", "LIF"])
+def test_simultaneous_input_spikes_add_up_before_the_threshold(neuron, superposition, monkeypatch):
+    """Pulses at one instant are summed first (as within one step of the stepped model), in
+    any order: +1.2 and -0.5 together stay below threshold; +1.2 and +0.9 fire once under a
+    hard reset (the second pulse does not survive the reset)."""
+    monkeypatch.setattr(ep, "_SUPERPOSITION", superposition)
+    scale = 10.0 if neuron == "LIF" else 1.0                      # LIF's pulse is w * dt / tau
+    for w, want in (([1.2, -0.5], 0), ([-0.5, 1.2], 0), ([1.2, 0.9], 1), ([0.9, 1.2], 1)):
+        net = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False),
+                                  getattr(sf.nn, neuron)(reset="hard", **({"tau": 10.0} if neuron == "LIF" else {})),
+                                  torch.nn.Linear(1, 1), sf.nn.LI()).double()
+        with torch.no_grad():
+            net[0].weight.copy_(torch.tensor([w], dtype=torch.float64) * scale)
+        out = ep.run(net, ep.Events.from_times(torch.tensor([[1.0, 1.0]], dtype=torch.float64)), 5.0,
+                     record=torch.tensor([5.0], dtype=torch.float64))
+        assert out.spikes[0].counts.tolist() == [want], w

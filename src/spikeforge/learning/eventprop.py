@@ -33,7 +33,7 @@ from ..nn.layers import Recurrent
 from ..nn.neuron import Neuron
 from ._modal import Modes, NotLinear, modes_of
 
-__all__ = ["Events", "EventRun", "run", "NotLinear"]
+__all__ = ["Events", "EventRun", "run", "silent_penalty", "NotLinear"]
 
 INF = float("inf")
 
@@ -76,7 +76,7 @@ class EventRun:
 
 
 def _sorted(times: Tensor, index: Tensor) -> Events:
-    order = torch.sort(times.detach(), dim=1).indices
+    order = torch.sort(times.detach(), dim=1, stable=True).indices
     times, index = times.gather(1, order), index.gather(1, order)
     keep = int(torch.isfinite(times.detach()).sum(1).max()) if times.numel() else 0
     return Events(times[:, :keep], index[:, :keep])
@@ -202,7 +202,9 @@ def _spiking(layer: _Layer, events: Events, t_end: float, samples: int, max_spik
         y, t = sim.advance(y, t, target.unsqueeze(1).expand(B, n))
         if k < K and bool(valid.any()):
             w = torch.where(valid.unsqueeze(1), W.t()[events.index[:, k]], 0.0)
-            y = sim.fire_now(y + modes.b_hat * w.unsqueeze(-1), t)
+            # spikes arriving at one instant add up before the threshold is looked at (as in one step)
+            last = events.times[:, k + 1] != tk if k + 1 < K else torch.ones_like(valid)
+            y = sim.fire_now(y + modes.b_hat * w.unsqueeze(-1), t, allowed=last.unsqueeze(1))
     if not sim.out:
         return Events(torch.empty(B, 0, dtype=W.dtype, device=W.device),
                       torch.empty(B, 0, dtype=torch.long, device=W.device))
@@ -231,6 +233,7 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
     ends = torch.cat([t_in, zero + float(t_end)], 1)                     # (B, I), I = K + 1
     order = torch.arange(K, device=W.device)
     on = valid.unsqueeze(1) & (order.view(1, -1, 1) >= order.view(1, 1, -1))   # (B, K, K): spikes <= k
+    order_i = torch.arange(K + 1, device=W.device).view(1, -1)
     y0 = _rest(layer, modes, 1)[0]
     free = modes.y_inf + torch.exp(modes.lam * starts[..., None, None]) * (y0 - modes.y_inf)   # (B, I, n, d)
     S = free + torch.cat([torch.zeros_like(free[:, :1]), _driven(modes, events, W, t_in, on)], 1)
@@ -244,7 +247,8 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
             torch.exp(modes.lam * (a - t_last.unsqueeze(1)).unsqueeze(-1)) * R.unsqueeze(1)
         with torch.no_grad():
             span = torch.where(ahead, ends.unsqueeze(-1) - a, 0.0)
-            now = ahead & (modes.g(X) >= 0)                              # a jump took it over threshold
+            # a jump took it over threshold; spikes at one instant add up first (zero-length intervals wait)
+            now = ahead & (modes.g(X) >= 0) & ((ends > starts) | (order_i == K)).unsqueeze(-1)
             found, lo, hi = _bracket(modes, X, span, 1)
             hit = now | (found & ahead)
             first = torch.where(hit, torch.arange(K + 1, device=W.device).view(1, -1, 1), K + 1).amin(1)   # (B, n)
@@ -308,13 +312,15 @@ class _Sim:
         raise RuntimeError(f"eventprop: more than {_MAX_ROUNDS} spike rounds between two events; the layer "
                            f"fires without bound (check its reset and weights)")
 
-    def fire_now(self, y: Tensor, t: Tensor, hit: Tensor | None = None) -> Tensor:
+    def fire_now(self, y: Tensor, t: Tensor, hit: Tensor | None = None, allowed: Tensor | None = None) -> Tensor:
         """Spike the neurons in ``hit`` at ``t``, then any that a jump leaves at or above
-        threshold, until none is."""
+        threshold (where ``allowed``), until none is."""
         modes, spec, p = self.modes, self.layer.neuron.spec, self.layer.neuron.params()
         for _ in range(_MAX_ROUNDS):
             if hit is None:
                 hit = modes.g(y).detach() >= 0
+                if allowed is not None:
+                    hit = hit & allowed
                 if not bool(hit.any()):
                     return y
             self.out.append(torch.where(hit, t, INF))
@@ -442,10 +448,40 @@ def _readout(layer: _Layer, events: Events, record: Tensor) -> Tensor:
     if record.dim() != 1 or not torch.isfinite(record).all() or (record < 0).any():
         raise ValueError(f"record must be a 1-D tensor of finite times >= 0, got {tuple(record.shape)}")
     modes = layer.modes(W.dtype)
-    y0 = _rest(layer, modes, 1)[0]                                       # (n, d)
-    free = modes.advance(y0.expand(record.numel(), -1, -1), record.unsqueeze(1).expand(-1, y0.shape[0]))
-    dt = record.view(1, -1, 1) - events.times.unsqueeze(1)               # (B, E, K)
-    on = (dt >= 0) & torch.isfinite(dt)
-    driven = _driven(modes, events, W, record.unsqueeze(0), on)
-    v = modes.to_state(free.unsqueeze(0) + driven)[..., spec.state.index("v")]
+    v = modes.to_state(_response(layer, modes, events, record))[..., spec.state.index("v")]
     return v.transpose(0, 1)
+
+
+def _response(layer: _Layer, modes: Modes, events: Events, times: Tensor) -> Tensor:
+    """The modal state without any own spike (rest response plus the input spikes' modes)
+    at ``times`` ``(E,)`` -> ``(B, E, n, d)``."""
+    y0 = _rest(layer, modes, 1)[0]                                       # (n, d)
+    free = modes.advance(y0.expand(times.numel(), -1, -1), times.unsqueeze(1).expand(-1, y0.shape[0]))
+    dt = times.view(1, -1, 1) - events.times.unsqueeze(1)                # (B, E, K)
+    on = (dt >= 0) & torch.isfinite(dt)
+    return free.unsqueeze(0) + _driven(modes, events, layer.weight, times.unsqueeze(0), on)
+
+
+def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float, points: int = 32) -> Tensor:
+    """A regulariser for neurons that EventProp cannot teach: those of a spiking layer that
+    fired on no sample of the batch get no exact gradient at all (their spike times do not
+    exist). For each of them, ``relu(-max_t g)``, how far its threshold function ``g`` (its
+    membrane minus threshold, without spikes) stays below 0 over ``points`` times in
+    ``[0, t_end]``, averaged over the batch and those neurons, summed over the layers; 0 when
+    every neuron fired somewhere. Adding it to the loss pulls silent neurons back to threshold."""
+    layers = _layers(model)
+    times = torch.linspace(0.0, float(t_end), points, dtype=layers[0].weight.dtype, device=layers[0].weight.device)
+    total = layers[0].weight.new_zeros(())
+    inputs = events
+    for layer, spikes in zip(layers, out.spikes):
+        if not layer.neuron.spec.spiking:
+            break
+        n = layer.weight.shape[0]
+        fired = torch.zeros(n, dtype=torch.bool, device=layer.weight.device)
+        fired[spikes.index[torch.isfinite(spikes.times)]] = True
+        if not bool(fired.all()) and layer.recurrent is None:
+            modes = layer.modes(layer.weight.dtype)
+            g = modes.g(_response(layer, modes, inputs, times))              # (B, E, n)
+            total = total + torch.relu(-g.amax(1)[:, ~fired]).mean()
+        inputs = spikes
+    return total
