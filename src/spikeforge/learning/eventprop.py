@@ -426,14 +426,10 @@ def _driven(modes: Modes, events: Events, W: Tensor, at: Tensor, on: Tensor) -> 
     w = W.t()[events.index]                                              # (B, K, n)
     tk = torch.where(on.any(1), events.times, torch.zeros_like(events.times))    # (B, K); unused: 0
     lam = modes.lam
-    horizon = float(lam.detach().abs().max() * at.detach().abs().max().clamp(min=0)) if at.numel() else 0.0
-    if bool((lam == lam[:1]).all()) and horizon < 60:
-        # exp(lam (a - t_k)) = exp(lam a) exp(-lam t_k): one batched matmul per mode
-        return torch.stack([
-            torch.exp(lam[0, j] * at).unsqueeze(-1) *
-            torch.bmm(on.to(W.dtype) * torch.exp(-lam[0, j] * tk).unsqueeze(1), w) * modes.b_hat[:, j]
-            for j in range(lam.shape[-1])], -1)
-    dt = torch.where(on, at.unsqueeze(-1) - tk.unsqueeze(1), 0.0)         # (B, E, K)
+    dt = torch.where(on, at.unsqueeze(-1) - tk.unsqueeze(1), 0.0)         # (B, E, K), >= 0 where on
+    if bool((lam == lam[:1]).all()):     # one decay per mode for all neurons: a batched matmul per mode
+        return torch.stack([torch.bmm(torch.where(on, torch.exp(lam[0, j] * dt), 0.0), w) * modes.b_hat[:, j]
+                            for j in range(lam.shape[-1])], -1)
     decay = torch.where(on[..., None, None], torch.exp(lam * dt[..., None, None]), 0.0)   # (B, E, K, n, d)
     return torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
 
