@@ -301,3 +301,28 @@ def test_simultaneous_input_spikes_add_up_before_the_threshold(neuron, superposi
         out = ep.run(net, ep.Events.from_times(torch.tensor([[1.0, 1.0]], dtype=torch.float64)), 5.0,
                      record=torch.tensor([5.0], dtype=torch.float64))
         assert out.spikes[0].counts.tolist() == [want], w
+
+
+def test_silent_penalty_pulls_silent_neurons_to_threshold():
+    """Neurons that fire on no sample get ``relu(-max g)`` averaged; its gradient raises their
+    input weights; it is 0 when every neuron fires somewhere."""
+    net = _net("CubaLIF", "hard", False, "LI", seed=0)
+    with torch.no_grad():
+        net[0].weight[1].fill_(0.1)                                # neuron 1 stays silent
+        net[0].bias[1] = 0.0
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
+    fired = set(out.spikes[0].index[torch.isfinite(out.spikes[0].times)].tolist())
+    assert 1 not in fired and len(fired) >= 2
+    penalty = ep.silent_penalty(net, events, out, T_END)
+    times = torch.linspace(0, T_END, 32, dtype=torch.float64)
+    layer = ep._layers(net)[0]
+    g = layer.modes(torch.float64).g(ep._response(layer, layer.modes(torch.float64), events, times))
+    silent = [k for k in range(4) if k not in fired]
+    assert penalty.item() == pytest.approx(torch.relu(-g.amax(1)[:, silent]).mean().item()) and penalty.item() > 0
+    penalty.backward()
+    assert (net[0].weight.grad[1] < 0).all() and net[0].weight.grad[0].abs().sum() == 0   # only the silent one moves
+    with torch.no_grad():
+        net[0].weight.fill_(50.0)
+    out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
+    assert ep.silent_penalty(net, events, out, T_END).item() == 0.0

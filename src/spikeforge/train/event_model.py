@@ -5,11 +5,15 @@ Input: each feature in [0, 1] becomes one spike at the (real, not rounded) time 
 ``encoding.latency_times(..., rounded=False)`` gives, in steps over the first ``3T/4`` of the window, plus a
 bias spike at 0 (as ``spike_input`` for BPTT). Time is in steps (the neurons' ``dt = 1``),
 so the same weights run in the time-stepped simulation too (``Classifier.network()``).
+Hidden neurons that fire on no sample of a batch get no exact gradient; in training the loss
+adds ``eventprop.silent_penalty`` for them (it pulls their membrane back to threshold).
 Readout: ``LI`` read at the end of every step (times 1..T) for the max-membrane loss; for the first-spike loss a
 spiking ``CubaLIF`` (``tau_mem = tau_out``) whose exact first spike times feed
 ``losses.ttfs_ce`` (simulated up to the first spike of each class: nothing later counts).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +23,17 @@ from .. import nn as snn
 from ..learning import eventprop
 from .config import Loss, TrainConfig, neuron_kwargs
 
-__all__ = ["init_eventprop", "event_forward"]
+__all__ = ["init_eventprop", "event_forward", "EventOutput"]
+
+
+@dataclass(frozen=True)
+class EventOutput:
+    """The EventProp run of a batch and its ``silent_penalty`` (0 outside training): the
+    trainer adds it to the loss so that hidden neurons silent on a whole batch, which get no
+    exact gradient, are pulled back to threshold."""
+
+    run: eventprop.EventRun
+    penalty: Tensor
 
 # Initial weights (mean, std) per unit of synaptic time constant (an input spike adds
 # w / tau_syn to a CubaLIF current): the input layer's are Wunderlich & Pehle's Yin-Yang values.
@@ -61,10 +75,12 @@ def event_forward(model: nn.Module, x: Tensor, return_spikes: bool = False):
     net = nn.Sequential(model.fc_in, model.hidden, model.fc_out, model.readout)
     first_only = model.loss is Loss.FIRST_SPIKE
     record = torch.arange(1, model.steps + 1, dtype=x.dtype, device=x.device)   # as BPTT's steps 1..T
-    run = eventprop.run(net, input_events(x, model.steps), float(model.steps), record=record,
-                        max_spikes=1 if first_only else None)
+    events = input_events(x, model.steps)
+    run = eventprop.run(net, events, float(model.steps), record=record, max_spikes=1 if first_only else None)
     if not return_spikes:
-        return run
+        penalty = eventprop.silent_penalty(net, events, run, float(model.steps)) if model.training \
+            else x.new_zeros(())
+        return EventOutput(run, penalty)
     hidden = _raster(run.spikes[0], model.steps, model.fc_in.out_features)
     out = _raster(run.spikes[-1], model.steps, model.fc_out.out_features) if first_only else run.readout
     return out, hidden

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import encoding, functional, losses, neurons
-from ..learning.eventprop import EventRun
+from .event_model import EventOutput
 from .. import nn as snn
 from .. import surrogate as sg
 from .config import ConfigError, Encoding, Frames, Loss, Method, TrainConfig, neuron_kwargs
@@ -131,8 +131,8 @@ class Classifier(nn.Module):
 def class_scores(v, loss: Loss) -> Tensor:
     """The scores (B, C) whose largest entry is the prediction, for readout membranes ``v``
     (or an EventProp run)."""
-    if isinstance(v, EventRun):
-        return v.readout.amax(0) if loss is Loss.MAX_MEMBRANE else -v.first
+    if isinstance(v, EventOutput):
+        return v.run.readout.amax(0) if loss is Loss.MAX_MEMBRANE else -v.run.first
     if loss is Loss.MAX_MEMBRANE:
         return v.amax(0)
     return losses.first_spike_scores(readout_spikes(v), tie_break=v.amax(0))
@@ -149,11 +149,11 @@ def loss_and_logits(v: Tensor, target: Tensor, loss: Loss) -> tuple[Tensor, Tens
     number of steps before the first one, differentiable through the surrogate of each
     crossing) with ties between equal times broken by the larger peak membrane. For an
     EventProp run: the max-membrane loss of its readout, or ``losses.ttfs_ce`` of its exact
-    first-spike times."""
-    if isinstance(v, EventRun):
+    first-spike times, plus its silent-neuron penalty."""
+    if isinstance(v, EventOutput):
         if loss is Loss.MAX_MEMBRANE:
-            return losses.max_membrane_ce(v.readout, target), class_scores(v, loss)
-        return losses.ttfs_ce(v.first, target), class_scores(v, loss)
+            return losses.max_membrane_ce(v.run.readout, target) + v.penalty, class_scores(v, loss)
+        return losses.ttfs_ce(v.run.first, target) + v.penalty, class_scores(v, loss)
     if loss is Loss.MAX_MEMBRANE:
         return losses.max_membrane_ce(v, target), class_scores(v, loss)
     return losses.first_spike_ce(readout_spikes(v), target), class_scores(v, loss)
