@@ -37,7 +37,7 @@ class EventOutput:
 
 # Initial weights (mean, std) per unit of synaptic time constant (an input spike adds
 # w / tau_syn to a CubaLIF current): the input layer's are Wunderlich & Pehle's Yin-Yang values.
-IN_INIT = (1.5, 0.78)
+IN_INIT, IN_FAN = (1.5, 0.78), 5      # for 5 inputs; other fan-ins keep the mean and spread of the sum
 OUT_INIT = {Loss.FIRST_SPIKE: (2.0, 1.0), Loss.MAX_MEMBRANE: (0.0, 1.0)}
 
 
@@ -51,7 +51,9 @@ def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     # an input spike adds w / tau to an LI membrane (w / tau_syn to a CubaLIF current): weights in those units
     out_scale = float(readout.tau_syn) if cfg.loss is Loss.FIRST_SPIKE else cfg.tau_out
     with torch.no_grad():
-        model.fc_in.weight.normal_(IN_INIT[0] * tau_syn, IN_INIT[1] * tau_syn).mul_(cfg.input_scale)
+        fan = model.fc_in.in_features / IN_FAN        # keep the summed drive of the 5 Yin-Yang inputs
+        model.fc_in.weight.normal_(IN_INIT[0] * tau_syn / fan, IN_INIT[1] * tau_syn / fan ** 0.5)
+        model.fc_in.weight.mul_(cfg.input_scale)
         model.fc_in.bias.zero_()
         mean, std = OUT_INIT[cfg.loss]
         model.fc_out.weight.normal_(mean * out_scale, std * out_scale)
