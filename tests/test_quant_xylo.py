@@ -11,7 +11,7 @@ from conftest import FUSED
 from spikeforge import functional as F
 from spikeforge.neurons import XyloLIF
 from spikeforge.neurons.xylo import XyloCore, XyloPopulation
-from spikeforge.quant import Readout, XyloError, XyloLayer, XyloNet
+from spikeforge.quant import XyloLayer, XyloNet
 
 BACKENDS = ["reference", *(n for d, n in FUSED if d == "cpu")]
 CORES = [XyloCore.V2, XyloCore.V1]
@@ -50,19 +50,22 @@ def _oracle_neuron(p, x, core: str, cap: int):
     return z, i_s, v_s
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("population", list(XyloPopulation), ids=lambda p: p.value)
 @pytest.mark.parametrize("core", CORES, ids=lambda c: c.value)
-def test_neuron_equals_xylosim_arithmetic(core, population, backend):
+def test_neuron_equals_xylosim_arithmetic(core, population, backend, dtype):
+    """Exact in float32 too: every value is an integer below 2^24."""
     p, x = _neuron_cases(3)
     if core is XyloCore.V1:
         p["bias"] = torch.zeros_like(p["bias"])
     spec = XyloLIF(core=core, population=population)
-    z, _, trace, used = F.run(spec, x, params=p, backend=backend, record=True)
+    z, _, trace, used = F.run(spec, x.to(dtype), params={k: v.to(dtype) for k, v in p.items()}, backend=backend,
+                              record=True)
     assert used == backend
     want = _oracle_neuron(p, x, core.value, int(population.cap))
     for got, w in zip((z, *trace), want):
-        assert torch.equal(got, w)
+        assert torch.equal(got.double(), w)
     # the cases reached the caps and both saturations (a current held at +-32768 decays by >= 1)
     assert z.max() == population.cap and (trace.v_mem == oracle.MIN).any()
     assert (trace.i_syn.abs() >= 32700).any() and (trace.i_syn <= -32700).any()

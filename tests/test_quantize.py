@@ -218,3 +218,12 @@ def test_design_rules_of_a_hand_built_net():
         XyloNet(_layer(weight=torch.ones(3, 2)), _layer(weight=torch.ones(3, 3), delay=1, name="r1"),
                 _layer(weight=torch.ones(3, 3), delay=1, shift=1, name="r2"),
                 _layer(weight=torch.ones(2, 3), population="output", delay=1))
+
+
+def test_docs_example_runs():
+    """The example at the top of docs/hardware.md runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
+    exec(re.findall(r"```python\n(.*?)```", text, re.S)[0], {})

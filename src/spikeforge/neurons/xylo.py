@@ -153,25 +153,25 @@ class XyloForm:
         return XyloForm(a, a_in, self.b, self.c, self.e, self.v_threshold)
 
 
-def _soft_reset(spec, name: str) -> None:
+def _soft_reset(spec, where: str) -> None:
     if spec.reset is not Reset.SOFT:
-        raise NotExpressible(name, "reset", f"{spec.reset} has no Xylo equivalent (Xylo resets by subtracting "
+        raise NotExpressible(where, "reset", f"{spec.reset} has no Xylo equivalent (Xylo resets by subtracting "
                              f"the threshold); train with reset='soft'")
 
 
-def _leaky(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _leaky(spec, p: dict, spiking: bool) -> XyloForm:
     b = spec.dt / p["tau"]
     c = b * p["r"] if getattr(spec, "decay_input", True) else p["r"]
     one = torch.ones_like(b)
     return XyloForm(None, one, b, c, b * p["v_leak"], p["v_threshold"] if spiking else None)
 
 
-def _cuba(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _cuba(spec, p: dict, spiking: bool) -> XyloForm:
     a, b = spec.dt / p["tau_syn"], spec.dt / p["tau_mem"]
     return XyloForm(a, a, b, b * p["r"], b * p["v_leak"], p["v_threshold"] if spiking else None)
 
 
-def _if(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _if(spec, p: dict, spiking: bool) -> XyloForm:
     one = torch.ones_like(p["r"])
     return XyloForm(None, one, 0.0 * one, spec.dt * p["r"], 0.0 * one, p["v_threshold"])
 
@@ -189,7 +189,7 @@ def xylo_form(spec: NeuronSpec, p: dict, where: str) -> XyloForm:
                              f"current-based LIFs: use {', '.join(t.__name__ for t in XYLO_FORMS)})")
     if spec.spiking:
         _soft_reset(spec, where)
-    form = fn(where, spec, {k: torch.as_tensor(v, dtype=torch.float64) for k, v in p.items()}, spec.spiking)
+    form = fn(spec, {k: torch.as_tensor(v, dtype=torch.float64) for k, v in p.items()}, spec.spiking)
     for name in ("a", "b"):
         value = getattr(form, name)
         if value is not None and not bool(((value >= 0) & (value < 1)).all()):
