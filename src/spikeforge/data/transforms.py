@@ -156,7 +156,8 @@ def downsample(events: np.ndarray, sensor_size, spatial_factor=1.0, time_factor=
         raise ValueError(f"time_factor must be a positive number, got {time_factor!r}")
     out = events.copy()
     out["x"] = np.floor(s.x * fx)
-    out["y"] = np.floor(s.y * fy)
+    if "y" in events.dtype.names:                       # absent in tonic's audio layout (t, x, p)
+        out["y"] = np.floor(s.y * fy)
     out["t"] = np.floor(s.t * time_factor)
     return out
 
