@@ -71,6 +71,19 @@ def test_neuron_equals_xylosim_arithmetic(core, population, backend, dtype):
     assert (trace.i_syn.abs() >= 32700).any() and (trace.i_syn <= -32700).any()
 
 
+def test_spike_count_survives_an_inexact_division():
+    """The count is floor(v / threshold) even from a quotient's floor that is one off (as an
+    approximate GPU division can make it at exact multiples)."""
+    from spikeforge.neurons.xylo import floor_ratio
+
+    th = torch.tensor([1.0, 7.0, 99.0, 32767.0]).repeat_interleave(5)
+    v = th * torch.tensor([0.0, 1.0, 3.0, 4.5, -2.0]).repeat(4)
+    exact = torch.floor(v / th)
+    for off in (-1.0, 0.0, 1.0):
+        assert torch.equal(floor_ratio(v.floor(), th, torch.floor(v.floor() / th) + off), torch.floor(v.floor() / th))
+    assert torch.equal(floor_ratio(v, th, exact), exact)
+
+
 def test_straight_through_changes_gradients_not_values():
     p, x = _neuron_cases(4)
     plain = F.run(XyloLIF(), x, params=p)[0]

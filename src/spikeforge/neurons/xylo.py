@@ -82,6 +82,13 @@ def _shift_factor(dash: Tensor) -> Tensor:
     return out
 
 
+def floor_ratio(v: Tensor, th: Tensor, q: Tensor) -> Tensor:
+    """``floor(v / th)`` for integers ``v`` and ``th >= 1`` from ``q``, the floor of a division
+    that may be off by one ulp (Triton's float32 division on GPUs is approximate): one step of
+    correction, exact because ``q * th`` and ``(q + 1) * th`` are integers below 2^17."""
+    return q + (v >= (q + 1.0) * th).to(v.dtype) - (v < q * th).to(v.dtype)
+
+
 def _decay(u: Tensor, dash: Tensor, straight_through: bool) -> Tensor:
     """xylosim's ``decay``: ``u >> dash``, or the sign of ``u`` where that is 0."""
     d = _floor(u * _shift_factor(dash), straight_through)
@@ -116,9 +123,10 @@ class XyloLIF(NeuronSpec):
             v = _sat(v + dv)
         else:
             v = _sat(v - _decay(v, p.dash_mem, st) + i + p.bias)
-        z = fire((v - p.threshold) / p.threshold)
-        n = z * torch.clamp(_floor(v / p.threshold, st), 1.0, self.population.cap)
-        return n, (i, v - n * p.threshold)
+        th = p.threshold
+        z = fire((v - th) / th)
+        n = z * torch.clamp(floor_ratio(v, th, _floor(v / th, st)), 1.0, self.population.cap)
+        return n, (i, v - n * th)
 
 
 # -- the relation float neuron -> Xylo neuron ---------------------------------------------
