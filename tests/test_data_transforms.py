@@ -109,6 +109,12 @@ def test_audio_events_without_y_bin_over_the_channel_axis():
         T.to_frame(audio, (4, 1, 1), n_time_bins=2)             # channel 699 of a 4-channel sensor
 
 
+def test_pad_collate_names_an_event_array_left_unframed():
+    frames = torch.zeros(2, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"sample 1 is still an event array \(0 events\).*tonic's Compose"):
+        T.pad_collate([(frames, 0), (ev(), 1)])
+
+
 def test_dataclasses_return_tensors_and_collate_pads():
     e = ev((0, 0, 0, 1), (100, 1, 0, 0))
     a, b = T.ToFrame(SIZE, event_count=1)(e), T.ToFrame(SIZE, time_window=1000)(e)

@@ -259,6 +259,12 @@ def pad_collate(batch):
     """Collate ``[(tensor (T_i, ...), label), ...]`` (or bare tensors) into ``(T, B, ...)`` zero-padded
     at the end to the longest ``T_i`` (and a label tensor): ``DataLoader(..., collate_fn=pad_collate)``."""
     labelled = isinstance(batch[0], (tuple, list))
+    for i, b in enumerate(batch):
+        x = b[0] if labelled else b
+        if getattr(getattr(x, "dtype", None), "names", None):
+            raise ValueError(f"pad_collate: sample {i} is still an event array ({len(x)} events), not a tensor: "
+                             f"no frame transform ran on it (tonic's Compose returns a stream that a transform "
+                             f"left empty as it is, skipping the rest)")
     xs = [torch.as_tensor(b[0] if labelled else b) for b in batch]
     if any(x.shape[1:] != xs[0].shape[1:] for x in xs):
         raise ValueError(f"pad_collate: samples differ beyond the time axis: {sorted({tuple(x.shape[1:]) for x in xs})}")
