@@ -14,6 +14,7 @@ layer and reports the path AUTO chose and the density it measured.
 
     .venv-peers/bin/python benchmarks/shd_workload.py                 # T = 100, 250; B = 32, H = 256
     .venv-peers/bin/python benchmarks/shd_workload.py --train         # the short training check
+    .venv-peers/bin/python benchmarks/shd_workload.py --train --data-root ~/data   # ... on the real SHD files
 Network differences per framework: benchmarks/README.md.
 """
 from __future__ import annotations
@@ -210,6 +211,20 @@ def child(a) -> dict:
 
 # -- the short training check (spikeforge only, in this process) ------------------------------
 
+def real_shd(root, train: bool, n: int | None, T: int):
+    """``(x (T, N, 700) uint8 0/1, y (N,))``: the first ``n`` samples (all: None) of SHD's train or
+    test file under ``root`` (``root/SHD/shd_{train,test}.h5``), each binned into ``T`` steps over
+    its own duration (``spikeforge.data.SHD`` + ``ToFrame(binary=True)``, as ``spikeforge train
+    --dataset shd --frames binary``)."""
+    import torch
+    from spikeforge.data import SHD, ToFrame
+
+    ds = SHD(root, train=train, transform=ToFrame(SHD.sensor_size, n_time_bins=T, binary=True))
+    items = [ds[i] for i in range(len(ds) if n is None else min(n, len(ds)))]
+    x = torch.stack([f.reshape(T, CHANNELS) for f, _ in items], dim=1).to(torch.uint8)
+    return x, torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
 def train_check(a) -> None:
     import time
 
@@ -219,13 +234,19 @@ def train_check(a) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     T = a.train_T
-    xtr, ytr = shd_like(a.train_n, T, seed=1, density=a.density, dtype=torch.uint8)
-    xte, yte = shd_like(a.train_n // 4, T, seed=2, density=a.density, dtype=torch.uint8)
+    if a.data_root:
+        (xtr, ytr), (xte, yte) = (real_shd(a.data_root, train, a.train_n if train else None, T)
+                                  for train in (True, False))
+        source = f"the SHD files under {a.data_root} (0/1 frames of {T} bins per sample)"
+    else:
+        xtr, ytr = shd_like(a.train_n, T, seed=1, density=a.density, dtype=torch.uint8)
+        xte, yte = shd_like(a.train_n // 4, T, seed=2, density=a.density, dtype=torch.uint8)
+        source = (f"shd_like(T={T}, density={a.density}); time-averaged spike counts (nearest class mean) "
+                  f"<= ~55 %")
     mods, run = _spikeforge(weights(a.H), backend="cpu", sparse=True)
     opt = torch.optim.Adam(mods.parameters(), lr=a.lr)
-    print(f"# training check: spikeforge-cpu-sparse, {len(ytr)} train / {len(yte)} test samples of "
-          f"shd_like(T={T}, density={a.density}), B={a.B}, H={a.H}, Adam lr={a.lr}, {a.threads} threads; "
-          f"chance = {1 / CLASSES:.0%}, time-averaged spike counts (nearest class mean) <= ~55 %")
+    print(f"# training check: spikeforge-cpu-sparse, {len(ytr)} train / {len(yte)} test samples of {source}; "
+          f"B={a.B}, H={a.H}, Adam lr={a.lr}, {a.threads} threads; chance = {1 / CLASSES:.0%}")
 
     def accuracy() -> float:
         with torch.no_grad():
@@ -242,7 +263,7 @@ def train_check(a) -> None:
             loss = torch.nn.functional.cross_entropy(y.mean(0), ytr[idx])
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         wall = time.perf_counter() - t0
         rows.append([str(epoch), C.fmt(sum(losses) / len(losses), ".3f"), C.fmt(100 * accuracy(), ".1f"),
                      C.fmt(wall, ".1f")])
@@ -295,7 +316,12 @@ def main(argv=None) -> None:
                     help=f"'default' ({', '.join(DEFAULT)}), 'all' (adds {', '.join(EXTRAS)}) or a list")
     ap.add_argument("--train", action="store_true", help="run the training check instead (spikeforge)")
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--train-n", type=int, default=2000, help="training samples (test: a quarter)")
+    ap.add_argument("--train-n", type=int, default=2000,
+                    help="training samples (test: a quarter of the stand-in; with --data-root: the first "
+                         "train-n of shd_train.h5 and all of shd_test.h5)")
+    ap.add_argument("--data-root", default=None,
+                    help="--train on the real SHD files under DIR (DIR/SHD/shd_{train,test}.h5) instead of the "
+                         "stand-in; nothing is downloaded")
     ap.add_argument("--train-T", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-3)
     C.add_child_options(ap)
@@ -313,8 +339,15 @@ def main(argv=None) -> None:
     unknown = [f for f in frameworks(a.frameworks) if f not in (*DEFAULT, *EXTRAS)]
     if unknown:
         ap.error(f"--frameworks: unknown {', '.join(unknown)}; known: {', '.join((*DEFAULT, *EXTRAS))}")
+    if a.data_root is not None and not a.train:
+        ap.error("--data-root: the real files are for the training check; add --train")
     if a.train:
-        return train_check(a)
+        from spikeforge.data import DatasetError
+        try:
+            return train_check(a)
+        except DatasetError as e:            # a missing or bad SHD file: one line, exit 2
+            print(f"shd_workload.py: error: {e}", file=sys.stderr)
+            sys.exit(2)
 
     env = C.child_env(a.threads, a.malloc_tuned, a.omp_passive)
     info = C.probe(env, a.threads)

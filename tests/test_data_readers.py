@@ -13,6 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aedat4_files import aedat4_bytes
 from spikeforge.data import (CIFAR10DVS, EVENT_DTYPE, NMNIST, SHD, SSC, DatasetError, DVSGesture, NCaltech101,
                              read_aedat, read_nmnist_bin, read_shd)
 
@@ -189,7 +190,8 @@ def assert_clean(path):
 
 
 VALID = {"n.bin": nmnist_bytes(EV * 3), "v2.aedat": aedat2_bytes(EV * 3, specials={1}),
-         "v31.aedat": aedat31_bytes(sorted(EV * 3), per_packet=4, invalid_every=3)}
+         "v31.aedat": aedat31_bytes(sorted(EV * 3), per_packet=4, invalid_every=3),
+         "v4.aedat4": aedat4_bytes(sorted(EV * 3))}   # framing only here; decoded in tests/interop/test_aedat4.py
 
 
 @FUZZ
@@ -258,14 +260,30 @@ def test_aedat_errors(tmp_path, data, match):
 
 
 def test_aedat4_needs_a_package(tmp_path):
-    pytest.importorskip  # the message names the packages when neither is installed
+    """The message names the packages when neither is installed (tests/interop/test_aedat4.py reads
+    the same files through the ``aedat`` package)."""
     try:
         import aedat  # noqa: F401
         pytest.skip("aedat installed")
     except ImportError:
         pass
     with pytest.raises(DatasetError, match="needs the 'aedat' package"):
-        read_aedat(write(tmp_path, "e.aedat4", b"#!AER-DAT4.0\r\n" + bytes(20)))
+        read_aedat(write(tmp_path, "e.aedat4", aedat4_bytes(EV)))
+
+
+@pytest.mark.parametrize("cut, match", [
+    (lambda b: b[:16], "ends inside its header size"),
+    (lambda b: b[:30], "header of .* bytes but .* remain"),
+    (lambda b: b[:-5], "packet 1 .*announces .* bytes but .* remain"),
+    (lambda b: b + bytes(3), "packet 2: header cut short after 3 of 8"),
+    (lambda b: b + struct.pack("<II", 0, 0xFFFFFFF0), "packet 2 .*announces 4294967280 bytes"),
+    (lambda b: b[:14] + struct.pack("<II", 4, 100), "not a flatbuffer Ioheader"),      # root offset past its end
+])
+def test_aedat4_framing_is_checked_before_any_decoder(tmp_path, cut, match):
+    """A truncated file or a bogus size is a DatasetError before a decoder allocates anything."""
+    with pytest.raises(DatasetError, match=match) as e:
+        read_aedat(write(tmp_path, "e.aedat4", cut(aedat4_bytes(EV))))
+    assert "\n" not in str(e.value)
 
 
 def test_missing_files(tmp_path):

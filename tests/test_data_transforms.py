@@ -93,6 +93,28 @@ def test_downsample_hand_case():
     assert T.Downsample(SIZE, target_size=(2, 1)).out_size == (2, 1, 2)
 
 
+def test_audio_events_without_y_bin_over_the_channel_axis():
+    """tonic's audio layout (t, x, p; SHD/SSC) with a (W, 1, P) sensor reads as y = 0."""
+    audio = np.array([(0, 5, 1), (10, 699, 1), (20, 5, 1)], dtype=[("t", int), ("x", int), ("p", int)])
+    full = ev((0, 5, 0, 1), (10, 699, 0, 1), (20, 5, 0, 1))
+    for kw in ({"event_count": 2}, {"n_time_bins": 2}):
+        f = T.to_frame(audio, (700, 1, 1), **kw)
+        assert np.array_equal(f, T.to_frame(full, (700, 1, 1), **kw)) and f.shape[1:] == (1, 1, 700)
+    assert f.shape[0] == 2 and f.sum() == 3 and f[:, 0, 0, 5].sum() == 2 and f[:, 0, 0, 699].sum() == 1
+    assert T.downsample(audio, (700, 1, 1), spatial_factor=0.5)["x"].tolist() == [2, 349, 2]
+    assert len(T.denoise(audio, (700, 1, 1), 100)) == 0          # no neighbour at x +- 1
+    with pytest.raises(ValueError, match=r"missing \['y'\].*sensor_size \(4, 3, 2\)"):
+        T.to_frame(audio, SIZE, n_time_bins=2)                  # a camera (H = 3) needs y
+    with pytest.raises(ValueError, match=r"events\['x'\].*width W = 4"):
+        T.to_frame(audio, (4, 1, 1), n_time_bins=2)             # channel 699 of a 4-channel sensor
+
+
+def test_pad_collate_names_an_event_array_left_unframed():
+    frames = torch.zeros(2, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"sample 1 is still an event array \(0 events\).*tonic's Compose"):
+        T.pad_collate([(frames, 0), (ev(), 1)])
+
+
 def test_dataclasses_return_tensors_and_collate_pads():
     e = ev((0, 0, 0, 1), (100, 1, 0, 0))
     a, b = T.ToFrame(SIZE, event_count=1)(e), T.ToFrame(SIZE, time_window=1000)(e)

@@ -11,7 +11,7 @@ from conftest import FUSED
 from spikeforge import functional as F
 from spikeforge.neurons import XyloLIF
 from spikeforge.neurons.xylo import XyloCore, XyloPopulation
-from spikeforge.quant import Readout, XyloError, XyloLayer, XyloNet
+from spikeforge.quant import XyloLayer, XyloNet
 
 BACKENDS = ["reference", *(n for d, n in FUSED if d == "cpu")]
 CORES = [XyloCore.V2, XyloCore.V1]
@@ -50,22 +50,38 @@ def _oracle_neuron(p, x, core: str, cap: int):
     return z, i_s, v_s
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("population", list(XyloPopulation), ids=lambda p: p.value)
 @pytest.mark.parametrize("core", CORES, ids=lambda c: c.value)
-def test_neuron_equals_xylosim_arithmetic(core, population, backend):
+def test_neuron_equals_xylosim_arithmetic(core, population, backend, dtype):
+    """Exact in float32 too: every value is an integer below 2^24."""
     p, x = _neuron_cases(3)
     if core is XyloCore.V1:
         p["bias"] = torch.zeros_like(p["bias"])
     spec = XyloLIF(core=core, population=population)
-    z, _, trace, used = F.run(spec, x, params=p, backend=backend, record=True)
+    z, _, trace, used = F.run(spec, x.to(dtype), params={k: v.to(dtype) for k, v in p.items()}, backend=backend,
+                              record=True)
     assert used == backend
     want = _oracle_neuron(p, x, core.value, int(population.cap))
     for got, w in zip((z, *trace), want):
-        assert torch.equal(got, w)
+        assert torch.equal(got.double(), w)
     # the cases reached the caps and both saturations (a current held at +-32768 decays by >= 1)
     assert z.max() == population.cap and (trace.v_mem == oracle.MIN).any()
     assert (trace.i_syn.abs() >= 32700).any() and (trace.i_syn <= -32700).any()
+
+
+def test_spike_count_survives_an_inexact_division():
+    """The count is floor(v / threshold) even from a quotient's floor that is one off (as an
+    approximate GPU division can make it at exact multiples)."""
+    from spikeforge.neurons.xylo import floor_ratio
+
+    th = torch.tensor([1.0, 7.0, 99.0, 32767.0]).repeat_interleave(5)
+    v = th * torch.tensor([0.0, 1.0, 3.0, 4.5, -2.0]).repeat(4)
+    exact = torch.floor(v / th)
+    for off in (-1.0, 0.0, 1.0):
+        assert torch.equal(floor_ratio(v.floor(), th, torch.floor(v.floor() / th) + off), torch.floor(v.floor() / th))
+    assert torch.equal(floor_ratio(v, th, exact), exact)
 
 
 def test_straight_through_changes_gradients_not_values():

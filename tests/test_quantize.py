@@ -218,3 +218,26 @@ def test_design_rules_of_a_hand_built_net():
         XyloNet(_layer(weight=torch.ones(3, 2)), _layer(weight=torch.ones(3, 3), delay=1, name="r1"),
                 _layer(weight=torch.ones(3, 3), delay=1, shift=1, name="r2"),
                 _layer(weight=torch.ones(2, 3), population="output", delay=1))
+
+
+def test_docs_example_runs():
+    """The example at the top of docs/hardware.md runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
+    exec(re.findall(r"```python\n(.*?)```", text, re.S)[0], {})
+
+
+def test_calibration_scales_the_readout_membrane():
+    model = cuba_net().double()
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)
+    x = events(T=60, B=8, p=0.6)
+    plain, calibrated = quantize(model), quantize(model, calibration=x)
+    v_float = model(x).abs().max().item()
+    v_int = calibrated(x).abs().max().item()
+    assert 0.5 * 2 ** 14 < v_int < 1.5 * 2 ** 14 and calibrated[1].out_scale * v_int == pytest.approx(v_float, 0.05)
+    assert plain[1].weight.abs().max() == 127 and plain[1].shift == 0
+    with pytest.raises(ValueError, match=r"calibration must be input events of shape \(T, B, inputs\)"):
+        quantize(model, calibration=x[0])

@@ -42,3 +42,25 @@ def test_bad_arguments_are_argparse_errors(args, msg):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "shd_workload.py"
     r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and msg in r.stderr
+
+
+def test_training_check_on_real_shd_files(tmp_path, capsys):
+    """--train --data-root reads SHD files (here a tiny one in the published layout) instead of the stand-in."""
+    import numpy as np
+    from test_data_readers import write_shd
+
+    (tmp_path / "SHD").mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 5)):
+        samples = [(np.sort(rng.uniform(0, 0.5, 8)), rng.integers(0, 700, 8)) for _ in range(n)]
+        write_shd(tmp_path / "SHD" / f"shd_{split}.h5", samples, np.arange(n) % 20)
+    x, y = shd_workload.real_shd(tmp_path, True, 10, 6)
+    assert x.shape == (6, 10, 700) and int(x.max()) == 1 and y.tolist() == list(range(10))
+    assert int(x[:, 0].sum()) == len(set(zip(*np.nonzero(x[:, 0].numpy()))))    # 0/1 frames
+    shd_workload.main(["--train", "--data-root", str(tmp_path), "--train-T", "6", "--epochs", "1", "--B", "4",
+                       "--H", "8", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "12 train / 5 test samples of the SHD files under" in out and "|     1 |" in out
+    with pytest.raises(SystemExit) as e:
+        shd_workload.main(["--train", "--data-root", str(tmp_path / "none")])
+    assert e.value.code == 2 and "shd_train.h5 not found" in capsys.readouterr().err

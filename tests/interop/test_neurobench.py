@@ -4,6 +4,8 @@ SynapticOperations, ClassificationAccuracy) metrics on small spikeforge networks
 with spikeforge's own Monitor and parameter counts on the same data. Where the two count
 differently (zero weights, an analogue first layer, a non-spiking readout) the difference is
 computed exactly, not hidden behind a tolerance (docs/encoding_layers.md, "NeuroBench")."""
+import ast
+
 import pytest
 import torch
 from torch import nn
@@ -201,3 +203,8 @@ def test_docs_example_runs(capsys):
     exec(compile(code, "encoding_layers.md", "exec"), {})
     out = capsys.readouterr().out
     assert "SynapticOperations" in out and "ActivationSparsity" in out
+    result = ast.literal_eval(out.strip().splitlines()[-1])
+    assert 0.0 < result["ActivationSparsity"] < 1.0          # the example's neurons fire, not all the time
+    shown = code.split("print(", 1)[1].split("# {", 1)[1]  # the output the docs show
+    assert f"'ActivationSparsity': {result['ActivationSparsity']:.2f}" in shown.replace("\n#  ", " ")
+    assert f"'Effective_ACs': {result['SynapticOperations']['Effective_ACs']:.1f}" in shown

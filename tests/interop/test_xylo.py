@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,33 @@ def test_quantised_yinyang_model_is_bit_identical(yinyang):
     mine, theirs = spikeforge_run(net, events), run_xylosim(net, events)
     assert_identical(mine, theirs, "quantised Yin-Yang")
     assert mine["hidden_spikes"].sum() > 0 and mine["vmem_out"].abs().max() > 0
+
+
+def test_rockpools_own_mapper_gives_the_same_specification():
+    """The integer network as Rockpool modules, through Rockpool's Xylo mapper: the same weights,
+    dashes, thresholds and biases as net.specification(), and the same XyloSim output."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 10), sf.nn.CubaLIF(reset="soft", tau_syn=4.0, tau_mem=8.0),
+                                torch.nn.Linear(10, 6), sf.nn.LIF(reset="soft", tau=4.0),
+                                torch.nn.Linear(6, 3), sf.nn.CubaLIF(reset="soft", tau_syn=2.0, tau_mem=16.0))
+    with torch.no_grad():
+        for k in (0, 2, 4):
+            model[k].weight.mul_(3.0)
+    net = quantize(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # DRC warnings about Rockpool-side biases
+        mapped = sf.quant.rockpool_xylo().mapper(sf.quant.rockpool_network(net).as_graph())
+    spec = net.specification()
+    for key in ("weights_in", "weights_rec", "weights_out", "dash_mem", "dash_syn", "dash_mem_out", "dash_syn_out",
+                "threshold", "threshold_out", "bias", "bias_out"):
+        assert np.array_equal(np.asarray(mapped[key], dtype=np.float64), np.asarray(spec[key], dtype=np.float64)), key
+    ints = {k: (np.round(v).astype(np.int64) if isinstance(v, np.ndarray) else v) for k, v in mapped.items()
+            if k not in ("mapped_graph", "dt")}
+    ints.update({k: spec[k] for k in ("weight_shift_in", "weight_shift_rec", "weight_shift_out")})
+    sim = sf.quant.rockpool_xylo().XyloSim.from_specification(**ints)
+    x = torch.randint(0, 16, (40, 1, 4), generator=torch.Generator().manual_seed(3)).double()
+    out, _, _ = sim.evolve(x[:, 0].numpy().astype(np.int64))
+    assert torch.equal(torch.as_tensor(out, dtype=torch.float64), net(x)[:, 0])
+    assert net[0].spikes.sum() > 0 and net[1].spikes.sum() > 0

@@ -40,6 +40,8 @@ def check_sensor_size(sensor_size, name: str = "sensor_size") -> tuple[int, int,
 def as_stream(events, sensor_size, name: str = "events") -> Stream:
     """Check ``events`` against ``sensor_size`` and return its fields as plain arrays.
 
+    Events without a ``y`` field (tonic's audio layout ``t, x, p``, e.g. its SHD/SSC) are read as
+    ``y = 0`` when the sensor has height 1 (``(700, 1, 1)``): they bin over the channel axis ``x``.
     Polarity: bool and {-1, 1} (as some tonic readers give) map to {0, 1}; with ``P == 1``
     every event goes to channel 0."""
     size = check_sensor_size(sensor_size)
@@ -47,14 +49,16 @@ def as_stream(events, sensor_size, name: str = "events") -> Stream:
     if not isinstance(events, np.ndarray) or names is None:
         raise TypeError(f"{name} must be a numpy structured array with fields t, x, y, p "
                         f"(spikeforge.data.EVENT_DTYPE or tonic's), got {type(events).__name__}")
-    missing = [f for f in "txyp" if f not in names]
+    audio = "y" not in names and size[1] == 1          # tonic's audio layout (t, x, p): x is the channel
+    missing = [f for f in ("txp" if audio else "txyp") if f not in names]
     if missing or events.ndim != 1:
-        raise ValueError(f"{name} must be a 1-d structured array with fields t, x, y, p; "
-                         f"missing {missing} (has {list(names)})" if missing else
-                         f"{name} must be 1-d, got shape {events.shape}")
+        raise ValueError(f"{name} must be a 1-d structured array with fields t, x, y, p (or t, x, p with "
+                         f"sensor_size (W, 1, P)); missing {missing} (has {list(names)}, sensor_size {size})"
+                         if missing else f"{name} must be 1-d, got shape {events.shape}")
     t = _integral(events["t"], f"{name}['t']").astype(np.int64, copy=False)
     x = _integral(events["x"], f"{name}['x']").astype(np.intp, copy=False)
-    y = _integral(events["y"], f"{name}['y']").astype(np.intp, copy=False)
+    y = np.zeros(len(x), dtype=np.intp) if audio else \
+        _integral(events["y"], f"{name}['y']").astype(np.intp, copy=False)
     p = _polarity(events["p"], size[2], name)
     if len(t):
         if t[0] < 0 or t.min() < 0:

@@ -3,14 +3,15 @@
 tonic's datasets download their archive when ``_check_exists()`` fails. Here the class is
 subclassed (same name, so tonic looks in ``root/<Name>/``) with ``download`` refusing in one
 line that names the expected layout, and with ``_check_exists`` also accepting an extracted
-folder holding fewer files than the full release (a subset, or a test's tiny copy).
+folder holding fewer files than the full release (a subset, or a test's tiny copy), and SHD/SSC's
+extracted ``.h5`` file without the ``.zip`` it came in.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["TonicDataError", "open_tonic", "tonic_class", "tonic_sensor_size"]
+__all__ = ["TonicDataError", "open_tonic", "tonic_class", "tonic_sensor_size", "tonic_labels", "tonic_classes"]
 
 
 class TonicDataError(FileNotFoundError):
@@ -27,6 +28,9 @@ def _tonic():
 
 def _layout(ds) -> str:
     where = Path(ds.location_on_system, getattr(ds, "folder_name", "") or "")
+    data_file = getattr(ds, "data_filename", None)       # SHD/SSC: the one extracted file tonic opens
+    if data_file:
+        return f"{where / data_file} (extracted from {getattr(ds, 'url', None) or getattr(ds, 'filename', '')})"
     archive = getattr(ds, "filename", None)
     url = getattr(ds, "url", None) or getattr(type(ds), "base_url", None)
     return (f"{where}/ (the extracted {archive}" if archive else f"{where}/ (the dataset's files") + \
@@ -43,6 +47,9 @@ def _refuse(self, *args, **kwargs):
 def _check_exists(self, *args, **kwargs):
     if type(self).__mro__[1]._check_exists(self, *args, **kwargs) is True:
         return True
+    data_file = getattr(self, "data_filename", None)     # SHD/SSC: tonic also wants the .zip beside it
+    if data_file:
+        return Path(self.location_on_system, data_file).is_file()
     folder = Path(self.location_on_system, getattr(self, "folder_name", "") or "")
     return folder.is_dir() and folder != Path(self.location_on_system) and any(
         f.is_file() for f in folder.rglob("*"))
@@ -78,3 +85,31 @@ def tonic_sensor_size(dataset) -> tuple[int, int, int]:
         raise ValueError(f"tonic dataset {name} has sensor_size {size!r}, not (W, H, P): only datasets with one "
                          f"sensor size can be binned into frames here")
     return tuple(int(v) for v in size)
+
+
+def tonic_labels(ds) -> list[int]:
+    """Every label of a tonic dataset without reading its samples where tonic allows: its
+    ``targets`` when they cover every sample, SHD/SSC's ``labels`` from the HDF5 file, else one
+    pass over the samples with the transform switched off."""
+    targets = getattr(ds, "targets", None)
+    if targets is not None and len(targets) == len(ds):
+        return [int(t) for t in targets]
+    data_file = getattr(ds, "data_filename", None)
+    if data_file and str(data_file).endswith(".h5"):
+        import h5py
+
+        with h5py.File(Path(ds.location_on_system, data_file), "r") as f:
+            return [int(t) for t in f["labels"][()]]
+    transform, ds.transform = ds.transform, None
+    try:
+        return [int(ds[i][1]) for i in range(len(ds))]
+    finally:
+        ds.transform = transform
+
+
+def tonic_classes(ds) -> list[str] | None:
+    """The class names of a tonic dataset as text (SHD/SSC hold bytes), or None when it has none."""
+    classes = getattr(ds, "classes", None)
+    if classes is None or len(classes) == 0:
+        return None
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in classes]

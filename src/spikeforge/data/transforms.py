@@ -156,7 +156,8 @@ def downsample(events: np.ndarray, sensor_size, spatial_factor=1.0, time_factor=
         raise ValueError(f"time_factor must be a positive number, got {time_factor!r}")
     out = events.copy()
     out["x"] = np.floor(s.x * fx)
-    out["y"] = np.floor(s.y * fy)
+    if "y" in events.dtype.names:                       # absent in tonic's audio layout (t, x, p)
+        out["y"] = np.floor(s.y * fy)
     out["t"] = np.floor(s.t * time_factor)
     return out
 
@@ -258,6 +259,12 @@ def pad_collate(batch):
     """Collate ``[(tensor (T_i, ...), label), ...]`` (or bare tensors) into ``(T, B, ...)`` zero-padded
     at the end to the longest ``T_i`` (and a label tensor): ``DataLoader(..., collate_fn=pad_collate)``."""
     labelled = isinstance(batch[0], (tuple, list))
+    for i, b in enumerate(batch):
+        x = b[0] if labelled else b
+        if getattr(getattr(x, "dtype", None), "names", None):
+            raise ValueError(f"pad_collate: sample {i} is still an event array ({len(x)} events), not a tensor: "
+                             f"no frame transform ran on it (tonic's Compose returns a stream that a transform "
+                             f"left empty as it is, skipping the rest)")
     xs = [torch.as_tensor(b[0] if labelled else b) for b in batch]
     if any(x.shape[1:] != xs[0].shape[1:] for x in xs):
         raise ValueError(f"pad_collate: samples differ beyond the time axis: {sorted({tuple(x.shape[1:]) for x in xs})}")

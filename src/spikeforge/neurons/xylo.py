@@ -82,6 +82,13 @@ def _shift_factor(dash: Tensor) -> Tensor:
     return out
 
 
+def floor_ratio(v: Tensor, th: Tensor, q: Tensor) -> Tensor:
+    """``floor(v / th)`` for integers ``v`` and ``th >= 1`` from ``q``, the floor of a division
+    that may be off by one ulp (Triton's float32 division on GPUs is approximate): one step of
+    correction, exact because ``q * th`` and ``(q + 1) * th`` are integers below 2^17."""
+    return q + (v >= (q + 1.0) * th).to(v.dtype) - (v < q * th).to(v.dtype)
+
+
 def _decay(u: Tensor, dash: Tensor, straight_through: bool) -> Tensor:
     """xylosim's ``decay``: ``u >> dash``, or the sign of ``u`` where that is 0."""
     d = _floor(u * _shift_factor(dash), straight_through)
@@ -116,9 +123,10 @@ class XyloLIF(NeuronSpec):
             v = _sat(v + dv)
         else:
             v = _sat(v - _decay(v, p.dash_mem, st) + i + p.bias)
-        z = fire((v - p.threshold) / p.threshold)
-        n = z * torch.clamp(_floor(v / p.threshold, st), 1.0, self.population.cap)
-        return n, (i, v - n * p.threshold)
+        th = p.threshold
+        z = fire((v - th) / th)
+        n = z * torch.clamp(floor_ratio(v, th, _floor(v / th, st)), 1.0, self.population.cap)
+        return n, (i, v - n * th)
 
 
 # -- the relation float neuron -> Xylo neuron ---------------------------------------------
@@ -153,25 +161,25 @@ class XyloForm:
         return XyloForm(a, a_in, self.b, self.c, self.e, self.v_threshold)
 
 
-def _soft_reset(spec, name: str) -> None:
+def _soft_reset(spec, where: str) -> None:
     if spec.reset is not Reset.SOFT:
-        raise NotExpressible(name, "reset", f"{spec.reset} has no Xylo equivalent (Xylo resets by subtracting "
+        raise NotExpressible(where, "reset", f"{spec.reset} has no Xylo equivalent (Xylo resets by subtracting "
                              f"the threshold); train with reset='soft'")
 
 
-def _leaky(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _leaky(spec, p: dict, spiking: bool) -> XyloForm:
     b = spec.dt / p["tau"]
     c = b * p["r"] if getattr(spec, "decay_input", True) else p["r"]
     one = torch.ones_like(b)
     return XyloForm(None, one, b, c, b * p["v_leak"], p["v_threshold"] if spiking else None)
 
 
-def _cuba(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _cuba(spec, p: dict, spiking: bool) -> XyloForm:
     a, b = spec.dt / p["tau_syn"], spec.dt / p["tau_mem"]
     return XyloForm(a, a, b, b * p["r"], b * p["v_leak"], p["v_threshold"] if spiking else None)
 
 
-def _if(name: str, spec, p: dict, spiking: bool) -> XyloForm:
+def _if(spec, p: dict, spiking: bool) -> XyloForm:
     one = torch.ones_like(p["r"])
     return XyloForm(None, one, 0.0 * one, spec.dt * p["r"], 0.0 * one, p["v_threshold"])
 
@@ -189,7 +197,7 @@ def xylo_form(spec: NeuronSpec, p: dict, where: str) -> XyloForm:
                              f"current-based LIFs: use {', '.join(t.__name__ for t in XYLO_FORMS)})")
     if spec.spiking:
         _soft_reset(spec, where)
-    form = fn(where, spec, {k: torch.as_tensor(v, dtype=torch.float64) for k, v in p.items()}, spec.spiking)
+    form = fn(spec, {k: torch.as_tensor(v, dtype=torch.float64) for k, v in p.items()}, spec.spiking)
     for name in ("a", "b"):
         value = getattr(form, name)
         if value is not None and not bool(((value >= 0) & (value < 1)).all()):

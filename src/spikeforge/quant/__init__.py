@@ -9,6 +9,7 @@ as Rockpool's ``XyloSim.from_specification`` takes it; ``xylosim(net)`` builds t
 """
 from ..neurons.xylo import XyloCore as XyloCore
 from ..neurons.xylo import XyloPopulation as XyloPopulation
+from ._deploy import rockpool_network as rockpool_network
 from ._deploy import rockpool_xylo as rockpool_xylo
 from ._deploy import run_xylosim as run_xylosim
 from ._deploy import xylosim as xylosim

@@ -26,7 +26,7 @@ from ..neurons.xylo import XyloCore
 from ._layers import Readout
 from ._target import XYLO, check_integers
 
-__all__ = ["rockpool_xylo", "xylosim", "run_xylosim"]
+__all__ = ["rockpool_xylo", "rockpool_network", "xylosim", "run_xylosim"]
 
 _HINT = "pip install rockpool==3.1.0 xylosim==0.1.3 (or spikeforge[xylo])"
 
@@ -56,6 +56,24 @@ def xylosim(net, dt: float = 1e-3):
         raise ValueError("Rockpool's XyloSim is core v2 (xylosim.v2); for core v1 use run_xylosim(net, events)")
     mode = "Vmem" if net[-1].readout is Readout.VMEM else "Spike"
     return rockpool_xylo().XyloSim.from_specification(**net.specification(), dt=dt, output_mode=mode)
+
+
+def rockpool_network(net, dt: float = 1e-3):
+    """The integer network as Rockpool modules (``LinearTorch`` -> ``LIFTorch`` per layer, with
+    ``tau = dt * 2^dash`` and the integer weights, thresholds and biases), for Rockpool's own Xylo
+    mapper: ``mapper(rockpool_network(net).as_graph())`` gives ``net.specification()``'s values
+    (Rockpool's mapper stores biases in its weight dtype; a dash of 0 (tau = dt) it refuses)."""
+    rockpool_xylo()
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFTorch, LinearTorch
+
+    mods = []
+    for m in net:
+        n, f = m.neuron, (lambda t: t.detach().float())
+        mods += [LinearTorch((m.in_features, m.out_features), weight=f(m.frozen().weight.T), has_bias=False),
+                 LIFTorch(m.out_features, tau_syn=dt * 2.0 ** f(n.dash_syn), tau_mem=dt * 2.0 ** f(n.dash_mem),
+                          threshold=f(n.threshold), bias=f(n.bias), dt=dt)]
+    return Sequential(*mods)
 
 
 def run_xylosim(net, events: Tensor) -> dict:

@@ -15,8 +15,9 @@ nothing here depends on the neuron model. Per layer:
 * ``shift`` (one per weight matrix) is the largest in 0..8 for which every neuron's weights
   use the full int8 range with its threshold at most ``threshold_max``; ``k`` is then as
   large as both allow. A non-spiking readout (read as its membrane) shares one ``k`` across
-  its neurons, sized so that its membrane cannot pass 2^14 for inputs of at most one spike
-  per step; its threshold is 32767.
+  its neurons (their membranes stay comparable) with its weights on the full int8 range at
+  shift 0, or, given ``calibration`` input, the largest shift and ``k`` at which the float
+  readout's largest membrane on that input maps to at most 2^14; its threshold is 32767.
 
 The design rules (input, hidden and output counts) and every layer are checked before any
 value is computed; what Xylo cannot run raises ``XyloError`` naming the layer and the limit.
@@ -44,6 +45,16 @@ _READOUT_MAX = 2.0 ** 14
 
 
 @dataclass(frozen=True)
+class _Options:
+    core: XyloCore
+    qat: bool
+    threshold_max: int
+    readout_max: float | None   # the float readout's largest |membrane| on the calibration input
+    surrogate: object
+    backend: str | None
+
+
+@dataclass(frozen=True)
 class _Group:
     """One ``Linear -> neuron`` pair (and the LI synapse layer before the first)."""
 
@@ -54,25 +65,30 @@ class _Group:
 
 
 def quantize(model: nn.Module, target: str = "xylo", *, qat: bool = False, core: str | XyloCore = XyloCore.V2,
-             threshold_max: int = 4096, surrogate=None, backend: str | None = None) -> XyloNet:
+             threshold_max: int = 4096, calibration: Tensor | None = None, surrogate=None,
+             backend: str | None = None) -> XyloNet:
     """The integer (Xylo) counterpart of a float model (see the module docstring).
 
     ``qat=True``: the weights stay float (``nn.Parameter``, initialised from the model) and
     are rounded and saturated to int8 in every forward pass with a straight-through
     gradient; the neurons are the integer ones with straight-through floors and the
     ``surrogate`` (default ATan) for the spikes. Train it like any model, then ``.freeze()``.
-    ``core``: ``"v2"`` (Xylo Audio 2, Rockpool's ``XyloSim``) or ``"v1"`` (no bias)."""
+    ``core``: ``"v2"`` (Xylo Audio 2, Rockpool's ``XyloSim``) or ``"v1"`` (no bias).
+    ``calibration``: input events (T, B, inputs) on which the float model's readout membrane
+    is measured, to scale a non-spiking readout as finely as 16 bits allow (without it the
+    readout's weights use the int8 range at shift 0)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not isinstance(qat, bool):
         raise TypeError(f"qat must be True or False, got {qat!r}")
-    core = _core(core)
     if isinstance(threshold_max, bool) or not isinstance(threshold_max, int) or not 1 <= threshold_max <= 2 ** 14:
         raise ValueError(f"threshold_max must be an integer in 1..16384, got {threshold_max!r}")
-    groups = _groups(_flatten(model))
+    items = _flatten(model)
+    groups = _groups(items)
     _check_sizes(groups)
-    layers = [_layer(k, g, len(groups), core, qat, threshold_max, surrogate, backend) for k, g in enumerate(groups)]
-    _share_rec_shift(layers, groups, core, qat, threshold_max, surrogate, backend)
+    opt = _Options(_core(core), qat, threshold_max, _calibrate(items, calibration), surrogate, backend)
+    layers = [_layer(k, g, len(groups), opt) for k, g in enumerate(groups)]
+    _share_rec_shift(layers, groups, opt)
     return XyloNet(*layers)
 
 
@@ -185,8 +201,7 @@ def _numbers(g: _Group, ds: Tensor, dm: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return w, gain.expand(n), ((f.e + f.c * beta) * leak).expand(n)
 
 
-def _layer(k: int, g: _Group, count: int, core: XyloCore, qat: bool, threshold_max: int, surrogate, backend,
-           shift: int | None = None) -> XyloLayer:
+def _layer(k: int, g: _Group, count: int, opt: _Options, shift: int | None = None) -> XyloLayer:
     n, last, spiking = g.linear.out_features, k == count - 1, g.form.spiking
     ds, dm = _dashes(g, n)
     w, gain, bias_k = _numbers(g, ds, dm)
@@ -195,10 +210,11 @@ def _layer(k: int, g: _Group, count: int, core: XyloCore, qat: bool, threshold_m
         vth = g.form.v_threshold.expand(n)
         if not bool((vth > 0).all()):
             raise XyloError(f"{g.where}: v_threshold must be > 0 on Xylo, got {vth.min().item():g}")
-        cap = threshold_max / vth
-    else:   # the membrane's bound for inputs of one spike per step, in integer units per unit of k
-        a_s, a_m = 2.0 ** -ds, 2.0 ** -dm
-        cap = _READOUT_MAX / ((w.abs().sum(1) * gain.abs() * (1 - a_s) / a_s + bias_k.abs()) / a_m)
+        cap = opt.threshold_max / vth
+    elif opt.readout_max:   # a readout: its calibrated membrane at most _READOUT_MAX
+        cap = torch.full((n,), _READOUT_MAX / opt.readout_max, dtype=w.dtype)
+    else:                   # a readout: the int8 range at shift 0
+        cap = torch.full((n,), 127 / wmax.max().item() if wmax.max() > 0 else 1.0, dtype=w.dtype)
     cap = torch.minimum(cap, XYLO.state_max / bias_k.abs())
     if not spiking:
         wmax, cap = wmax.max().expand(n), cap.min().expand(n)   # one scale: the membranes stay comparable
@@ -211,12 +227,12 @@ def _layer(k: int, g: _Group, count: int, core: XyloCore, qat: bool, threshold_m
         raise XyloError(f"{g.where}: its threshold rounds to 0 at the scale its weights allow (weights too large "
                         f"for v_threshold on int8 x 16 bits)")
     name = f"{'output' if last else 'hidden'} layer {k}: {g.where}"
-    return XyloLayer(w if qat else torch.round(w * row[:, None]), shift, dash_syn=ds, dash_mem=dm,
-                     threshold=threshold, bias=torch.round(scale * bias_k), core=core, delay=min(k, 1),
+    return XyloLayer(w if opt.qat else torch.round(w * row[:, None]), shift, dash_syn=ds, dash_mem=dm,
+                     threshold=threshold, bias=torch.round(scale * bias_k), core=opt.core, delay=min(k, 1),
                      population=XyloPopulation.OUTPUT if last else XyloPopulation.HIDDEN,
                      readout=Readout.SPIKES if spiking else Readout.VMEM, name=name,
-                     gain=row[:, None] if qat else None, out_scale=1.0 if spiking else 1.0 / scale[0].item(),
-                     surrogate=surrogate, backend=backend)
+                     gain=row[:, None] if opt.qat else None, out_scale=1.0 if spiking else 1.0 / scale[0].item(),
+                     surrogate=opt.surrogate, backend=opt.backend)
 
 
 def _shift(wmax: Tensor, cap: Tensor) -> int:
@@ -228,11 +244,24 @@ def _shift(wmax: Tensor, cap: Tensor) -> int:
     return max(0, min(8, s))
 
 
-def _share_rec_shift(layers: list, groups: list, core, qat, threshold_max, surrogate, backend) -> None:
+def _share_rec_shift(layers: list, groups: list, opt: _Options) -> None:
     """Hidden-to-hidden layers share Xylo's recurrent weight matrix and its one shift: the smallest."""
     inner = range(1, len(layers) - 1)
     shifts = {layers[k].shift for k in inner}
     if len(shifts) > 1:
         for k in inner:
-            layers[k] = _layer(k, groups[k], len(layers), core, qat, threshold_max, surrogate, backend,
-                               shift=min(shifts))
+            layers[k] = _layer(k, groups[k], len(layers), opt, shift=min(shifts))
+
+
+def _calibrate(items: list[tuple[str, nn.Module]], x: Tensor | None) -> float | None:
+    """The float model's largest |output| of its last layer on input ``x``, or None."""
+    if x is None:
+        return None
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"calibration must be input events of shape (T, B, inputs), got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    with torch.no_grad():
+        for _, m in items:
+            x = m(x)
+    top = float(x.abs().max())
+    return top if top > 0 else None

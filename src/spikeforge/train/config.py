@@ -123,6 +123,11 @@ class TrainConfig:
     workers: int = 0                    # data sets on disk: DataLoader worker processes (0: in this process)
     cache: bool = False                 # spikeforge's readers: keep the binned frames on disk (readers' cache)
 
+    @property
+    def data_name(self) -> str:
+        """The data set as the user names it: ``nmnist``, ``tonic:SHD``, ..."""
+        return f"tonic:{self.tonic_dataset}" if self.dataset is DataSet.TONIC else self.dataset.value
+
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str) and self.dataset.startswith("tonic:"):
             object.__setattr__(self, "tonic_dataset", self.dataset[len("tonic:"):])
@@ -191,6 +196,9 @@ DATASET_DEFAULTS: dict[DataSet, dict[str, Any]] = {
        for d in (DataSet.TONIC, DataSet.NMNIST, DataSet.NCALTECH101, DataSet.DVSGESTURE, DataSet.CIFAR10DVS)},
     **{d: {"hidden": 128, "epochs": 10, "lr": 0.02, "steps": 50, "input_scale": 3.0} for d in (DataSet.SHD, DataSet.SSC)},
 }
+# tonic's datasets that are spikeforge's readers' data sets take their defaults (tonic:SHD runs as shd)
+_TONIC_TWINS = {"NMNIST": DataSet.NMNIST, "DVSGesture": DataSet.DVSGESTURE, "CIFAR10DVS": DataSet.CIFAR10DVS,
+                "SHD": DataSet.SHD, "SSC": DataSet.SSC}
 # Defaults for spike-time input (measured): finer steps resolve the input times; a readout that
 # integrates over the whole window (tau_out > T) avoids plateaus where every sample looks alike late.
 ENCODING_DEFAULTS: dict[Encoding, dict[str, Any]] = {
@@ -249,8 +257,9 @@ def make_config(**overrides) -> TrainConfig:
                                                if method is Method.EVENTPROP else {})}
     if "neuron" in overrides:                      # the method's neuron parameters are its neuron's
         by_method.pop("neuron_params", None)
-    values = {**DATASET_DEFAULTS[dataset], **ENCODING_DEFAULTS[encoding], **by_method, **overrides,
-              "dataset": dataset}
+    defaults = DATASET_DEFAULTS[_TONIC_TWINS.get(overrides.get("tonic_dataset"), dataset)
+                                if dataset is DataSet.TONIC else dataset]
+    values = {**defaults, **ENCODING_DEFAULTS[encoding], **by_method, **overrides, "dataset": dataset}
     return TrainConfig(**values)
 
 
@@ -271,7 +280,7 @@ def _positive(value) -> bool:
 
 def _check_data_options(cfg: TrainConfig) -> None:
     """``tonic_dataset``, ``data_root``, ``workers``, ``cache`` and ``frames`` fit the data set."""
-    name = f"tonic:{cfg.tonic_dataset}" if cfg.dataset is DataSet.TONIC else cfg.dataset.value
+    name = cfg.data_name
     if cfg.dataset is not DataSet.TONIC and cfg.tonic_dataset is not None:
         raise ConfigError(f"tonic_dataset is for dataset tonic:<Name>, not {cfg.dataset.value}")
     if cfg.dataset is DataSet.TONIC and not (isinstance(cfg.tonic_dataset, str) and cfg.tonic_dataset.isidentifier()):

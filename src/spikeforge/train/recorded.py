@@ -71,13 +71,23 @@ def _open_tonic(cfg: TrainConfig) -> tuple[dict, tuple]:
             for name, kw in splits.items()}, size
 
 
-def _labels(source) -> torch.Tensor:
-    """The labels of a data set from its listing (``targets``); a tonic dataset without one is
-    read through once."""
-    targets = getattr(source, "targets", None)
-    if targets is None:
-        targets = [source[i][1] for i in range(len(source))]
-    return torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
+def _labels(source, tonic: bool) -> torch.Tensor:
+    """The labels of a data set from its listing (``targets``; for tonic see ``tonic_labels``)."""
+    if tonic:
+        from ..data.tonic_interop import tonic_labels
+
+        return torch.as_tensor(tonic_labels(source), dtype=torch.int64)
+    return torch.as_tensor([int(t) for t in source.targets], dtype=torch.int64)
+
+
+def _classes(source, tonic: bool, n_classes: int) -> tuple[str, ...]:
+    if tonic:
+        from ..data.tonic_interop import tonic_classes
+
+        names = tonic_classes(source)
+    else:
+        names = list(getattr(source, "classes", None) or [])
+    return tuple(str(c) for c in names or range(n_classes))
 
 
 def _assign(opened: dict) -> dict[str, tuple[object, torch.Tensor]]:
@@ -97,17 +107,18 @@ def _assign(opened: dict) -> dict[str, tuple[object, torch.Tensor]]:
 
 def load_recorded(cfg: TrainConfig, device) -> Task:
     """The train/val/test splits of ``cfg``'s data set on disk, streamed to ``device``."""
-    name = f"tonic:{cfg.tonic_dataset}" if cfg.dataset is DataSet.TONIC else cfg.dataset.value
+    name = cfg.data_name
     opened, size = _open_tonic(cfg) if cfg.dataset is DataSet.TONIC else _open_readers(cfg)
     for split, src in opened.items():
         if len(src) == 0:
             raise DatasetError(None, f"{name}: the {split} split under {cfg.data_root} holds no samples")
-    labels = {id(src): _labels(src) for src in opened.values()}
+    tonic = cfg.dataset is DataSet.TONIC
+    labels = {id(src): _labels(src, tonic) for src in opened.values()}
     splits = {split: Streamed(Framed(src, idx.tolist()), labels[id(src)][idx], device, cfg.workers, cfg.batch_size)
               for split, (src, idx) in _assign(opened).items()}
     first = next(iter(opened.values()))
     n_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
-    classes = tuple(str(c) for c in getattr(first, "classes", None) or range(n_classes))
+    classes = _classes(first, tonic, n_classes)
     if len(classes) < n_classes:
         raise DatasetError(None, f"{name}: labels go up to {n_classes - 1} but the data set names "
                                  f"{len(classes)} classes")

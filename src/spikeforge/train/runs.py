@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = Fals
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / "config.json", cfg.to_dict())
         procs = "" if group is None else f" on {group.world} processes"
-        trainer.progress.message(f"training {cfg.dataset.value}: {len(trainer.task.train.labels)} samples"
+        trainer.progress.message(f"training {cfg.data_name}: {len(trainer.task.train.labels)} samples"
                                  f"{_data_note(trainer)}, {cfg.epochs} epochs{procs}; run folder {run_dir}")
         return trainer.fit()
 

@@ -229,7 +229,7 @@ class Trainer:
         best = {"epoch": self.best["epoch"], "chosen_by": BEST_CRITERION, "val_loss": _finite(self.best["val_loss"]),
                 "val_accuracy": self.best["val_accuracy"]}
         procs = {} if self.group is None else {"processes": self.group.world}
-        return {"status": status, "dataset": self.cfg.dataset.value, "epochs_done": self.epoch,
+        return {"status": status, "dataset": self.cfg.data_name, "epochs_done": self.epoch,
                 "test_accuracy": test_acc, "test_loss": test_loss, "best": best, "history": self.history,
                 **procs, **extra}
 

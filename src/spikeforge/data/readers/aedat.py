@@ -16,7 +16,8 @@ uint32 data (bit 0 valid mark, bit 1 polarity, bits 2..16 y, bits 17..31 x) and 
 timestamp; the full time is ``eventTSOverflow << 31 | timestamp``. Events of other types are
 skipped, events whose valid mark is clear are dropped.
 
-**AEDAT 4.0** is read by the ``aedat`` package (or ``expelliarmus``) when one is installed.
+**AEDAT 4.0** (iniVation DV): its framing is checked in ``aedat4.py``, its packets decoded by the
+``aedat`` package (or ``expelliarmus``) when one is installed.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import struct
 import numpy as np
 
 from ._common import DatasetError, check_inside, check_sorted, make_events, read_bytes, split_header
+from .aedat4 import read_v4
 
 __all__ = ["read_aedat", "CAMERAS"]
 
@@ -45,7 +47,7 @@ def read_aedat(path, strict: bool = True) -> tuple[np.ndarray, tuple[int, int, i
     if head.startswith(b"#!AER-DAT3.1"):
         return _read_v31(path, data, strict)
     if head.startswith(b"#!AER-DAT4."):
-        return _read_v4(path)
+        return read_v4(path, data, strict)
     if head.startswith(b"#!AER-DAT"):
         version = head[9:].split(b"\r")[0].split(b"\n")[0].decode("ascii", "replace")
         raise DatasetError(path, f"AEDAT version {version!r} is not supported (2.x, 3.1 and 4.0 are)")
@@ -137,35 +139,3 @@ def _read_v31(path, data: bytes, strict: bool):
     else:
         check_inside(path, x, y, wh)
     return make_events(t, x, y, (d >> 1) & 1), (None if wh is None else (*wh, 2))
-
-
-def _read_v4(path):
-    """AEDAT 4.0 through the ``aedat`` package (as tonic does) or ``expelliarmus``."""
-    try:
-        import aedat
-    except ImportError:
-        aedat = None
-    try:
-        if aedat is not None:
-            decoder = aedat.Decoder(str(path))
-            streams = [sid for sid, s in decoder.id_to_stream().items() if s["type"] == "events"]
-            if not streams:
-                raise DatasetError(path, "AEDAT4 file without an event stream")
-            sid = min(streams)
-            found = [p["events"] for p in decoder if p["stream_id"] == sid and "events" in p]
-            raw = np.concatenate(found) if found else None
-        else:
-            try:
-                from expelliarmus import Wizard
-            except ImportError:
-                raise DatasetError(path, "reading AEDAT 4.0 needs the 'aedat' package (pip install aedat) "
-                                         "or 'expelliarmus'") from None
-            raw = Wizard(encoding="aedat4").read(str(path))
-    except DatasetError:
-        raise
-    except Exception as e:  # the decoders raise their own types for damaged files
-        raise DatasetError(path, f"AEDAT4 decoder failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if raw is None or len(raw) == 0:
-        return make_events([], [], [], []), None
-    x, y = raw["x"].astype(np.int64), raw["y"].astype(np.int64)
-    return make_events(raw["t"].astype(np.int64), x, y, raw["p"].astype(np.int8)), (int(x.max()) + 1, int(y.max()) + 1, 2)
