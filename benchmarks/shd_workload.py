@@ -271,6 +271,16 @@ def train_check(a) -> None:
     print(C.markdown_table(["epoch", "train loss", "test accuracy %", "epoch wall s"], rows))
 
 
+def _train(a) -> None:
+    from spikeforge.data import DatasetError
+
+    try:
+        train_check(a)
+    except DatasetError as e:            # a missing or bad SHD file: one line, exit 2
+        print(f"shd_workload.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 # -- parent ------------------------------------------------------------------------------------
 
 def frameworks(arg: str) -> list[str]:
@@ -342,12 +352,7 @@ def main(argv=None) -> None:
     if a.data_root is not None and not a.train:
         ap.error("--data-root: the real files are for the training check; add --train")
     if a.train:
-        from spikeforge.data import DatasetError
-        try:
-            return train_check(a)
-        except DatasetError as e:            # a missing or bad SHD file: one line, exit 2
-            print(f"shd_workload.py: error: {e}", file=sys.stderr)
-            sys.exit(2)
+        return _train(a)
 
     env = C.child_env(a.threads, a.malloc_tuned, a.omp_passive)
     info = C.probe(env, a.threads)

@@ -146,3 +146,21 @@ def test_two_processes_stream_files_as_one_process(tmp_path):
     out, err = run.communicate(timeout=180)
     assert run.returncode == 0, err
     _close(load_checkpoint(tmp_path / "run" / "last.pt")["model"], one.model.state_dict())
+
+
+def test_a_worker_killed_before_the_run_folder_exists_is_not_told_to_resume(tmp_path, capsys):
+    """--resume needs the run folder's config.json: a worker killed during start-up (before rank 0
+    wrote it) is told to run the command again, one killed later to resume."""
+    from types import SimpleNamespace
+
+    from spikeforge.train.distributed import _report
+
+    procs = [SimpleNamespace(pid=1), SimpleNamespace(pid=42)]
+    run = tmp_path / "run"
+    assert _report([-15, -9], {0}, procs, [None, None], 2, str(run)) == 2
+    err = capsys.readouterr().err
+    assert "rank 1 (pid 42) was killed by SIGKILL" in err and "had not started" in err and "--resume" not in err
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert _report([-15, -9], {0}, procs, [None, None], 2, str(run)) == 2
+    assert f"continue with spikeforge train --resume {run} --nproc 2" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -195,7 +196,9 @@ def _report(codes, stopped, procs, logs, nproc: int, run_dir: str) -> int:
             print(f"spikeforge train: warning: worker rank {r} had not exited after rank 0 finished the run and "
                   f"was stopped (the run is complete); its last line: {_last_line(logs[r])}", file=sys.stderr)
         return 0
-    again = f"completed epochs are kept: continue with spikeforge train --resume {run_dir} --nproc {nproc}"
+    again = (f"completed epochs are kept: continue with spikeforge train --resume {run_dir} --nproc {nproc}"
+             if Path(run_dir, "config.json").exists() else
+             f"the run had not started ({run_dir} was not written): run the same command again")
     own = [r for r, c in enumerate(codes) if c not in (0, PEER_LOST_EXIT) and c >= 0 and r not in stopped]
     if own:                      # a worker that failed on its own and said why
         r = own[0]
