@@ -1,4 +1,16 @@
-"""Learning beyond surrogate-gradient BPTT: exact gradients (``eventprop``)."""
+"""Learning beyond surrogate-gradient BPTT: exact gradients (``eventprop``) and local
+plasticity rules attached by hooks (``attach`` with ``PairSTDP``, ``TripletSTDP``,
+``RewardSTDP``, ``VDSP``; see docs/local_learning.md)."""
 from . import eventprop as eventprop
+from ._rules import VDSP as VDSP
+from ._rules import Bound as Bound
+from ._rules import Bounds as Bounds
+from ._rules import Learner as Learner
+from ._rules import Normalise as Normalise
+from ._rules import PairSTDP as PairSTDP
+from ._rules import RewardSTDP as RewardSTDP
+from ._rules import TripletSTDP as TripletSTDP
+from ._rules import attach as attach
 
-__all__ = ["eventprop"]
+__all__ = ["eventprop", "attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP",
+           "RewardSTDP", "VDSP"]

@@ -1,0 +1,12 @@
+"""Local plasticity rules and the hook-based learner that attaches them (see ``learner``)."""
+from .learner import Bound as Bound
+from .learner import Bounds as Bounds
+from .learner import Learner as Learner
+from .learner import Normalise as Normalise
+from .learner import attach as attach
+from .rules import VDSP as VDSP
+from .rules import PairSTDP as PairSTDP
+from .rules import RewardSTDP as RewardSTDP
+from .rules import TripletSTDP as TripletSTDP
+
+__all__ = ["attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP"]

@@ -1,0 +1,304 @@
+"""``attach(net, rule)``: a local rule on every ``nn.Linear`` synapse of a network, by hooks.
+
+Each learned ``nn.Linear`` is paired with the spiking neuron layer that follows it (the
+next ``spikeforge.nn.Neuron`` in ``net.modules()`` order, with no other weight layer in
+between). A forward pre-hook on the Linear keeps its input (the presynaptic activity);
+a hook on the neuron (``register_forward_hook`` for sequence calls, ``_step_hooks`` for
+``step`` calls, as ``Monitor`` does) hands the rule the pre activity, the post spikes and,
+for rules that ask (``VDSP``), the membrane before each step. Updates accumulate in
+``pending`` until ``apply(lr)`` adds them to the weights under ``torch.no_grad()``.
+
+Traces start from zero with every new sequence call (or stream of steps), and carry over
+between sequence calls only when the neuron layer has ``carry_state=True``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+
+from ... import functional as F
+from ...nn.layers import Recurrent
+from ...nn.neuron import Neuron
+
+__all__ = ["Bound", "Bounds", "Normalise", "Learner", "attach"]
+
+
+class Bound(Enum):
+    """How ``apply`` keeps weights in ``[w_min, w_max]``: ``NONE``; ``HARD``: add the update,
+    then clip; ``SOFT`` (multiplicative): a positive update is scaled by ``w_max - w``, a
+    negative one by ``w - w_min`` (so the bounds are approached, not crossed, while
+    ``|lr * dw| <= 1``; nothing is clipped)."""
+    NONE = "none"
+    HARD = "hard"
+    SOFT = "soft"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    kind: Bound = Bound.HARD
+    w_min: float = 0.0
+    w_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, Bound):
+            raise TypeError(f"Bounds: kind must be a Bound (Bound.NONE, Bound.HARD, Bound.SOFT), got {self.kind!r}")
+        for name in ("w_min", "w_max"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"Bounds: {name} must be a finite number, got {v!r}")
+        if self.w_min >= self.w_max:
+            raise ValueError(f"Bounds: w_min must be < w_max, got w_min={self.w_min}, w_max={self.w_max}")
+
+    def update(self, w: Tensor, dw: Tensor) -> None:
+        if self.kind is Bound.SOFT:
+            dw = dw.clamp(min=0) * (self.w_max - w) + dw.clamp(max=0) * (w - self.w_min)
+        w.add_(dw)
+        if self.kind is Bound.HARD:
+            w.clamp_(self.w_min, self.w_max)
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """After each ``apply``: scale each postsynaptic neuron's incoming weights (a row of the
+    Linear weight) so that they sum to ``total`` (Diehl & Cook 2015). A row summing to 0
+    cannot be scaled and is left as it is (``Learner.apply`` returns how many were)."""
+    total: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.total, (int, float)) or isinstance(self.total, bool) or not math.isfinite(self.total) \
+                or self.total <= 0:
+            raise ValueError(f"Normalise: total must be a positive finite number, got {self.total!r}")
+
+    def __call__(self, w: Tensor) -> int:
+        s = w.sum(dim=1, keepdim=True)
+        ok = s != 0
+        w.mul_(torch.where(ok, self.total / torch.where(ok, s, torch.ones_like(s)), torch.ones_like(s)))
+        return int((~ok).sum())
+
+
+class _Synapse:
+    """One learned Linear and the neuron layer after it, with the rule's state."""
+
+    def __init__(self, name: str, linear: nn.Linear, neuron: Neuron, neuron_name: str) -> None:
+        self.name, self.linear, self.neuron, self.neuron_name = name, linear, neuron, neuron_name
+        self.pre: Tensor | None = None           # last input of the Linear, not yet consumed
+        self.state = None                         # the rule's trace state
+        self.v_before: Tensor | None = None       # post membrane before the next step
+        self.dw = torch.zeros_like(linear.weight, requires_grad=False).detach()
+
+
+class Learner:
+    """What ``attach`` returns. ``pending``: the accumulated update of each learned layer
+    (by name); ``reward(r)`` for rules with a third factor; ``apply(lr)``; ``reset()``;
+    ``remove()`` (or use it as a context manager)."""
+
+    def __init__(self, net: nn.Module, rule, bounds: Bounds, normalise: Normalise | None,
+                 layers) -> None:
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if not all(callable(getattr(rule, a, None)) for a in ("init", "step")):
+            raise TypeError(f"rule must be a plasticity rule with init() and step() (e.g. PairSTDP()), got {rule!r}")
+        if not isinstance(bounds, Bounds):
+            raise TypeError(f"bounds must be a Bounds, got {bounds!r}")
+        if normalise is not None and not isinstance(normalise, Normalise):
+            raise TypeError(f"normalise must be a Normalise or None, got {normalise!r}")
+        self.net, self.rule, self.bounds, self.normalise = net, rule, bounds, normalise
+        self.synapses = _pair(net, layers)
+        self._handles, self._flags = [], {}
+        for syn in self.synapses.values():
+            self._hook(syn)
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _hook(self, syn: _Synapse) -> None:
+        n = syn.neuron
+        if self.rule.needs_v:
+            var = self.rule.state
+            if var not in n.spec_type.state:
+                raise ValueError(f"rule: {type(self.rule).__name__} reads the neuron state {var!r}, but layer "
+                                 f"{syn.neuron_name!r} ({type(n).__name__}) has {n.spec_type.state}")
+            self._flags.setdefault(n, n.record)
+            n.record = True
+        self._handles.append(syn.linear.register_forward_pre_hook(lambda m, args: self._keep_pre(syn, args)))
+        self._handles.append(n.register_forward_pre_hook(lambda m, args: self._before_call(syn)))
+        self._handles.append(n.register_forward_hook(lambda m, args, out: self._after_call(syn, out)))
+        n._step_hooks[id(self)] = lambda m, x, z, new: self._after_step(syn, z, new)
+
+    @staticmethod
+    def _keep_pre(syn: _Synapse, args) -> None:
+        syn.pre = args[0].detach() if args and isinstance(args[0], Tensor) else None
+
+    def _before_call(self, syn: _Synapse) -> None:
+        n = syn.neuron
+        carried = self.rule.needs_v and n.carry_state and n.state is not None
+        syn.v_before = getattr(n.state, self.rule.state).detach() if carried else None
+        if not n.carry_state:
+            syn.state = None
+
+    def _take_pre(self, syn: _Synapse, z: Tensor) -> Tensor:
+        pre, syn.pre = syn.pre, None
+        if pre is None:
+            raise RuntimeError(f"layer {syn.neuron_name!r} ran without its synapse {syn.name!r} running first in this "
+                               f"call; the learner pairs each Linear with the neuron layer that follows it")
+        if pre.shape[:-1] != z.shape[:-1] or pre.shape[-1] != syn.linear.in_features \
+                or z.shape[-1] != syn.linear.out_features:
+            raise ValueError(f"synapse {syn.name!r}: pre activity {tuple(pre.shape)} and post spikes {tuple(z.shape)} "
+                             f"must be (..., {syn.linear.in_features}) and (..., {syn.linear.out_features}) with the "
+                             f"same leading (time, batch) dims")
+        return pre
+
+    def _after_call(self, syn: _Synapse, out) -> None:
+        n = syn.neuron
+        z = out.detach()
+        pre = self._take_pre(syn, z)
+        if n.batch_first:
+            z, pre = z.transpose(0, 1), pre.transpose(0, 1)
+        if z.dim() < 2:
+            raise ValueError(f"synapse {syn.name!r}: a sequence call needs (T, B, ...) input, got {tuple(z.shape)}")
+        vs = [None] * z.shape[0]
+        if self.rule.needs_v:
+            v = getattr(n.trace, self.rule.state).detach()
+            v0 = syn.v_before if syn.v_before is not None else self._rest_v(n, z[0])
+            vs = torch.cat([v0.unsqueeze(0), v[:-1]])
+        with torch.no_grad():
+            for t in range(z.shape[0]):
+                self._rule_step(syn, pre[t], z[t], vs[t])
+
+    def _after_step(self, syn: _Synapse, z: Tensor, new_stream: bool) -> None:
+        z = z.detach()
+        pre = self._take_pre(syn, z)
+        v = None
+        if self.rule.needs_v:
+            v = self._rest_v(syn.neuron, z) if new_stream or syn.v_before is None else syn.v_before
+            syn.v_before = getattr(syn.neuron.state, self.rule.state).detach()
+        if new_stream:
+            syn.state = None
+        with torch.no_grad():
+            self._rule_step(syn, pre, z, v)
+
+    def _rest_v(self, n: Neuron, like: Tensor) -> Tensor:
+        i = n.spec_type.state.index(self.rule.state)
+        return F.rest_state(n.spec, n.params(), like)[i].detach()
+
+    def _rule_step(self, syn: _Synapse, pre: Tensor, post: Tensor, v: Tensor | None) -> None:
+        pre, post = pre.reshape(-1, pre.shape[-1]), post.reshape(-1, post.shape[-1])
+        v = None if v is None else v.reshape(-1, v.shape[-1])
+        if syn.state is not None and _batch(syn.state) not in (None, pre.shape[0]):
+            raise ValueError(f"synapse {syn.name!r}: the batch size changed from {_batch(syn.state)} to {pre.shape[0]} "
+                             f"while traces are carried (carry_state=True); call learner.reset() first")
+        if syn.state is None:
+            syn.state = self.rule.init(pre, post)
+        syn.state, dw = self.rule.step(syn.state, pre, post, v)
+        if dw is not None:
+            syn.dw += dw.to(syn.dw.dtype)
+
+    # -- user calls ----------------------------------------------------------------------
+    @property
+    def pending(self) -> dict[str, Tensor]:
+        """The update accumulated since the last ``apply`` per learned layer (copies)."""
+        return {name: syn.dw.clone() for name, syn in self.synapses.items()}
+
+    def reward(self, r) -> None:
+        """Third factor: add ``r * e`` (each layer's eligibility now) to the pending update."""
+        if not callable(getattr(self.rule, "reward", None)):
+            raise TypeError(f"rule {type(self.rule).__name__} takes no reward; use e.g. RewardSTDP(PairSTDP())")
+        if isinstance(r, Tensor):
+            if r.numel() != 1:
+                raise ValueError(f"r must be a scalar (one reward for the batch), got shape {tuple(r.shape)}")
+            r = r.item()
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r):
+            raise ValueError(f"r must be a finite number, got {r!r}")
+        for syn in self.synapses.values():
+            if syn.state is None:
+                raise RuntimeError(f"reward: synapse {syn.name!r} has not seen any activity yet")
+            syn.dw += self.rule.reward(syn.state, r).to(syn.dw.dtype)
+
+    def apply(self, lr: float = 1.0) -> int:
+        """Add ``lr * pending`` to each learned weight (bounded, then normalised) under
+        ``torch.no_grad()`` and clear ``pending``. Returns the number of rows that
+        ``Normalise`` could not scale (sum 0); 0 without normalisation."""
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"lr must be a non-negative finite number, got {lr!r}")
+        unscaled = 0
+        with torch.no_grad():
+            for syn in self.synapses.values():
+                w = syn.linear.weight
+                self.bounds.update(w, lr * syn.dw.to(w.dtype))
+                if self.normalise is not None:
+                    unscaled += self.normalise(w)
+                syn.dw.zero_()
+        return unscaled
+
+    def reset(self) -> None:
+        """Forget traces, eligibilities and the pending update."""
+        for syn in self.synapses.values():
+            syn.state, syn.pre, syn.v_before = None, None, None
+            syn.dw.zero_()
+
+    def remove(self) -> None:
+        """Remove the hooks and restore the neurons' ``record`` flags."""
+        for h in self._handles:
+            h.remove()
+        for syn in self.synapses.values():
+            syn.neuron._step_hooks.pop(id(self), None)
+        for n, flag in self._flags.items():
+            n.record = flag
+        self._handles, self._flags = [], {}
+
+    def __enter__(self) -> "Learner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _batch(state) -> int | None:
+    for t in state:
+        if isinstance(t, Tensor) and t.dim() == 2:
+            return t.shape[0]
+        if isinstance(t, tuple):
+            b = _batch(t)
+            if b is not None:
+                return b
+    return None
+
+
+_WEIGHTS = (nn.Linear, nn.modules.conv._ConvNd, Recurrent)
+
+
+def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
+    """Each Linear with the spiking neuron layer after it (no weight layer in between)."""
+    mods = [(n or "net", m) for n, m in net.named_modules()]
+    inside = {id(m) for _, r in mods if isinstance(r, Recurrent) for m in r.modules() if m is not r}
+    mods = [(n, m) for n, m in mods if id(m) not in inside]
+    found = {}
+    for i, (name, m) in enumerate(mods):
+        if type(m) is not nn.Linear:
+            continue
+        post = next(((k, p) for k, p in mods[i + 1:] if isinstance(p, (Neuron,) + _WEIGHTS)), None)
+        if post is not None and isinstance(post[1], Neuron) and post[1].spec_type.spiking:
+            found[name] = (m, post)
+    if layers is None:
+        if not found:
+            raise ValueError(f"net has no nn.Linear synapse followed by a spiking neuron layer to learn "
+                             f"(a spikeforge.nn.Neuron such as LIF); modules: {[n for n, _ in mods][:12]}")
+        chosen = list(found)
+    else:
+        chosen = [layers] if isinstance(layers, str) else list(layers)
+        for name in chosen:
+            if name not in found:
+                raise ValueError(f"layers: {name!r} is not an nn.Linear of net followed by a spiking neuron layer "
+                                 f"(directly, no weight layer in between); learnable: {sorted(found)}")
+    return {name: _Synapse(name, found[name][0], found[name][1][1], found[name][1][0]) for name in chosen}
+
+
+def attach(net: nn.Module, rule, *, bounds: Bounds = Bounds(), normalise: Normalise | None = None,
+           layers=None) -> Learner:
+    """Attach ``rule`` (``PairSTDP``, ``TripletSTDP``, ``RewardSTDP``, ``VDSP``) to every
+    ``nn.Linear`` of ``net`` that feeds a spiking neuron layer (or the Linear names in
+    ``layers``). Returns the ``Learner``; run ``net`` (sequence calls or ``spikeforge.step``)
+    then ``learner.apply(lr)``."""
+    return Learner(net, rule, bounds, normalise, layers)
