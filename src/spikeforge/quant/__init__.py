@@ -25,3 +25,4 @@ from ._quantize import quantize as quantize
 from ._target import XYLO as XYLO
 from ._target import XyloError as XyloError
 from ._target import XyloLimits as XyloLimits
+from . import nonideal as nonideal
