@@ -226,9 +226,9 @@ def test_apply_bounds_and_normalise_on_the_net():
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match="no nn.Linear synapse"):
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d synapse"):
         attach(nn.Sequential(sf.nn.LIF()), PairSTDP())
-    with pytest.raises(ValueError, match="no nn.Linear synapse"):
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d synapse"):
         attach(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), PairSTDP())
     with pytest.raises(ValueError, match="layers: 'nope'"):
         attach(_net(), PairSTDP(), layers=["nope"])
@@ -272,6 +272,57 @@ def test_shape_mismatch_and_missing_pre():
     attach(net, PairSTDP())
     with pytest.raises(RuntimeError, match="ran without its synapse '0'"):
         net[1](torch.ones(3, 1, 1))
+
+
+def _conv_reference(conv, pre, post, rule):
+    """PairSTDP on a Conv2d written out with loops over kernel offsets and output positions."""
+    T, B, C, H, W = pre.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw_) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    x_pre, x_post = torch.zeros_like(pre[0]), torch.zeros_like(post[0])
+    out = torch.zeros_like(conv.weight)
+    Ho, Wo = post.shape[-2:]
+    for t in range(T):
+        x_pre = x_pre * math.exp(-rule.dt / rule.tau_pre) + pre[t]
+        x_post = x_post * math.exp(-rule.dt / rule.tau_post) + post[t]
+        xp = torch.nn.functional.pad(x_pre, (pw, pw, ph, ph))
+        sp = torch.nn.functional.pad(pre[t], (pw, pw, ph, ph))
+        for i in range(kh):
+            for j in range(kw):
+                for y in range(Ho):
+                    for x in range(Wo):
+                        a, b = y * sh + i * dh, x * sw + j * dw_
+                        out[:, :, i, j] += rule.a_plus * post[t, :, :, y, x].T @ xp[:, :, a, b]
+                        out[:, :, i, j] -= rule.a_minus * x_post[:, :, y, x].T @ sp[:, :, a, b]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_conv2d_pair_stdp_equals_the_loop_reference(mode):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(2, 3, kernel_size=(2, 3), stride=(1, 2), padding=1, dilation=(2, 1), bias=False)
+    with torch.no_grad():
+        conv.weight.uniform_(0.2, 1.0)
+    net = nn.Sequential(sf.nn.TimeDistributed(conv), sf.nn.LIF(tau=2.0))
+    rule = PairSTDP(a_plus=0.3, a_minus=0.2, tau_pre=3.0, tau_post=4.0)
+    learner = attach(net, rule, normalise=Normalise(total=1.0))
+    x = (torch.rand(6, 2, 2, 5, 6) < 0.5).float() * 2
+    z = _run(net, x, mode)
+    assert z.sum() > 0
+    torch.testing.assert_close(learner.pending["0.module"], _conv_reference(conv, x, z, rule))
+    learner.apply()
+    torch.testing.assert_close(conv.weight.sum(dim=(1, 2, 3)), torch.ones(3))
+
+
+def test_conv2d_rules_run_and_bad_conv_is_refused():
+    for rule in (TripletSTDP(), RewardSTDP(), VDSP(v_rest=0.2)):
+        net = nn.Sequential(sf.nn.TimeDistributed(nn.Conv2d(1, 2, 3)), sf.nn.LIF())
+        learner = attach(net, rule)
+        net(torch.ones(4, 2, 1, 5, 5))
+        if isinstance(rule, RewardSTDP):
+            learner.reward(1.0)
+        assert learner.pending["0.module"].shape == (2, 1, 3, 3)
+    with pytest.raises(ValueError, match="groups=2"):
+        attach(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), sf.nn.LIF()), PairSTDP())
 
 
 def test_docs_demo_runs():

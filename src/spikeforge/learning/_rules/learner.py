@@ -1,6 +1,6 @@
-"""``attach(net, rule)``: a local rule on every ``nn.Linear`` synapse of a network, by hooks.
+"""``attach(net, rule)``: a local rule on every ``nn.Linear``/``nn.Conv2d`` synapse of a net, by hooks.
 
-Each learned ``nn.Linear`` is paired with the spiking neuron layer that follows it (the
+Each learned ``nn.Linear`` or ``nn.Conv2d`` (bare, or inside ``TimeDistributed``) is paired with the spiking neuron layer that follows it (the
 next ``spikeforge.nn.Neuron`` in ``net.modules()`` order, with no other weight layer in
 between). A forward pre-hook on the Linear keeps its input (the presynaptic activity);
 a hook on the neuron (``register_forward_hook`` for sequence calls, ``_step_hooks`` for
@@ -64,7 +64,7 @@ class Bounds:
 @dataclass(frozen=True)
 class Normalise:
     """After each ``apply``: scale each postsynaptic neuron's incoming weights (a row of the
-    Linear weight) so that they sum to ``total`` (Diehl & Cook 2015). A row summing to 0
+    Linear weight; an output channel's kernel of a Conv2d) so that they sum to ``total`` (Diehl & Cook 2015). A row summing to 0
     cannot be scaled and is left as it is (``Learner.apply`` returns how many were)."""
     total: float = 1.0
 
@@ -74,17 +74,24 @@ class Normalise:
             raise ValueError(f"Normalise: total must be a positive finite number, got {self.total!r}")
 
     def __call__(self, w: Tensor) -> int:
-        s = w.sum(dim=1, keepdim=True)
+        s = w.sum(dim=tuple(range(1, w.dim())), keepdim=True)
         ok = s != 0
         w.mul_(torch.where(ok, self.total / torch.where(ok, s, torch.ones_like(s)), torch.ones_like(s)))
         return int((~ok).sum())
 
 
 class _Synapse:
-    """One learned Linear and the neuron layer after it, with the rule's state."""
+    """One learned Linear or Conv2d and the neuron layer after it, with the rule's state.
+    A Conv2d is learned as a Linear on patches: each output position is one more row of
+    the batch, its pre activity the unfolded receptive field ``(C * kh * kw)`` (a trace is
+    linear in the spikes, so tracing patches equals unfolding traced inputs)."""
 
-    def __init__(self, name: str, linear: nn.Linear, neuron: Neuron, neuron_name: str) -> None:
+    def __init__(self, name: str, linear: nn.Module, neuron: Neuron, neuron_name: str) -> None:
         self.name, self.linear, self.neuron, self.neuron_name = name, linear, neuron, neuron_name
+        self.conv = isinstance(linear, nn.Conv2d)
+        self.feature_dims = 3 if self.conv else 1
+        self.n_in = linear.in_channels if self.conv else linear.in_features
+        self.n_out = linear.out_channels if self.conv else linear.out_features
         self.pre: Tensor | None = None           # last input of the Linear, not yet consumed
         self.state = None                         # the rule's trace state
         self.v_before: Tensor | None = None       # post membrane before the next step
@@ -143,11 +150,14 @@ class Learner:
         if pre is None:
             raise RuntimeError(f"layer {syn.neuron_name!r} ran without its synapse {syn.name!r} running first in this "
                                f"call; the learner pairs each Linear with the neuron layer that follows it")
-        if pre.shape[:-1] != z.shape[:-1] or pre.shape[-1] != syn.linear.in_features \
-                or z.shape[-1] != syn.linear.out_features:
+        fd = syn.feature_dims
+        lead = z.shape[:-fd]
+        if pre.shape[:-fd] != lead and pre.dim() == fd + 1 and pre.shape[0] == math.prod(lead):
+            pre = pre.reshape(lead + pre.shape[-fd:])   # a TimeDistributed layer folds (T, B) into T*B
+        if pre.shape[:-fd] != lead or pre.shape[-fd] != syn.n_in or z.shape[-fd] != syn.n_out:
+            want = ("(..., {}, H, W) and (..., {}, H', W')" if syn.conv else "(..., {}) and (..., {})")
             raise ValueError(f"synapse {syn.name!r}: pre activity {tuple(pre.shape)} and post spikes {tuple(z.shape)} "
-                             f"must be (..., {syn.linear.in_features}) and (..., {syn.linear.out_features}) with the "
-                             f"same leading (time, batch) dims")
+                             f"must be {want.format(syn.n_in, syn.n_out)} with the same leading (time, batch) dims")
         return pre
 
     def _after_call(self, syn: _Synapse, out) -> None:
@@ -184,8 +194,8 @@ class Learner:
         return F.rest_state(n.spec, n.params(), like)[i].detach()
 
     def _rule_step(self, syn: _Synapse, pre: Tensor, post: Tensor, v: Tensor | None) -> None:
-        pre, post = pre.reshape(-1, pre.shape[-1]), post.reshape(-1, post.shape[-1])
-        v = None if v is None else v.reshape(-1, v.shape[-1])
+        pre, post = _pre_rows(syn, pre), _post_rows(syn, post)
+        v = None if v is None else _post_rows(syn, v)
         if syn.state is not None and _batch(syn.state) not in (None, pre.shape[0]):
             raise ValueError(f"synapse {syn.name!r}: the batch size changed from {_batch(syn.state)} to {pre.shape[0]} "
                              f"while traces are carried (carry_state=True); call learner.reset() first")
@@ -193,7 +203,7 @@ class Learner:
             syn.state = self.rule.init(pre, post)
         syn.state, dw = self.rule.step(syn.state, pre, post, v)
         if dw is not None:
-            syn.dw += dw.to(syn.dw.dtype)
+            syn.dw += dw.to(syn.dw.dtype).view(syn.dw.shape)
 
     # -- user calls ----------------------------------------------------------------------
     @property
@@ -214,7 +224,7 @@ class Learner:
         for syn in self.synapses.values():
             if syn.state is None:
                 raise RuntimeError(f"reward: synapse {syn.name!r} has not seen any activity yet")
-            syn.dw += self.rule.reward(syn.state, r).to(syn.dw.dtype)
+            syn.dw += self.rule.reward(syn.state, r).to(syn.dw.dtype).view(syn.dw.shape)
 
     def apply(self, lr: float = 1.0) -> int:
         """Add ``lr * pending`` to each learned weight (bounded, then normalised) under
@@ -255,6 +265,30 @@ class Learner:
         self.remove()
 
 
+def _pre_rows(syn: _Synapse, pre: Tensor) -> Tensor:
+    """``(rows, in)``: a Linear's input as it is; a Conv2d's unfolded receptive fields."""
+    if not syn.conv:
+        return pre.reshape(-1, pre.shape[-1])
+    m = syn.linear
+    cols = torch.nn.functional.unfold(pre.reshape(-1, *pre.shape[-3:]), m.kernel_size, m.dilation, m.padding,
+                                      m.stride)                     # (N, C*kh*kw, positions)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _post_rows(syn: _Synapse, post: Tensor) -> Tensor:
+    """``(rows, out)``, rows matching ``_pre_rows`` (for a Conv2d: sample-major, then position)."""
+    if not syn.conv:
+        return post.reshape(-1, post.shape[-1])
+    post = post.reshape(-1, *post.shape[-3:]).flatten(2)           # (N, O, positions)
+    return post.transpose(1, 2).reshape(-1, post.shape[1])
+
+
+def _check_conv(name: str, m: nn.Conv2d) -> None:
+    if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise ValueError(f"layers: Conv2d {name!r} has groups={m.groups}, padding={m.padding!r}, "
+                         f"padding_mode={m.padding_mode!r}; learning supports groups=1 with integer zero padding")
+
+
 def _batch(state) -> int | None:
     for t in state:
         if isinstance(t, Tensor) and t.dim() == 2:
@@ -270,35 +304,38 @@ _WEIGHTS = (nn.Linear, nn.modules.conv._ConvNd, Recurrent)
 
 
 def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
-    """Each Linear with the spiking neuron layer after it (no weight layer in between)."""
+    """Each Linear/Conv2d with the spiking neuron layer after it (no weight layer in between)."""
     mods = [(n or "net", m) for n, m in net.named_modules()]
     inside = {id(m) for _, r in mods if isinstance(r, Recurrent) for m in r.modules() if m is not r}
     mods = [(n, m) for n, m in mods if id(m) not in inside]
     found = {}
     for i, (name, m) in enumerate(mods):
-        if type(m) is not nn.Linear:
+        if type(m) not in (nn.Linear, nn.Conv2d):
             continue
         post = next(((k, p) for k, p in mods[i + 1:] if isinstance(p, (Neuron,) + _WEIGHTS)), None)
         if post is not None and isinstance(post[1], Neuron) and post[1].spec_type.spiking:
             found[name] = (m, post)
     if layers is None:
         if not found:
-            raise ValueError(f"net has no nn.Linear synapse followed by a spiking neuron layer to learn "
+            raise ValueError(f"net has no nn.Linear or nn.Conv2d synapse followed by a spiking neuron layer to learn "
                              f"(a spikeforge.nn.Neuron such as LIF); modules: {[n for n, _ in mods][:12]}")
         chosen = list(found)
     else:
         chosen = [layers] if isinstance(layers, str) else list(layers)
         for name in chosen:
             if name not in found:
-                raise ValueError(f"layers: {name!r} is not an nn.Linear of net followed by a spiking neuron layer "
+                raise ValueError(f"layers: {name!r} is not an nn.Linear/nn.Conv2d of net followed by a spiking neuron layer "
                                  f"(directly, no weight layer in between); learnable: {sorted(found)}")
-    return {name: _Synapse(name, found[name][0], found[name][1][1], found[name][1][0]) for name in chosen}
+    for name in chosen:
+        if isinstance(found[name][0], nn.Conv2d):
+            _check_conv(name, found[name][0])
+    return {n: _Synapse(n, found[n][0], found[n][1][1], found[n][1][0]) for n in chosen}
 
 
 def attach(net: nn.Module, rule, *, bounds: Bounds = Bounds(), normalise: Normalise | None = None,
            layers=None) -> Learner:
     """Attach ``rule`` (``PairSTDP``, ``TripletSTDP``, ``RewardSTDP``, ``VDSP``) to every
-    ``nn.Linear`` of ``net`` that feeds a spiking neuron layer (or the Linear names in
+    ``nn.Linear`` or ``nn.Conv2d`` of ``net`` that feeds a spiking neuron layer (or the names in
     ``layers``). Returns the ``Learner``; run ``net`` (sequence calls or ``spikeforge.step``)
     then ``learner.apply(lr)``."""
     return Learner(net, rule, bounds, normalise, layers)
