@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 import spikeforge as sf
+from spikeforge import quant
+from spikeforge.monitor import Monitor
 from spikeforge.quant import nonideal as ni
 
 
@@ -159,3 +161,41 @@ def test_other_parametrizations_stay():
 def test_errors(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+# -- energy presets (Monitor.energy(preset=...)) ------------------------------------------
+def _monitored(spiking_input: bool):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), sf.nn.LIF(), nn.Linear(8, 3), sf.nn.LI())
+    x = (torch.rand(5, 2, 6) < 0.3).float() if spiking_input else torch.rand(5, 2, 6) * 3
+    with Monitor(net) as mon:
+        net(x)
+    return mon
+
+
+def test_energy_presets_weigh_the_counts():
+    mon = _monitored(spiking_input=False)
+    synops, macs = sum(mon.synops().values()), sum(mon.macs().values())
+    assert mon.neuron_updates() == 5 * 2 * 8 and synops > 0 and macs == 5 * 2 * 6 * 8
+    assert mon.energy() == pytest.approx(synops * 0.9e-12 + macs * 4.6e-12)
+    assert mon.energy(preset="cmos45_fp32") == pytest.approx(mon.energy())
+    assert mon.energy(preset="cmos45_int8") == pytest.approx(synops * 0.03e-12 + macs * 0.23e-12)
+    custom = quant.EnergyPreset("mine", 1.0, 2.0, 3.0, "test")
+    assert mon.energy(preset=custom) == pytest.approx(synops + 2.0 * macs + 3.0 * 80)
+    spiking = _monitored(spiking_input=True)
+    s = sum(spiking.synops().values())
+    assert spiking.macs() == {} and spiking.energy(preset="loihi") == pytest.approx(s * 23.6e-12 + 80 * 52e-12)
+    assert set(quant.ENERGY_PRESETS) == {"cmos45_fp32", "cmos45_int32", "cmos45_int8", "loihi"}
+    assert all(p.source for p in quant.ENERGY_PRESETS.values())
+
+
+def test_energy_preset_errors():
+    mon = _monitored(spiking_input=False)
+    with pytest.raises(ValueError, match=r"preset 'loihi' has no energy per dense MAC, but 480 MACs"):
+        mon.energy(preset="loihi")
+    with pytest.raises(ValueError, match=r"unknown energy preset 'tpu'; known: \['cmos45_fp32'"):
+        mon.energy(preset="tpu")
+    with pytest.raises(ValueError, match="not both"):
+        mon.energy(1e-12, preset="loihi")
+    with pytest.raises(ValueError, match=r"EnergyPreset 'bad': e_update must be a finite number of joules >= 0"):
+        quant.EnergyPreset("bad", 1e-12, 1e-12, -1.0, "")

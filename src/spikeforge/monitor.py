@@ -23,7 +23,8 @@ borders and stride included), which equals ``nonzero x out_channels x kernel siz
 stride`` away from borders. Inputs that are not spikes (e.g. an analogue first layer)
 count as dense multiply-accumulates (MACs) instead. ``energy()`` weights both with
 per-operation energies (defaults: 0.9 pJ per accumulate, 4.6 pJ per MAC, the 45 nm
-32-bit float figures of Horowitz 2014). New weight-layer types join with
+32-bit float figures of Horowitz 2014), or a named preset (``energy(preset="loihi")``, see
+``spikeforge.quant.ENERGY_PRESETS``). New weight-layer types join with
 ``register_synops``.
 """
 from __future__ import annotations
@@ -273,10 +274,23 @@ class Monitor:
         """Dense multiply-accumulates per weight layer whose input was not spikes."""
         return dict(self._macs)
 
-    def energy(self, e_synop: float = 0.9e-12, e_mac: float = 4.6e-12) -> float:
+    def neuron_updates(self) -> int:
+        """Neuron updates (neurons x time steps x samples) of the spiking layers counted so far."""
+        return sum(int(steps) * total.numel() for total, steps in self._counts.values())
+
+    def energy(self, e_synop: float | None = None, e_mac: float | None = None, *, preset=None) -> float:
         """Estimated energy in joules: ``SynOps * e_synop + MACs * e_mac`` over all calls
-        (divide by ``num_samples`` for a per-sample figure)."""
-        return sum(self._synops.values()) * e_synop + sum(self._macs.values()) * e_mac
+        (divide by ``num_samples`` for a per-sample figure); or, with ``preset`` (a name in
+        ``spikeforge.quant.ENERGY_PRESETS`` such as ``"loihi"``, or an ``EnergyPreset``), its
+        per-op figures plus ``neuron_updates() * e_update`` (sources: docs/hardware.md)."""
+        if preset is None:
+            e_synop, e_mac = 0.9e-12 if e_synop is None else e_synop, 4.6e-12 if e_mac is None else e_mac
+            return sum(self._synops.values()) * e_synop + sum(self._macs.values()) * e_mac
+        if e_synop is not None or e_mac is not None:
+            raise ValueError("energy: give a preset or per-operation energies (e_synop, e_mac), not both")
+        from .quant._energy import energy_preset
+        return energy_preset(preset).energy(sum(self._synops.values()), sum(self._macs.values()),
+                                            self.neuron_updates())
 
     def clear(self) -> None:
         """Forget everything recorded and counted so far (the hooks stay)."""

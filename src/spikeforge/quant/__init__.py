@@ -13,6 +13,9 @@ from ._deploy import rockpool_network as rockpool_network
 from ._deploy import rockpool_xylo as rockpool_xylo
 from ._deploy import run_xylosim as run_xylosim
 from ._deploy import xylosim as xylosim
+from ._energy import ENERGY_PRESETS as ENERGY_PRESETS
+from ._energy import EnergyPreset as EnergyPreset
+from ._energy import energy_preset as energy_preset
 from ._export import ExportedTables as ExportedTables
 from ._export import export_tables as export_tables
 from ._export import load_reference as load_reference
