@@ -199,3 +199,15 @@ def test_energy_preset_errors():
         mon.energy(1e-12, preset="loihi")
     with pytest.raises(ValueError, match=r"EnergyPreset 'bad': e_update must be a finite number of joules >= 0"):
         quant.EnergyPreset("bad", 1e-12, 1e-12, -1.0, "")
+
+
+def test_docs_example_runs():
+    """The non-ideality example in docs/hardware.md runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
+    section = text.split("## Device non-idealities", 1)[1].split("\n## ", 1)[0]
+    scope = {}
+    exec(re.findall(r"```python\n(.*?)```", section, re.S)[0], scope)
+    assert scope["model"][0].weight.grad is not None

@@ -106,3 +106,18 @@ def test_export_errors(tmp_path):
     net, _ = random_layers(0, XyloCore.V2)
     with pytest.raises(ValueError, match="C identifier"):
         quant.export_tables(net, tmp_path, name="my-net")
+
+
+def _docs_example(heading: str) -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+
+
+@needs_cc
+def test_docs_example_runs():
+    """The export example in docs/hardware.md runs as written."""
+    exec(_docs_example("Fixed-point export"), {})
