@@ -168,14 +168,13 @@ class Learner:
             z, pre = z.transpose(0, 1), pre.transpose(0, 1)
         if z.dim() < 2:
             raise ValueError(f"synapse {syn.name!r}: a sequence call needs (T, B, ...) input, got {tuple(z.shape)}")
-        vs = [None] * z.shape[0]
+        vs = None
         if self.rule.needs_v:
             v = getattr(n.trace, self.rule.state).detach()
             v0 = syn.v_before if syn.v_before is not None else self._rest_v(n, z[0])
             vs = torch.cat([v0.unsqueeze(0), v[:-1]])
         with torch.no_grad():
-            for t in range(z.shape[0]):
-                self._rule_step(syn, pre[t], z[t], vs[t])
+            self._rule_run(syn, pre, z, vs)
 
     def _after_step(self, syn: _Synapse, z: Tensor, new_stream: bool) -> None:
         z = z.detach()
@@ -187,21 +186,31 @@ class Learner:
         if new_stream:
             syn.state = None
         with torch.no_grad():
-            self._rule_step(syn, pre, z, v)
+            self._rule_run(syn, pre.unsqueeze(0), z.unsqueeze(0), None if v is None else v.unsqueeze(0))
 
     def _rest_v(self, n: Neuron, like: Tensor) -> Tensor:
         i = n.spec_type.state.index(self.rule.state)
         return F.rest_state(n.spec, n.params(), like)[i].detach()
 
-    def _rule_step(self, syn: _Synapse, pre: Tensor, post: Tensor, v: Tensor | None) -> None:
+    def _rule_run(self, syn: _Synapse, pre: Tensor, post: Tensor, v: Tensor | None) -> None:
+        """The rule on ``T`` steps (time first): its ``run`` if it has one, else ``step`` per step."""
+        T = post.shape[0]
         pre, post = _pre_rows(syn, pre), _post_rows(syn, post)
-        v = None if v is None else _post_rows(syn, v)
-        if syn.state is not None and _batch(syn.state) not in (None, pre.shape[0]):
-            raise ValueError(f"synapse {syn.name!r}: the batch size changed from {_batch(syn.state)} to {pre.shape[0]} "
+        pre, post = pre.view(T, -1, pre.shape[-1]), post.view(T, -1, post.shape[-1])
+        v = None if v is None else _post_rows(syn, v).view(post.shape)
+        if syn.state is not None and _batch(syn.state) not in (None, pre.shape[1]):
+            raise ValueError(f"synapse {syn.name!r}: the batch size changed from {_batch(syn.state)} to {pre.shape[1]} "
                              f"while traces are carried (carry_state=True); call learner.reset() first")
         if syn.state is None:
-            syn.state = self.rule.init(pre, post)
-        syn.state, dw = self.rule.step(syn.state, pre, post, v)
+            syn.state = self.rule.init(pre[0], post[0])
+        run = getattr(self.rule, "run", None)
+        if callable(run):
+            syn.state, dw = run(syn.state, pre, post, v)
+        else:
+            dw = None
+            for t in range(T):
+                syn.state, d = self.rule.step(syn.state, pre[t], post[t], None if v is None else v[t])
+                dw = d if dw is None else (dw if d is None else dw + d)
         if dw is not None:
             syn.dw += dw.to(syn.dw.dtype).view(syn.dw.shape)
 

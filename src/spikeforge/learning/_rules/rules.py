@@ -6,8 +6,10 @@ output of the neuron layer after it) and, for rules that ask for it, the postsyn
 membrane ``v`` ``(N, out)`` as it was *before* the step. ``N`` is the batch (every leading
 dimension but time, flattened). ``init(pre, post)`` makes the rest state (all traces zero);
 ``step(state, pre, post, v)`` returns ``(state, dw)`` with ``dw`` of the weight's shape
-``(out, in)``, summed over the batch. A rule with a third factor also has
-``reward(state, r) -> dw``.
+``(out, in)``, summed over the batch. ``run(state, pre, post, v)`` does the same on ``T``
+steps at once (``(T, N, ...)``, time first; the learner's sequence path): the traces are
+scanned step by step (elementwise) and the update is one matrix product over all ``T * N``
+rows. A rule with a third factor also has ``reward(state, r) -> dw``.
 
 Every trace is a leaky integrator updated once per step of length ``dt`` (same time unit
 as the ``tau``s): ``x <- x * exp(-dt / tau) + s``. Traces are "all-to-all": each spike adds
@@ -41,8 +43,21 @@ def _decay(rule, tau: float) -> float:
 
 
 def _outer(post_side: Tensor, pre_side: Tensor) -> Tensor:
-    """``sum_n post_side[n, i] * pre_side[n, j]``: an ``(out, in)`` update summed over the batch."""
-    return post_side.transpose(0, 1) @ pre_side
+    """``sum_n post_side[n, i] * pre_side[n, j]`` over all leading dims: an ``(out, in)`` update."""
+    return post_side.reshape(-1, post_side.shape[-1]).transpose(0, 1) @ pre_side.reshape(-1, pre_side.shape[-1])
+
+
+def _scan(x: Tensor, s: Tensor, decay: float) -> Tensor:
+    """The leaky trace ``x <- x * decay + s[t]`` at every step of ``s`` ``(T, ...)``, from ``x``."""
+    out = torch.empty_like(s)
+    for t in range(s.shape[0]):
+        x = torch.add(s[t], x, alpha=decay, out=out[t])
+    return out
+
+
+def _before(x0: Tensor, scanned: Tensor, decay: float) -> Tensor:
+    """A trace at ``t - eps``: decayed from the previous step, this step's spike not yet added."""
+    return torch.cat([x0.unsqueeze(0), scanned[:-1]]) * decay
 
 
 class PairState(NamedTuple):
@@ -78,6 +93,12 @@ class PairSTDP:
         x_post = s.x_post * _decay(self, self.tau_post) + post
         dw = self.a_plus * _outer(post, x_pre) - self.a_minus * _outer(x_post, pre)
         return PairState(x_pre, x_post), dw
+
+    def run(self, s: PairState, pre: Tensor, post: Tensor, v: Tensor | None = None):
+        x_pre = _scan(s.x_pre, pre, _decay(self, self.tau_pre))
+        x_post = _scan(s.x_post, post, _decay(self, self.tau_post))
+        dw = self.a_plus * _outer(post, x_pre) - self.a_minus * _outer(x_post, pre)
+        return PairState(x_pre[-1], x_post[-1]), dw
 
 
 class TripletState(NamedTuple):
@@ -126,6 +147,16 @@ class TripletSTDP:
         dw = (_outer(post * (self.a2_plus + self.a3_plus * o2), r1)
               - _outer(o1, pre * (self.a2_minus + self.a3_minus * r2)))
         return TripletState(r1, r2 + pre, o1, o2 + post), dw
+
+    def run(self, s: TripletState, pre: Tensor, post: Tensor, v: Tensor | None = None):
+        r1 = _scan(s.r1, pre, _decay(self, self.tau_plus))
+        o1 = _scan(s.o1, post, _decay(self, self.tau_minus))
+        r2s = _scan(s.r2, pre, _decay(self, self.tau_x))
+        o2s = _scan(s.o2, post, _decay(self, self.tau_y))
+        r2, o2 = _before(s.r2, r2s, _decay(self, self.tau_x)), _before(s.o2, o2s, _decay(self, self.tau_y))
+        dw = (_outer(post * (self.a2_plus + self.a3_plus * o2), r1)
+              - _outer(o1, pre * (self.a2_minus + self.a3_minus * r2)))
+        return TripletState(r1[-1], r2s[-1], o1[-1], o2s[-1]), dw
 
 
 class RewardState(NamedTuple):
@@ -214,4 +245,6 @@ class VDSP:
         up = (v - self.v_rest).clamp(min=0)
         down = (self.v_rest - v).clamp(min=0)
         return (), _outer(self.a_plus * up - self.a_minus * down, pre)
+
+    run = step   # no trace: the same formula on (T, N, ...) is one matrix product
 
