@@ -5,8 +5,13 @@
 what Xylo (as its simulator ``xylosim`` does, bit for bit) computes; ``qat=True`` keeps float
 weights and trains through the integer forward pass. ``net.specification()`` is the network
 as Rockpool's ``XyloSim.from_specification`` takes it; ``xylosim(net)`` builds that simulator
-(without samna) and ``run_xylosim(net, events)`` runs it. See docs/hardware.md.
+(without samna) and ``run_xylosim(net, events)`` runs it. ``export_tables(net, path)`` writes
+the integer tables and a generated C99 reference of the network (``load_reference`` compiles
+it); ``nonideal`` holds seeded device non-idealities for the weights of any model, and
+``ENERGY_PRESETS`` the per-operation energies of ``Monitor.energy(preset=...)``. See
+docs/hardware.md.
 """
+from . import nonideal as nonideal
 from ..neurons.xylo import XyloCore as XyloCore
 from ..neurons.xylo import XyloPopulation as XyloPopulation
 from ._deploy import rockpool_network as rockpool_network
@@ -28,4 +33,3 @@ from ._quantize import quantize as quantize
 from ._target import XYLO as XYLO
 from ._target import XyloError as XyloError
 from ._target import XyloLimits as XyloLimits
-from . import nonideal as nonideal

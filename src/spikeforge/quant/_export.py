@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -184,9 +185,12 @@ def load_reference(exported: ExportedTables, cc: str | None = None):
     r = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Werror", "-pedantic", "-shared", "-fPIC",
                         f"-I{exported.source.parent}", str(exported.source), "-o", str(so)],
                        capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"compiling {exported.source} failed:\n{r.stderr[-2000:]}")
-    fn = getattr(ctypes.CDLL(str(so)), f"{exported.name}_run")
+    try:
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling {exported.source} failed:\n{r.stderr[-2000:]}")
+        fn = getattr(ctypes.CDLL(str(so)), f"{exported.name}_run")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)   # a loaded library stays mapped
     fn.restype = ctypes.c_int
     ptr = ctypes.POINTER(ctypes.c_int32)
     fn.argtypes = [ctypes.c_int, ctypes.c_int, ptr, ptr]
