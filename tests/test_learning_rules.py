@@ -188,6 +188,40 @@ def test_carry_state_carries_traces_across_calls(rule):
     assert whole.abs().sum() > 0
 
 
+def test_batch_first_net_gives_the_time_first_update():
+    torch.manual_seed(3)
+    x = (torch.rand(8, 2, 4) < 0.5).float() * 2
+    out = []
+    for bf in (False, True):
+        torch.manual_seed(4)
+        net = nn.Sequential(nn.Linear(4, 3), sf.nn.LIF(tau=3.0, batch_first=bf))
+        with torch.no_grad():
+            net[0].weight.uniform_(0.3, 1.5)
+        learner = attach(net, TripletSTDP(a3_minus=0.01))
+        net(x.transpose(0, 1) if bf else x)
+        out.append(learner.pending["0"])
+    torch.testing.assert_close(out[0], out[1])
+    assert out[0].abs().sum() > 0
+
+
+class _Hebb:
+    """A user rule without run(): plain Hebb, dw = post^T pre."""
+    needs_v = False
+
+    def init(self, pre, post):
+        return ()
+
+    def step(self, s, pre, post, v=None):
+        return (), post.T @ pre
+
+
+def test_a_user_rule_without_run_is_stepped():
+    net = _net()
+    learner = attach(net, _Hebb())
+    net(_input(4, pre=[1, 2], teach=[2, 3]))
+    assert learner.pending["0"][0].tolist() == [1.0, 2.0]
+
+
 def test_apply_with_autograd_and_remove():
     net = _net(w_pre=0.5)
     learner = attach(net, PairSTDP(a_plus=0.1, a_minus=0.0, tau_pre=5.0), bounds=Bounds(Bound.NONE))

@@ -1,8 +1,9 @@
 """``attach(net, rule)``: a local rule on every ``nn.Linear``/``nn.Conv2d`` synapse of a net, by hooks.
 
-Each learned ``nn.Linear`` or ``nn.Conv2d`` (bare, or inside ``TimeDistributed``) is paired with the spiking neuron layer that follows it (the
-next ``spikeforge.nn.Neuron`` in ``net.modules()`` order, with no other weight layer in
-between). A forward pre-hook on the Linear keeps its input (the presynaptic activity);
+Each learned ``nn.Linear`` or ``nn.Conv2d`` (bare, or inside ``TimeDistributed``) is paired
+with the spiking neuron layer that follows it (the next ``spikeforge.nn.Neuron`` in
+``net.modules()`` order, with no other weight layer in between). A forward pre-hook on the
+synapse keeps its input (the presynaptic activity);
 a hook on the neuron (``register_forward_hook`` for sequence calls, ``_step_hooks`` for
 ``step`` calls, as ``Monitor`` does) hands the rule the pre activity, the post spikes and,
 for rules that ask (``VDSP``), the membrane before each step. Updates accumulate in
@@ -64,8 +65,9 @@ class Bounds:
 @dataclass(frozen=True)
 class Normalise:
     """After each ``apply``: scale each postsynaptic neuron's incoming weights (a row of the
-    Linear weight; an output channel's kernel of a Conv2d) so that they sum to ``total`` (Diehl & Cook 2015). A row summing to 0
-    cannot be scaled and is left as it is (``Learner.apply`` returns how many were)."""
+    Linear weight; an output channel's kernel of a Conv2d) so that they sum to ``total``
+    (Diehl & Cook 2015). A row summing to 0 cannot be scaled and is left as it is
+    (``Learner.apply`` returns how many were)."""
     total: float = 1.0
 
     def __post_init__(self) -> None:
@@ -333,7 +335,8 @@ def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
         chosen = [layers] if isinstance(layers, str) else list(layers)
         for name in chosen:
             if name not in found:
-                raise ValueError(f"layers: {name!r} is not an nn.Linear/nn.Conv2d of net followed by a spiking neuron layer "
+                raise ValueError(f"layers: {name!r} is not an nn.Linear/nn.Conv2d of net followed by a spiking neuron "
+                                 f"layer "
                                  f"(directly, no weight layer in between); learnable: {sorted(found)}")
     for name in chosen:
         if isinstance(found[name][0], nn.Conv2d):
