@@ -146,8 +146,9 @@ def test_vdsp_reads_the_post_membrane_before_the_pre_spike(mode):
     assert learner2.pending["0"][0, 0].item() == pytest.approx(-0.3 * 0.1, rel=1e-6)
 
 
-@pytest.mark.parametrize("rule", [PairSTDP(), TripletSTDP(a3_minus=0.01), RewardSTDP(PairSTDP()), VDSP(v_rest=0.2)],
-                         ids=["pair", "triplet", "reward", "vdsp"])
+@pytest.mark.parametrize("rule", [PairSTDP(), TripletSTDP(a3_minus=0.01), RewardSTDP(PairSTDP()), VDSP(v_rest=0.2),
+                                  RewardSTDP(VDSP(v_rest=0.2))],
+                         ids=["pair", "triplet", "reward", "vdsp", "reward-vdsp"])
 def test_sequence_equals_step_on_a_two_layer_net(rule):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 5), sf.nn.LIF(tau=3.0), nn.Linear(5, 4), sf.nn.LIF(tau=3.0))
@@ -295,6 +296,15 @@ def test_errors_name_the_argument():
     rl.net(_input(3, pre=[0]))
     with pytest.raises(ValueError, match="r must be a scalar"):
         rl.reward(torch.ones(2))
+
+
+def test_reset_net_restarts_carried_traces():
+    net = nn.Sequential(nn.Linear(2, 1), sf.nn.LIF(carry_state=True))
+    learner = attach(net, PairSTDP())
+    net(torch.ones(3, 2, 2))
+    sf.reset(net)   # neuron at rest: the traces restart too (a new batch size is fine)
+    net(torch.ones(3, 1, 2))
+    assert learner.synapses["0"].rows == 1
 
 
 def test_shape_mismatch_and_missing_pre():

@@ -96,6 +96,7 @@ class _Synapse:
         self.n_out = linear.out_channels if self.conv else linear.out_features
         self.pre: Tensor | None = None           # last input of the Linear, not yet consumed
         self.state = None                         # the rule's trace state
+        self.rows = 0                             # rows (batch x positions) the state was made for
         self.v_before: Tensor | None = None       # post membrane before the next step
         self.dw = torch.zeros_like(linear.weight, requires_grad=False).detach()
 
@@ -144,7 +145,7 @@ class Learner:
         n = syn.neuron
         carried = self.rule.needs_v and n.carry_state and n.state is not None
         syn.v_before = getattr(n.state, self.rule.state).detach() if carried else None
-        if not n.carry_state:
+        if not n.carry_state or n.state is None:   # the neuron starts from rest: so do the traces
             syn.state = None
 
     def _take_pre(self, syn: _Synapse, z: Tensor) -> Tensor:
@@ -200,11 +201,11 @@ class Learner:
         pre, post = _pre_rows(syn, pre), _post_rows(syn, post)
         pre, post = pre.view(T, -1, pre.shape[-1]), post.view(T, -1, post.shape[-1])
         v = None if v is None else _post_rows(syn, v).view(post.shape)
-        if syn.state is not None and _batch(syn.state) not in (None, pre.shape[1]):
-            raise ValueError(f"synapse {syn.name!r}: the batch size changed from {_batch(syn.state)} to {pre.shape[1]} "
+        if syn.state is not None and syn.rows != pre.shape[1]:
+            raise ValueError(f"synapse {syn.name!r}: the batch size changed from {syn.rows} to {pre.shape[1]} rows "
                              f"while traces are carried (carry_state=True); call learner.reset() first")
         if syn.state is None:
-            syn.state = self.rule.init(pre[0], post[0])
+            syn.state, syn.rows = self.rule.init(pre[0], post[0]), pre.shape[1]
         run = getattr(self.rule, "run", None)
         if callable(run):
             syn.state, dw = run(syn.state, pre, post, v)
@@ -298,17 +299,6 @@ def _check_conv(name: str, m: nn.Conv2d) -> None:
     if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise ValueError(f"layers: Conv2d {name!r} has groups={m.groups}, padding={m.padding!r}, "
                          f"padding_mode={m.padding_mode!r}; learning supports groups=1 with integer zero padding")
-
-
-def _batch(state) -> int | None:
-    for t in state:
-        if isinstance(t, Tensor) and t.dim() == 2:
-            return t.shape[0]
-        if isinstance(t, tuple):
-            b = _batch(t)
-            if b is not None:
-                return b
-    return None
 
 
 _WEIGHTS = (nn.Linear, nn.modules.conv._ConvNd, Recurrent)
