@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..neurons._spec import NeuronSpec
 
-__all__ = ["Modes", "modes_of", "NotLinear"]
+__all__ = ["Modes", "modes_of", "NotLinear", "crossing", "bracket", "find_root", "attach"]
 
 
 class NotLinear(ValueError):
@@ -154,3 +154,84 @@ def modes_of(spec: NeuronSpec, p: tuple, n: int, bias: Tensor | None, dtype: tor
     c_hat = mv(Vinv, c)
     y_inf = None if bool((lam == 0).any()) else -c_hat / lam
     return Modes(lam, V, Vinv, c_hat, mv(Vinv, spec.dt * bx), g_hat, g0, y_inf)
+
+
+# -- threshold crossings of the modal solution (no gradient; ``attach`` adds it) ----------
+@torch.no_grad()
+def crossing(modes: Modes, y: Tensor, t: Tensor, target: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """Which neurons cross threshold in ``(t, target]`` and the first crossing time (no
+    gradient): a bracket on which ``g`` rises (``bracket``), then Newton with bisection."""
+    span = (target - t).clamp(min=0)
+    found, lo, hi = bracket(modes, y, span, samples)
+    if not bool(found.any()):
+        return found, target
+    return found, torch.where(found, t + find_root(modes, y, lo, hi), target)
+
+
+@torch.no_grad()
+def find_root(modes: Modes, y: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """The time ``tau`` in ``[lo, hi]`` where ``g(advance(y, tau))`` crosses 0, given that it
+    rises there: Newton inside the bracket, bisection where Newton would leave it."""
+    for _ in range(ROOT_STEPS):
+        mid = 0.5 * (lo + hi)
+        ys = modes.advance(y, mid)
+        gm = modes.g(ys)
+        below = gm < 0
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        newton = mid - gm / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
+        inside = (newton > lo) & (newton < hi)
+        gn = modes.g(modes.advance(y, newton))
+        lo = torch.where(inside & (gn < 0), newton, lo)
+        hi = torch.where(inside & (gn >= 0), newton, hi)
+    root = 0.5 * (lo + hi)
+    for _ in range(2):               # polish: the bracket has shrunk to where Newton converges
+        ys = modes.advance(y, root)
+        step = modes.g(ys) / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
+        root = torch.minimum(torch.maximum(root - step, lo), hi)
+    return root
+
+
+ROOT_STEPS = 8
+
+
+def bracket(modes: Modes, y: Tensor, span: Tensor, samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(found, lo, hi)``: ``g(lo) < 0 <= g(hi)`` within ``[0, span]`` where the threshold
+    function crosses. Exact for one or two modes: ``g`` is a constant plus at most two
+    exponentials, so it has at most one extremum, at ``exp((lam0 - lam1) tau) = -a1 / a0``
+    (``a = g_hat lam (y - y_inf)``), and is monotone on either side of it. Otherwise ``samples``
+    equally spaced points are tried (a crossing that rises and falls back between two is missed)."""
+    g_end = modes.g(modes.advance(y, span))
+    lo, hi = torch.zeros_like(span), span
+    if y.shape[-1] == 1:
+        return (g_end >= 0) & (span > 0), lo, hi
+    if y.shape[-1] == 2 and modes.y_inf is not None:
+        lam = modes.lam
+        a = modes.g_hat * lam * (y - modes.y_inf)
+        ratio = -a[..., 1] / a[..., 0]
+        ext = torch.log(ratio.clamp(min=torch.finfo(y.dtype).tiny)) / (lam[..., 0] - lam[..., 1])
+        inside = (ratio > 0) & (ext > 0) & (ext < span)
+        ext = torch.where(inside, ext, span)
+        g_ext = modes.g(modes.advance(y, ext))
+        peak = inside & (g_ext >= 0)                  # rises through 0 before the extremum
+        late = ~peak & (g_end >= 0)                   # ... or after it (or without one)
+        lo = torch.where(late & inside, ext, lo)
+        hi = torch.where(peak, ext, span)
+        return (peak | late) & (span > 0), lo, hi
+    found = torch.zeros_like(span, dtype=torch.bool)
+    for m in range(1, samples + 1):
+        tau = span * (m / samples)
+        new = (modes.g(modes.advance(y, tau)) >= 0) & ~found & (span > 0)
+        lo = torch.where(new, span * ((m - 1) / samples), lo)
+        hi = torch.where(new, tau, hi)
+        found |= new
+    return found, lo, hi
+
+
+def attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tensor:
+    """The crossing times ``tc`` (found without gradient) with their exact gradient:
+    ``tc - g / g'`` at the crossing, where ``g`` carries the gradient of the state ``y``, of
+    the interval's start ``t`` and of the parameters (implicit function theorem)."""
+    yc = modes.advance(y, tc.detach() - t)
+    g = torch.where(hit, modes.g(yc), 0.0)
+    rate = torch.where(hit, modes.g_rate(yc).detach(), 1.0)
+    return tc.detach() - g / rate

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..neurons._spec import Reset
 from ..nn.layers import Recurrent
 from ..nn.neuron import Neuron
-from ._modal import Modes, NotLinear, modes_of
+from ._modal import Modes, NotLinear, attach, bracket, crossing, find_root, modes_of
 
 __all__ = ["Events", "EventRun", "run", "silent_penalty", "NotLinear"]
 
@@ -221,7 +221,7 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
     (not one per input event). The dynamics are linear, so the state is the inputs' response
     plus, for each own spike at ``t_s``, the free decay of the jump ``jump(s) - s`` made
     there. Each round finds every neuron's next crossing over all inter-input intervals at
-    once (``_bracket`` on each), then adds that spike's jump; ``R`` is the sum of the jumps'
+    once (``bracket`` on each), then adds that spike's jump; ``R`` is the sum of the jumps'
     decays so far, referred to the neuron's last spike ``t_last``."""
     W, spec, p = layer.weight, layer.neuron.spec, layer.neuron.params()
     B, K = events.times.shape
@@ -249,7 +249,7 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
             span = torch.where(ahead, ends.unsqueeze(-1) - a, 0.0)
             # a jump took it over threshold; spikes at one instant add up first (zero-length intervals wait)
             now = ahead & (modes.g(X) >= 0) & ((ends > starts) | (order_i == K)).unsqueeze(-1)
-            found, lo, hi = _bracket(modes, X, span, 1)
+            found, lo, hi = bracket(modes, X, span, 1)
             hit = now | (found & ahead)
             first = torch.where(hit, torch.arange(K + 1, device=W.device).view(1, -1, 1), K + 1).amin(1)   # (B, n)
             fires = first <= K
@@ -259,9 +259,9 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
         take = lambda x: x.gather(1, pick.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]) if x.dim() == 4 else pick)[:, 0]
         Xi, ai = take(X), take(a)
         instant = take(now.to(torch.uint8)).bool()
-        root = _root(modes, Xi, take(lo), take(hi))
+        root = find_root(modes, Xi, take(lo), take(hi))
         tc = torch.where(instant, ai.detach(), ai.detach() + root)
-        ts = torch.where(instant, ai, _attach(modes, Xi, ai, tc, fires & ~instant))
+        ts = torch.where(instant, ai, attach(modes, Xi, ai, tc, fires & ~instant))
         before = modes.advance(Xi, ts - ai)
         s = modes.to_state(before)
         jumped = modes.from_state(torch.stack(spec.jump(tuple(s.unbind(-1)), p), -1))
@@ -294,14 +294,14 @@ class _Sim:
         resetting on the way (a recurrent layer: in time order, one spike at a time)."""
         rec = self.layer.recurrent is not None
         for _ in range(_MAX_ROUNDS):
-            hit, tc = _crossing(self.modes, y, t, target, self.samples)
+            hit, tc = crossing(self.modes, y, t, target, self.samples)
             if not bool(hit.any()):
                 return self.modes.advance(y, target - t), target
             if rec:
                 first, arg = torch.where(hit, tc, INF).min(1, keepdim=True)
                 some = hit.any(1, keepdim=True)
                 hit = torch.zeros_like(hit).scatter(1, arg, some)
-            tg = _attach(self.modes, y, t, tc, hit)
+            tg = attach(self.modes, y, t, tc, hit)
             if rec:
                 new_t = torch.where(some, tg.gather(1, arg), target)
             else:
@@ -337,86 +337,6 @@ class _Sim:
 _MAX_ROUNDS = 100_000
 #: feed-forward layers by superposition (``_feed_forward``); False: the event loop for all
 _SUPERPOSITION = True
-
-
-@torch.no_grad()
-def _crossing(modes: Modes, y: Tensor, t: Tensor, target: Tensor, samples: int) -> tuple[Tensor, Tensor]:
-    """Which neurons cross threshold in ``(t, target]`` and the first crossing time (no
-    gradient): a bracket on which ``g`` rises (``_bracket``), then Newton with bisection."""
-    span = (target - t).clamp(min=0)
-    found, lo, hi = _bracket(modes, y, span, samples)
-    if not bool(found.any()):
-        return found, target
-    return found, torch.where(found, t + _root(modes, y, lo, hi), target)
-
-
-@torch.no_grad()
-def _root(modes: Modes, y: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """The time ``tau`` in ``[lo, hi]`` where ``g(advance(y, tau))`` crosses 0, given that it
-    rises there: Newton inside the bracket, bisection where Newton would leave it."""
-    for _ in range(_ROOT_STEPS):
-        mid = 0.5 * (lo + hi)
-        ys = modes.advance(y, mid)
-        gm = modes.g(ys)
-        below = gm < 0
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        newton = mid - gm / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
-        inside = (newton > lo) & (newton < hi)
-        gn = modes.g(modes.advance(y, newton))
-        lo = torch.where(inside & (gn < 0), newton, lo)
-        hi = torch.where(inside & (gn >= 0), newton, hi)
-    root = 0.5 * (lo + hi)
-    for _ in range(2):               # polish: the bracket has shrunk to where Newton converges
-        ys = modes.advance(y, root)
-        step = modes.g(ys) / modes.g_rate(ys).clamp(min=torch.finfo(y.dtype).tiny)
-        root = torch.minimum(torch.maximum(root - step, lo), hi)
-    return root
-
-
-_ROOT_STEPS = 8
-
-
-def _bracket(modes: Modes, y: Tensor, span: Tensor, samples: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(found, lo, hi)``: ``g(lo) < 0 <= g(hi)`` within ``[0, span]`` where the threshold
-    function crosses. Exact for one or two modes: ``g`` is a constant plus at most two
-    exponentials, so it has at most one extremum, at ``exp((lam0 - lam1) tau) = -a1 / a0``
-    (``a = g_hat lam (y - y_inf)``), and is monotone on either side of it. Otherwise ``samples``
-    equally spaced points are tried (a crossing that rises and falls back between two is missed)."""
-    g_end = modes.g(modes.advance(y, span))
-    lo, hi = torch.zeros_like(span), span
-    if y.shape[-1] == 1:
-        return (g_end >= 0) & (span > 0), lo, hi
-    if y.shape[-1] == 2 and modes.y_inf is not None:
-        lam = modes.lam
-        a = modes.g_hat * lam * (y - modes.y_inf)
-        ratio = -a[..., 1] / a[..., 0]
-        ext = torch.log(ratio.clamp(min=torch.finfo(y.dtype).tiny)) / (lam[..., 0] - lam[..., 1])
-        inside = (ratio > 0) & (ext > 0) & (ext < span)
-        ext = torch.where(inside, ext, span)
-        g_ext = modes.g(modes.advance(y, ext))
-        peak = inside & (g_ext >= 0)                  # rises through 0 before the extremum
-        late = ~peak & (g_end >= 0)                   # ... or after it (or without one)
-        lo = torch.where(late & inside, ext, lo)
-        hi = torch.where(peak, ext, span)
-        return (peak | late) & (span > 0), lo, hi
-    found = torch.zeros_like(span, dtype=torch.bool)
-    for m in range(1, samples + 1):
-        tau = span * (m / samples)
-        new = (modes.g(modes.advance(y, tau)) >= 0) & ~found & (span > 0)
-        lo = torch.where(new, span * ((m - 1) / samples), lo)
-        hi = torch.where(new, tau, hi)
-        found |= new
-    return found, lo, hi
-
-
-def _attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tensor:
-    """The crossing times ``tc`` (found without gradient) with their exact gradient:
-    ``tc - g / g'`` at the crossing, where ``g`` carries the gradient of the state ``y``, of
-    the interval's start ``t`` and of the parameters (implicit function theorem)."""
-    yc = modes.advance(y, tc.detach() - t)
-    g = torch.where(hit, modes.g(yc), 0.0)
-    rate = torch.where(hit, modes.g_rate(yc).detach(), 1.0)
-    return tc.detach() - g / rate
 
 
 def _driven(modes: Modes, events: Events, W: Tensor, at: Tensor, on: Tensor) -> Tensor:
