@@ -14,7 +14,7 @@ from .config import Loss as Loss
 from .config import Precision as Precision
 from .config import Schedule as Schedule
 from .config import TrainConfig as TrainConfig
-from .config import load_config_file as load_config_file
+from .config_files import load_config_file as load_config_file
 from .config import make_config as make_config
 from .model import Classifier as Classifier
 from .runs import RunError as RunError

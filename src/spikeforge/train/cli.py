@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(a: argparse.Namespace, argv: list[str]) -> int:
     from . import config as C
+    from .config_files import load_config_file
     from . import distributed
     from .runs import default_run_dir, resume, train
 
@@ -114,7 +115,7 @@ def _train(a: argparse.Namespace, argv: list[str]) -> int:
             raise C.ConfigError(f"--resume continues a run with its own configuration; drop {extra} "
                                 f"(only --epochs may change)")
     else:
-        file_values = C.load_config_file(a.config) if a.config else {}
+        file_values = load_config_file(a.config) if a.config else {}
         cfg = C.make_config(**{**file_values, **flags})
     if a.nproc is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise C.ConfigError(f"--nproc {a.nproc} under torchrun: torchrun already started "

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ..neurons import REGISTRY, Reset
 
 __all__ = ["TrainConfig", "DataSet", "Encoding", "Frames", "Loss", "Method", "Schedule", "Precision", "make_config",
-           "load_config_file", "ConfigError"]
+           "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -385,39 +383,3 @@ def _check_neuron_param(neuron: str, spec, key: str, value) -> None:
     elif key not in spec.options():
         raise ConfigError(f"{where}: {neuron} has no parameter or option {key!r}; parameters: {list(spec.params)}, "
                           f"options: {[o for o in spec.options() if o not in OPTION_DEFAULTS]}")
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """The keys of a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(path.read_text())
-        elif suffix in (".yaml", ".yml"):
-            data = _yaml().safe_load(path.read_text())
-        elif suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            raise ConfigError(f"config file {path}: use .toml, .yaml, .yml or .json")
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"config file {path} could not be parsed: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    _check_keys(data)
-    return data
-
-
-def _yaml():
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError("reading YAML needs PyYAML: pip install 'spikeforge[config]' (or use a .toml file)") from None
-    return yaml
