@@ -1,4 +1,5 @@
 """spikeforge: spiking neural networks in PyTorch, each neuron defined once."""
+from . import convert as convert
 from . import data as data
 from . import encoding as encoding
 from . import functional as functional
