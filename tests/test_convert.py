@@ -114,6 +114,8 @@ class _Sigmoid(nn.Module):
     (nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()), r"node '_1'.*Sigmoid"),
     (_Sigmoid(), r"node 'sigmoid'.*function"),
     (nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4)), r"node '_1'.*BatchNorm must directly follow"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), r"node '_0'.*must be fed by a Linear/Conv2d"),
+    (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm2d(4)), r"node '_1'.*BatchNorm2d cannot be folded into the Linear.*BatchNorm1d"),
 ])
 def test_unsupported_layers_name_the_node(model, match):
     x = torch.rand(6, 1, 8, 8) if isinstance(model[0] if isinstance(model, nn.Sequential) else None, nn.Conv2d) \
@@ -135,3 +137,42 @@ def test_docs_example_runs():
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert code, "docs/conversion.md has no python example"
     exec(compile(code[0], str(DOC), "exec"), {})
+
+
+class _Functional(nn.Module):
+    """F.relu and torch.flatten in forward; ends in a ReLU (the converted model ends in a Scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.pool(nn.functional.relu(self.conv(x)))
+        return torch.relu(self.fc(torch.flatten(x, 1)))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_max_balancing_converges_to_the_ann(per_channel):
+    """Calibrated on its own inputs with the maximum, no IF saturates: the readout rate
+    converges to the ANN's output (error ~ 1/T)."""
+    torch.manual_seed(3)
+    ann, x = _Functional().eval(), torch.rand(16, 1, 4, 4)
+    snn = sf.convert.ann_to_snn(ann, x, percentile=100, per_channel=per_channel)
+    assert isinstance(snn[-1], sf.nn.Scale)
+    with torch.no_grad():
+        want, out = ann(x), snn(sf.encoding.direct(x, 2000)).mean(0)
+    torch.testing.assert_close(out, want, atol=0.02 * want.abs().max().item(), rtol=0)
+
+
+def test_calibrate_levels_by_hand():
+    torch.manual_seed(4)
+    folded = sf.convert.fold_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.ReLU()))
+    x = torch.randn(1000, 3)
+    acts = torch.relu(folded[0](x)).detach()
+    levels, shapes = sf.convert.calibrate(folded, x, percentile=100, per_channel=True)
+    torch.testing.assert_close(levels["_1"], acts.amax(0))
+    levels, _ = sf.convert.calibrate(folded, x, percentile=50)
+    assert float(levels["_1"]) == pytest.approx(float(acts.flatten().kthvalue(2000).values))
+    assert shapes == {"_0": (3,), "_1": (4,)}

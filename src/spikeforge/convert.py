@@ -132,8 +132,8 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _fold(layer: nn.Module, bn: nn.Module, name: str) -> nn.Module:
     want = nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d
     if not isinstance(bn, want) or bn.running_mean is None:
-        raise ConversionError(f"ann_to_snn: node {name!r}: a {type(bn).__name__} with running statistics must follow "
-                              f"a {'Conv2d' if want is nn.BatchNorm2d else 'Linear'} to be folded into it")
+        raise ConversionError(f"ann_to_snn: node {name!r}: {type(bn).__name__} cannot be folded into the "
+                              f"{type(layer).__name__} before it (it needs a {want.__name__} with running statistics)")
     layer = copy.deepcopy(layer)
     gain = torch.rsqrt(bn.running_var + bn.eps)
     if bn.affine:
