@@ -176,3 +176,20 @@ def test_calibrate_levels_by_hand():
     levels, _ = sf.convert.calibrate(folded, x, percentile=50)
     assert float(levels["_1"]) == pytest.approx(float(acts.flatten().kthvalue(2000).values))
     assert shapes == {"_0": (3,), "_1": (4,)}
+
+
+def test_converted_model_is_an_ordinary_spikeforge_model(tmp_path):
+    """Streams step by step like any spikeforge model and pickles."""
+    torch.manual_seed(5)
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(64, 10)).eval()
+    x = torch.rand(20, 1, 8, 8)
+    snn = sf.convert.ann_to_snn(ann, x)
+    xs = sf.encoding.direct(x, 12)
+    with torch.no_grad():
+        y = snn(xs)
+        sf.reset(snn)
+        torch.testing.assert_close(torch.stack([sf.step(snn, xs[t]) for t in range(12)]), y)
+    torch.save(snn, tmp_path / "snn.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "snn.pt", weights_only=False)(xs), y)
