@@ -114,7 +114,7 @@ class _Sigmoid(nn.Module):
     (nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()), r"node '_1'.*Sigmoid"),
     (_Sigmoid(), r"node 'sigmoid'.*function"),
     (nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4)), r"node '_1'.*BatchNorm must directly follow"),
-    (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), r"node '_0'.*must be fed by a Linear/Conv2d"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), r"node '_0'.*must be fed by a Linear/Conv1d/Conv2d"),
     (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm2d(4)), r"node '_1'.*BatchNorm2d cannot be folded into the Linear.*BatchNorm1d"),
 ])
 def test_unsupported_layers_name_the_node(model, match):
@@ -193,3 +193,18 @@ def test_converted_model_is_an_ordinary_spikeforge_model(tmp_path):
     torch.save(snn, tmp_path / "snn.pt")
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "snn.pt", weights_only=False)(xs), y)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv1d_bn_avgpool1d_converges(per_channel):
+    torch.manual_seed(6)
+    ann = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(), nn.AvgPool1d(2),
+                        nn.Flatten(), nn.Linear(16, 3))
+    ann.train()(torch.randn(32, 2, 8))  # non-trivial running statistics
+    ann.eval()
+    x = torch.randn(32, 2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(sf.convert.fold_batchnorm(ann)(x), ann(x), atol=1e-5, rtol=1e-5)
+        snn = sf.convert.ann_to_snn(ann, x, percentile=100, per_channel=per_channel)
+        want, out = ann(x), snn(sf.encoding.direct(x, 2000)).mean(0)
+    torch.testing.assert_close(out, want, atol=0.02 * want.abs().max().item(), rtol=0)

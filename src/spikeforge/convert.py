@@ -3,14 +3,14 @@
 ``ann_to_snn(model, calibration)`` walks ``model`` with ``torch.fx.symbolic_trace`` and
 rebuilds it as an ordinary spikeforge ``nn.Sequential`` that runs on ``(T, B, ...)``:
 
-- ``BatchNorm1d/2d`` is folded into the ``Linear``/``Conv2d`` just before it
+- ``BatchNorm1d/2d`` is folded into the ``Linear``/``Conv1d``/``Conv2d`` just before it
   (``fold_batchnorm``), ``Dropout`` is removed;
 - every ``ReLU`` becomes ``sf.nn.IF(reset="soft")`` (reset by subtraction), threshold 1;
 - weights are balanced on calibration data (data-based normalisation, Diehl et al. 2015;
   Rueckauer et al. 2017): ``lambda_l`` is the ``percentile`` of the activations of ReLU ``l``
   (100 = the maximum; per output channel with ``per_channel=True``) and the layer feeding it
   gets ``W_l * lambda_{l-1} / lambda_l`` and ``b_l / lambda_l``; the IF thresholds stay 1;
-- ``Linear`` runs on ``(T, B, F)`` as it is; ``Conv2d`` and ``AvgPool2d`` are wrapped in
+- ``Linear`` runs on ``(T, B, F)`` as it is; ``Conv1d/2d`` and ``AvgPool1d/2d`` are wrapped in
   ``sf.nn.TimeDistributed``; ``Flatten`` becomes ``sf.nn.Flatten(start_dim=2)``;
 - the last layer has no neuron: it is the readout, and the output is its input current at
   every step, ``(T, B, K)``; ``output.mean(0)`` (the integrated current divided by ``T``)
@@ -37,8 +37,9 @@ from .nn import IF, Flatten, Scale, TimeDistributed
 
 __all__ = ["ConversionError", "DirectInput", "ann_to_snn", "calibrate", "fold_batchnorm"]
 
-_LINEAR = (nn.Linear, nn.Conv2d)
-_KEPT = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.AvgPool2d, nn.Flatten,
+_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_POOL = (nn.AvgPool1d, nn.AvgPool2d)
+_KEPT = (*_LINEAR, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, *_POOL, nn.Flatten,
          nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _LATER = {nn.MaxPool1d: "MaxPool", nn.MaxPool2d: "MaxPool", nn.AdaptiveMaxPool2d: "MaxPool"}
 _RESIDUAL = (operator.add, operator.iadd, torch.add, torch.cat)
@@ -78,7 +79,7 @@ def _from_function(node: fx.Node) -> nn.Module:
                               f"joins branches (residual addition / concatenation): not supported yet, a later "
                               f"increment of the conversion adds residuals")
     raise ConversionError(f"ann_to_snn: node {node.name!r} calls function {node.target!r}, which the conversion "
-                          f"does not know; supported: Linear, Conv2d, BatchNorm1d/2d, ReLU, AvgPool2d, Flatten, Dropout")
+                          f"does not know; supported: Linear, Conv1d/2d, BatchNorm1d/2d, ReLU, AvgPool1d/2d, Flatten, Dropout")
 
 
 def _from_node(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
@@ -130,7 +131,7 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 # -- BatchNorm folding ------------------------------------------------------------------------
 def _fold(layer: nn.Module, bn: nn.Module, name: str) -> nn.Module:
-    want = nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d
+    want = nn.BatchNorm2d if isinstance(layer, nn.Conv2d) else nn.BatchNorm1d  # Linear, Conv1d
     if not isinstance(bn, want) or bn.running_mean is None:
         raise ConversionError(f"ann_to_snn: node {name!r}: {type(bn).__name__} cannot be folded into the "
                               f"{type(layer).__name__} before it (it needs a {want.__name__} with running statistics)")
@@ -148,7 +149,7 @@ def _fold(layer: nn.Module, bn: nn.Module, name: str) -> nn.Module:
 
 def fold_batchnorm(model: nn.Module) -> nn.Sequential:
     """The model as an ``nn.Sequential`` of its chain (named by fx node), each BatchNorm folded
-    into the Linear/Conv2d before it and Dropout/Identity removed. Equals ``model.eval()``."""
+    into the Linear/Conv1d/Conv2d before it and Dropout/Identity removed. Equals ``model.eval()``."""
     out: OrderedDict[str, nn.Module] = OrderedDict()
     for name, module in _chain(model):
         if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)):
@@ -157,7 +158,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Sequential:
             last = next(reversed(out), None)
             if last is None or not isinstance(out[last], _LINEAR):
                 raise ConversionError(f"ann_to_snn: node {name!r}: BatchNorm must directly follow a Linear or "
-                                      f"Conv2d (it is folded into it)")
+                                      f"Conv1d/Conv2d (it is folded into it)")
             out[last] = _fold(out[last], module, name)
             continue
         out[name] = copy.deepcopy(module) if isinstance(module, _LINEAR) else module
@@ -220,11 +221,11 @@ def calibrate(folded: nn.Sequential, calibration, *, percentile: float = 99.9,
 
 # -- the spiking model --------------------------------------------------------------------------
 def _next_level(names: list[str], modules: list[nn.Module], i: int, levels: dict[str, Tensor]) -> Tensor:
-    """lambda of the ReLU fed by layer ``i`` (through AvgPool2d only), else 1 (an analog output)."""
+    """lambda of the ReLU fed by layer ``i`` (through AvgPool1d/2d only), else 1 (an analog output)."""
     for name, module in zip(names[i + 1:], modules[i + 1:]):
         if isinstance(module, nn.ReLU):
             return levels[name]
-        if not isinstance(module, nn.AvgPool2d):
+        if not isinstance(module, _POOL):
             break
     return torch.ones(())
 
@@ -264,10 +265,10 @@ def _spiking(folded: nn.Sequential, levels: dict[str, Tensor], shapes: dict[str,
             scale = s_out
         elif isinstance(module, nn.ReLU):
             if not torch.equal(scale, levels[name]):
-                raise ConversionError(f"ann_to_snn: node {name!r}: a ReLU must be fed by a Linear/Conv2d (through "
-                                      f"AvgPool2d only) so that its threshold can be balanced")
+                raise ConversionError(f"ann_to_snn: node {name!r}: a ReLU must be fed by a Linear/Conv1d/Conv2d (through "
+                                      f"AvgPool1d/2d only) so that its threshold can be balanced")
             out.append(IF(reset="soft", v_threshold=1.0))
-        elif isinstance(module, nn.AvgPool2d):
+        elif isinstance(module, _POOL):
             out.append(TimeDistributed(copy.deepcopy(module)))
         else:  # nn.Flatten
             flat, scale = _flatten(module, name, scale, shapes[name])
@@ -280,7 +281,7 @@ def _spiking(folded: nn.Sequential, levels: dict[str, Tensor], shapes: dict[str,
 
 def ann_to_snn(model: nn.Module, calibration, *, steps: int | None = None, percentile: float = 99.9,
                per_channel: bool = False) -> nn.Sequential:
-    """Convert a trained ReLU network (Linear, Conv2d, BatchNorm1d/2d, ReLU, AvgPool2d, Flatten,
+    """Convert a trained ReLU network (Linear, Conv1d/2d, BatchNorm1d/2d, ReLU, AvgPool1d/2d, Flatten,
     Dropout) into a spiking ``nn.Sequential`` of soft-reset IF neurons; see the module docstring.
 
     ``calibration``: a tensor ``(N, ...)`` of inputs or an iterable of tensors / ``(x, ...)``
