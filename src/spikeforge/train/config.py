@@ -314,15 +314,29 @@ def _check_method(cfg: TrainConfig) -> None:
         raise ConfigError(f"method eventprop simulates spike times: it needs encoding latency on a data set of "
                           f"static features (yinyang, digits), got dataset {cfg.dataset.value} with encoding "
                           f"{cfg.encoding.value}")
-    if cfg.neuron not in EVENTPROP_NEURONS:
-        raise ConfigError(f"method eventprop needs a neuron with a linear continuous-time form "
-                          f"({', '.join(EVENTPROP_NEURONS)}), got {cfg.neuron}")
+    if not _event_based(cfg.neuron):
+        names = ", ".join(n for n, s in REGISTRY.items() if s.spiking and _event_based(n))
+        raise ConfigError(f"method eventprop needs a neuron with a linear continuous-time form ({names}), "
+                          f"got {cfg.neuron}")
     if cfg.precision is not Precision.FP32:
         raise ConfigError("method eventprop runs in float32 (its spike times are found by root finding); "
                           "drop --precision bf16")
 
 
-EVENTPROP_NEURONS = ("CubaLIF", "LIF", "PLIF", "IF", "ALIF")
+def _event_based(neuron: str) -> bool:
+    """Whether the neuron's own definition gives EventProp its exact solution (a linear
+    ``derivative`` with ``threshold`` and ``jump``), asked of the spec at its defaults."""
+    import torch
+
+    from ..functional import make_params
+    from ..learning._modal import NotLinear, modes_of
+
+    spec = REGISTRY[neuron]()
+    try:
+        modes_of(spec, make_params(spec, dtype=torch.float64), 1, None, torch.float64)   # reads threshold too
+    except (NotLinear, NotImplementedError, AttributeError, ValueError):
+        return False
+    return True
 
 
 def _check_device(device) -> None:

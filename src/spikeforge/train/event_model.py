@@ -45,7 +45,7 @@ def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """Initialise ``fc_in``/``fc_out`` for EventProp and return the readout layer."""
     tau_syn = float(neuron_kwargs(cfg).get("tau_syn", 1.0))
     if cfg.loss is Loss.FIRST_SPIKE:
-        readout = snn.CubaLIF(tau_syn=tau_syn if cfg.neuron == "CubaLIF" else 5.0, tau_mem=cfg.tau_out)
+        readout = snn.CubaLIF(tau_syn=float(neuron_kwargs(cfg).get("tau_syn", 5.0)), tau_mem=cfg.tau_out)
     else:
         readout = snn.LI(tau=cfg.tau_out)
     # an input spike adds w / tau to an LI membrane (w / tau_syn to a CubaLIF current): weights in those units
