@@ -8,9 +8,12 @@ as Rockpool's ``XyloSim.from_specification`` takes it; ``xylosim(net)`` builds t
 (without samna) and ``run_xylosim(net, events)`` runs it. ``export_tables(net, path)`` writes
 the integer tables and a generated C99 reference of the network (``load_reference`` compiles
 it); ``nonideal`` holds seeded device non-idealities for the weights of any model, and
-``ENERGY_PRESETS`` the per-operation energies of ``Monitor.energy(preset=...)``. See
-docs/hardware.md.
+``ENERGY_PRESETS`` the per-operation energies of ``Monitor.energy(preset=...)``; ``hil`` runs
+a network's forward pass on a substrate (the integer Xylo network, xylosim, an analog model
+with mismatch and noise) with gradients through the software model (hardware in the loop).
+See docs/hardware.md.
 """
+from . import hil as hil
 from . import nonideal as nonideal
 from ..neurons.xylo import XyloCore as XyloCore
 from ..neurons.xylo import XyloPopulation as XyloPopulation

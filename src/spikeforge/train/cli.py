@@ -13,8 +13,8 @@ import sys
 __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
-                  "encoding", "loss", "method", "steps", "hidden", "data_root", "precision", "frames", "workers",
-                  "cache")
+                  "encoding", "loss", "method", "steps", "hidden", "recurrent", "data_root", "precision", "frames",
+                  "workers", "cache", "quantize", "qat_epochs")
 
 
 class UsageError(Exception):
@@ -77,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "EventProp on the event-based simulation (latency input, CubaLIF by default)")
     t.add_argument("--steps", type=int, help="time steps T")
     t.add_argument("--hidden", type=int, help="number of hidden neurons")
+    t.add_argument("--recurrent", action="store_true", default=None,
+                   help="recurrent weights within the hidden layer (spikeforge.nn.Recurrent)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="fp32 (default) or bf16: torch.autocast to bfloat16 on CPU and GPU")
+    t.add_argument("--quantize", choices=["xylo"], help="after training, map the model onto Xylo's integer "
+                   "arithmetic (spikeforge.quant): integer accuracy in metrics.json, model and tables in RUN_DIR/xylo/; "
+                   "design-rule violations stop the run before training")
+    t.add_argument("--qat-epochs", type=int, metavar="N", help="with --quantize: N epochs of quantisation-aware "
+                   "fine-tuning of the integer model (default 0)")
     t.add_argument("--nproc", type=int, metavar="N", help="train on N local processes (PyTorch DDP: gloo on CPU, "
                    "NCCL on CUDA; each takes a share of every batch); torchrun works too")
     t.add_argument("--config", metavar="FILE", help="TOML, YAML or JSON file of options (flags override it)")

@@ -15,7 +15,7 @@ from typing import Any
 from ..neurons import REGISTRY, Reset
 
 __all__ = ["TrainConfig", "DataSet", "Encoding", "Frames", "Loss", "Method", "Schedule", "Precision", "make_config",
-           "ConfigError"]
+           "ConfigError", "Quantize"]
 
 
 class ConfigError(ValueError):
@@ -82,6 +82,10 @@ class Precision(enum.Enum):
     BF16 = "bf16"
 
 
+class Quantize(enum.Enum):
+    XYLO = "xylo"    # the trained model on Xylo's integer arithmetic (spikeforge.quant; train/quantize_step.py)
+
+
 class Schedule(enum.Enum):
     CONSTANT = "constant"
     COSINE = "cosine"      # linear warm-up over the first epoch, then cosine decay to 0
@@ -97,6 +101,7 @@ class TrainConfig:
     method: Method = Method.BPTT
     steps: int = 20                     # simulation time steps T
     hidden: int = 120
+    recurrent: bool = False             # hidden layer with recurrent weights (spikeforge.nn.Recurrent)
     neuron: str = "IF"                  # a name in spikeforge.neurons.REGISTRY
     neuron_params: dict = field(default_factory=dict)   # e.g. {"tau_mem": 4.0}; empty = defaults
     reset: Reset | None = None          # None: SOFT where the neuron has a reset option
@@ -120,6 +125,8 @@ class TrainConfig:
     frames: Frames = Frames.COUNTS      # event data: counts, or binary (0/1) frames
     workers: int = 0                    # data sets on disk: DataLoader worker processes (0: in this process)
     cache: bool = False                 # spikeforge's readers: keep the binned frames on disk (readers' cache)
+    quantize: Quantize | None = None    # after training: the integer model, its accuracy and tables
+    qat_epochs: int = 0                 # with quantize: quantisation-aware fine-tuning epochs after training
 
     @property
     def data_name(self) -> str:
@@ -152,6 +159,8 @@ class TrainConfig:
         if self.detach_reset is not None and not isinstance(self.detach_reset, bool):
             raise ConfigError(f"detach_reset must be true, false or None (the trainer's default), "
                               f"got {self.detach_reset!r}")
+        if not isinstance(self.recurrent, bool):
+            raise ConfigError(f"recurrent must be true or false, got {self.recurrent!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         _check_device(self.device)
@@ -161,6 +170,8 @@ class TrainConfig:
         _check_data_options(self)
         _check_neuron(self)
         _check_method(self)
+        from .quantize_step import check_config
+        check_config(self)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -179,8 +190,8 @@ class TrainConfig:
 
 
 _ENUMS = {"dataset": DataSet, "encoding": Encoding, "loss": Loss, "schedule": Schedule, "reset": Reset,
-          "precision": Precision, "frames": Frames, "method": Method}
-_OPTIONAL = ("reset",)
+          "precision": Precision, "frames": Frames, "method": Method, "quantize": Quantize}
+_OPTIONAL = ("reset", "quantize")
 # The trainer's choice for the neuron options left at None (where the neuron has the option).
 OPTION_DEFAULTS: dict[str, Any] = {"reset": Reset.SOFT, "detach_reset": True}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .. import functional
-from . import preflight
+from . import preflight, quantize_step
 from .checkpoint import CheckpointError, save_checkpoint, write_json
 from .config import Precision, Schedule, TrainConfig
 from .distributed import Group
@@ -100,6 +100,8 @@ class Trainer:
         cannot run fails here with a ``ConfigError``, before anything is written."""
         x, y = self.task.train.take(torch.arange(min(2, len(self.task.train.labels))))
         preflight.dry_run(self.model, batch_input(x), y, self.cfg.loss)
+        if self.cfg.quantize is not None:      # Xylo's design rules, before any training
+            quantize_step.preflight(self)
 
     # -- one epoch ----------------------------------------------------------------------
     def _lr(self, step: int, total: int) -> float:
@@ -189,10 +191,11 @@ class Trainer:
                 self._one_epoch()
             self.model.load_state_dict(self.best_model)
             test_loss, test_acc = self.accuracy("test")
+            quant = {"quantize": quantize_step.after_training(self, test_acc)} if self.cfg.quantize else {}
         seconds = time.perf_counter() - t0
         plots = self._plots() if self.plots and self.main else []
         metrics = self.metrics(test_acc, test_loss, status="done", train_seconds=seconds,
-                               train_cpu_seconds=time.process_time() - c0, plots=plots)
+                               train_cpu_seconds=time.process_time() - c0, plots=plots, **quant)
         if self.main:
             write_json(self.run_dir / "metrics.json", metrics)
         self.progress.message(f"test accuracy {100 * test_acc:.2f}% with best.pt (epoch {self.best['epoch']}, "
