@@ -5,6 +5,7 @@ from . import encoding as encoding
 from . import functional as functional
 from . import learning as learning
 from . import losses as losses
+from . import models as models
 from . import monitor as monitor
 from . import neurons as neurons
 from . import nir as nir
