@@ -12,6 +12,7 @@ from . import nir as nir
 from . import nn as nn
 from . import quant as quant
 from . import surrogate as surrogate
+from . import viz as viz
 from .allocator import tune_allocator as tune_allocator
 from .kernels import backends as backends
 from .neurons import Reset as Reset
