@@ -103,14 +103,29 @@ class _Residual(nn.Module):
         return torch.relu(self.fc(x)) + x
 
 
+class _Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cat([torch.relu(self.fc(x)), x], 1)
+
+
+class _AddConstant(nn.Module):
+    def forward(self, x):
+        return x + 1.0
+
+
 class _Sigmoid(nn.Module):
     def forward(self, x):
         return torch.sigmoid(x)
 
 
 @pytest.mark.parametrize("model,match", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)), r"node '_2'.*MaxPool2d.*later increment"),
-    (_Residual(), r"node 'add'.*residual.*later increment"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(2)), r"node '_2'.*AdaptiveMaxPool2d"),
+    (_Concat(), r"node 'cat'.*joins branches by cat"),
+    (_AddConstant(), r"node 'add'.*exactly two tensors"),
     (nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()), r"node '_1'.*Sigmoid"),
     (_Sigmoid(), r"node 'sigmoid'.*function"),
     (nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4)), r"node '_1'.*BatchNorm must directly follow"),
