@@ -3,6 +3,9 @@ plasticity rules attached by hooks (``attach`` with ``PairSTDP``, ``TripletSTDP`
 ``RewardSTDP``, ``VDSP``; see docs/local_learning.md)."""
 from . import eventprop as eventprop
 from ._rules import VDSP as VDSP
+from ._rules import DesireBackprop as DesireBackprop
+from ._rules import desire_updates as desire_updates
+from ._rules import AdaptiveThreshold as AdaptiveThreshold
 from ._rules import Bound as Bound
 from ._rules import Bounds as Bounds
 from ._rules import Learner as Learner
@@ -13,4 +16,5 @@ from ._rules import TripletSTDP as TripletSTDP
 from ._rules import attach as attach
 
 __all__ = ["eventprop", "attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP",
-           "RewardSTDP", "VDSP"]
+           "RewardSTDP", "VDSP", "AdaptiveThreshold",
+           "DesireBackprop", "desire_updates"]

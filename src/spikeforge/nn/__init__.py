@@ -16,6 +16,7 @@ CubaLI = MODULES["CubaLI"]
 from .delay import Delay as Delay
 from .delay import DelayInterpolation as DelayInterpolation
 from .delay import DelayPer as DelayPer
+from .lateral import LateralInhibition as LateralInhibition
 from .layers import AdaptiveAvgPool2d as AdaptiveAvgPool2d
 from .layers import AvgPool1d as AvgPool1d
 from .layers import AvgPool2d as AvgPool2d

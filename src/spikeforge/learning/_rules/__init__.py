@@ -1,4 +1,7 @@
 """Local plasticity rules and the hook-based learner that attaches them (see ``learner``)."""
+from .desire import DesireBackprop as DesireBackprop
+from .desire import desire_updates as desire_updates
+from .homeostasis import AdaptiveThreshold as AdaptiveThreshold
 from .learner import Bound as Bound
 from .learner import Bounds as Bounds
 from .learner import Learner as Learner
@@ -9,4 +12,4 @@ from .rules import PairSTDP as PairSTDP
 from .rules import RewardSTDP as RewardSTDP
 from .rules import TripletSTDP as TripletSTDP
 
-__all__ = ["attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP"]
+__all__ = ["DesireBackprop", "desire_updates", "attach", "AdaptiveThreshold", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP"]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ... import functional as F
 from ...nn.layers import Recurrent
 from ...nn.neuron import Neuron
+from .homeostasis import AdaptiveThreshold
 
 __all__ = ["Bound", "Bounds", "Normalise", "Learner", "attach"]
 
@@ -88,8 +89,9 @@ class _Synapse:
     the batch, its pre activity the unfolded receptive field ``(C * kh * kw)`` (a trace is
     linear in the spikes, so tracing patches equals unfolding traced inputs)."""
 
-    def __init__(self, name: str, linear: nn.Module, neuron: Neuron, neuron_name: str) -> None:
-        self.name, self.linear, self.neuron, self.neuron_name = name, linear, neuron, neuron_name
+    def __init__(self, name: str, linear: nn.Module, layer: nn.Module, neuron_name: str) -> None:
+        self.name, self.linear, self.layer, self.neuron_name = name, linear, layer, neuron_name
+        self.neuron: Neuron = _driven_neuron(layer)   # the layer itself, or the neuron a wrapper drives
         self.conv = isinstance(linear, nn.Conv2d)
         self.feature_dims = 3 if self.conv else 1
         self.n_in = linear.in_channels if self.conv else linear.in_features
@@ -99,6 +101,10 @@ class _Synapse:
         self.rows = 0                             # rows (batch x positions) the state was made for
         self.v_before: Tensor | None = None       # post membrane before the next step
         self.dw = torch.zeros_like(linear.weight, requires_grad=False).detach()
+        self.counts = torch.zeros(self.n_out, dtype=self.dw.dtype, device=self.dw.device)   # post spikes
+        self.steps = 0                            # time steps seen since the last apply
+        self.theta: Tensor | None = None          # homeostatic threshold offset (AdaptiveThreshold)
+        self.base: Tensor | None = None           # the neuron's threshold when attached
 
 
 class Learner:
@@ -107,7 +113,7 @@ class Learner:
     ``remove()`` (or use it as a context manager)."""
 
     def __init__(self, net: nn.Module, rule, bounds: Bounds, normalise: Normalise | None,
-                 layers) -> None:
+                 layers, homeostasis: AdaptiveThreshold | None = None) -> None:
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
         if not all(callable(getattr(rule, a, None)) for a in ("init", "step")):
@@ -116,8 +122,16 @@ class Learner:
             raise TypeError(f"bounds must be a Bounds, got {bounds!r}")
         if normalise is not None and not isinstance(normalise, Normalise):
             raise TypeError(f"normalise must be a Normalise or None, got {normalise!r}")
+        if homeostasis is not None and not isinstance(homeostasis, AdaptiveThreshold):
+            raise TypeError(f"homeostasis must be an AdaptiveThreshold or None, got {homeostasis!r}")
         self.net, self.rule, self.bounds, self.normalise = net, rule, bounds, normalise
+        self.homeostasis = homeostasis
         self.synapses = _pair(net, layers)
+        if homeostasis is not None:
+            for syn in self.synapses.values():
+                homeostasis.check(syn.neuron, syn.neuron_name)
+                syn.base = getattr(syn.neuron, homeostasis.param).detach().clone()
+                syn.theta = torch.zeros_like(syn.counts)
         self._handles, self._flags = [], {}
         for syn in self.synapses.values():
             self._hook(syn)
@@ -133,19 +147,20 @@ class Learner:
             self._flags.setdefault(n, n.record)
             n.record = True
         self._handles.append(syn.linear.register_forward_pre_hook(lambda m, args: self._keep_pre(syn, args)))
-        self._handles.append(n.register_forward_pre_hook(lambda m, args: self._before_call(syn)))
-        self._handles.append(n.register_forward_hook(lambda m, args, out: self._after_call(syn, out)))
-        n._step_hooks[id(self)] = lambda m, x, z, new: self._after_step(syn, z, new)
+        lay = syn.layer
+        self._handles.append(lay.register_forward_pre_hook(lambda m, args: self._before_call(syn)))
+        self._handles.append(lay.register_forward_hook(lambda m, args, out: self._after_call(syn, out)))
+        lay._step_hooks[id(self)] = lambda m, x, z, new: self._after_step(syn, z, new)
 
     @staticmethod
     def _keep_pre(syn: _Synapse, args) -> None:
         syn.pre = args[0].detach() if args and isinstance(args[0], Tensor) else None
 
     def _before_call(self, syn: _Synapse) -> None:
-        n = syn.neuron
-        carried = self.rule.needs_v and n.carry_state and n.state is not None
+        n, carry = syn.neuron, syn.layer.carry_state
+        carried = self.rule.needs_v and carry and n.state is not None
         syn.v_before = getattr(n.state, self.rule.state).detach() if carried else None
-        if not n.carry_state or n.state is None:   # the neuron starts from rest: so do the traces
+        if not carry or n.state is None:   # the neuron starts from rest: so do the traces
             syn.state = None
 
     def _take_pre(self, syn: _Synapse, z: Tensor) -> Tensor:
@@ -167,7 +182,7 @@ class Learner:
         n = syn.neuron
         z = out.detach()
         pre = self._take_pre(syn, z)
-        if n.batch_first:
+        if syn.layer.batch_first:
             z, pre = z.transpose(0, 1), pre.transpose(0, 1)
         if z.dim() < 2:
             raise ValueError(f"synapse {syn.name!r}: a sequence call needs (T, B, ...) input, got {tuple(z.shape)}")
@@ -216,6 +231,9 @@ class Learner:
                 dw = d if dw is None else (dw if d is None else dw + d)
         if dw is not None:
             syn.dw += dw.to(syn.dw.dtype).view(syn.dw.shape)
+        if self.homeostasis is not None:
+            syn.counts += post.sum((0, 1)).to(syn.counts.dtype)
+            syn.steps += T
 
     # -- user calls ----------------------------------------------------------------------
     @property
@@ -238,6 +256,27 @@ class Learner:
                 raise RuntimeError(f"reward: synapse {syn.name!r} has not seen any activity yet")
             syn.dw += self.rule.reward(syn.state, r).to(syn.dw.dtype).view(syn.dw.shape)
 
+    def teach(self, labels: Tensor) -> None:
+        """Supervised third factor (``DesireBackprop``): from the last forward pass (or the
+        steps since the stream began) and ``labels`` ``(B,)``, add the rule's update of every
+        learned layer to ``pending``. The learned layers must be ``nn.Linear`` chained in
+        forward order (each one's inputs are the previous one's neurons)."""
+        if not callable(getattr(self.rule, "teach", None)):
+            raise TypeError(f"rule {type(self.rule).__name__} takes no labels; use e.g. DesireBackprop()")
+        syns = list(self.synapses.values())
+        for prev, syn in zip(syns, syns[1:]):
+            if syn.conv or prev.conv or syn.n_in != prev.n_out:
+                raise ValueError(f"teach: layer {syn.name!r} ({syn.n_in} inputs) must take the {prev.n_out} neurons of "
+                                 f"layer {prev.name!r} as its inputs (nn.Linear layers chained in forward order)")
+        if syns[-1].conv:
+            raise ValueError(f"teach: the output layer {syns[-1].name!r} must be an nn.Linear")
+        if any(syn.state is None for syn in syns):
+            raise RuntimeError("teach: run the network on a batch first (no activity recorded since the last apply)")
+        dws = self.rule.teach([syn.linear.weight.detach() for syn in syns], [syn.state for syn in syns], labels)
+        for syn, dw in zip(syns, dws):
+            syn.dw += dw.to(syn.dw.dtype)
+            syn.state = None
+
     def apply(self, lr: float = 1.0) -> int:
         """Add ``lr * pending`` to each learned weight (bounded, then normalised) under
         ``torch.no_grad()`` and clear ``pending``. Returns the number of rows that
@@ -251,21 +290,36 @@ class Learner:
                 self.bounds.update(w, lr * syn.dw.to(w.dtype))
                 if self.normalise is not None:
                     unscaled += self.normalise(w)
+                if self.homeostasis is not None:
+                    syn.theta = self.homeostasis.update(syn.theta, syn.counts, syn.steps)
+                    self.homeostasis.set_threshold(syn.neuron, syn.base, syn.theta, syn.feature_dims)
                 syn.dw.zero_()
+                syn.counts.zero_()
+                syn.steps = 0
         return unscaled
 
     def reset(self) -> None:
-        """Forget traces, eligibilities and the pending update."""
+        """Forget traces, eligibilities, the pending update and the spike counts not yet
+        applied (the learned thresholds of ``AdaptiveThreshold`` stay)."""
         for syn in self.synapses.values():
             syn.state, syn.pre, syn.v_before = None, None, None
             syn.dw.zero_()
+            syn.counts.zero_()
+            syn.steps = 0
+
+    @property
+    def thresholds(self) -> dict[str, Tensor]:
+        """Each learned layer's homeostatic offset ``theta`` (``AdaptiveThreshold``), copies."""
+        if self.homeostasis is None:
+            raise RuntimeError("thresholds: this learner has no homeostasis (attach(..., homeostasis=AdaptiveThreshold()))")
+        return {name: syn.theta.clone() for name, syn in self.synapses.items()}
 
     def remove(self) -> None:
         """Remove the hooks and restore the neurons' ``record`` flags."""
         for h in self._handles:
             h.remove()
         for syn in self.synapses.values():
-            syn.neuron._step_hooks.pop(id(self), None)
+            syn.layer._step_hooks.pop(id(self), None)
         for n, flag in self._flags.items():
             n.record = flag
         self._handles, self._flags = [], {}
@@ -313,8 +367,8 @@ def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
     for i, (name, m) in enumerate(mods):
         if type(m) not in (nn.Linear, nn.Conv2d):
             continue
-        post = next(((k, p) for k, p in mods[i + 1:] if isinstance(p, (Neuron,) + _WEIGHTS)), None)
-        if post is not None and isinstance(post[1], Neuron) and post[1].spec_type.spiking:
+        post = next(((k, p) for k, p in mods[i + 1:] if isinstance(p, (Neuron,) + _WEIGHTS) or _drives(p)), None)
+        if post is not None and not isinstance(post[1], _WEIGHTS) and _driven_neuron(post[1]).spec_type.spiking:
             found[name] = (m, post)
     if layers is None:
         if not found:
@@ -334,10 +388,21 @@ def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
     return {n: _Synapse(n, found[n][0], found[n][1][1], found[n][1][0]) for n in chosen}
 
 
+def _drives(m: nn.Module) -> bool:
+    """A layer that wraps and steps a neuron layer (``neuron``) and calls ``_step_hooks``
+    like a ``Neuron`` does (e.g. ``spikeforge.nn.LateralInhibition``)."""
+    return not isinstance(m, Neuron) and isinstance(getattr(m, "neuron", None), Neuron) and \
+        isinstance(getattr(m, "_step_hooks", None), dict) and isinstance(getattr(m, "carry_state", None), bool)
+
+
+def _driven_neuron(m: nn.Module) -> Neuron:
+    return m if isinstance(m, Neuron) else m.neuron
+
+
 def attach(net: nn.Module, rule, *, bounds: Bounds = Bounds(), normalise: Normalise | None = None,
-           layers=None) -> Learner:
+           layers=None, homeostasis: AdaptiveThreshold | None = None) -> Learner:
     """Attach ``rule`` (``PairSTDP``, ``TripletSTDP``, ``RewardSTDP``, ``VDSP``) to every
     ``nn.Linear`` or ``nn.Conv2d`` of ``net`` that feeds a spiking neuron layer (or the names in
     ``layers``). Returns the ``Learner``; run ``net`` (sequence calls or ``spikeforge.step``)
     then ``learner.apply(lr)``."""
-    return Learner(net, rule, bounds, normalise, layers)
+    return Learner(net, rule, bounds, normalise, layers, homeostasis)
