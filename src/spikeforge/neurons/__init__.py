@@ -19,3 +19,4 @@ from ._spec import THRESHOLD_PARAMS as THRESHOLD_PARAMS
 from ._spec import FireReset as FireReset
 from ._spec import NotExpressible as NotExpressible
 from .xylo import XyloLIF as XyloLIF
+from .equations import from_equations as from_equations

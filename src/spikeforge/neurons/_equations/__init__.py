@@ -1,0 +1,1 @@
+"""Parsing, unit checking and compiling for ``spikeforge.neurons.from_equations``."""
