@@ -71,6 +71,8 @@ class Method(enum.Enum):
 
     BPTT = "bptt"              # surrogate gradients through the time-stepped simulation
     EVENTPROP = "eventprop"    # exact gradients of the event-based simulation (spikeforge.learning.eventprop)
+    CONVERT = "convert"        # an ANN (QCFS activations) trained, evaluated as its converted SNN (train/convert_model.py)
+    PROXY = "proxy"            # the same ANN trained on its converted SNN's output (ANN-proxy training)
 
 
 class Precision(enum.Enum):
@@ -221,6 +223,7 @@ METHOD_DEFAULTS: dict[Method, dict[str, Any]] = {
     Method.EVENTPROP: {"encoding": Encoding.LATENCY, "loss": Loss.FIRST_SPIKE, "neuron": "CubaLIF", "steps": 40,
                        "hidden": 200, "lr": 0.01, "batch_size": 32, "epochs": 40, "input_scale": 1.0, "tau_out": 20.0,
                        "neuron_params": {"tau_syn": 5.0, "tau_mem": 20.0}},
+    Method.CONVERT: {"steps": 32, "lr": 0.01}, Method.PROXY: {"steps": 8, "lr": 0.01},
 }
 # digits: 64 inputs spread over the window; this scale gives ~0.4 hidden spikes per neuron at the start
 EVENTPROP_DATA_DEFAULTS: dict[DataSet, dict[str, Any]] = {DataSet.DIGITS: {"input_scale": 2.0}}
@@ -318,7 +321,10 @@ def _check_data_options(cfg: TrainConfig) -> None:
 
 def _check_method(cfg: TrainConfig) -> None:
     """EventProp reads spike times of static features and needs a neuron with a linear
-    continuous-time form (``spikeforge.learning.eventprop``)."""
+    continuous-time form (``spikeforge.learning.eventprop``); convert/proxy: ``check_convert``."""
+    if cfg.method in (Method.CONVERT, Method.PROXY):
+        from .convert_model import check_convert
+        return check_convert(cfg)
     if cfg.method is not Method.EVENTPROP:
         return
     if cfg.dataset.events or cfg.encoding is not Encoding.LATENCY:

@@ -80,6 +80,10 @@ class Classifier(nn.Module):
             from .event_model import init_eventprop
             self.readout = init_eventprop(self, cfg)
             return
+        if cfg.method in (Method.CONVERT, Method.PROXY):   # an ANN evaluated as its converted SNN
+            from .convert_model import init_convert
+            self.readout = init_convert(self, cfg)
+            return
         self.readout = snn.LI(tau=cfg.tau_out, backend=cfg.backend)
         with torch.no_grad():
             self.fc_in.weight.mul_(cfg.input_scale)
@@ -102,6 +106,9 @@ class Classifier(nn.Module):
         if self.method is Method.EVENTPROP:
             from .event_model import event_forward
             return event_forward(self, x, return_spikes)
+        if self.method in (Method.CONVERT, Method.PROXY):
+            from .convert_model import convert_forward
+            return convert_forward(self, x, return_spikes)
         z = self.hidden(self.current(x))
         v = self.readout(self.fc_out(z))
         return (v, z) if return_spikes else v
