@@ -1,6 +1,7 @@
 """Activity over time: spike rasters, membrane traces with their threshold, firing-rate histograms."""
 from __future__ import annotations
 
+import operator
 from typing import Mapping, Sequence
 
 import torch
@@ -49,6 +50,19 @@ def _thresholds(v_th, n: int, neurons: list[int]) -> list[float]:
     return [float(x) for x in t.reshape(-1)[neurons]]
 
 
+def _indices(neurons, n: int) -> list[int]:
+    if neurons is None:
+        return list(range(min(n, MAX_TRACES)))
+    items = list(neurons)
+    try:
+        out = [operator.index(i) for i in items if not isinstance(i, bool)]
+    except TypeError:
+        out = None
+    if not out or len(out) != len(items) or any(not 0 <= i < n for i in out):
+        raise IndexError(f"neurons must be a non-empty list of integer indices in [0, {n}), got {items}")
+    return out
+
+
 def _monitored(mon: Monitor, layer: str, key: str, sample: int):
     """The threshold and the spikes of a monitored layer, when it has them."""
     m = mon.layers[layer]
@@ -69,8 +83,10 @@ def membrane(source, layer: str | None = None, *, key: str = "v", sample: int = 
     ``"v"``) for ``layer``. ``neurons``: flat neuron indices to draw (default: the first
     ``MAX_TRACES``). ``v_th``: the threshold, a number or one value per neuron, drawn as a
     dashed line (per neuron in its colour when they differ); for a Monitor it defaults to the
-    layer's ``v_threshold`` when ``key == "v"``. ``spikes``: optional spikes of the same shape,
-    marked with an ``x`` on the trace (a Monitor that recorded ``"spikes"`` supplies them).
+    layer's ``v_threshold`` when ``key == "v"`` (for ``ALIF``, the base threshold, before
+    adaptation). ``spikes``: optional spikes of the same shape, marked with an ``x`` at the
+    threshold (on the trace when there is none); a Monitor that recorded ``"spikes"``
+    supplies them.
     ``labels``: legend names of the drawn neurons. Returns the ``Figure``."""
     trace, name = c.from_source(source, layer, key, "membrane")
     v = c.check_real(_one_sample(trace, sample, key), key)
@@ -88,21 +104,21 @@ def membrane(source, layer: str | None = None, *, key: str = "v", sample: int = 
     if spikes is not None:
         spikes = c.check_spikes(spikes, "spikes")
     n = v.shape[1]
-    neurons = list(range(min(n, MAX_TRACES))) if neurons is None else [int(i) for i in neurons]
-    if not neurons or any(not 0 <= i < n for i in neurons):
-        raise IndexError(f"neurons must be a non-empty list of indices in [0, {n}), got {neurons}")
+    neurons = _indices(neurons, n)
     if labels is not None and len(labels) != len(neurons):
         raise ValueError(f"labels must name each drawn neuron ({len(neurons)}), got {len(labels)}")
+    levels = _thresholds(v_th, n, neurons) if v_th is not None else None
     fig, ax = c.axes(ax, (6, 3.5))
     steps, colors = torch.arange(v.shape[0]).numpy(), []
     for k, i in enumerate(neurons):
         line, = ax.plot(steps, v[:, i].numpy(), lw=1.2, label=labels[k] if labels else f"neuron {i}")
-        if spikes is not None:
+        if spikes is not None:      # at the threshold (a recorded v is after the reset), else on the trace
             t = torch.nonzero(spikes[:, i], as_tuple=True)[0]
-            ax.plot(t.numpy(), v[t, i].numpy(), "x", color=line.get_color(), ms=5)
+            y = torch.full((len(t),), levels[k]) if levels else v[t, i]
+            ax.plot(t.numpy(), y.numpy(), "x", color=line.get_color(), ms=6, mew=1.5)
         colors.append(line.get_color())
-    if v_th is not None:
-        _draw_thresholds(ax, _thresholds(v_th, n, neurons), colors)
+    if levels:
+        _draw_thresholds(ax, levels, colors)
     ax.set(xlabel="time step", ylabel=key, title=title or f"{name or key}, sample {sample}")
     ax.grid(alpha=0.3)
     if len(neurons) <= 10:

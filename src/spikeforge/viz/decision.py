@@ -12,6 +12,7 @@ from . import _common as c
 
 __all__ = ["decision_map", "yinyang_grid"]
 
+_INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
@@ -34,13 +35,15 @@ def _predictions(out, n: int, n_classes: int) -> Tensor:
         raise TypeError(f"decision_map: the model (or readout) must return a tensor, got {type(out).__name__}; "
                         f"pass readout= to turn its output into classes or scores")
     out = out.detach().cpu()
-    if out.dim() == 1 and not out.is_floating_point() and out.shape[0] == n:
+    if out.dim() == 1 and out.dtype in _INTEGER and out.shape[0] == n:
         pred = out.long()
     elif out.dim() in (2, 3) and out.is_floating_point() and out.shape[-2:] == (n, n_classes):
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("decision_map: the model (or readout) output holds NaN or inf")
         pred = (out.sum(0) if out.dim() == 3 else out).argmax(1)
     else:
-        raise ValueError(f"decision_map: the model (or readout) output for {n} inputs must be classes ({n},), "
-                         f"scores ({n}, {n_classes}) or time-first ({'T'}, {n}, {n_classes}); got "
+        raise ValueError(f"decision_map: the model (or readout) output for {n} inputs must be integer classes "
+                         f"({n},), scores ({n}, {n_classes}) or time-first (T, {n}, {n_classes}); got "
                          f"{tuple(out.shape)} {out.dtype} (pass readout= to convert it)")
     if n and not 0 <= int(pred.min()) <= int(pred.max()) < n_classes:
         raise ValueError(f"decision_map: predicted classes must lie in [0, {n_classes}), got "
@@ -48,10 +51,18 @@ def _predictions(out, n: int, n_classes: int) -> Tensor:
     return pred
 
 
+def _device(model) -> torch.device:
+    """Where a module's parameters (or buffers) are; the CPU for a plain function."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def _classify(model, features: Tensor, encode, readout, n_classes: int, batch_size: int) -> Tensor:
-    preds = []
-    for chunk in torch.split(features, batch_size):
+    preds, device = [], _device(model)
+    for chunk in torch.split(features.to(device), batch_size):
         out = model(encode(chunk) if encode is not None else chunk)
         preds.append(_predictions(readout(out) if readout is not None else out, len(chunk), n_classes))
     return torch.cat(preds)
@@ -78,9 +89,11 @@ def decision_map(model: Callable[[Tensor], Tensor], *, encode: Callable[[Tensor]
     with (e.g. ``lambda f: sf.encoding.rate(f, T)``; ``None``: the features themselves).
     ``readout`` (optional) turns the model's output into classes (B,), scores (B, C) or
     time-first readouts (T, B, C) (summed over time, e.g. spike counts); without it the
-    output itself must be one of those. A module is evaluated in ``eval()`` mode and put
-    back in its mode afterwards. ``data``: a ``YinYang`` split or ``(features, labels)``,
-    drawn coloured by label (the title then gives the accuracy on them). Returns the ``Figure``."""
+    output itself must be one of those. Only the grid points inside the big circle are
+    evaluated. A module gets the features on the device of its parameters, is evaluated in
+    ``eval()`` mode and put back in its mode afterwards. ``data``: a ``YinYang`` split or
+    ``(features, labels)``, drawn coloured by label (the title then gives the accuracy on
+    them). Returns the ``Figure``."""
     batch_size = c.int_in(batch_size, "batch_size", 1, 10**9)
     if not callable(model):
         raise TypeError(f"decision_map: model must be callable (a module or a function), got {type(model).__name__}")
@@ -91,7 +104,8 @@ def decision_map(model: Callable[[Tensor], Tensor], *, encode: Callable[[Tensor]
     if was_training:
         model.eval()
     try:
-        pred = _classify(model, features, encode, readout, len(classes), batch_size)
+        pred = torch.zeros(len(features), dtype=torch.long)
+        pred[inside] = _classify(model, features[inside], encode, readout, len(classes), batch_size)
         points = _data(data) if data is not None else None
         hits = None
         if points is not None:
