@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -31,6 +32,16 @@ from spikeforge.quant import nonideal as ni
 from spikeforge.train import load_run, make_config, train
 
 HERE = Path(__file__).resolve().parent
+
+
+class Subset(NamedTuple):
+    """The first samples of a split (what ``fine_tune`` reads: ``data``, ``targets``, ``len``)."""
+
+    data: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
 
 # (name, strength label, [(strength, transform)]), weakest first
 SWEEPS = [
@@ -117,8 +128,20 @@ def main(argv=None) -> None:
     ap.add_argument("--ft-lr", type=float, default=0.01, help="its Adam learning rate, cosine to 0 (default 0.01)")
     ap.add_argument("--chips", type=int, default=5, help="device seeds per evaluation (default 5)")
     ap.add_argument("--only", nargs="+", help="names of the non-idealities to run (default all)")
+    ap.add_argument("--train-samples", type=int, default=None, metavar="N",
+                    help="fine-tune on the first N training samples (default all 5000; for smoke tests)")
     ap.add_argument("--plot", default=str(HERE / "nonideal_yinyang.png"))
     args = ap.parse_args(argv)
+    if args.train_samples is not None and args.train_samples < 1:
+        ap.error(f"--train-samples must be positive, got {args.train_samples}")
+    for name in ("epochs", "hidden", "ft_epochs", "chips"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.ft_lr > 0:
+        ap.error(f"--ft-lr must be positive, got {args.ft_lr}")
+    unknown = sorted(set(args.only or []) - {name for name, _, _ in SWEEPS})
+    if unknown:
+        ap.error(f"--only: unknown non-idealities {unknown}; choose from {[name for name, _, _ in SWEEPS]}")
     torch.set_num_threads(1)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; Python {sys.version.split()[0]}; torch {torch.__version__}; 1 thread")
     print(f"# yinyang, current input, {args.hidden} IF hidden, {args.epochs} epochs, seed {args.seed}; noise-aware: "
@@ -129,6 +152,8 @@ def main(argv=None) -> None:
         model, cfg = load_run(Path(tmp) / "run")
     net = model.network()
     train_data, test = sf.data.YinYang("train"), sf.data.YinYang("test")
+    if args.train_samples is not None:
+        train_data = Subset(train_data.data[:args.train_samples], train_data.targets[:args.train_samples])
     x, y = sequence(test.data, cfg.steps), test.targets
     baseline = accuracy(net, x, y)
     control = accuracy(fine_tune(net, train_data, cfg.steps, args.ft_epochs, args.ft_lr, cfg.batch_size), x, y)
