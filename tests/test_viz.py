@@ -97,6 +97,19 @@ def test_drawing_into_an_existing_axes():
         viz.raster(_spikes(10, 1, 4), ax=fig)
 
 
+def test_multi_panel_plots_draw_into_subfigures(monitored):
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    top, middle, bottom = fig.subfigures(3, 1)
+    assert viz.rate_histogram(monitored, fig=top) is fig
+    assert viz.feature_maps(_spikes(4, 1, 5, 5), fig=middle) is fig
+    assert viz.learning_curves([dict(epoch=1, train_loss=1.0, val_loss=1.0, train_accuracy=0.5,
+                                     val_accuracy=0.5)], fig=bottom) is fig
+    assert len(top.axes) == 2 and len(middle.axes) == 5 and len(bottom.axes) == 2    # 4 maps + colour bar
+    render(fig)
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure"):
+        viz.feature_maps(_spikes(4, 1, 5, 5), fig=Figure().subplots())
+
+
 # -- membrane -------------------------------------------------------------------------------------------
 def _dashed_levels(ax) -> list[float]:
     return [float(ln.get_ydata()[0]) for ln in ax.get_lines() if ln.get_linestyle() == "--"]

@@ -36,6 +36,20 @@ def axes(ax, figsize: tuple[float, float], name: str = "ax"):
         return ax.figure, ax
 
 
+def panels(fig, figsize: tuple[float, float]):
+    """``(figure, container)`` for a multi-panel plot: a new figure, or ``fig`` (a matplotlib
+    ``Figure``, or a ``SubFigure`` of one) to draw into, and the figure it belongs to."""
+    if fig is None:
+        new = figure(figsize=figsize, layout="constrained")
+        return new, new
+    from matplotlib.figure import FigureBase
+
+    if not isinstance(fig, FigureBase):
+        raise TypeError(f"fig must be a matplotlib Figure or SubFigure (or None for a new one), "
+                        f"got {type(fig).__name__}")
+    return getattr(fig, "figure", None) or fig, fig
+
+
 def from_source(source, layer: str | None, key: str, fn: str) -> tuple[Tensor, str | None]:
     """The tensor ``source`` itself, or what the ``Monitor`` ``source`` recorded for ``layer``
     under ``key`` (``layer`` may be left out when one layer is monitored)."""

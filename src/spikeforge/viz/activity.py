@@ -153,26 +153,26 @@ def _rates(source) -> dict[str, Tensor]:
     return out
 
 
-def rate_histogram(source, *, bins: int = 20, ax=None):
+def rate_histogram(source, *, bins: int = 20, ax=None, fig=None):
     """Histogram of the neurons' firing rates (spikes per step, over all steps and samples),
     one panel per layer.
 
     ``source``: a ``Monitor`` (every spiking layer it counted), spikes ``(T, B, N...)``, or a
-    dict ``{layer name: spikes}``. ``ax`` (one axes) is allowed when there is one layer.
-    Returns the ``Figure``."""
+    dict ``{layer name: spikes}``. ``ax`` (one axes) is allowed when there is one layer;
+    ``fig`` (a ``Figure`` or ``SubFigure``) takes the panels of any number. Returns the ``Figure``."""
     bins = c.int_in(bins, "bins", 1, 10_000)
     rates = _rates(source)
-    if ax is not None and len(rates) != 1:
-        raise ValueError(f"rate_histogram: ax draws one layer, but there are {len(rates)}: {list(rates)}")
+    if ax is not None and (len(rates) != 1 or fig is not None):
+        raise ValueError(f"rate_histogram: ax draws one layer, without fig; there are {len(rates)}: {list(rates)}")
     if ax is None:
-        fig = c.figure(figsize=(4.2 * len(rates), 3.2), layout="constrained")
+        root, fig = c.panels(fig, (4.2 * len(rates), 3.2))
         panels = fig.subplots(1, len(rates), squeeze=False)[0]
     else:
-        fig, ax = c.axes(ax, (4, 3))
+        root, ax = c.axes(ax, (4, 3))
         panels = [ax]
     for ax, (name, r) in zip(panels, rates.items()):
         low, high = min(0.0, float(r.min())), max(1.0, float(r.max()))
         ax.hist(r.numpy(), bins=bins, range=(low, high), color="tab:blue", edgecolor="white")
         ax.set(xlabel="firing rate (spikes / step)", ylabel="neurons",
                title=f"{name}: mean {float(r.mean()):.3f}, {r.numel()} neurons")
-    return fig
+    return root

@@ -45,7 +45,7 @@ def _label(lo: int, hi: int) -> str:
 
 
 def feature_maps(source, layer: str | None = None, *, sample: int = 0, channel: int | None = None,
-                 frames: int | None = None, title: str | None = None):
+                 frames: int | None = None, fig=None, title: str | None = None):
     """Spikes of one sample as a grid of 2-D images, one per time bin.
 
     ``source``: spikes ``(T, B, H, W)`` or ``(T, B, C, H, W)`` (e.g. event frames, a conv
@@ -53,12 +53,13 @@ def feature_maps(source, layer: str | None = None, *, sample: int = 0, channel: 
     the channel to show (default: all channels summed). ``frames``: number of time bins, each
     showing the spikes summed over its steps (1..T; default ``min(T, MAX_FRAMES)``; bins
     differ in length by at most one step when T does not divide). One colour scale for all
-    bins, with a colour bar. Returns the ``Figure``."""
+    bins, with a colour bar. ``fig``: a matplotlib ``Figure`` or ``SubFigure`` to draw into
+    (default: a new figure). Returns the ``Figure``."""
     counts, ranges, layer = _binned(source, layer, sample, channel, frames, MAX_FRAMES, "feature_maps")
     n = counts.shape[0]
     cols = min(n, MAX_COLUMNS)
     rows = math.ceil(n / cols)
-    fig = c.figure(figsize=(1.6 * cols + 1.0, 1.7 * rows + 0.5), layout="constrained")
+    root, fig = c.panels(fig, (1.6 * cols + 1.0, 1.7 * rows + 0.5))
     panels = fig.subplots(rows, cols, squeeze=False).reshape(-1)
     style = _style(counts)
     for k, ax in enumerate(panels):
@@ -69,7 +70,7 @@ def feature_maps(source, layer: str | None = None, *, sample: int = 0, channel: 
     fig.colorbar(image, ax=list(panels), label="spikes per bin", shrink=0.8)
     what = "" if channel is None else f", channel {channel}"
     fig.suptitle(title or f"{layer or 'spikes'}, sample {sample}{what}: spikes over time")
-    return fig
+    return root
 
 
 def feature_map_gif(source, path, layer: str | None = None, *, sample: int = 0, channel: int | None = None,

@@ -13,16 +13,17 @@ __all__ = ["learning_curves", "confusion"]
 CURVE_KEYS = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
-def learning_curves(history: Sequence[dict], *, title: str | None = None):
+def learning_curves(history: Sequence[dict], *, fig=None, title: str | None = None):
     """Loss (log scale) and accuracy per epoch, train and validation, side by side.
     ``history``: one dict per epoch with the keys ``CURVE_KEYS`` (the trainer's
-    ``metrics.json`` ``"history"``; accuracies as fractions). Returns the ``Figure``."""
+    ``metrics.json`` ``"history"``; accuracies as fractions). ``fig``: a ``Figure`` or
+    ``SubFigure`` to draw into. Returns the ``Figure``."""
     if not history:
         raise ValueError("history must hold at least one epoch")
     missing = [k for k in CURVE_KEYS if any(k not in h for h in history)]
     if missing:
         raise ValueError(f"history: every epoch needs the keys {CURVE_KEYS}; missing {missing}")
-    fig = c.figure(figsize=(8, 3.2), layout="constrained")
+    root, fig = c.panels(fig, (8, 3.2))
     ax_loss, ax_acc = fig.subplots(1, 2)
     ep = [h["epoch"] for h in history]
     for split, name in (("train", "train"), ("val", "validation")):
@@ -36,7 +37,7 @@ def learning_curves(history: Sequence[dict], *, title: str | None = None):
         ax.legend()
     if title:
         fig.suptitle(title)
-    return fig
+    return root
 
 
 def confusion(cm: Tensor, classes: Sequence[str], *, ax=None, title: str = "test set"):
