@@ -326,3 +326,38 @@ def test_silent_penalty_pulls_silent_neurons_to_threshold():
         net[0].weight.fill_(50.0)
     out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
     assert ep.silent_penalty(net, events, out, T_END).item() == 0.0
+
+
+def test_silent_penalty_of_a_recurrent_layer_counts_the_recurrent_input():
+    """In a recurrent layer a silent neuron's membrane is its input's response plus the other
+    neurons' spikes through the recurrent weights: the penalty equals ``relu(-max g)`` of a
+    feed-forward neuron fed both spike trains (input and hidden spikes as extra channels),
+    and its gradient reaches the recurrent weights into the silent neuron."""
+    net = _net("CubaLIF", "hard", True, "LI", seed=0)
+    with torch.no_grad():
+        net[0].weight[1].fill_(0.1)                                # neuron 1 stays silent
+        net[0].bias[1] = 0.0
+        net[1].recurrent.weight[1].fill_(0.1)                       # and gets a little from the others
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
+    hid = out.spikes[0]
+    fired = set(hid.index[torch.isfinite(hid.times)].tolist())
+    assert 1 not in fired and len(fired) >= 2
+    penalty = ep.silent_penalty(net, events, out, T_END)
+    ok = torch.isfinite(hid.times)                                  # the hidden spikes as channels 3..6
+    both = ep._sorted(torch.cat([events.times, hid.times[ok].unsqueeze(0).detach()], 1),
+                      torch.cat([events.index, hid.index[ok].unsqueeze(0) + 3], 1))
+    ff = torch.nn.Sequential(torch.nn.Linear(7, 4), net[1].neuron).double()
+    with torch.no_grad():
+        ff[0].weight.copy_(torch.cat([net[0].weight, net[1].recurrent.weight], 1))
+        ff[0].bias.copy_(net[0].bias)
+    layer = ep._layers(ff)[0]
+    times = torch.linspace(0, T_END, 32, dtype=torch.float64)
+    g = layer.modes(torch.float64).g(ep._response(layer, layer.modes(torch.float64), both, times))
+    silent = [k for k in range(4) if k not in fired]
+    want = torch.relu(-g.amax(1)[:, silent]).mean().item()
+    assert penalty.item() == pytest.approx(want, rel=1e-9) and penalty.item() > 0
+    ff_only = layer.modes(torch.float64).g(ep._response(ep._layers(net)[0], layer.modes(torch.float64), events, times))
+    assert abs(torch.relu(-ff_only.amax(1)[:, silent]).mean().item() - want) > 1e-3   # the recurrent input counts
+    penalty.backward()
+    assert net[1].recurrent.weight.grad[1].abs().sum() > 0

@@ -213,6 +213,50 @@ def test_eventprop_refuses_what_it_cannot_simulate(bad, match):
         make_config(method="eventprop", **bad)
 
 
+def test_eventprop_recurrent_hidden_layer():
+    """``--recurrent``: the hidden layer becomes ``sf.nn.Recurrent`` (run by EventProp's event
+    loop); with its recurrent weights at 0 it is the feed-forward model (to float32 rounding);
+    training steps reach the recurrent weights; the time-stepped network keeps the feedback
+    (BPTT trains it step by step)."""
+    from spikeforge.nn import Recurrent
+    from spikeforge.train.cli import build_parser
+    from spikeforge.train.model import Classifier
+    from spikeforge.data import YinYang
+
+    assert build_parser().parse_args(["train", "--recurrent"]).recurrent is True
+    with pytest.raises(ConfigError, match="recurrent must be true or false"):
+        make_config(recurrent="yes")
+    cfg = make_config(method="eventprop", hidden=12, recurrent=True)
+    torch.manual_seed(0)
+    rec, ff = Classifier(4, 3, cfg), Classifier(4, 3, cfg.replace(recurrent=False))
+    assert isinstance(rec.hidden, Recurrent) and rec.hidden.recurrent.weight.std() > 0
+    assert isinstance(rec.network()[1], Recurrent)
+    data = YinYang("train")
+    x, y = data.data[:40], data.targets[:40]
+    with torch.no_grad():
+        rec.hidden.recurrent.weight.zero_()
+        for name in ("fc_in", "fc_out"):
+            for p, q in zip(getattr(rec, name).parameters(), getattr(ff, name).parameters()):
+                q.copy_(p)
+    rec.eval(), ff.eval()
+    got, want = rec(x).run, ff(x).run                # the event loop against superposition: float32 rounding
+    assert torch.allclose(got.first, want.first, atol=1e-4) and want.first.lt(40).sum() > 40
+    assert torch.equal(got.spikes[0].counts, want.spikes[0].counts)
+    torch.manual_seed(1)
+    rec = Classifier(4, 3, cfg).train()
+    w0 = rec.hidden.recurrent.weight.detach().clone()
+    opt = torch.optim.Adam(rec.parameters(), lr=0.01)
+    for _ in range(2):
+        loss, _ = loss_and_logits(rec(x), y, cfg.loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = (rec.hidden.recurrent.weight - w0).ne(0).float().mean()
+    assert moved > 0.25, moved                       # from neurons that spike (the others send nothing)
+    bptt = Classifier(4, 3, make_config(hidden=8, steps=5, recurrent=True))
+    assert isinstance(bptt.hidden, Recurrent) and bptt(x).shape == (5, 40, 3)
+
+
 def test_eventprop_keeps_the_neuron_a_user_names():
     cfg = make_config(method="eventprop", neuron="LIF")
     assert cfg.neuron == "LIF" and "tau_syn" not in cfg.neuron_params

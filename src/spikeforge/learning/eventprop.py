@@ -382,7 +382,7 @@ def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float
     """A regulariser for neurons that EventProp cannot teach: those of a spiking layer that
     fired on no sample of the batch get no exact gradient at all (their spike times do not
     exist). For each of them, ``relu(-max_t g)``, how far its threshold function ``g`` (its
-    membrane minus threshold, without spikes) stays below 0 over ``points`` times in
+    membrane minus threshold: in a recurrent layer with the others' spikes) stays below 0 over ``points`` times in
     ``[0, t_end]``, averaged over the batch and those neurons, summed over the layers; 0 when
     every neuron fired somewhere. Adding it to the loss pulls silent neurons back to threshold."""
     layers = _layers(model)
@@ -395,9 +395,13 @@ def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float
         n = layer.weight.shape[0]
         fired = torch.zeros(n, dtype=torch.bool, device=layer.weight.device)
         fired[spikes.index[torch.isfinite(spikes.times)]] = True
-        if not bool(fired.all()) and layer.recurrent is None:
+        if not bool(fired.all()):     # a silent neuron's state: input and the others' recurrent spikes
             modes = layer.modes(layer.weight.dtype)
-            g = modes.g(_response(layer, modes, inputs, times))              # (B, E, n)
+            y = _response(layer, modes, inputs, times)
+            if layer.recurrent is not None:
+                on = (times.view(1, -1, 1) >= spikes.times.unsqueeze(1)) & torch.isfinite(spikes.times).unsqueeze(1)
+                y = y + _driven(modes, spikes, layer.recurrent, times.unsqueeze(0), on)
+            g = modes.g(y)                                                   # (B, E, n)
             total = total + torch.relu(-g.amax(1)[:, ~fired]).mean()
         inputs = spikes
     return total

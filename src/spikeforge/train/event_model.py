@@ -39,6 +39,7 @@ class EventOutput:
 # w / tau_syn to a CubaLIF current): the input layer's are Wunderlich & Pehle's Yin-Yang values.
 IN_INIT, IN_FAN = (1.5, 0.78), 5      # for 5 inputs; other fan-ins keep the mean and spread of the sum
 OUT_INIT = {Loss.FIRST_SPIKE: (2.0, 1.0), Loss.MAX_MEMBRANE: (0.0, 1.0)}
+REC_STD = 1.0                         # recurrent weights (--recurrent): std per unit of tau_syn, times 1/sqrt(h)
 
 
 def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -58,6 +59,9 @@ def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
         mean, std = OUT_INIT[cfg.loss]
         model.fc_out.weight.normal_(mean * out_scale, std * out_scale)
         model.fc_out.bias.zero_()
+        rec = getattr(model.hidden, "recurrent", None)
+        if rec is not None:            # zero mean, summed drive of ~h/4 spikes about tau_syn / 2
+            rec.weight.normal_(0.0, REC_STD * tau_syn / cfg.hidden ** 0.5)
     return readout
 
 

@@ -75,6 +75,8 @@ class Classifier(nn.Module):
             self.hidden = snn.MODULES[cfg.neuron](surrogate=surrogate, backend=cfg.backend, **kw)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"neuron {cfg.neuron} with {kw}: {e}") from e
+        if cfg.recurrent:                          # z_t = neuron(fc_in(x)_t + W_rec z_{t-1})
+            self.hidden = snn.Recurrent(self.hidden, cfg.hidden)
         self.fc_out = nn.Linear(cfg.hidden, n_classes)
         if cfg.method is Method.EVENTPROP:
             from .event_model import init_eventprop
