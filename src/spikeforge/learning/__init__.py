@@ -1,6 +1,7 @@
 """Learning beyond surrogate-gradient BPTT: exact gradients (``eventprop``) and local
 plasticity rules attached by hooks (``attach`` with ``PairSTDP``, ``TripletSTDP``,
-``RewardSTDP``, ``VDSP``; see docs/local_learning.md)."""
+``RewardSTDP``, ``VDSP``, ``DesireBackprop``; homeostasis ``AdaptiveThreshold``; see
+docs/local_learning.md)."""
 from . import eventprop as eventprop
 from ._rules import VDSP as VDSP
 from ._rules import DesireBackprop as DesireBackprop

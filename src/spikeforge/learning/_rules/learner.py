@@ -401,8 +401,10 @@ def _driven_neuron(m: nn.Module) -> Neuron:
 
 def attach(net: nn.Module, rule, *, bounds: Bounds = Bounds(), normalise: Normalise | None = None,
            layers=None, homeostasis: AdaptiveThreshold | None = None) -> Learner:
-    """Attach ``rule`` (``PairSTDP``, ``TripletSTDP``, ``RewardSTDP``, ``VDSP``) to every
+    """Attach ``rule`` (``PairSTDP``, ``TripletSTDP``, ``RewardSTDP``, ``VDSP``, ``DesireBackprop``) to every
     ``nn.Linear`` or ``nn.Conv2d`` of ``net`` that feeds a spiking neuron layer (or the names in
     ``layers``). Returns the ``Learner``; run ``net`` (sequence calls or ``spikeforge.step``)
-    then ``learner.apply(lr)``."""
+    then ``learner.apply(lr)``. ``homeostasis=AdaptiveThreshold(...)`` also adapts each learned
+    layer's thresholds at every ``apply``. The neuron layer may be wrapped by a layer that
+    steps it (``spikeforge.nn.LateralInhibition``)."""
     return Learner(net, rule, bounds, normalise, layers, homeostasis)
