@@ -1,5 +1,6 @@
 # make demo : create .venv if needed, install, run the main job on its embedded default
 # make test : same set-up plus the test tools, then the test suite, then the NIR peer tests (make interop)
+# make docs : same set-up plus the docs extra, then the documentation site into site/ (mkdocs build --strict)
 # make interop : .venv-interop with the NIR peers (tests/interop/requirements.txt), then tests/interop
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +16,7 @@ IVENV  := .venv-interop
 IPY    := $(IVENV)/bin/python
 IREQ   := tests/interop/requirements.txt
 
-.PHONY: demo test interop install clean
+.PHONY: demo test docs interop install clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,7 +25,11 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install -q -e ".[dev,viz,config,nir]"
+	$(PY) -m pip install -q -e ".[dev,viz,config,nir,docs]"
+	touch $@
+
+$(VENV)/.docs: $(VENV)/.base
+	$(PY) -m pip install -q -e ".[docs]"
 	touch $@
 
 install: $(VENV)/.base
@@ -55,8 +60,13 @@ $(IVENV)/.ok: pyproject.toml $(IREQ)
 	$(IPY) -c "import snntorch.export_nir, snntorch.import_nir, norse.torch, sinabs.nir, rockpool.nn.modules.torch.nir, spikingjelly.activation_based.nir_exchange, xylosim.v1, xylosim.v2"
 	touch $@
 
+# The documentation site (mkdocs.yml, docs/): any warning fails the build. tests/test_docs.py
+# builds it too and runs every tutorial's code.
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 interop: $(IVENV)/.ok
 	$(IPY) -m pytest -o addopts=-q tests/interop
 
 clean:
-	rm -rf $(VENV) $(IVENV) build src/*.egg-info
+	rm -rf $(VENV) $(IVENV) build site src/*.egg-info
