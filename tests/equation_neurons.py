@@ -2,7 +2,7 @@
 
 ``RECIPES`` maps each to ``(from_equations keyword arguments, the built-in it equals, the
 built-in's options)``; ``build`` makes the classes. Nothing is registered on import, unless
-``SPIKEFORGE_EQUATION_NEURONS=1``: then they are registered as ``Eq<Name>`` so that the
+``SPIKEFORGE_EQUATION_NEURONS=1``: then they are registered as ``Equation<Name>`` so that the
 registry-driven test matrix runs them too, e.g.
 
     SPIKEFORGE_EQUATION_NEURONS=1 PYTHONPATH=tests .venv/bin/python -m pytest -p equation_neurons \
@@ -52,4 +52,5 @@ def build(key: str, register: bool = False, name: str | None = None):
 
 
 if os.environ.get("SPIKEFORGE_EQUATION_NEURONS") == "1":
-    REGISTERED = {k: build(k, register=True) for k in RECIPES if "-" not in k}
+    REGISTERED = {k: build(k, register=True, name="Equation" + k) for k in RECIPES if "-" not in k}
+    globals().update({cls.__name__: cls for cls in REGISTERED.values()})   # bound by name: they pickle

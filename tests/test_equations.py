@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,19 +138,24 @@ def _fields(obj):
 
 
 # -- registration, modules, pickling -----------------------------------------------------
+def _unregister(name):
+    """Remove a registered test neuron, its module class and its shortcuts (the registry is global)."""
+    from spikeforge.nn import neuron as nm
+    REGISTRY.pop(name, None)
+    nm.MODULES.pop(name, None)
+    vars(nm).pop(name, None)
+    for f in (name.lower(), name.lower() + "_step"):
+        vars(F).pop(f, None)
+        if f in F.__all__:
+            F.__all__.remove(f)
+
+
 @pytest.fixture
 def registered():
     """A registered equation LIF (removed again afterwards, with its module and shortcuts)."""
     kw, _ = RECIPES["LIF"]
-    cls = from_equations(**kw, name="EqTestLIF")
-    yield cls
-    del REGISTRY["EqTestLIF"]
-    from spikeforge.nn import neuron as nm
-    nm.MODULES.pop("EqTestLIF", None)
-    vars(nm).pop("EqTestLIF", None)
-    for f in ("eqtestlif", "eqtestlif_step"):
-        vars(F).pop(f, None)
-        F.__all__.remove(f)
+    yield from_equations(**kw, name="EqTestLIF")
+    _unregister("EqTestLIF")
 
 
 def test_registered_equations_get_a_module_and_shortcuts(registered, tmp_path):
@@ -174,8 +181,13 @@ def test_instances_pickle_by_value(monkeypatch):
     spec = EQ["Izhikevich"](dt=0.5, detach_reset=True)
     data = pickle.dumps(spec)
     assert pickle.loads(data) == spec
+    state = EQ["Izhikevich"].State(torch.zeros(2), torch.ones(2))
+    state_data = pickle.dumps(state)
+    assert type(pickle.loads(state_data)) is type(state) and torch.equal(pickle.loads(state_data).u, state.u)
     monkeypatch.setattr(equations, "_BUILT", {})       # as in a process that never built it
     again = pickle.loads(data)
+    state_again = pickle.loads(state_data)
+    assert type(state_again).__qualname__ == "EqIzhikevich.State" and state_again.u.sum() == 2
     assert type(again) is not type(spec) and type(again).__name__ == "EqIzhikevich"
     assert (again.dt, again.detach_reset, again.state) == (0.5, True, ("v", "u"))
     x = 10 * torch.rand(T, B, N, dtype=torch.float64)
@@ -185,6 +197,40 @@ def test_instances_pickle_by_value(monkeypatch):
 def test_nir_export_is_refused_by_name():
     with pytest.raises(NotExpressible, match="EqLIF: neuron: has no NIR mapping"):
         EQ["LIF"]().to_nir({}, 1.0)
+
+
+@pytest.mark.parametrize("key", ["LIF", "CubaLIF"])
+def test_nir_as_exports_the_builtin_node_and_reimports_exactly(key, tmp_path):
+    kw, _ = RECIPES[key]
+    name = f"EqNir{key}"
+    from_equations(**kw, name=name, nir_as=REGISTRY[key])
+    try:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 6), sf.nn.MODULES[name](dt=0.5))
+        with torch.no_grad():
+            net[0].weight.mul_(4.0)
+            net[0].bias.add_(1.5)
+        x = torch.rand(2 * T, B, 5) * 2
+        sf.nir.save(net, tmp_path / "m.nir", dt=0.5)
+        loaded = sf.nir.load(tmp_path / "m.nir")
+        assert type(loaded[1].spec).__name__ == key          # a NIR node imports as the built-in
+        sf.reset(net)
+        with torch.no_grad():
+            want = net(x)
+            assert 0 < want.mean() < 1
+            assert torch.equal(loaded(x), want)
+    finally:
+        _unregister(name)
+
+
+@pytest.mark.parametrize("key, like, msg", [
+    ("LIF-soft", "LIF", r"nir_as=LIF: these equations are not LIF's dynamics \(step differs"),
+    ("CubaLIF", "LIF", r"nir_as=LIF needs the state \('v',\)"),
+    ("Izhikevich", "Izhikevich", r"nir_as must be a NeuronSpec class with a NIR mapping"),
+])
+def test_nir_as_checks_the_dynamics(key, like, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        from_equations(**RECIPES[key][0], name="EqNirBad", nir_as=REGISTRY[like], register=False)
 
 
 def test_non_spiking_equations_output_the_named_state():
@@ -270,3 +316,19 @@ def test_malformed_equations_name_the_token(eq, kw, msg):
     kw = {"threshold": "v > v_th", "reset": "v = 0", "params": P, "name": "EqBad", **kw}
     with pytest.raises((EquationError, ValueError, TypeError), match=msg):
         from_equations(eq, register=False, **kw)
+
+
+def test_docs_examples_run():
+    """The python blocks of docs/equations.md, in order, in one namespace."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "equations.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    assert len(blocks) == 2
+    ns = {"__name__": "docs_equations"}
+    try:
+        for b in blocks:
+            exec(compile(b, "docs/equations.md", "exec"), ns)
+    finally:
+        for name in ("EqLIF", "EqIzhikevich"):
+            if getattr(REGISTRY.get(name), "__module__", None) == "docs_equations":
+                _unregister(name)
+    assert ns["z"].shape == (200, 1, 4) and ns["z"].any()

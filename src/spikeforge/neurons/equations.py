@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sys
 import weakref
+
+import torch
 from dataclasses import dataclass
 
 from ._equations._model import Model, as_params, build_model
@@ -29,7 +31,8 @@ __all__ = ["from_equations", "EquationError"]
 def from_equations(equations: str, *, name: str, threshold: str | None = None, reset: str | None = None,
                    params: dict | None = None, input: str = "I", units: dict | None = None,
                    rest: dict | None = None, euler: str = "explicit", dt: float = 1.0, output: str | None = None,
-                   register: bool = True, module: str | None = None) -> type[NeuronSpec]:
+                   nir_as: type[NeuronSpec] | None = None, register: bool = True,
+                   module: str | None = None) -> type[NeuronSpec]:
     """A neuron spec class named ``name`` from its equations.
 
     ``equations``: one ``d<state>/dt = <expression>`` per line, in the time unit of ``dt``;
@@ -48,6 +51,10 @@ def from_equations(equations: str, *, name: str, threshold: str | None = None, r
     the class out of ``REGISTRY`` (no module, no shortcuts). The class is placed in the
     module ``module`` (the caller's by default): bind it there under ``name`` so that it
     pickles by reference; its instances pickle by value (they carry their equations).
+    ``nir_as``: a built-in spec with NIR export (``LIF``, ``CubaLIF``, ``IF``, ``LI``...)
+    whose dynamics these equations are; checked now on random states (``derivative``,
+    ``threshold``, ``jump`` and ``step`` must agree), then NIR export writes that spec's node.
+    Without it the spec has no NIR mapping (export raises ``NotExpressible``).
     """
     if not (isinstance(name, str) and name.isidentifier() and name[0].isupper()):
         raise ValueError(f"from_equations: name must be a Python identifier starting with a capital letter "
@@ -56,9 +63,11 @@ def from_equations(equations: str, *, name: str, threshold: str | None = None, r
     model = build_model(equations, threshold, reset, ps, input, euler, rest, output, units)
     recipe = dict(equations=equations, name=name, threshold=threshold, reset=reset,
                   params=ps, input=input, units=units, rest=rest, euler=euler,
-                  dt=dt, output=output, register=register)
+                  dt=dt, output=output, nir_as=nir_as, register=register)
     module = module or sys._getframe(1).f_globals.get("__name__", "__main__")
     cls = _make_class(name, model, recipe, float(dt), module)
+    if nir_as is not None:
+        cls.to_nir = _nir_exporter(cls, nir_as)
     _BUILT[(module, name)] = cls
     return register_neuron(cls) if register else cls
 
@@ -76,7 +85,20 @@ def _make_class(name: str, model: Model, recipe: dict, dt: float, module: str) -
           "step": _step, "derivative": _derivative, "rest": _rest, "__reduce__": _reduce}
     if spiking:
         ns.update(detach_reset=False, threshold=_threshold, jump=_jump)
-    return dataclass(frozen=True)(type(name, (NeuronSpec,), ns))
+    cls = dataclass(frozen=True)(type(name, (NeuronSpec,), ns))
+    for kind in ("State", "Params"):     # their instances pickle by value too (a module's carried state)
+        getattr(cls, kind).__reduce__ = _tuple_reducer(cls, kind)
+    return cls
+
+
+def _tuple_reducer(cls, kind: str):
+    def __reduce__(self):
+        return _rebuild_tuple, (cls._recipe, cls.__module__, kind, tuple(self))
+    return __reduce__
+
+
+def _rebuild_tuple(recipe: dict, module: str, kind: str, values: tuple):
+    return getattr(_class_for(recipe, module), kind)(*values)
 
 
 def _doc(r: dict) -> str:
@@ -150,15 +172,56 @@ def _rest(self, p):
     return tuple(0.0 if f is None else f(env) for f in self._model.rest)
 
 
+def _nir_exporter(cls, like):
+    """``to_nir`` of ``like`` for equations that are its dynamics (checked here)."""
+    if not (isinstance(like, type) and issubclass(like, NeuronSpec)) or like.to_nir is NeuronSpec.to_nir:
+        raise TypeError(f"from_equations: nir_as must be a NeuronSpec class with a NIR mapping (such as LIF, "
+                        f"CubaLIF, IF, LI), got {like!r}")
+    if (like.state, set(like.params), like.spiking) != (cls.state, set(cls.params), cls.spiking):
+        raise ValueError(f"from_equations: nir_as={like.__name__} needs the state {like.state} and the parameters "
+                         f"{sorted(like.params)}; these equations have {cls.state} and {sorted(cls.params)}")
+    _check_same_dynamics(cls(), like(), like.__name__)
+
+    def to_nir(self, p, scale):
+        options = {k: getattr(self, k) for k in self.options() if k in like.options()}
+        return like(**options).to_nir(p, scale)
+
+    to_nir.__doc__ = f"NIR export as {like.__name__} (the equations were checked to be its dynamics)."
+    return to_nir
+
+
+def _check_same_dynamics(eq: NeuronSpec, ref: NeuronSpec, name: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(64, generator=g, dtype=torch.float64)  # noqa: E731
+    p = ref.Params(*(u(0.5, 2.0) if q.positive else u(-1.0, 1.0) for q in (ref.params[k] for k in ref.params)))
+    pe = eq.Params(*(getattr(p, k) for k in eq.params))
+    s, x = tuple(u(-1.0, 2.0) for _ in ref.state), u(-1.0, 2.0)
+    fire = lambda v: (v >= 0).to(v.dtype)  # noqa: E731
+    faces = {"derivative": lambda sp, pp: sp.derivative(x, s, pp),
+             "step": lambda sp, pp: (lambda r: (r[0], *r[1]))(sp.step(x, s, pp, fire))}
+    if ref.spiking:
+        faces.update(threshold=lambda sp, pp: (sp.threshold(s, pp),), jump=lambda sp, pp: sp.jump(s, pp))
+    for face, f in faces.items():
+        for a, b in zip(f(eq, pe), f(ref, p)):
+            if not torch.allclose(torch.as_tensor(a), torch.as_tensor(b), rtol=1e-9, atol=1e-12):
+                raise ValueError(f"from_equations: nir_as={name}: these equations are not {name}'s dynamics "
+                                 f"({face} differs on random states and parameters)")
+
+
 def _reduce(self):
     opts = {k: getattr(self, k) for k in self.options()}
     return _rebuild, (type(self)._recipe, type(self).__module__, opts)
 
 
 def _rebuild(recipe: dict, module: str, options: dict) -> NeuronSpec:
-    """Unpickle: the registered class with these equations, or the class built again."""
+    """Unpickle a spec instance."""
+    return _class_for(recipe, module)(**options)
+
+
+def _class_for(recipe: dict, module: str) -> type[NeuronSpec]:
+    """The class with these equations: the registered one, the one built here, or built again."""
     name = recipe["name"]
     for cls in (REGISTRY.get(name), _BUILT.get((module, name)), getattr(sys.modules.get(module), name, None)):
         if getattr(cls, "_recipe", None) == recipe:
-            return cls(**options)
-    return from_equations(**recipe, module=module)(**options)
+            return cls
+    return from_equations(**recipe, module=module)
