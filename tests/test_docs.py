@@ -1,6 +1,6 @@
 """The documentation site (mkdocs.yml, docs/).
 
-* Every tutorial page (docs/getting-started.md, docs/tutorials/*.md, and their Chinese versions
+* Every tutorial page (docs/index.md, docs/getting-started.md, docs/tutorials/*.md, and their Chinese versions
   *.zh.md) is executed: its ```python blocks run in order, in one fresh namespace per page and a
   temporary working directory; any exception fails. A block fenced as ```{.python .no-run} is
   shown but not run (the rule is stated in docs/tutorials/index.md).
@@ -29,9 +29,9 @@ TRANSLATED = ["getting-started.md", "tutorials/neurons.md", "tutorials/training.
 
 
 def _tutorials() -> list[Path]:
-    """The executed pages: getting started and every tutorial (not the tutorials' index), then
-    the Chinese versions that exist."""
-    pages = [DOCS / "getting-started.md"]
+    """The executed pages: the home page, getting started and every tutorial (not the tutorials'
+    index), then the Chinese versions that exist."""
+    pages = [DOCS / "index.md", DOCS / "getting-started.md"]
     pages += [p for p in sorted((DOCS / "tutorials").glob("*.md")) if not p.name.endswith(".zh.md") and p.name != "index.md"]
     return pages + [p.with_suffix(".zh.md") for p in pages if p.with_suffix(".zh.md").exists()]
 
