@@ -34,7 +34,8 @@ def raster(source, layer: str | None = None, *, sample: int = 0, ax=None, title:
     fig, ax = c.axes(ax, (6, 3.5))
     for sign, color in ((s > 0, "k"), (s < 0, "tab:red")):
         t, n = torch.nonzero(sign, as_tuple=True)
-        ax.scatter(t.numpy(), n.numpy(), s=12, marker="|", color=color, linewidths=1)
+        ax.scatter(t.numpy(), n.numpy(), s=min(60.0, max(10.0, 1500.0 / s.shape[1])), marker="|", color=color,
+                   linewidths=1.2)
     ax.set(xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5), xlabel="time step", ylabel="neuron",
            title=title or f"{layer or 'spikes'}, sample {sample}: {int(s.abs().sum())} spikes")
     return fig
