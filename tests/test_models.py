@@ -67,6 +67,33 @@ def test_fused_backend_runs_the_models_neurons_and_matches_the_reference():
     assert {m.last_backend for m in fused.modules() if isinstance(m, sf.nn.Neuron)} == {"cpu"}
 
 
+@pytest.mark.parametrize("name", ["vgg11", "resnet18", "sew_resnet34_iand", "spikformer"])
+def test_a_stream_of_steps_equals_the_sequence_call_in_eval(name):
+    build, side = SMALL[name]
+    torch.manual_seed(2)
+    model = build(num_classes=5, in_channels=1, v_threshold=0.5)
+    for m in model.modules():               # so that spikes reach the logits of the untrained net:
+        if isinstance(m, nn.Linear):        # larger weights than the paper's init,
+            nn.init.normal_(m.weight, 0.0, 0.5)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None               # running statistics = this batch's,
+            nn.init.constant_(m.bias, 1.0)  # and every channel nearer its threshold
+    x = torch.rand(3, 2, 1, side, side) * 4
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    whole = model(x)
+    sf.reset(model)
+    steps = torch.stack([sf.step(model, x_t) for x_t in x])
+    torch.testing.assert_close(steps, whole)
+    assert whole.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"step: x must have shape \(B, C=1, H, W\)"):
+        model.step(x)
+    model.train()
+    with pytest.raises(RuntimeError, match="steps only in eval\\(\\) mode"):
+        sf.step(model, x[0])
+
+
 # parameter counts at the papers' configurations; torchvision's figures for VGG/ResNet
 # (torchvision.models docs, "num_params"), the Spikformer paper's Tables 1 and 2 (9.32 M, 16.81 M)
 PAPER = [
@@ -174,7 +201,20 @@ def test_bad_options_are_errors():
         M.spikformer(dim=16, depth=1, num_heads=3)
     with pytest.raises(TypeError, match="surrogate must be a spikeforge.surrogate.Surrogate"):
         M.vgg11(width=1 / 16, hidden=8, pool_size=1, surrogate="atan")
+    net = M.spikformer(num_classes=2, in_channels=1, dim=16, depth=1, num_heads=2, patch_size=4)
     with pytest.raises(ValueError, match=r"multiples of patch_size=4"):
-        M.spikformer(num_classes=2, in_channels=1, dim=16, depth=1, num_heads=2, patch_size=4)(torch.rand(1, 1, 1, 10, 12))
+        net(torch.rand(1, 1, 1, 10, 12))
     with pytest.raises(ValueError, match=r"SpikingSelfAttention: x must have shape \(T, B, dim=16, N\)"):
         SpikingSelfAttention(16, 2, sf.nn.LIF)(torch.rand(2, 2, 8, 4))
+
+
+def test_docs_examples_run():
+    """The examples of docs/models.md run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 4
+    for block in blocks:
+        exec(block, {})

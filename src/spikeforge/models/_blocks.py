@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..nn import MODULES, TimeDistributed
 from ..surrogate import Surrogate
 
-__all__ = ["NeuronArg", "NeuronFactory", "neuron_factory", "conv_bn", "check_images"]
+__all__ = ["NeuronArg", "NeuronFactory", "neuron_factory", "conv_bn", "check_images", "check_step", "call"]
 
 NeuronArg = Union[str, Callable[..., nn.Module]]
 
@@ -86,6 +86,23 @@ def check_images(x, in_channels: int, model: str) -> Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{model}: x must be a floating-point tensor, got dtype {x.dtype}")
     return x
+
+
+def check_step(model, x, in_channels: int, name: str) -> Tensor:
+    """One step ``x`` of ``(B, C, H, W)`` for ``model.step``; the model must be in ``eval()``
+    (its BatchNorm takes statistics over the whole sequence in training)."""
+    if model.training:
+        raise RuntimeError(f"{name} normalises over time and batch together, so it steps only in eval() mode; "
+                           f"call net.eval() before stepping (or train on whole sequences)")
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != in_channels:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name}.step: x must have shape (B, C={in_channels}, H, W) (one time step), got {shape}")
+    return x
+
+
+def call(module: nn.Module, x: Tensor) -> Tensor:
+    """A whole-sequence call (the counterpart of ``spikeforge.step`` for one step)."""
+    return module(x)
 
 
 def positive_int(value, name: str) -> int:

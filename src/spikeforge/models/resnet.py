@@ -21,8 +21,10 @@ from functools import partial
 from torch import Tensor, nn
 
 from ..nn import AdaptiveAvgPool2d, Flatten, MaxPool2d
+from ..nn.stream import step
 from ..surrogate import Surrogate
-from ._blocks import NeuronArg, NeuronFactory, check_images, check_width, conv_bn, neuron_factory, positive_int, scaled
+from ._blocks import (NeuronArg, NeuronFactory, call, check_images, check_step, check_width, conv_bn, neuron_factory,
+                      positive_int, scaled)
 
 __all__ = ["ConnectFunction", "Stem", "SpikingBasicBlock", "SEWBasicBlock", "SpikingResNet",
            "resnet18", "resnet34", "sew_resnet18", "sew_resnet34"]
@@ -74,8 +76,12 @@ class SpikingBasicBlock(nn.Module):
         self.shortcut = (conv_bn(in_channels, channels, 1, stride) if stride != 1 or in_channels != channels
                          else nn.Identity())
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.sn2(self.conv_bn2(self.sn1(self.conv_bn1(x))) + self.shortcut(x))
+    def forward(self, x: Tensor, run=call) -> Tensor:
+        branch = run(self.conv_bn2, run(self.sn1, run(self.conv_bn1, x)))
+        return run(self.sn2, branch + run(self.shortcut, x))
+
+    def step(self, x: Tensor) -> Tensor:
+        return self.forward(x, step)
 
 
 class SEWBasicBlock(nn.Module):
@@ -92,8 +98,12 @@ class SEWBasicBlock(nn.Module):
         self.shortcut = (nn.Sequential(conv_bn(in_channels, channels, 1, stride), make())
                          if stride != 1 or in_channels != channels else nn.Identity())
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.connect(self.sn2(self.conv_bn2(self.sn1(self.conv_bn1(x)))), self.shortcut(x))
+    def forward(self, x: Tensor, run=call) -> Tensor:
+        a = run(self.sn2, run(self.conv_bn2, run(self.sn1, run(self.conv_bn1, x))))
+        return self.connect(a, run(self.shortcut, x))
+
+    def step(self, x: Tensor) -> Tensor:
+        return self.forward(x, step)
 
     def extra_repr(self) -> str:
         return f"connect={self.connect.name}"
@@ -136,6 +146,11 @@ class SpikingResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.name)
         return self.head(self.stages(self.stem(x)))
+
+    def step(self, x: Tensor) -> Tensor:
+        """One time step ``(B, C, H, W) -> (B, num_classes)`` in ``eval()`` (``spikeforge.step``)."""
+        check_step(self, x, self.in_channels, self.name)
+        return step(self.head, step(self.stages, step(self.stem, x)))
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from ..nn import MaxPool2d, TimeDistributed
 from ..nn.attention import SpikingSelfAttention
+from ..nn.stream import step
 from ..surrogate import Surrogate
-from ._blocks import NeuronArg, NeuronFactory, check_images, conv_bn, neuron_factory, positive_int
+from ._blocks import NeuronArg, NeuronFactory, call, check_images, check_step, conv_bn, neuron_factory, positive_int
 
 __all__ = ["SpikformerMLP", "SpikformerBlock", "SpikingPatchSplitting", "Spikformer", "spikformer"]
 
@@ -45,9 +46,12 @@ class SpikingPatchSplitting(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.rpe = nn.Sequential(conv_bn(dim, dim, 3, 1, 1), make())
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.stages(x)
-        return x + self.rpe(x)
+    def forward(self, x: Tensor, run=call) -> Tensor:
+        x = run(self.stages, x)
+        return x + run(self.rpe, x)
+
+    def step(self, x: Tensor) -> Tensor:
+        return self.forward(x, step)
 
 
 class SpikformerMLP(nn.Module):
@@ -60,8 +64,11 @@ class SpikformerMLP(nn.Module):
         self.fc2 = TimeDistributed(nn.Sequential(nn.Conv1d(hidden, dim, 1, bias=bias), nn.BatchNorm1d(dim)))
         self.sn2 = make()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.sn2(self.fc2(self.sn1(self.fc1(x))))
+    def forward(self, x: Tensor, run=call) -> Tensor:
+        return run(self.sn2, run(self.fc2, run(self.sn1, run(self.fc1, x))))
+
+    def step(self, x: Tensor) -> Tensor:
+        return self.forward(x, step)
 
 
 class SpikformerBlock(nn.Module):
@@ -72,9 +79,12 @@ class SpikformerBlock(nn.Module):
         self.attn = SpikingSelfAttention(dim, num_heads, make)
         self.mlp = SpikformerMLP(dim, int(dim * mlp_ratio), make, mlp_bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(x)
-        return x + self.mlp(x)
+    def forward(self, x: Tensor, run=call) -> Tensor:
+        x = x + run(self.attn, x)
+        return x + run(self.mlp, x)
+
+    def step(self, x: Tensor) -> Tensor:
+        return self.forward(x, step)
 
 
 class Spikformer(nn.Module):
@@ -111,6 +121,12 @@ class Spikformer(nn.Module):
                              f"got shape {tuple(x.shape)}")
         tokens = self.blocks(self.patch_embed(x).flatten(3))      # (T, B, dim, N)
         return self.head(tokens.mean(3))
+
+    def step(self, x: Tensor) -> Tensor:
+        """One time step ``(B, C, H, W) -> (B, num_classes)`` in ``eval()`` (``spikeforge.step``)."""
+        check_step(self, x, self.in_channels, self.name)
+        tokens = step(self.blocks, self.patch_embed.step(x).flatten(2))     # (B, dim, N)
+        return self.head(tokens.mean(2))
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -14,8 +14,9 @@ from enum import Enum
 from torch import Tensor, nn
 
 from ..nn import AdaptiveAvgPool2d, Flatten, MaxPool2d, TimeDistributed, TimeDropout
+from ..nn.stream import step
 from ..surrogate import Surrogate
-from ._blocks import NeuronArg, check_images, check_width, neuron_factory, positive_int, scaled
+from ._blocks import NeuronArg, check_images, check_step, check_width, neuron_factory, positive_int, scaled
 
 __all__ = ["VGGConfig", "SpikingVGG", "vgg11", "vgg16"]
 
@@ -70,6 +71,11 @@ class SpikingVGG(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, self.in_channels, self.name)
         return self.classifier(self.avgpool(self.features(x)))
+
+    def step(self, x: Tensor) -> Tensor:
+        """One time step ``(B, C, H, W) -> (B, num_classes)`` in ``eval()`` (``spikeforge.step``)."""
+        check_step(self, x, self.in_channels, self.name)
+        return step(self.classifier, step(self.avgpool, step(self.features, x)))
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -14,6 +14,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from .layers import TimeDistributed
+from .stream import step
 
 __all__ = ["SpikingSelfAttention", "spiking_attention"]
 
@@ -25,6 +26,10 @@ def spiking_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     if n > d:       # (V^T K) Q^T: d x d in the middle
         return (v @ k.transpose(-2, -1)) @ q * scale
     return v @ (k.transpose(-2, -1) @ q) * scale
+
+
+def _call(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)
 
 
 def _conv_bn1d(c_in: int, c_out: int) -> TimeDistributed:
@@ -55,14 +60,25 @@ class SpikingSelfAttention(nn.Module):
         self.proj, self.proj_sn = _conv_bn1d(dim, dim), neuron()
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[2] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"SpikingSelfAttention: x must have shape (T, B, dim={self.dim}, N), got {shape}")
-        t, b, _, n = x.shape
-        qkv = self.qkv_sn(self.qkv(x)).reshape(t, b, 3, self.num_heads, self.dim // self.num_heads, n)
-        q, k, v = qkv.unbind(2)
-        y = spiking_attention(q, k, v, self.scale).reshape(t, b, self.dim, n)
-        return self.proj_sn(self.proj(self.attn_sn(y)))
+        return self._run(self._check(x, 4, "(T, B, dim={}, N)"), _call)
+
+    def step(self, x: Tensor) -> Tensor:
+        """One time step ``(B, dim, N)``: attention is within each step, so a stream of steps
+        equals the sequence call (BatchNorm in ``eval()``)."""
+        return self._run(self._check(x, 3, "(B, dim={}, N) for step"), step)
+
+    def _check(self, x, rank: int, shape: str) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != rank or x.shape[-2] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"SpikingSelfAttention: x must have shape {shape.format(self.dim)}, got {got}")
+        return x
+
+    def _run(self, x: Tensor, run) -> Tensor:
+        lead, n = x.shape[:-2], x.shape[-1]
+        qkv = run(self.qkv_sn, run(self.qkv, x)).reshape(*lead, 3, self.num_heads, self.dim // self.num_heads, n)
+        q, k, v = qkv.unbind(-4)
+        y = spiking_attention(q, k, v, self.scale).reshape(*lead, self.dim, n)
+        return run(self.proj_sn, run(self.proj, run(self.attn_sn, y)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, scale={self.scale}"
