@@ -34,7 +34,7 @@ class _Shortcut(nn.Module):
         return torch.relu(self.fc(x)) + x
 
 
-def _converges(ann, x, T=2000, tol=0.03, **kw):
+def _converges(ann, x, T=1000, tol=0.03, **kw):
     with torch.no_grad():
         snn = sf.convert.ann_to_snn(ann, x, percentile=100, **kw)
         want = ann(x)
@@ -150,3 +150,21 @@ def test_proxy_value_is_the_snn_gradient_is_the_ann():
     assert ann.training                                    # the conversion left the mode alone
     with pytest.raises(ValueError, match="ProxyModel: steps"):
         sf.convert.ProxyModel(ann, steps=0)
+
+
+def test_hard_reset_conversion_exports_to_nir_and_soft_refuses(tmp_path):
+    """reset="hard": NIR's IF (reset to 0), so a converted chain round-trips through NIR."""
+    torch.manual_seed(6)
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(64, 10)).eval()
+    x = torch.rand(16, 1, 8, 8)
+    snn = sf.convert.ann_to_snn(ann, x, reset="hard")
+    assert all(m.spec.reset is sf.Reset.HARD for m in snn.modules() if isinstance(m, sf.nn.IF))
+    sf.nir.save(snn, tmp_path / "snn.nir", dt=1.0, input_shape=(1, 8, 8))
+    xs = sf.encoding.direct(x, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(sf.nir.load(tmp_path / "snn.nir")(xs), snn(xs), atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="SOFT has no NIR equivalent"):
+        sf.nir.export(sf.convert.ann_to_snn(ann, x), dt=1.0, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="ann_to_snn: reset must be 'soft'.*or 'hard'"):
+        sf.convert.ann_to_snn(ann, x, reset="none")

@@ -49,6 +49,8 @@ def test_the_evaluated_model_is_the_library_conversion(method):
         torch.testing.assert_close(model.eval()(x)[0], want, atol=1e-5, rtol=1e-5)
     out = model.train()(x)[0]
     torch.testing.assert_close(out, want if method == "proxy" else ann(x), atol=1e-5, rtol=1e-5)
+    if method == "proxy":          # 64 levels in the ANN, 8 steps in the SNN: the values differ
+        assert not torch.allclose(out, ann(x), atol=1e-3)
     out.sum().backward()
     g = model.fc_in.weight.grad.clone()
     model.zero_grad()

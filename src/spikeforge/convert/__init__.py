@@ -29,6 +29,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from .. import encoding
+from ..neurons import Reset
 from ._balance import calibrate_nodes, spiking_nodes
 from ._graph import ConversionError, Graph, as_module, fold, nodes_of, trace
 from .maxpool import SpikingMaxPool
@@ -62,6 +63,17 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return as_module(*fold(*trace(model))).eval()
 
 
+def _reset(reset) -> Reset:
+    try:
+        value = reset if isinstance(reset, Reset) else Reset(reset)
+    except ValueError:
+        value = None
+    if value not in (Reset.SOFT, Reset.HARD):
+        raise ValueError(f"ann_to_snn: reset must be 'soft' (reset by subtraction, the default) or 'hard' (to 0; "
+                         f"exports to NIR, less accurate), got {reset!r}")
+    return value
+
+
 def _check(percentile, per_channel, v_init) -> float:
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
         raise ValueError(f"ann_to_snn: percentile must be a number in (0, 100] (100 = the maximum), got {percentile!r}")
@@ -86,7 +98,7 @@ def calibrate(folded: nn.Module, calibration, *, percentile: float = 99.9,
 
 
 def ann_to_snn(model: nn.Module, calibration, *, steps: int | None = None, percentile: float = 99.9,
-               per_channel: bool = False, v_init: float | None = None) -> nn.Module:
+               per_channel: bool = False, v_init: float | None = None, reset: str | Reset = "soft") -> nn.Module:
     """Convert a trained network (Linear, Conv1d/2d, BatchNorm1d/2d, ReLU or QCFS, AvgPool,
     MaxPool, Flatten, Dropout, additions of two branches) into a spiking model of soft-reset
     IF neurons; see the module docstring.
@@ -95,15 +107,17 @@ def ann_to_snn(model: nn.Module, calibration, *, steps: int | None = None, perce
     batches (a DataLoader). ``percentile``: 100 balances on the maximum activation, 99.9 (default)
     on a robust percentile; ``per_channel`` balances every output channel on its own.
     ``v_init``: the IF membranes' initial value as a fraction of the threshold (``None``: 0.5 for
-    QCFS activations, 0 for ReLU). ``steps``: ``None`` -> the model takes ``(T, B, ...)``; an int
+    QCFS activations, 0 for ReLU). ``reset="hard"``: IF neurons that reset to 0 (NIR's IF, so a
+    chain of Linear/Conv/AvgPool2d/Flatten exports with ``spikeforge.nir``; they lose the charge
+    above threshold, so they are less accurate, and they start at 0). ``steps``: ``None`` -> the model takes ``(T, B, ...)``; an int
     -> it takes ``(B, ...)`` and repeats it ``steps`` times. The output is the readout current
     ``(T, B, K)``: use ``.mean(0)``."""
-    percentile = _check(percentile, per_channel, v_init)
+    percentile, reset = _check(percentile, per_channel, v_init), _reset(reset)
     if steps is not None:
         DirectInput(steps)  # validates
     source, nodes = fold(*trace(model))
     levels, shapes = calibrate_nodes(source, nodes, calibration, percentile, per_channel)
-    snn = as_module(source, spiking_nodes(source, nodes, levels, shapes, v_init))
+    snn = as_module(source, spiking_nodes(source, nodes, levels, shapes, v_init, reset))
     if steps is None:
         return snn
     layers = [("graph", snn)] if isinstance(snn, Graph) else list(snn.named_children())

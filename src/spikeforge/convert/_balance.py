@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..neurons import Reset
 from ..nn import IF, Flatten, Scale, TimeDistributed
 from ._graph import ACTIVATION, ADD, LINEAR, POOL, ConversionError, Node
 from .maxpool import SpikingMaxPool
@@ -138,8 +139,8 @@ def _flat(module: nn.Flatten, name: str, scale: Tensor, shape: tuple) -> tuple[n
 class _Builder:
     """Walks the folded ANN graph forwards and emits the spiking one."""
 
-    def __init__(self, source: str, levels: dict, shapes: dict, v_init: float | None) -> None:
-        self.levels, self.shapes, self.v_init = levels, shapes, v_init
+    def __init__(self, source: str, levels: dict, shapes: dict, v_init: float | None, reset: Reset) -> None:
+        self.levels, self.shapes, self.v_init, self.reset = levels, shapes, v_init, reset
         self.supply: dict[str, Tensor] = {source: torch.ones(())}
         self.out: list[Node] = []
 
@@ -165,7 +166,8 @@ class _Builder:
                 raise ConversionError(f"ann_to_snn: node {n.name!r}: a ReLU must be fed by a Linear/Conv1d/Conv2d "
                                       f"(through pools or additions only) so that its threshold can be balanced")
             v0 = self.v_init if self.v_init is not None else (0.5 if isinstance(m, QCFS) else 0.0)
-            node, supply = Node(n.name, IF(reset="soft", v_threshold=1.0, v_reset=v0), n.inputs), lam
+            v0 = v0 if self.reset is Reset.SOFT else 0.0      # a hard reset goes back to its start, 0
+            node, supply = Node(n.name, IF(reset=self.reset, v_threshold=1.0, v_reset=v0), n.inputs), lam
         elif m is ADD:
             want = need[n.name] if need[n.name] is not None else self.supply[n.inputs[0]]
             inputs = tuple(self.edge(i, want, n.name, k) for k, i in enumerate(n.inputs))
@@ -181,10 +183,10 @@ class _Builder:
 
 
 def spiking_nodes(source: str, nodes: list[Node], levels: dict, shapes: dict,
-                  v_init: float | None = None) -> list[Node]:
+                  v_init: float | None = None, reset: Reset = Reset.SOFT) -> list[Node]:
     """The spiking graph of the folded ANN graph (see the module docstring)."""
     need = _demands(nodes, levels, shapes)
-    b = _Builder(source, levels, shapes, v_init)
+    b = _Builder(source, levels, shapes, v_init, reset)
     for n in nodes:
         b.add(n, need)
     b.edge(nodes[-1].name, torch.ones(()), "output", 0)   # a model that ends in an activation: undo its scale

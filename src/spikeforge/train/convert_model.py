@@ -1,16 +1,21 @@
 """The trainer's ``Classifier`` under ``method convert`` and ``method proxy``: an ANN
 ``fc_in -> QCFS -> fc_out`` trained with ordinary backpropagation, evaluated as its converted SNN.
 
-The hidden activation is ``spikeforge.convert.QCFS(levels=8)`` with a trainable threshold
-``lambda`` (initially ``LAMBDA0``), so the conversion needs no calibration data: the SNN is
+The hidden activation is ``spikeforge.convert.QCFS`` with a trainable threshold ``lambda``
+(initially ``LAMBDA0``), so the conversion needs no calibration data: the SNN is
 ``fc_in(x) / lambda`` as a constant current for ``cfg.steps`` steps -> ``IF`` (reset by
 subtraction, threshold 1, starting at 1/2) -> ``fc_out(lambda * spikes)``, and its output is the
 mean readout current over the steps (what ``spikeforge.convert.ann_to_snn`` builds from the same
 ANN). Validation and test accuracy (and so ``best.pt``) are the SNN's.
 
-- ``convert``: training sees the ANN only (conversion after training, Bu et al. 2022);
-- ``proxy``: training sees the SNN's output with the ANN's gradient,
-  ``ann + (snn - ann).detach()`` (``spikeforge.convert.ProxyModel``).
+- ``convert``: QCFS with 8 levels; training sees the ANN only (conversion after training, Bu et
+  al. 2022);
+- ``proxy``: QCFS with 64 levels (close to a ReLU clipped at a trainable ``lambda``); training sees
+  the SNN's output at ``cfg.steps`` with the ANN's gradient, ``ann + (snn - ann).detach()``
+  (``spikeforge.convert.ProxyModel``). With one hidden layer and a constant input current the
+  SNN after ``T`` steps *is* QCFS with ``T`` levels (Bu et al., Theorem 2), so here the proxy is
+  close to training QCFS(``L = T``) directly; it differs in deeper networks (see
+  benchmarks/conversion_digits.py).
 
 Both take static features (Yin-Yang, digits) as a current and use the max-membrane loss, which on
 the single step returned here is the cross-entropy of the output.
@@ -28,7 +33,8 @@ from .config import ConfigError, Encoding, Loss, Method, TrainConfig
 __all__ = ["METHODS", "init_convert", "convert_forward", "check_convert"]
 
 METHODS = (Method.CONVERT, Method.PROXY)
-LEVELS, LAMBDA0 = 8, 2.0
+LEVELS = {Method.CONVERT: 8, Method.PROXY: 64}
+LAMBDA0 = 2.0
 
 
 def check_convert(cfg: TrainConfig) -> None:
@@ -49,7 +55,7 @@ def check_convert(cfg: TrainConfig) -> None:
 
 def init_convert(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """The QCFS activation and the IF neurons of the converted layer; returns the readout."""
-    model.act = QCFS(levels=LEVELS, threshold=LAMBDA0)
+    model.act = QCFS(levels=LEVELS[cfg.method], threshold=LAMBDA0)
     model.hidden = snn.IF(reset="soft", v_threshold=1.0, v_reset=0.5, backend=cfg.backend)
     return nn.Identity()
 
