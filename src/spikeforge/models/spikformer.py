@@ -97,8 +97,8 @@ class Spikformer(nn.Module):
                  neuron: NeuronArg = "LIF", surrogate: Surrogate | None = None, **neuron_kwargs) -> None:
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels")
-        positive_int(num_classes, "num_classes"), positive_int(depth, "depth")
-        positive_int(dim, "dim"), positive_int(num_heads, "num_heads")
+        for name, value in (("num_classes", num_classes), ("depth", depth), ("dim", dim), ("num_heads", num_heads)):
+            positive_int(value, name)
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio * dim >= 1:
             raise ValueError(f"mlp_ratio must be a positive number (mlp_ratio * dim >= 1), got {mlp_ratio!r}")
         if not isinstance(mlp_bias, bool):

@@ -48,7 +48,8 @@ class SpikingVGG(nn.Module):
         if not isinstance(batch_norm, bool):
             raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")
         self.in_channels = positive_int(in_channels, "in_channels")
-        positive_int(num_classes, "num_classes"), positive_int(hidden, "hidden"), positive_int(pool_size, "pool_size")
+        for name, value in (("num_classes", num_classes), ("hidden", hidden), ("pool_size", pool_size)):
+            positive_int(value, name)
         width = check_width(width)
         make = neuron_factory(neuron, surrogate, **neuron_kwargs)
         layers: list[nn.Module] = []
