@@ -39,7 +39,7 @@ def activity(spikes: torch.Tensor, membrane: torch.Tensor, labels, preds, classe
         viz.membrane(membrane, sample=s, neurons=range(n_classes), labels=list(classes), v_th=v_th,
                      ax=axes[1, s], title="readout")
         axes[1, s].get_lines()[labels[s]].set_linewidth(2.2)
-        axes[0, s].set(ylabel="hidden neuron" if s == 0 else None)
+        axes[0, s].set(xlabel="", ylabel="hidden neuron" if s == 0 else None)
         axes[1, s].set(ylabel="readout membrane" if s == 0 else None)
         if s != n - 1 or n_classes > 10:
             axes[1, s].get_legend().remove()
