@@ -309,6 +309,16 @@ def test_the_trainer_writes_its_plots_with_viz(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+def test_trainer_activity_plot_with_many_classes(tmp_path):
+    from spikeforge.train.plots import activity
+
+    classes = [f"c{k}" for k in range(20)]                # e.g. SHD: too many traces for a legend
+    spikes, membrane = _spikes(8, 3, 16), torch.randn(8, 3, 20)
+    activity(spikes, membrane, [0, 5, 19], [1, 5, 19], classes, tmp_path / "a.png")
+    activity(spikes, membrane[..., :3], [0, 1, 2], [1, 1, 2], classes[:3], tmp_path / "b.png", v_th=1.0)
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+
+
 # -- bad input, optional dependencies ----------------------------------------------------------------------
 @pytest.mark.parametrize("call, error, match", [
     (lambda: viz.raster(torch.rand(5, 2, 3)), ValueError, "spikes must hold spikes"),

@@ -41,8 +41,9 @@ def activity(spikes: torch.Tensor, membrane: torch.Tensor, labels, preds, classe
         axes[1, s].get_lines()[labels[s]].set_linewidth(2.2)
         axes[0, s].set(xlabel="", ylabel="hidden neuron" if s == 0 else None)
         axes[1, s].set(ylabel="readout membrane" if s == 0 else None)
-        if s != n - 1 or n_classes > 10:
-            axes[1, s].get_legend().remove()
+        legend = axes[1, s].get_legend()         # membrane() gives one up to 10 traces; keep the last
+        if legend is not None and s != n - 1:
+            legend.remove()
     fig.savefig(path, dpi=DPI)
 
 
