@@ -124,3 +124,15 @@ def test_errors():
         mon.get("0")
     with pytest.raises(KeyError, match="was not recorded"):
         mon.get("1", "v")
+
+
+def test_neuron_updates_per_layer_add_up():
+    net = nn.Sequential(nn.Linear(6, 8), sf.nn.LIF(), nn.Linear(8, 5), sf.nn.IF())
+    with sf.Monitor(net) as mon:
+        net(torch.rand(4, 3, 6))
+        net(torch.rand(7, 2, 6))
+    assert mon.neuron_updates("1") == 8 * (4 * 3 + 7 * 2)
+    assert mon.neuron_updates("3") == 5 * (4 * 3 + 7 * 2)
+    assert mon.neuron_updates() == mon.neuron_updates("1") + mon.neuron_updates("3")
+    with pytest.raises(KeyError, match="'0'"):
+        mon.neuron_updates("0")

@@ -15,6 +15,7 @@ from . import surrogate as surrogate
 from . import viz as viz
 from .allocator import tune_allocator as tune_allocator
 from .kernels import backends as backends
+from .monitor import Monitor as Monitor
 from .neurons import Reset as Reset
 from .train.runs import load_run as load_run
 from .nn.stream import reset as reset

@@ -274,9 +274,15 @@ class Monitor:
         """Dense multiply-accumulates per weight layer whose input was not spikes."""
         return dict(self._macs)
 
-    def neuron_updates(self) -> int:
-        """Neuron updates (neurons x time steps x samples) of the spiking layers counted so far."""
-        return sum(int(steps) * total.numel() for total, steps in self._counts.values())
+    def neuron_updates(self, layer: str | None = None) -> int:
+        """Neuron updates (neurons x time steps x samples) counted so far: of ``layer``, or of all
+        spiking layers when ``layer`` is None."""
+        if layer is None:
+            return sum(self.neuron_updates(name) for name in self._counts)
+        if layer not in self._counts:
+            raise KeyError(f"no spikes counted for layer {layer!r}; counted: {list(self._counts)}")
+        total, steps = self._counts[layer]
+        return int(steps) * total.numel()
 
     def energy(self, e_synop: float | None = None, e_mac: float | None = None, *, preset=None) -> float:
         """Estimated energy in joules: ``SynOps * e_synop + MACs * e_mac`` over all calls

@@ -36,7 +36,7 @@ def layer_energy(mon: Monitor, *, preset=None, e_synop: float | None = None,
     only for a preset with an energy per neuron update, e.g. ``"loihi"``)."""
     es, em, eu, name = _figures(preset, e_synop, e_mac)
     synops, macs = mon.synops(), mon.macs()
-    updates = {layer: int(steps) * total.numel() for layer, (total, steps) in mon._counts.items()}
+    updates = {layer: mon.neuron_updates(layer) for layer in mon.firing_rates()}
     if em is None and any(macs.values()):
         raise ValueError(f"energy_bars: preset {name!r} has no energy per dense MAC, but MACs were counted in "
                          f"{[k for k, v in macs.items() if v]} (non-spike input): encode the input as spikes")
