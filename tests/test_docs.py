@@ -164,3 +164,24 @@ def test_site_builds_strict(tmp_path):
     assert "spikeforge:include" not in results and "SpikingJelly" in results
     zh = (site / "zh/getting-started/index.html").read_text(encoding="utf-8")
     assert "快速上手" in zh and 'hreflang="en"' in zh     # the translated page, with the language switch
+
+
+def test_included_file_is_adapted(tmp_path):
+    """docs/results.md includes benchmarks/RESULTS.md at build time (tools/docs_hooks.py):
+    headings move one level down outside code, an image is embedded, a link to a repository
+    file becomes its path, and a link to a missing file stops the build."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "tools" / "docs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "plot.png").write_bytes(b"\x89PNG")
+    (bench / "README.md").write_text("x")
+    text = "# Title\nSee [`README.md`](README.md), [web](https://a.b/c).\n```\n# comment\n```\n![p](plot.png)\n"
+    out = hooks.adapt(text, bench, tmp_path)
+    assert out.splitlines()[:2] == ["## Title", "See `README.md` (`benchmarks/README.md`), [web](https://a.b/c)."]
+    assert "\n# comment\n" in out and "](data:image/png;base64,iVBORw==)" in out
+    with pytest.raises(ValueError, match="missing.md"):
+        hooks.adapt("[m](missing.md)\n", bench, tmp_path)
