@@ -138,6 +138,26 @@ def plot(rows: dict, path: Path, seed: int) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summary(runs: list[dict]) -> None:
+    """Mean accuracy over seeds per T, with each converted model's ANN; then the worst seed's
+    difference to its own ANN (points; negative = the SNN is worse)."""
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    head = " | ".join(f"T={T}" for T in TS)
+    mean, worst, ann = [], [], None
+    for name in runs[0]["rows"]:
+        if name.startswith("ANN"):
+            ann = name
+            continue
+        accs = [[r["rows"][name][i] for r in runs] for i in range(len(TS))]
+        refs = [r["rows"][ann][0] for r in runs]
+        mean.append(f"| {name} | {sum(refs) / len(refs):.2f} | " + " | ".join(f"{sum(a) / len(a):.2f}" for a in accs) + " |")
+        worst.append(f"| {name} | " + " | ".join(f"{min(x - y for x, y in zip(a, refs)):+.2f}" for a in accs) + " |")
+    print(f"Mean test accuracy (%) over seeds {seeds}\n\n| converted model | its ANN | {head} |\n|---|---|" + "---|" * len(TS))
+    print("\n".join(mean))
+    print(f"\nWorst seed: SNN minus its ANN (points)\n\n| converted model | {head} |\n|---|" + "---|" * len(TS))
+    print("\n".join(worst))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
@@ -145,7 +165,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw the plot from a --json file")
+    p.add_argument("--summary", type=Path, nargs="+", metavar="JSON", help="print the mean (min-max) over --json files")
     a = p.parse_args()
+    if a.summary:
+        return summary([json.loads(f.read_text()) for f in a.summary])
     torch.set_num_threads(a.threads)
     if a.plot_only:
         d = json.loads(a.plot_only.read_text())

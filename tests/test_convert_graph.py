@@ -51,7 +51,14 @@ def test_residual_cnn_with_maxpool_converges(per_channel):
     ann = _Block()
     ann.train()(torch.rand(32, 1, 8, 8))          # non-trivial BatchNorm statistics
     ann.eval()
-    snn = _converges(ann, torch.rand(24, 1, 8, 8), per_channel=per_channel)
+    x = torch.rand(24, 1, 8, 8)
+    folded = sf.convert.fold_batchnorm(ann)                 # a Graph of the ANN's layers, BN folded
+    assert isinstance(folded, Graph) and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), ann(x), atol=1e-5, rtol=1e-5)
+    levels, shapes = sf.convert.calibrate(folded, x, per_channel=per_channel)
+    assert set(levels) == {"stem_2", "a1", "a2"} and shapes["pool"] == (4, 8, 8)
+    snn = _converges(ann, x, per_channel=per_channel)
     assert isinstance(snn, Graph)
     kinds = [type(m) for m in snn.modules()]
     assert SpikingMaxPool in kinds and sf.nn.Scale in kinds   # the spiking shortcut is rescaled
