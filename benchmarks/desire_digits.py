@@ -1,7 +1,7 @@
 """Desire backpropagation on the embedded 8x8 digits (issue 12 c).
 
 The network: the 64 pixels as Poisson spike trains (``sf.encoding.rate``, spike
-probability = pixel value per step, ``T`` steps) -> ``nn.Linear(64, H)`` -> LIF ->
+probability = pixel value per step, ``T`` steps) -> ``nn.Linear(64, H)`` (H = 512) -> LIF ->
 ``nn.Linear(H, 10)`` -> LIF; the LIF membrane decays by 0.75 per step and fires at 1
 (hard reset to 0), as in Gerlinghoff et al. (2023). Training: ``sf.learning.attach(net,
 DesireBackprop(...))``; per mini-batch one forward pass (no autograd), ``learner.teach(labels)``
@@ -33,7 +33,7 @@ from spikeforge.learning import Bound, Bounds, DesireBackprop, attach
 
 @dataclass(frozen=True)
 class Config:
-    hidden: int = 256
+    hidden: int = 512
     steps: int = 20
     gain: float = 1.0
     epochs: int = 30

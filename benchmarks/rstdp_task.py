@@ -47,11 +47,11 @@ PLOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rstdp_task.png"
 @dataclass(frozen=True)
 class Config:
     positions: int = 9
-    episodes: int = 200
+    episodes: int = 100
     steps: int = 20         # T per decision
     p_on: float = 0.5
     p_off: float = 0.0
-    lr: float = 0.05
+    lr: float = 0.02
     inhibition: float = 1.0
     eval_trials: int = 20   # decisions per cell in the final evaluation
 
@@ -120,7 +120,7 @@ def run_one(cfg: Config, seed: int) -> dict:
     return {"seed": seed, "curve": curve, "greedy_before": before, "greedy_after": after, "train_s": train_s}
 
 
-def plot(rows: list[dict], cfg: Config, path: str, window: int = 10) -> None:
+def plot(rows: list[dict], cfg: Config, path: str, window: int = 5) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

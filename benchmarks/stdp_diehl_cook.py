@@ -84,8 +84,8 @@ def stdp_rule(cfg: Config) -> PairSTDP:
     return PairSTDP(a_plus=cfg.a_plus, a_minus=cfg.a_minus, tau_pre=cfg.tau_trace, tau_post=cfg.tau_trace)
 
 
-def train(net: nn.Module, data: Tensor, cfg: Config, g: torch.Generator, rule) -> None:
-    learner = attach(net, rule, bounds=Bounds(Bound.HARD, 0.0, cfg.w_max), normalise=Normalise(cfg.norm_total),
+def train(net: nn.Module, data: Tensor, cfg: Config, g: torch.Generator, rule, bound: Bound = Bound.HARD) -> None:
+    learner = attach(net, rule, bounds=Bounds(bound, 0.0, cfg.w_max), normalise=Normalise(cfg.norm_total),
                      homeostasis=AdaptiveThreshold(cfg.theta_plus, cfg.tau_theta))
     learner.apply(0.0)   # normalise the initial weights
     n_batches = cfg.epochs * ((len(data) + cfg.batch - 1) // cfg.batch)
@@ -121,8 +121,9 @@ def classify(resp: Tensor, assignment: Tensor, classes: int = 10) -> Tensor:
     return scores.argmax(1)
 
 
-def run_one(cfg: Config, seed: int, rule=None) -> dict:
-    """Train (``rule``: pair STDP from ``cfg`` unless given), assign labels, test."""
+def run_one(cfg: Config, seed: int, rule=None, bound: Bound = Bound.HARD) -> dict:
+    """Train (``rule``: pair STDP from ``cfg`` unless given; weights bounded by ``bound``), assign
+    labels, test."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     tr, te = sf.data.Digits("train"), sf.data.Digits("test")
@@ -131,7 +132,7 @@ def run_one(cfg: Config, seed: int, rule=None) -> dict:
         xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
     net = make_net(cfg, g)
     t0 = time.perf_counter()
-    train(net, xtr, cfg, g, stdp_rule(cfg) if rule is None else rule)
+    train(net, xtr, cfg, g, stdp_rule(cfg) if rule is None else rule, bound)
     train_s = time.perf_counter() - t0
     assignment = assign(responses(net, xtr, cfg, g), ytr)
     resp_te = responses(net, te.data, cfg, g)

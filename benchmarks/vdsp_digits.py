@@ -1,9 +1,18 @@
-"""VDSP on the embedded 8x8 digits (issue 12 d): the Diehl & Cook network of
-``stdp_diehl_cook.py`` with the STDP rule replaced by ``sf.learning.VDSP``.
+"""VDSP on the embedded 8x8 digits (issue 12 d), two setups.
 
-Everything else is the same network, data, homeostasis, normalisation and evaluation
-(label assignment by each neuron's highest mean response on the training split; see
-``stdp_diehl_cook.py``). VDSP here is spikeforge's pre-triggered form: at every input
+``--mode unsupervised``: the Diehl & Cook network of ``stdp_diehl_cook.py`` with the STDP
+rule replaced by ``sf.learning.VDSP``; everything else (network, data, homeostasis,
+normalisation, label assignment by each neuron's highest mean response) is the same, except that the weight bounds are soft (multiplicative,
+``Bound.SOFT``): with hard bounds VDSP's depression drives whole rows of weights to 0, which
+the normalisation cannot scale back.
+
+``--mode supervised`` (default): one layer, ``nn.Linear(64, 10)`` -> a teacher -> 10 LIF
+neurons under ``sf.nn.LateralInhibition``. During training the teacher adds a constant
+current ``--teach`` to the label's neuron (so it charges and fires and inhibits the
+others); VDSP with normalised, hard-bounded weights learns the synapses. At test time there
+is no teacher: the prediction is the neuron with the most spikes.
+
+VDSP here is spikeforge's pre-triggered form: at every input
 spike, ``dw = a_plus * max(v - v_rest, 0) - a_minus * max(v_rest - v, 0)`` with ``v`` the
 postsynaptic membrane just before that step: neurons charged towards their threshold
 (the likely winners) potentiate the synapse, neurons held below ``v_rest`` by the lateral
@@ -24,12 +33,59 @@ import time
 from dataclasses import asdict, fields
 
 import torch
+from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stdp_diehl_cook as dc  # noqa: E402
-from spikeforge.learning import VDSP  # noqa: E402
+import spikeforge as sf  # noqa: E402
+from spikeforge.learning import VDSP, Bound, Bounds, Normalise, attach  # noqa: E402
 
 VDSP_DEFAULTS = {"a_plus": 0.01, "a_minus": 0.01, "v_rest": 0.2}
+
+
+class Teacher(nn.Module):
+    """Adds ``current`` ``(B, n)`` (or nothing when ``None``) to every step of ``(T, B, n)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.current is None else x + self.current
+
+
+def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_class: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
+    xtr, ytr = tr.data, tr.targets
+    if cfg.train_limit:
+        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    n = 10 * per_class          # neuron k belongs to class k // per_class
+    lin = nn.Linear(64, n, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand(n, 64, generator=g) * 0.3 * cfg.w_max)
+    lif = sf.nn.LIF(tau=cfg.tau, v_threshold=1.0, v_reset=0.0, decay_input=False)
+    net = nn.Sequential(lin, Teacher(), sf.nn.LateralInhibition(lif, cfg.inhibition))
+    learner = attach(net, rule, bounds=Bounds(Bound.HARD, 0.0, cfg.w_max), normalise=Normalise(cfg.norm_total))
+    learner.apply(0.0)
+    n_batches, done, t0 = cfg.epochs * ((len(xtr) + cfg.batch - 1) // cfg.batch), 0, time.perf_counter()
+    with torch.no_grad(), learner:
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(xtr), generator=g)
+            for i in range(0, len(xtr), cfg.batch):
+                idx = order[i:i + cfg.batch]
+                onehot = nn.functional.one_hot(ytr[idx], 10).float()
+                net[1].current = teach * onehot.repeat_interleave(per_class, dim=1)
+                net(sf.encoding.rate(xtr[idx], cfg.steps, gain=cfg.gain, generator=g))
+                learner.apply(cfg.lr * (1 - done / max(1, n_batches - 1) * (1 - cfg.lr_final)))
+                done += 1
+    train_s = time.perf_counter() - t0
+    net[1].current = None
+    with torch.no_grad():
+        counts = net(sf.encoding.rate(te.data, cfg.eval_steps, gain=cfg.gain, generator=g)).sum(0)
+    acc = (counts.view(-1, 10, per_class).sum(2).argmax(1) == te.targets).float().mean().item()
+    return {"seed": seed, "test_accuracy": acc, "train_s": train_s, "classes_covered": 10,
+            "mean_test_spikes": counts.sum(1).mean().item()}
 
 
 def main(argv=None) -> None:
@@ -37,6 +93,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--mode", choices=("supervised", "unsupervised"), default="supervised")
+    ap.add_argument("--teach", type=float, default=0.1, help="teacher current (supervised mode)")
+    ap.add_argument("--per-class", type=int, default=1, help="neurons per class (supervised mode)")
     ap.add_argument("--v-rest", type=float, default=VDSP_DEFAULTS["v_rest"])
     for f in fields(dc.Config):
         if f.name in ("a_plus", "a_minus", "tau_trace"):
@@ -45,17 +104,19 @@ def main(argv=None) -> None:
     ap.add_argument("--a-plus", type=float, default=VDSP_DEFAULTS["a_plus"])
     ap.add_argument("--a-minus", type=float, default=VDSP_DEFAULTS["a_minus"])
     args = ap.parse_args(argv)
-    for name in ("neurons", "steps", "eval_steps", "epochs", "batch", "threads"):
+    for name in ("neurons", "steps", "eval_steps", "epochs", "batch", "threads", "per_class"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     cfg = dc.Config(**{f.name: getattr(args, f.name) for f in fields(dc.Config) if hasattr(args, f.name)})
     rule = VDSP(a_plus=args.a_plus, a_minus=args.a_minus, v_rest=args.v_rest)
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}; Python {platform.python_version()}; "
-          f"torch {torch.__version__}; {args.threads} thread(s)\n# {cfg} (a_plus, a_minus, tau_trace unused)\n# {rule}")
+          f"torch {torch.__version__}; {args.threads} thread(s)\n# {args.mode}, teach={args.teach}; {cfg} "
+          f"(a_plus, a_minus, tau_trace unused)\n# {rule}")
     rows = []
     for seed in args.seeds:
-        rows.append(dc.run_one(cfg, seed, rule))
+        rows.append(dc.run_one(cfg, seed, rule, Bound.SOFT) if args.mode == "unsupervised"
+                    else run_supervised(cfg, seed, rule, args.teach, args.per_class))
         r = rows[-1]
         print(f"seed {seed}: test {100 * r['test_accuracy']:.2f} %  ({r['classes_covered']} classes assigned, "
               f"{r['mean_test_spikes']:.1f} spikes/test digit, train {r['train_s']:.0f} s)", flush=True)
@@ -64,7 +125,8 @@ def main(argv=None) -> None:
     print(f"mean test accuracy over {len(accs)} seed(s): {statistics.mean(accs):.2f} % (sd {sd:.2f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": asdict(cfg), "rule": asdict(rule), "rows": rows}, f, indent=1)
+            json.dump({"mode": args.mode, "teach": args.teach, "config": asdict(cfg), "rule": asdict(rule),
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
