@@ -1,0 +1,213 @@
+"""The spike-sparse 2-D convolution kernels behind ``spikeforge.nn.SpikeConv2d``.
+
+For a binary input ``x`` (N, C, H, W), the counting pass of the linear kernels
+(``kernels.sparse.count_active`` on the (N*C, H*W) view) gives each (n, c) plane's number of
+ones and the entries that are not 0 or 1. ``forward`` then writes the active positions of
+every plane (CSR, kept for backward) and scatters each active event (n, c, h, w) into the
+outputs it reaches: for each tap (kh, kw) whose output position (oh, ow) exists, the weight
+vector ``W[g's outputs, c, kh, kw]`` is added to ``y[n, :, oh, ow]``. One thread owns one
+sample ``n`` at a time and accumulates it channels-last in its own scratch (a contiguous
+vector add per tap), then writes it out channels-first with the bias, so no two threads
+write one output. ``grad_weight`` scatters the same events the other way
+(``gW[o, c, kh, kw] += gy[n, o, oh, ow]``), input channels in parallel, so no two threads
+write one weight gradient row. Both dtypes live in one library, compiled on first use with
+the fused CPU backend's ``build`` and cached on disk.
+"""
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_int64
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from ._threads import threads
+from .sparse import DTYPES
+
+__all__ = ["DTYPES", "Geometry", "build", "forward", "grad_weight"]
+
+_PARALLEL_MIN = 1 << 16    # input elements below which one thread runs the kernels
+
+_HEADER = r"""
+#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+/* The output coordinate that input coordinate i reaches through tap k, or -1. */
+static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil, int64_t str, int64_t n) {
+  int64_t t = i + pad - k * dil;
+  if (t < 0 || t % str) return -1;
+  t /= str;
+  return t < n ? t : -1;
+}
+"""
+_SOURCE = r"""
+/* Geometry: N, C, H, W, G, OG (outputs per group), KH, KW, OH, OW, SH, SW, PH, PW, DH, DW. */
+#define GEOM int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t OG, int64_t KH, \
+  int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW
+
+/* Active positions of every (n, c) plane (CSR, offsets `off`) and y (N, G*OG, OH, OW). */
+void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int64_t* restrict off,
+                        int32_t* restrict idx, const scalar_t* restrict wt,
+                        const scalar_t* restrict bias, scalar_t* restrict y, scalar_t* restrict scratch) {
+  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W;
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t n = 0; n < N; n++) {
+    scalar_t* restrict acc = scratch + (int64_t)omp_get_thread_num() * P * O;
+    memset(acc, 0, P * O * sizeof(scalar_t));
+    for (int64_t c = 0; c < C; c++) {
+      const int64_t r = n * C + c, end = off[r + 1] - off[r];
+      const scalar_t* restrict xr = x + r * HW;
+      int32_t* restrict o = idx + off[r];
+      for (int64_t i = 0, k = 0; i < HW && k < end; i++) { o[k] = (int32_t)i; k += xr[i] != 0; }
+      const scalar_t* restrict wc = wt + c * KH * KW * OG;
+      const int64_t go = (c / CG) * OG;
+      for (int64_t q = 0; q < end; q++) {
+        const int64_t h = o[q] / W, w = o[q] % W;
+        for (int64_t kh = 0; kh < KH; kh++) {
+          const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
+          if (oh < 0) continue;
+          for (int64_t kw = 0; kw < KW; kw++) {
+            const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
+            if (ow < 0) continue;
+            scalar_t* restrict a = acc + (oh * OW + ow) * O + go;
+            const scalar_t* restrict v = wc + (kh * KW + kw) * OG;
+            for (int64_t t = 0; t < OG; t++) a[t] += v[t];
+          }
+        }
+      }
+    }
+    for (int64_t t = 0; t < O; t++) {
+      scalar_t* restrict yr = y + (n * O + t) * P;
+      const scalar_t b = bias ? bias[t] : 0;
+      for (int64_t p = 0; p < P; p++) yr[p] = acc[p * O + t] + b;
+    }
+  }
+}
+
+/* gwt (C, KH, KW, OG) from the CSR of x and the output gradient g (N, O, OH, OW). Each thread
+   owns a range of input channels (its rows of gwt), walks the samples in order and copies each
+   sample's gradient channels-last into its own scratch (P x O), from which a tap's output vector
+   is one contiguous read. */
+void sf_spc_grad_weight_SUF(GEOM, int threads, const int64_t* restrict off, const int32_t* restrict idx,
+                            const scalar_t* restrict g, scalar_t* restrict gwt, scalar_t* restrict scratch) {
+  const int64_t O = G * OG, CG = C / G, P = OH * OW;
+  memset(gwt, 0, C * KH * KW * OG * sizeof(scalar_t));
+  #pragma omp parallel num_threads(threads)
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t c0 = C * id / nt, c1 = C * (id + 1) / nt;
+    scalar_t* restrict gt = scratch + id * P * O;
+    for (int64_t n = 0; n < N; n++) {
+      if (off[n * C + c1] == off[n * C + c0]) continue;     /* no event of this thread's channels */
+      for (int64_t p0 = 0; p0 < P; p0 += 64)                /* g[n] (O, P) -> gt (P, O), in blocks */
+        for (int64_t t = 0; t < O; t++) {
+          const scalar_t* restrict gr = g + (n * O + t) * P;
+          for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = gr[p];
+        }
+      for (int64_t c = c0; c < c1; c++) {
+        scalar_t* restrict gc = gwt + c * KH * KW * OG;
+        const int64_t go = (c / CG) * OG, r = n * C + c;
+        for (int64_t q = off[r]; q < off[r + 1]; q++) {
+          const int64_t h = idx[q] / W, w = idx[q] % W;
+          for (int64_t kh = 0; kh < KH; kh++) {
+            const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
+            if (oh < 0) continue;
+            for (int64_t kw = 0; kw < KW; kw++) {
+              const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
+              if (ow < 0) continue;
+              const scalar_t* restrict s = gt + (oh * OW + ow) * O + go;
+              scalar_t* restrict v = gc + (kh * KW + kw) * OG;
+              for (int64_t t = 0; t < OG; t++) v[t] += s[t];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+#undef GEOM
+"""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shapes of one convolution: input (n, c, h, w), groups, outputs per group, kernel,
+    output size, stride, top/left padding and dilation (all resolved to integers)."""
+    n: int
+    c: int
+    h: int
+    w: int
+    groups: int
+    og: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    dilation: tuple[int, int]
+
+    def args(self) -> list[c_int64]:
+        return [c_int64(v) for v in (self.n, self.c, self.h, self.w, self.groups, self.og, self.kh,
+                                     self.kw, self.oh, self.ow, *self.stride, *self.pad, *self.dilation)]
+
+
+@lru_cache(maxsize=None)
+def build() -> ctypes.CDLL | str:
+    """The compiled kernels (both dtypes in one library), or why they cannot be built."""
+    try:
+        from .cpu import build as build_c
+
+        lib = build_c(_source())
+    except Exception as e:  # no compiler, or it failed: reported, never silent
+        return f"its kernel cannot be built: {type(e).__name__}: {e}"
+    for s in DTYPES.values():
+        getattr(lib, f"sf_spc_forward_{s}").restype = None
+        getattr(lib, f"sf_spc_grad_weight_{s}").restype = None
+    return lib
+
+
+def _source() -> str:
+    return _HEADER + "".join(_SOURCE.replace("scalar_t", c).replace("_SUF", "_" + s)
+                          for c, s in (("float", "f32"), ("double", "f64")))
+
+
+def _fn(name: str, dtype: torch.dtype):
+    lib = build()
+    if isinstance(lib, str):
+        raise RuntimeError(f"SpikeConv2d's sparse path: {lib}")
+    return getattr(lib, f"sf_spc_{name}_{DTYPES[dtype]}")
+
+
+def _p(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Geometry) -> tuple[Tensor, Tensor]:
+    """``(y, idx)``: the convolution of the contiguous {0, 1} input ``x`` (N, C, H, W) whose
+    (n, c) plane offsets ``count_active`` gave, and the planes' active positions ``idx``
+    (the CSR that ``grad_weight`` reads)."""
+    out = geo.groups * geo.og
+    nt = ctypes.c_int(max(1, min(threads(x.numel(), _PARALLEL_MIN).value, geo.n)))  # scratch per thread
+    idx = torch.empty(int(off[-1]), dtype=torch.int32)
+    y = torch.empty(geo.n, out, geo.oh, geo.ow, dtype=x.dtype)
+    scratch = torch.empty(nt.value * geo.oh * geo.ow * out, dtype=x.dtype)
+    # (G*OG, CG, KH, KW) -> (G, CG, KH, KW, OG) = (C, KH, KW, OG): a tap's output vector contiguous
+    wt = weight.detach().reshape(geo.groups, geo.og, -1, geo.kh, geo.kw).permute(0, 2, 3, 4, 1).contiguous()
+    b = None if bias is None else bias.detach().contiguous()
+    _fn("forward", x.dtype)(*geo.args(), nt, _p(x), _p(off), _p(idx), _p(wt), _p(b), _p(y), _p(scratch))
+    return y, idx
+
+
+def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, geo: Geometry) -> Tensor:
+    """The weight gradient (O, C / groups, KH, KW) from the CSR ``(off, idx)`` of a {0, 1}
+    input and the contiguous output gradient ``gy`` (N, O, OH, OW)."""
+    nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.c)))
+    gwt = torch.empty(geo.c, geo.kh, geo.kw, geo.og, dtype=gy.dtype)
+    scratch = torch.empty(nt.value * gy[0].numel(), dtype=gy.dtype)
+    _fn("grad_weight", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(gy), _p(gwt), _p(scratch))
+    cg = geo.c // geo.groups
+    return gwt.reshape(geo.groups, cg, geo.kh, geo.kw, geo.og).permute(0, 4, 1, 2, 3).reshape(
+        geo.groups * geo.og, cg, geo.kh, geo.kw)

@@ -1,0 +1,195 @@
+"""``SpikeConv2d``: a drop-in ``nn.Conv2d`` that skips the zeros of a binary spike input.
+
+For ``x`` in {0, 1}, each active input event (n, c, h, w) adds the weight vector
+``W[:, c, kh, kw]`` (the outputs of c's group) to the output positions it reaches through the
+taps (kh, kw), so the forward costs ``density x`` the dense convolution. Backward is exact:
+the weight gradient scatters the same events the other way
+(``grad W[o, c, kh, kw] += grad_y[n, o, oh, ow]`` for each active event), ``grad x`` stays
+dense (torch's own transposed convolution: the neuron layer before this one needs it at every
+position) and ``grad b = grad_y`` summed over batch and positions.
+
+The sparse path is a small C kernel, ``spikeforge.kernels.sparse_conv`` (compiled on first
+use with the fused CPU backend's ``build``, cached on disk); the density and the binary check
+come from ``SpikeLinear``'s counting pass on the (N*C, H*W) view of the input.
+
+``mode`` as in ``SpikeLinear``: ``SparseMode.DENSE`` always runs ``F.conv2d``;
+``SparseMode.SPARSE`` always runs the kernel and raises ``ValueError`` for an input value other
+than 0 and 1 or a tensor it cannot take (not a CPU float32/float64 tensor, no C compiler);
+``SparseMode.AUTO`` takes the sparse path only for a {0, 1} CPU input whose density is below
+the measured crossover (``CROSSOVER_FORWARD`` without a weight gradient, ``CROSSOVER_TRAIN``
+with one) and whose convolution is not tiny (``MIN_WORK`` multiply-adds). ``last_path`` and
+``last_density`` report what ran. Crossovers: benchmarks/sparse_conv.py, benchmarks/RESULTS_sparse.md.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from ..kernels import sparse_conv as _kernel
+from ..kernels.sparse import count_active
+from .sparse import SparseMode, _unsupported
+
+__all__ = ["SpikeConv2d", "spike_conv2d", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "MIN_WORK"]
+
+log = logging.getLogger("spikeforge")
+
+# Densities below which the sparse path beats F.conv2d on this project's 2-core CPU (float32,
+# 2 threads), measured by benchmarks/sparse_conv.py (benchmarks/RESULTS_sparse.md).
+CROSSOVER_FORWARD = 0.10   # forward only (inference, or no gradient for the weight)
+CROSSOVER_TRAIN = 0.10     # forward + backward with a weight gradient
+# Below this many multiply-adds of the dense convolution AUTO stays dense without counting.
+MIN_WORK = 10_000_000
+_ERRORS: set = set()
+
+
+def _padding(padding, k: tuple, dil: tuple, stride: tuple) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding from an int, a pair, 'valid' or 'same'."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+        th, tw = dil[0] * (k[0] - 1), dil[1] * (k[1] - 1)
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    ph, pw = _pair(padding)
+    if min(ph, pw) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return ph, ph, pw, pw
+
+
+def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> tuple[Tensor, _kernel.Geometry]:
+    """The (possibly padded) 4-D input and the convolution's geometry; checks the shapes."""
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have shape (out, in / groups, kH, kW), got {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"groups must be a positive int dividing out_channels={weight.shape[0]}, got {groups!r}")
+    if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"input must have shape (N, {weight.shape[1] * groups}, H, W), got {tuple(x.shape)}")
+    k, s, d = tuple(weight.shape[2:]), _pair(stride), _pair(dilation)
+    if min(*s, *d) < 1:
+        raise ValueError(f"stride and dilation must be >= 1, got stride={stride!r}, dilation={dilation!r}")
+    top, bottom, left, right = _padding(padding, k, d, s)
+    if (top, left) != (bottom, right):  # asymmetric ('same' with an even kernel): pad, stays binary
+        x, top, bottom, left, right = F.pad(x, (left, right, top, bottom)), 0, 0, 0, 0
+    n, c, h, w = x.shape
+    oh = (h + 2 * top - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + 2 * left - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"input {tuple(x.shape)} is smaller than the dilated kernel {k} with padding {padding!r}")
+    return x, _kernel.Geometry(n, c, h, w, groups, weight.shape[0] // groups, k[0], k[1], oh, ow, s, (top, left), d)
+
+
+class _SpikeConv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, off, weight, bias, geo):
+        y, idx = _kernel.forward(x, off, weight, bias, geo)
+        ctx.save_for_backward(off, idx, weight)
+        ctx.geo, ctx.x_shape = geo, x.shape
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        off, idx, weight = ctx.saved_tensors
+        geo, gy = ctx.geo, gy.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.nn.grad.conv2d_input(ctx.x_shape, weight, gy, geo.stride, geo.pad, geo.dilation, geo.groups)
+        if ctx.needs_input_grad[2]:
+            gw = _kernel.grad_weight(off, idx, gy, geo)
+        if ctx.needs_input_grad[3]:
+            gb = gy.sum((0, 2, 3))
+        return gx, None, gw, gb, None
+
+
+def _fallback(reason: str, mode: SparseMode) -> None:
+    if mode is SparseMode.SPARSE:
+        raise ValueError(f"SpikeConv2d's sparse path cannot run: {reason}")
+    if reason not in _ERRORS:
+        _ERRORS.add(reason)
+        log.warning("spikeforge: SpikeConv2d runs dense (sparse path: %s)", reason)
+
+
+def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+                 groups: int = 1, mode: SparseMode = SparseMode.AUTO) -> tuple[Tensor, str, float | None]:
+    """``F.conv2d(x, weight, bias, stride, padding, dilation, groups)`` for ``x`` of shape
+    (N, C, H, W) or (C, H, W), computed as ``mode`` says; returns ``(y, path, density)`` with
+    ``path`` 'dense' or 'sparse' and the measured density of nonzero inputs (``None`` when it
+    was not counted)."""
+    if not isinstance(mode, SparseMode):
+        raise TypeError(f"mode must be a SparseMode, got {mode!r}")
+    if x.dim() == 3:  # unbatched, as F.conv2d takes it
+        y, path, density = spike_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, mode)
+        return y.squeeze(0), path, density
+    xp, geo = _geometry(x, weight, stride, padding, dilation, groups)
+    work = geo.n * geo.og * geo.groups * geo.oh * geo.ow * (geo.c // geo.groups) * geo.kh * geo.kw
+    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < MIN_WORK):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
+    reason = _unsupported(x, weight)
+    if reason is None and bias is not None and (bias.dtype != x.dtype or bias.device.type != "cpu"):
+        reason = f"the bias must be a CPU tensor of the input's dtype, got {bias.dtype} on {bias.device.type}"
+    if reason is not None:
+        _fallback(reason, mode)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
+    xp = xp.contiguous()
+    off, bad = count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
+    density = int(off[-1]) / max(1, xp.numel())
+    if mode is SparseMode.SPARSE and bad:
+        raise ValueError(f"SpikeConv2d's sparse path needs binary input (every value 0 or 1); "
+                         f"{bad} of {xp.numel()} values are neither (use SparseMode.AUTO or DENSE)")
+    train = torch.is_grad_enabled() and weight.requires_grad
+    if mode is SparseMode.AUTO and (bad or density >= (CROSSOVER_TRAIN if train else CROSSOVER_FORWARD)):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", density
+    return _SpikeConv2dFn.apply(xp, off, weight, bias, geo), "sparse", density
+
+
+class SpikeConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same arguments, parameters, initialisation and state dict) whose
+    convolution skips the zeros of a binary spike input (N, C, H, W) or (C, H, W); fold time
+    into the batch with ``sf.nn.TimeDistributed``.
+
+    ``mode``: ``SparseMode.AUTO`` (sparse below the measured crossover density, for {0, 1}
+    input on CPU and convolutions of at least ``MIN_WORK`` multiply-adds), ``DENSE`` or
+    ``SPARSE`` (raises ``ValueError`` on input that is not all 0/1). After each call
+    ``last_path`` is 'dense' or 'sparse' and ``last_density`` the measured fraction of nonzero
+    inputs (``None`` if not counted). Non-zero ``padding_mode`` pads first, as ``nn.Conv2d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 mode: SparseMode = SparseMode.AUTO, device=None, dtype=None) -> None:
+        if not isinstance(mode, SparseMode):
+            raise TypeError(f"mode must be a SparseMode, got {mode!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device=device, dtype=dtype)
+        self.mode = mode
+        self.last_path: str | None = None
+        self.last_density: float | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, mode: SparseMode = SparseMode.AUTO) -> "SpikeConv2d":
+        """A ``SpikeConv2d`` with ``conv``'s arguments and a copy of its parameters."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
+        m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, conv.bias is not None, conv.padding_mode, mode=mode,
+                device=conv.weight.device, dtype=conv.weight.dtype)
+        m.load_state_dict(conv.state_dict())
+        return m
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        y, self.last_path, self.last_density = spike_conv2d(
+            x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups, self.mode)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mode={self.mode.name}"
+
