@@ -125,59 +125,57 @@ def unit_of(src, node, units: dict, functions: dict) -> Unit | None:
     added, subtracted or passed to ``min``/``max``/``exp``... agrees; ``units`` maps names to
     their ``Unit`` (or ``None``: not given). ``None``: unknown (a bare number, or built from one)."""
     def walk(n):
-        if isinstance(n, ast.Constant):
-            return None
         if isinstance(n, ast.Name):
             return units.get(n.id)
         if isinstance(n, ast.UnaryOp):
             return walk(n.operand)
         if isinstance(n, ast.BinOp):
-            return _binop(n, walk)
+            return _binop(src, n, walk(n.left), walk(n.right))
         if isinstance(n, ast.Call):
-            return _call(n, walk, functions[n.func.id][2])
-        return None
-
-    def _binop(n, walk):
-        a, b = walk(n.left), walk(n.right)
-        if isinstance(n.op, (ast.Add, ast.Sub)):
-            if a is not None and b is not None and not a.matches(b):
-                raise src.fail(n, f"units do not match ({a.show()} {'+' if isinstance(n.op, ast.Add) else '-'} "
-                                  f"{b.show()}) in")
-            return a if a is not None else b
-        if isinstance(n.op, ast.Pow):
-            if b is not None and b.dims != (0, 0, 0):
-                raise src.fail(n.right, f"an exponent must be dimensionless, got {b.show()} for")
-            if a is None or a.dims == (0, 0, 0):
-                return a
-            k = n.right.value if isinstance(n.right, ast.Constant) else None
-            if k is None or any(abs(e * k - round(e * k)) > 1e-9 for e in a.dims):
-                raise src.fail(n, f"{a.show()} can only be raised to a number that leaves whole powers, in")
-            return a ** k
-        if a is None or b is None:
-            return None
-        return a * b if isinstance(n.op, ast.Mult) else a / b
-
-    def _call(n, walk, rule):
-        args = [walk(a) for a in n.args]
-        known = [u for u in args if u is not None]
-        if rule == "dimensionless":
-            for a, u in zip(n.args, args):
-                if u is not None and u.dims != (0, 0, 0):
-                    raise src.fail(a, f"{n.func.id} needs a dimensionless argument, got {u.show()} for")
-            return DIMENSIONLESS
-        if rule == "number":
-            return DIMENSIONLESS
-        if rule == "sqrt":
-            u = args[0]
-            if u is None:
-                return None
-            if any(e % 2 for e in u.dims):
-                raise src.fail(n, f"sqrt of {u.show()} has no unit, in")
-            return u ** 0.5
-        for u in known[1:]:
-            if not known[0].matches(u):
-                raise src.fail(n, f"the arguments of {n.func.id} have different units ({known[0].show()}, "
-                                  f"{u.show()}) in")
-        return known[0] if known else None
+            return _call(src, n, [walk(a) for a in n.args], functions[n.func.id][2])
+        return None     # a number
 
     return walk(node)
+
+
+def _binop(src, n, a: Unit | None, b: Unit | None) -> Unit | None:
+    if isinstance(n.op, (ast.Add, ast.Sub)):
+        if a is not None and b is not None and not a.matches(b):
+            raise src.fail(n, f"units do not match ({a.show()} {'+' if isinstance(n.op, ast.Add) else '-'} "
+                              f"{b.show()}) in")
+        return a if a is not None else b
+    if isinstance(n.op, ast.Pow):
+        if b is not None and b.dims != (0, 0, 0):
+            raise src.fail(n.right, f"an exponent must be dimensionless, got {b.show()} for")
+        if a is None or a.dims == (0, 0, 0):
+            return a
+        k = n.right.value if isinstance(n.right, ast.Constant) else None
+        if k is None or any(abs(e * k - round(e * k)) > 1e-9 for e in a.dims):
+            raise src.fail(n, f"{a.show()} can only be raised to a number that leaves whole powers, in")
+        return a ** k
+    if a is None or b is None:
+        return None
+    return a * b if isinstance(n.op, ast.Mult) else a / b
+
+
+def _call(src, n, args: list, rule: str) -> Unit | None:
+    """``rule`` (see ``_parse.FUNCTIONS``): "dimensionless" arguments, a "number" result,
+    "sqrt" halves the powers, "same": all arguments and the result share one unit."""
+    if rule == "dimensionless":
+        for a, u in zip(n.args, args):
+            if u is not None and u.dims != (0, 0, 0):
+                raise src.fail(a, f"{n.func.id} needs a dimensionless argument, got {u.show()} for")
+        return DIMENSIONLESS
+    if rule == "number":
+        return DIMENSIONLESS
+    if rule == "sqrt":
+        u = args[0]
+        if u is not None and any(e % 2 for e in u.dims):
+            raise src.fail(n, f"sqrt of {u.show()} has no unit, in")
+        return None if u is None else u ** 0.5
+    known = [u for u in args if u is not None]
+    for u in known[1:]:
+        if not known[0].matches(u):
+            raise src.fail(n, f"the arguments of {n.func.id} have different units ({known[0].show()}, "
+                              f"{u.show()}) in")
+    return known[0] if known else None
