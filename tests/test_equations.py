@@ -334,6 +334,7 @@ P = {"tau": 2.0, "v_th": 1.0}
     ("dtau/dt = I", {}, r"'tau' is both a state variable and a parameter"),
     ("ddt/dt = I", {"params": {}}, r"reserved name"),
     ("dv/dt = (I - v)/tau", {"euler": "implicit"}, r"euler must be one of"),
+    ("dv/dt = (I - v)/tau", {"dt": 0}, r"dt must be a finite number > 0"),
     ("dv/dt = (I - v)/tau", {"name": "lowercase"}, r"name must be a Python identifier starting with a capital"),
     ("dv/dt = (I - v)/tau", {"params": {"tau": "2"}}, r"parameter 'tau' must be a number"),
     ("dv/dt = (I - v)/tau\ndw/dt = -w", {"threshold": None, "reset": None}, r"name it with output="),

@@ -59,6 +59,8 @@ def from_equations(equations: str, *, name: str, threshold: str | None = None, r
     if not (isinstance(name, str) and name.isidentifier() and name[0].isupper()):
         raise ValueError(f"from_equations: name must be a Python identifier starting with a capital letter "
                          f"(a class name such as 'EqLIF'), got {name!r}")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < float("inf"):
+        raise ValueError(f"from_equations: dt must be a finite number > 0 (the default time step), got {dt!r}")
     ps = as_params(params)
     model = build_model(equations, threshold, reset, ps, input, euler, rest, output, units)
     recipe = dict(equations=equations, name=name, threshold=threshold, reset=reset,
