@@ -2,15 +2,18 @@
 
 ``--mode unsupervised``: the Diehl & Cook network of ``stdp_diehl_cook.py`` with the STDP
 rule replaced by ``sf.learning.VDSP``; everything else (network, data, homeostasis,
-normalisation, label assignment by each neuron's highest mean response) is the same, except that the weight bounds are soft (multiplicative,
-``Bound.SOFT``): with hard bounds VDSP's depression drives whole rows of weights to 0, which
-the normalisation cannot scale back.
+normalisation, label assignment by each neuron's highest mean response) is the same.
 
 ``--mode supervised`` (default): one layer, ``nn.Linear(64, 10)`` -> a teacher -> 10 LIF
 neurons under ``sf.nn.LateralInhibition``. During training the teacher adds a constant
 current ``--teach`` to the label's neuron (so it charges and fires and inhibits the
 others); VDSP with normalised, hard-bounded weights learns the synapses. At test time there
-is no teacher: the prediction is the neuron with the most spikes.
+is no teacher: the prediction is the class whose neurons (``--per-class`` each) spike most.
+
+The default ``a_minus = 0`` switches VDSP's depression off: summed over a batch, the
+depression of every non-label neuron at every input spike outweighs the label neuron's
+potentiation (9 classes to 1) and the weights stop resembling any class (RESULTS.md §14
+has the numbers with ``a_minus > 0``).
 
 VDSP here is spikeforge's pre-triggered form: at every input
 spike, ``dw = a_plus * max(v - v_rest, 0) - a_minus * max(v_rest - v, 0)`` with ``v`` the
@@ -40,7 +43,8 @@ import stdp_diehl_cook as dc  # noqa: E402
 import spikeforge as sf  # noqa: E402
 from spikeforge.learning import VDSP, Bound, Bounds, Normalise, attach  # noqa: E402
 
-VDSP_DEFAULTS = {"a_plus": 0.01, "a_minus": 0.01, "v_rest": 0.2}
+VDSP_DEFAULTS = {"a_plus": 1e-4, "a_minus": 0.0, "v_rest": 0.2}
+BOUNDS = {"hard": Bound.HARD, "soft": Bound.SOFT}
 
 
 class Teacher(nn.Module):
@@ -54,7 +58,7 @@ class Teacher(nn.Module):
         return x if self.current is None else x + self.current
 
 
-def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_class: int) -> dict:
+def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_class: int, bound: Bound) -> dict:
     g = torch.Generator().manual_seed(seed)
     tr, te = sf.data.Digits("train"), sf.data.Digits("test")
     xtr, ytr = tr.data, tr.targets
@@ -66,7 +70,7 @@ def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_clas
         lin.weight.copy_(torch.rand(n, 64, generator=g) * 0.3 * cfg.w_max)
     lif = sf.nn.LIF(tau=cfg.tau, v_threshold=1.0, v_reset=0.0, decay_input=False)
     net = nn.Sequential(lin, Teacher(), sf.nn.LateralInhibition(lif, cfg.inhibition))
-    learner = attach(net, rule, bounds=Bounds(Bound.HARD, 0.0, cfg.w_max), normalise=Normalise(cfg.norm_total))
+    learner = attach(net, rule, bounds=Bounds(bound, 0.0, cfg.w_max), normalise=Normalise(cfg.norm_total))
     learner.apply(0.0)
     n_batches, done, t0 = cfg.epochs * ((len(xtr) + cfg.batch - 1) // cfg.batch), 0, time.perf_counter()
     with torch.no_grad(), learner:
@@ -96,6 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--mode", choices=("supervised", "unsupervised"), default="supervised")
     ap.add_argument("--teach", type=float, default=0.1, help="teacher current (supervised mode)")
     ap.add_argument("--per-class", type=int, default=1, help="neurons per class (supervised mode)")
+    ap.add_argument("--bound", choices=tuple(BOUNDS), default="hard", help="weight bounds [0, w_max]")
     ap.add_argument("--v-rest", type=float, default=VDSP_DEFAULTS["v_rest"])
     for f in fields(dc.Config):
         if f.name in ("a_plus", "a_minus", "tau_trace"):
@@ -111,12 +116,13 @@ def main(argv=None) -> None:
     rule = VDSP(a_plus=args.a_plus, a_minus=args.a_minus, v_rest=args.v_rest)
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}; Python {platform.python_version()}; "
-          f"torch {torch.__version__}; {args.threads} thread(s)\n# {args.mode}, teach={args.teach}; {cfg} "
+          f"torch {torch.__version__}; {args.threads} thread(s)\n# {args.mode}, teach={args.teach}, "
+          f"per_class={args.per_class}, bound={args.bound}; {cfg} "
           f"(a_plus, a_minus, tau_trace unused)\n# {rule}")
     rows = []
     for seed in args.seeds:
-        rows.append(dc.run_one(cfg, seed, rule, Bound.SOFT) if args.mode == "unsupervised"
-                    else run_supervised(cfg, seed, rule, args.teach, args.per_class))
+        rows.append(dc.run_one(cfg, seed, rule, BOUNDS[args.bound]) if args.mode == "unsupervised"
+                    else run_supervised(cfg, seed, rule, args.teach, args.per_class, BOUNDS[args.bound]))
         r = rows[-1]
         print(f"seed {seed}: test {100 * r['test_accuracy']:.2f} %  ({r['classes_covered']} classes assigned, "
               f"{r['mean_test_spikes']:.1f} spikes/test digit, train {r['train_s']:.0f} s)", flush=True)
