@@ -1,0 +1,153 @@
+"""Spike-sparse ``SpikeConv2d`` against dense ``F.conv2d``: where does sparse win?
+
+For each layer (N = T*B samples, C -> O channels, H x W, 3x3 kernel, padding 1, stride 1) and
+input density (fraction of ones in a random binary input), times, in the same run and
+interleaved (each repetition runs every variant once, so load from other processes hits them
+alike), median over ``--reps``:
+
+* ``fwd``: forward only, under ``torch.no_grad`` (inference);
+* ``train``: forward + backward of ``(y * g).sum()`` with gradients for the weight, the bias and
+  the input (the input's gradient, a dense transposed convolution on both paths, is what the
+  neuron layer before needs), and the same without the input's gradient;
+
+for ``F.conv2d`` (dense) and ``spike_conv2d(mode=SPARSE)`` (counting pass, weight re-layout and
+the C kernels included). The crossover is the density at which dense/sparse crosses 1
+(log-linear interpolation). Writes the crossover curve to ``--png``.
+
+    .venv/bin/python benchmarks/sparse_conv.py                   # full table (~6 min here)
+    .venv/bin/python benchmarks/sparse_conv.py --layers 16x64x32x32x128 --reps 3 --densities 0.01,0.05
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sparse_linear.py: same protocol
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import _common as C  # noqa: E402
+from sparse_linear import crossover, interleaved  # noqa: E402
+from spikeforge.kernels.sparse import count_active  # noqa: E402
+from spikeforge.nn.sparse import SparseMode  # noqa: E402
+from spikeforge.nn.sparse_conv import spike_conv2d  # noqa: E402
+
+DENSITIES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+LAYERS = ("32x64x32x32x128", "16x64x32x32x128", "32x128x16x16x256")
+KINDS = {"fwd": "forward (no grad)", "train": "forward + backward", "train_w": "forward + backward, no grad x"}
+
+
+def _setup(n, c, h, w, o, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, c, h, w, generator=g) < d).float()
+    wt = (torch.rand(o, c, 3, 3, generator=g) - 0.5).mul_(2 / math.sqrt(9 * c)).requires_grad_()
+    b = torch.rand(o, generator=g).requires_grad_()
+    gy = torch.randn(n, o, h, w, generator=g)
+    return x, wt, b, gy
+
+
+def _dense(x, w, b):
+    return F.conv2d(x, w, b, 1, 1)
+
+
+def _sparse(x, w, b):
+    y, path, _ = spike_conv2d(x, w, b, 1, 1, mode=SparseMode.SPARSE)
+    assert path == "sparse"
+    return y
+
+
+def _fwd(fn, x, w, b):
+    def run():
+        with torch.no_grad():
+            fn(x, w, b)
+    return run
+
+
+def _train(fn, x, w, b, gy, input_grad=True):
+    def run():
+        xg = x.detach().requires_grad_(input_grad)
+        y = fn(xg, w, b)
+        torch.autograd.grad((y * gy).sum(), (xg, w, b) if input_grad else (w, b))
+    return run
+
+
+def measure(layer, d, reps) -> dict:
+    x, w, b, gy = _setup(*layer, d)
+    with torch.no_grad():
+        err = (_sparse(x, w, b) - _dense(x, w, b)).abs().max().item()
+    n, c, h, wd, _ = layer
+    t = interleaved({
+        "dense_fwd": _fwd(_dense, x, w, b), "sparse_fwd": _fwd(_sparse, x, w, b),
+        "dense_train": _train(_dense, x, w, b, gy), "sparse_train": _train(_sparse, x, w, b, gy),
+        "dense_train_w": _train(_dense, x, w, b, gy, False), "sparse_train_w": _train(_sparse, x, w, b, gy, False),
+        "count_pass": lambda: count_active(x.view(n * c, h * wd)),
+    }, reps)
+    t["max_abs_err"] = err
+    return t
+
+
+def plot(curves: dict, ds: list, path: str, note: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (layer, kind), ratios in curves.items():
+        ax.plot([100 * d for d in ds], ratios, marker="o", label=f"{layer}: {KINDS[kind]}",
+                linestyle={"fwd": "-", "train": "--", "train_w": ":"}[kind])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input spike density (%)")
+    ax.set_ylabel("speed-up: F.conv2d time / sparse time")
+    ax.set_title("SpikeConv2d (3x3, pad 1) vs F.conv2d, float32, 2 threads\nlayers NxCxHxWxO; " + note, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", default=",".join(LAYERS), help="comma-separated NxCxHxWxO (3x3 kernel, pad 1)")
+    ap.add_argument("--densities", default=",".join(map(str, DENSITIES)))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--png", default=str(Path(__file__).with_name("sparse_conv.png")))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    ds = [float(v) for v in a.densities.split(",")]
+    tuned = all(os.environ.get(k) == v for k, v in C.MALLOC_TUNED.items())
+    info = C.machine_info(a.threads, tuned, torch.__version__) + f"; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    print(info + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
+    summary, curves = [], {}
+    for spec in a.layers.split(","):
+        layer = tuple(map(int, spec.split("x")))
+        rows, r = [], {k: [] for k in KINDS}
+        for d in ds:
+            t = measure(layer, d, a.reps)
+            for k in KINDS:
+                r[k].append(t[f"dense_{k}"] / t[f"sparse_{k}"])
+            rows.append([f"{d:g}", *(f"{t[f'{p}_{k}']:.1f}" if p else f"{r[k][-1]:.2f}"
+                                     for k in KINDS for p in ("dense", "sparse", None)),
+                         f"{t['count_pass']:.2f}", f"{t['max_abs_err']:.1e}"])
+            print(f"{spec} d={d:g}: " + " ".join(rows[-1][1:]), flush=True)
+        curves.update({(spec, k): v for k, v in r.items()})
+        print(f"\n### {spec} (N x C x H x W x O; ms, median of {a.reps}; ratio = dense / sparse)\n")
+        print(C.markdown_table(["density", *(f"{p} {k}" for k in KINDS for p in ("dense", "sparse", "ratio")),
+                                "count pass", "max abs err"], rows), flush=True)
+        at5 = ds.index(0.05) if 0.05 in ds else None
+        summary.append([spec, *(crossover(ds, r[k]) for k in KINDS),
+                        *("-" if at5 is None else f"{r[k][at5]:.2f}" for k in KINDS)])
+    print(f"\n### Crossover densities and speed-up at 5 % (load average at the end {os.getloadavg()[0]:.1f})\n")
+    print(C.markdown_table(["layer", *(f"crossover {k}" for k in KINDS), *(f"speed-up {k} @5%" for k in KINDS)],
+                           summary), flush=True)
+    plot(curves, ds, a.png, info.split(";")[0])
+    print(f"wrote {a.png}")
+
+
+if __name__ == "__main__":
+    main()
