@@ -112,7 +112,8 @@ def main(argv=None) -> None:
     for name in ("neurons", "steps", "eval_steps", "epochs", "batch", "threads", "per_class"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    cfg = dc.Config(**{f.name: getattr(args, f.name) for f in fields(dc.Config) if hasattr(args, f.name)})
+    cfg = dc.Config(**{f.name: getattr(args, f.name) for f in fields(dc.Config)
+                       if hasattr(args, f.name) and f.name not in ("a_plus", "a_minus", "tau_trace")})
     rule = VDSP(a_plus=args.a_plus, a_minus=args.a_minus, v_rest=args.v_rest)
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}; Python {platform.python_version()}; "
