@@ -30,6 +30,7 @@ def test_quantize_run_reports_integer_accuracy_and_saves_the_integer_model(tmp_p
     for key in ("integer_val_accuracy", "integer_test_accuracy", "qat_val_accuracy", "qat_test_accuracy"):
         assert 0.0 <= q[key] <= 1.0
     assert sorted(q["files"]) == ["xylo/model.c", "xylo/model.h", "xylo/model.json", "xylo/model.pt"]
+    assert (tmp_path / "run" / "xylo" / "model.pt").stat().st_size < 100_000   # the network, not its last recordings
     net = torch.load(tmp_path / "run" / "xylo" / "model.pt", weights_only=False)
     # the saved (fine-tuned, frozen) integer model's test accuracy is the one reported
     from spikeforge.data import YinYang

@@ -149,10 +149,19 @@ def after_training(trainer, float_test_accuracy: float) -> dict:
     folder = Path(trainer.run_dir) / cfg.quantize.value
     if trainer.main:
         files = export_tables(net, folder, name="model")
-        torch.save(net, folder / "model.pt")
+        torch.save(_without_recordings(net), folder / "model.pt")
         out["files"] = [str(p.relative_to(trainer.run_dir)) for p in
                         (folder / "model.pt", files.tables, files.header, files.source)]
     qat = f", after {cfg.qat_epochs} QAT epochs {100 * out['qat_test_accuracy']:.2f}%" if cfg.qat_epochs else ""
     trainer.progress.message(f"{cfg.quantize.value}: test accuracy float {100 * float_test_accuracy:.2f}%, integer "
                              f"{100 * out['integer_test_accuracy']:.2f}%{qat}; integer model in {folder}")
     return out
+
+
+def _without_recordings(net):
+    """``net`` without the states and spikes its layers recorded on the last call (the test
+    split's: hundreds of MB), so that ``model.pt`` holds the network alone."""
+    for layer in net:
+        layer.trace = layer.spikes = layer.last_delivery = None
+        layer.neuron.trace = None
+    return net
