@@ -46,8 +46,8 @@ def output_desire(labels: Tensor, classes: int) -> Tensor:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"labels must be in [0, {classes - 1}] (the output layer has {classes} neurons), "
                          f"got values in [{int(labels.min())}, {int(labels.max())}]")
-    d = torch.full((labels.shape[0], classes), -1.0)
-    d[torch.arange(labels.shape[0]), labels.long()] = 1.0
+    d = torch.full((labels.shape[0], classes), -1.0, device=labels.device)
+    d[torch.arange(labels.shape[0], device=labels.device), labels.long()] = 1.0
     return d
 
 
