@@ -1,5 +1,7 @@
 """Pieces of the competitive STDP network: sf.nn.LateralInhibition and AdaptiveThreshold."""
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -119,3 +121,14 @@ def test_lateral_inhibition_errors():
     sf.step(layer, torch.ones(2, 3))
     with pytest.raises(ValueError, match="call reset"):
         sf.step(layer, torch.ones(4, 3))
+
+
+def test_pickles_and_copies_mid_stream():
+    net = nn.Sequential(nn.Linear(3, 4), sf.nn.LateralInhibition(sf.nn.LIF(), 0.5))
+    attach(net, PairSTDP()).remove()
+    x = torch.rand(5, 2, 3) * 2
+    sf.step(net, x[0])
+    net[1]._step_hooks["probe"] = lambda *a: None          # a hook is not copied
+    twin = pickle.loads(pickle.dumps(net))
+    assert not twin[1]._step_hooks and torch.equal(twin[1].last_spikes, net[1].last_spikes)
+    assert torch.equal(copy.deepcopy(net)(x), net(x))

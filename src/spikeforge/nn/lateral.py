@@ -98,5 +98,13 @@ class LateralInhibition(nn.Module):
         self.neuron.reset()
         self.last_spikes = None
 
+    def __getstate__(self):
+        """For pickle and deepcopy: the last spikes detached, the learners' step hooks not copied."""
+        d = dict(self.__dict__)
+        d.pop("_step_hooks_dict", None)
+        if d.get("last_spikes") is not None:
+            d["last_spikes"] = d["last_spikes"].detach()
+        return d
+
     def extra_repr(self) -> str:
         return f"strength={self.strength:g}, self_inhibition={self.self_inhibition}"
