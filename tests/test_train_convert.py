@@ -66,6 +66,8 @@ def test_the_evaluated_model_is_the_library_conversion(method):
     (dict(dataset="event-digits"), "encoding current"),
     (dict(loss="first-spike"), "max-membrane"),
     (dict(neuron="LIF"), "IF neurons with reset by subtraction"),
+    (dict(recurrent=True), "recurrent is not supported"),
+    (dict(quantize="xylo"), "quantize is not supported"),
 ])
 @pytest.mark.parametrize("method", ["convert", "proxy"])
 def test_convert_methods_refuse_what_they_cannot_run(method, bad, match):

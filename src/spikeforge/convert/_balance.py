@@ -56,7 +56,7 @@ def run_ann(source: str, nodes: list[Node], x: Tensor, seen: dict | None = None)
     """Every node's output on ``x`` (and the source's); ``seen[name]`` collects activations."""
     env = {source: x}
     for n in nodes:
-        env[n.name] = sum(env[i] for i in n.inputs) if n.module is ADD else n.module(env[n.inputs[0]])
+        env[n.name] = env[n.inputs[0]] + env[n.inputs[1]] if n.module is ADD else n.module(env[n.inputs[0]])
         if seen is not None and n.name in seen:
             seen[n.name].append(env[n.name])
     return env

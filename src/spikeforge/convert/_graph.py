@@ -220,7 +220,7 @@ class Graph(nn.Module):
             if name in self.layers:
                 env[name] = call(self.layers[name], env[inputs[0]])
             else:
-                env[name] = sum(env[i] for i in inputs[1:]) + env[inputs[0]]
+                env[name] = env[inputs[0]] + env[inputs[1]]
         return env[self.wiring[-1][0]]
 
     def forward(self, x: Tensor) -> Tensor:

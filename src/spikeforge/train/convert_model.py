@@ -48,6 +48,10 @@ def check_convert(cfg: TrainConfig) -> None:
     if cfg.loss is not Loss.MAX_MEMBRANE:
         raise ConfigError(f"method {m} trains with the cross-entropy of the output (loss max-membrane), "
                           f"got loss {cfg.loss.value}")
+    for key in ("recurrent", "quantize"):
+        if getattr(cfg, key, None):
+            raise ConfigError(f"method {m} converts a feed-forward ANN to soft-reset IF neurons; {key} is not "
+                              f"supported with it: drop --{key}")
     if cfg.neuron != "IF" or cfg.neuron_params or cfg.reset is not None:
         raise ConfigError(f"method {m} converts ReLU units to IF neurons with reset by subtraction; drop "
                           f"neuron/neuron_params/reset (got neuron {cfg.neuron}, {cfg.neuron_params}, reset {cfg.reset})")
