@@ -361,3 +361,26 @@ def test_silent_penalty_of_a_recurrent_layer_counts_the_recurrent_input():
     assert abs(torch.relu(-ff_only.amax(1)[:, silent]).mean().item() - want) > 1e-3   # the recurrent input counts
     penalty.backward()
     assert net[1].recurrent.weight.grad[1].abs().sum() > 0
+
+
+def test_a_grazing_crossing_gets_a_finite_gradient():
+    """A membrane that touches threshold with zero slope (CubaLIF at i = v = threshold: g = 0
+    and g' = 0) would make the implicit-function gradient ``g / g'`` 0/0 (NaN, seen in
+    training at float32); ``attach`` keeps the time and bounds the gradient by
+    ``RATE_FLOOR``, and leaves ordinary crossings exact."""
+    from spikeforge.learning._modal import RATE_FLOOR, attach, modes_of
+
+    neuron = sf.nn.CubaLIF(tau_syn=5.0, tau_mem=20.0)
+    modes = modes_of(neuron.spec, neuron.params(), 1, None, torch.float64)
+    for state, graze in (([1.0, 1.0], True), ([3.0, 1.0], False)):
+        s = torch.tensor([[state]], dtype=torch.float64, requires_grad=True)     # (B, n, d) = (1, 1, 2)
+        y = modes.from_state(s)
+        rate = modes.g_rate(y).item()
+        assert (rate == 0.0) is graze
+        t = torch.zeros(1, 1, dtype=torch.float64)
+        ts = attach(modes, y, t, t.clone(), torch.ones(1, 1, dtype=torch.bool))
+        assert ts.item() == 0.0
+        ts.sum().backward()
+        dg = torch.autograd.grad(modes.g(modes.from_state(s)).sum(), s)[0]       # dg/ds = (0, 1): the membrane
+        assert torch.isfinite(s.grad).all()
+        assert torch.allclose(s.grad, -dg / (RATE_FLOOR if graze else rate))

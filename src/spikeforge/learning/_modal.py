@@ -227,11 +227,22 @@ def bracket(modes: Modes, y: Tensor, span: Tensor, samples: int) -> tuple[Tensor
     return found, lo, hi
 
 
+# A crossing that only grazes the threshold (g' -> 0 at the root) has an unbounded exact
+# gradient; below this rate (threshold units per time unit) it is taken as RATE_FLOOR.
+RATE_FLOOR = 1e-4
+
+
 def attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tensor:
     """The crossing times ``tc`` (found without gradient) with their exact gradient:
     ``tc - g / g'`` at the crossing, where ``g`` carries the gradient of the state ``y``, of
-    the interval's start ``t`` and of the parameters (implicit function theorem)."""
+    the interval's start ``t`` and of the parameters (implicit function theorem; its value
+    is a last Newton step). Where the crossing grazes the threshold (``g' < RATE_FLOOR``,
+    ``g' = 0`` happens in float32 at a tangency) the value stays ``tc`` and the gradient is
+    that of ``g / RATE_FLOOR``: finite, where ``g / g'`` would give inf or NaN."""
     yc = modes.advance(y, tc.detach() - t)
     g = torch.where(hit, modes.g(yc), 0.0)
-    rate = torch.where(hit, modes.g_rate(yc).detach(), 1.0)
+    rate = modes.g_rate(yc).detach()
+    graze = hit & (rate < RATE_FLOOR)
+    g = torch.where(graze, g - g.detach(), g)
+    rate = torch.where(graze, RATE_FLOOR, torch.where(hit, rate, 1.0))
     return tc.detach() - g / rate
