@@ -132,3 +132,15 @@ def test_pickles_and_copies_mid_stream():
     twin = pickle.loads(pickle.dumps(net))
     assert not twin[1]._step_hooks and torch.equal(twin[1].last_spikes, net[1].last_spikes)
     assert torch.equal(copy.deepcopy(net)(x), net(x))
+
+
+def test_adaptive_threshold_on_a_conv2d_is_per_channel():
+    conv = nn.Conv2d(1, 2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.stack([torch.full((1, 2, 2), 1.0), torch.zeros(1, 2, 2)]))
+    net = nn.Sequential(sf.nn.TimeDistributed(conv), _if())
+    learner = attach(net, PairSTDP(), bounds=Bounds(Bound.NONE), homeostasis=AdaptiveThreshold(0.01, math.inf))
+    net(torch.ones(3, 1, 1, 3, 3))         # channel 0 fires at all 4 positions, 3 steps: 12 spikes
+    learner.apply(0.0)
+    assert net[1].v_threshold.shape == (2, 1, 1)
+    assert net[1].v_threshold.flatten().tolist() == pytest.approx([1.12, 1.0])
