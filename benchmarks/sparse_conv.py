@@ -14,7 +14,7 @@ for ``F.conv2d`` (dense) and ``spike_conv2d(mode=SPARSE)`` (counting pass, weigh
 the C kernels included). The crossover is the density at which dense/sparse crosses 1
 (log-linear interpolation). Writes the crossover curve to ``--png``.
 
-    .venv/bin/python benchmarks/sparse_conv.py                   # full table (~6 min here)
+    .venv/bin/python benchmarks/sparse_conv.py --formulations    # full table (~15 min here)
     .venv/bin/python benchmarks/sparse_conv.py --layers 16x64x32x32x128 --reps 3 --densities 0.01,0.05
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sparse_linear.py: same protocol
@@ -36,7 +37,7 @@ from spikeforge.nn.sparse import SparseMode  # noqa: E402
 from spikeforge.nn.sparse_conv import spike_conv2d  # noqa: E402
 
 DENSITIES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-LAYERS = ("32x64x32x32x128", "16x64x32x32x128", "32x128x16x16x256")
+LAYERS = ("32x64x32x32x128", "16x64x32x32x128", "32x128x16x16x256", "8x32x16x16x32", "32x2x32x32x16")
 KINDS = {"fwd": "forward (no grad)", "train": "forward + backward", "train_w": "forward + backward, no grad x"}
 
 
@@ -89,6 +90,45 @@ def measure(layer, d, reps) -> dict:
     return t
 
 
+def formulations(layer, d, reps) -> dict:
+    """Forward (no grad) of the sparse formulations, index construction included."""
+    from spikeforge.kernels import sparse_conv as K
+    from spikeforge.nn.sparse import spike_linear
+
+    x, w, b, _ = _setup(*layer, d)
+    n, c, h, wd, o = layer
+    w2 = w.detach().reshape(o, -1)
+
+    def kernel(form):
+        def run():
+            K.FORMULATION = form
+            try:
+                return _sparse(x, w, b)
+            finally:
+                K.FORMULATION = "scatter"
+        return run
+
+    def cols():  # binary im2col (N*H*W, C*9), then SpikeLinear's kernel over its active columns
+        return F.unfold(x, 3, padding=1).transpose(1, 2).reshape(n * h * wd, c * 9)
+
+    def unfold_linear():
+        y = spike_linear(cols(), w2, b.detach(), SparseMode.SPARSE)[0]
+        return y.reshape(n, h * wd, o).transpose(1, 2).reshape(n, o, h, wd)
+
+    def unfold_csr():
+        y = torch.addmm(b.detach(), cols().to_sparse_csr(), w2.t())
+        return y.reshape(n, h * wd, o).transpose(1, 2).reshape(n, o, h, wd)
+
+    fns = {"dense F.conv2d": lambda: _dense(x, w.detach(), b.detach()), "scatter kernel": kernel("scatter"),
+           "gather kernel": kernel("gather"), "unfold + SpikeLinear": unfold_linear, "unfold + sparse CSR mm": unfold_csr}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        ref = fns["dense F.conv2d"]()
+        for f in fns.values():
+            assert torch.allclose(f(), ref, atol=1e-4)
+        return interleaved({k: _fwd(lambda *_, f=f: f(), x, w, b) for k, f in fns.items()}, reps)
+
+
 def plot(curves: dict, ds: list, path: str, note: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -116,6 +156,7 @@ def main():
     ap.add_argument("--densities", default=",".join(map(str, DENSITIES)))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--formulations", action="store_true", help="also time the other sparse forward formulations")
     ap.add_argument("--png", default=str(Path(__file__).with_name("sparse_conv.png")))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -146,7 +187,15 @@ def main():
     print(C.markdown_table(["layer", *(f"crossover {k}" for k in KINDS), *(f"speed-up {k} @5%" for k in KINDS)],
                            summary), flush=True)
     plot(curves, ds, a.png, info.split(";")[0])
-    print(f"wrote {a.png}")
+    print(f"wrote {a.png}", flush=True)
+    if a.formulations:
+        layer, rows = tuple(map(int, a.layers.split(",")[0].split("x"))), []
+        for d in (0.01, 0.05, 0.2):
+            t = formulations(layer, d, a.reps)
+            rows.append([f"{d:g}", *(f"{v:.1f}" for v in t.values())])
+            print(f"formulations d={d:g}: {t}", flush=True)
+        print(f"\n### Forward formulations, {a.layers.split(',')[0]} (ms, median of {a.reps})\n")
+        print(C.markdown_table(["density", *t.keys()], rows))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def assert_same(ref, m, x):
             torch.testing.assert_close(b, a, **tol)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(n=st.integers(1, 3), cg=st.integers(1, 3), groups=st.integers(1, 3), og=st.integers(1, 4),
        h=st.integers(1, 9), w=st.integers(1, 9), k=st.tuples(st.integers(1, 3), st.integers(1, 3)),
        stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), pad=st.tuples(st.integers(0, 2), st.integers(0, 2)),
@@ -78,6 +78,17 @@ def test_several_threads_and_unbatched(dtype):
     assert_same(ref, m, spikes((7, 8, 40, 33), 0.05, dtype))   # > 2**16 elements: parallel kernels
     assert_same(ref, m, spikes((8, 11, 10), 0.2, dtype))       # (C, H, W), as nn.Conv2d takes it
     assert m.last_path == "sparse"
+
+
+@pytest.mark.parametrize("formulation", ["scatter", "gather"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_formulations_wide_outputs(monkeypatch, formulation, dtype):
+    # 70 outputs per group: one full register tile (64 float32 / 32 float64 values) and a rest
+    monkeypatch.setattr(sparse_conv._kernel, "FORMULATION", formulation)
+    for groups in (1, 2):
+        ref, m = pair(2 * groups, 70 * groups, 3, stride=(1, 2), padding=1, groups=groups, dtype=dtype)
+        assert_same(ref, m, spikes((3, 2 * groups, 7, 8), 0.2, dtype))
+        assert m.last_path == "sparse"
 
 
 def test_empty_batch_and_no_spikes():
