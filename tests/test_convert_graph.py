@@ -81,6 +81,8 @@ def test_residual_graph_streams_and_pickles(tmp_path):
         sf.reset(snn)
         xs = sf.encoding.direct(x, 10)
         torch.testing.assert_close(torch.stack([sf.step(snn[1], xs[t]) for t in range(10)]), y)
+        sf.reset(snn)                                        # DirectInput passes a step through
+        torch.testing.assert_close(torch.stack([sf.step(snn, x) for _ in range(10)]), y)
     torch.save(snn, tmp_path / "snn.pt")
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "snn.pt", weights_only=False)(x), y)

@@ -52,6 +52,10 @@ class DirectInput(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return encoding.direct(x, self.steps)
 
+    def step(self, x: Tensor) -> Tensor:
+        """One step of a stream: the sample itself (the current of every step)."""
+        return x
+
     def extra_repr(self) -> str:
         return f"steps={self.steps}"
 
