@@ -140,7 +140,7 @@ def test_clear_errors():
             hil.AnalogMismatch(**kw)
     s = hil.AnalogMismatch(0, mismatch=0.1)
     hil.in_the_loop(net, X, s)
-    with pytest.raises(ValueError, match="layer 0 .* mismatch was drawn for"):
+    with pytest.raises(ValueError, match="device layer 0 .* mismatch was drawn for"):
         hil.in_the_loop(_net_wider(), X, s)
     with pytest.raises(XyloError, match="input events must be integers in 0..15"):
         hil.in_the_loop(net, X, hil.XyloInteger())
@@ -174,3 +174,11 @@ def test_the_docs_example_runs():
     assert scope["net"][0].weight.grad.abs().sum() > 0
     assert scope["v"].shape == scope["v_int"].shape == (20, 8, 3)
     assert scope["spikes"].shape == scope["v_hidden"].shape == (20, 8, 16)
+
+
+def test_substrates_run_dropout_as_the_identity():
+    net = _net()
+    with_dropout = nn.Sequential(net[0], net[1], nn.Dropout(0.5), net[2], net[3]).train()
+    torch.manual_seed(0)
+    out = hil.in_the_loop(with_dropout, X, hil.AnalogMismatch(1, mismatch=0.2))[0]
+    assert torch.equal(out, hil.in_the_loop(net, X, hil.AnalogMismatch(1, mismatch=0.2))[0])

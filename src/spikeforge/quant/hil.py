@@ -109,28 +109,37 @@ class _Device:
 
 @torch.no_grad()
 def _walk(network: nn.Sequential, x: Tensor, device: _Device) -> dict[int, Observation]:
-    """The network run layer by layer as ``device`` alters it; the observed layers' outputs."""
+    """The network run layer by layer as ``device`` alters it (dropout as the identity, as at
+    inference); the observed layers' outputs. ``device`` numbers the layers it alters (``Linear``
+    and neuron layers) among themselves, so inserting a dropout changes no draw."""
     _check_input(x)
-    want, out, h = set(observed_layers(network)), {}, x
+    want, out, h, d = set(observed_layers(network)), {}, x, 0
     for k, m in enumerate(network):
         trace = None
         if isinstance(m, nn.Linear):
-            h = TF.linear(h, device.weight(k, m.weight), m.bias)
+            h, d = TF.linear(h, device.weight(d, m.weight), m.bias), d + 1
         elif isinstance(m, Neuron):
-            h, _, trace, _ = F.run(m.spec, device.current(k, h), None, device.params(k, m, h.shape[-1]),
+            h, _, trace, _ = F.run(m.spec, device.current(d, h), None, device.params(d, m, h.shape[-1]),
                                    surrogate=m.surrogate, backend=m.backend, record=True)
-        else:
+            d += 1
+        elif not _inference_identity(m):
             h = m(h)
         if k in want:
             out[k] = Observation(h, trace)
     return out
 
 
+def _inference_identity(m: nn.Module) -> bool:
+    """Layers that only act in training (dropout): a substrate runs them as the identity."""
+    return isinstance(m, (nn.Identity, nn.Dropout)) or type(m).__name__ == "TimeDropout"
+
+
 class AnalogMismatch(Substrate, _Device):
     """An analog model of the network: the software model's equations with
 
     * fixed-pattern mismatch, drawn once per ``seed`` (per layer, from a generator seeded by
-      ``seed`` and the layer's index, the first time the layer runs): every synapse's weight
+      ``seed`` and the layer's place among the network's ``Linear`` and neuron layers, the
+      first time the layer runs): every synapse's weight
       times ``exp(mismatch * n)``; every neuron's time constants and resistances (parameters
       in units of time or resistance) times ``exp(mismatch * n)``, and its potentials
       (threshold, reset, leak) plus ``mismatch * s * n``, with ``s`` the largest ``|value|``
@@ -166,7 +175,7 @@ class AnalogMismatch(Substrate, _Device):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * k + len(mine))
             mine[key] = torch.randn(shape, generator=g, dtype=torch.float64)
         if mine[key].shape != shape:
-            raise ValueError(f"AnalogMismatch: layer {k} ({where}) has {key} of shape {tuple(shape)}, but its "
+            raise ValueError(f"AnalogMismatch: device layer {k} ({where}) has {key} of shape {tuple(shape)}, but its "
                              f"mismatch was drawn for {tuple(mine[key].shape)}; use a fresh substrate for a new "
                              f"network")
         return mine[key]
