@@ -120,7 +120,8 @@ def formulations(layer, d, reps) -> dict:
         return y.reshape(n, h * wd, o).transpose(1, 2).reshape(n, o, h, wd)
 
     fns = {"dense F.conv2d": lambda: _dense(x, w.detach(), b.detach()), "scatter kernel": kernel("scatter"),
-           "gather kernel": kernel("gather"), "unfold + SpikeLinear": unfold_linear, "unfold + sparse CSR mm": unfold_csr}
+           "gather kernel": kernel("gather"), "unfold + SpikeLinear": unfold_linear,
+           "unfold + sparse CSR mm": unfold_csr}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         ref = fns["dense F.conv2d"]()
@@ -130,24 +131,30 @@ def formulations(layer, d, reps) -> dict:
 
 
 def plot(curves: dict, ds: list, path: str, note: str) -> None:
+    """One panel per measurement kind, one line (colour) per layer; ratio > 1: sparse faster."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (layer, kind), ratios in curves.items():
-        ax.plot([100 * d for d in ds], ratios, marker="o", label=f"{layer}: {KINDS[kind]}",
-                linestyle={"fwd": "-", "train": "--", "train_w": ":"}[kind])
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("input spike density (%)")
-    ax.set_ylabel("speed-up: F.conv2d time / sparse time")
-    ax.set_title("SpikeConv2d (3x3, pad 1) vs F.conv2d, float32, 2 threads\nlayers NxCxHxWxO; " + note, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    layers = list(dict.fromkeys(layer for layer, _ in curves))
+    fig, axes = plt.subplots(1, len(KINDS), figsize=(13, 4.4), sharey=True)
+    for ax, (kind, title) in zip(axes, KINDS.items()):
+        for i, layer in enumerate(layers):
+            ax.plot([100 * d for d in ds], curves[(layer, kind)], marker="o", color=f"C{i}", label=layer)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("input spike density (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("speed-up: F.conv2d time / sparse time")
+    axes[0].legend(title="layer N x C x H x W x O", fontsize=8, title_fontsize=8)
+    fig.suptitle(f"SpikeConv2d (3x3, padding 1) vs F.conv2d, float32, 2 threads, same-run ratios ({note})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main():

@@ -151,6 +151,7 @@ def test_auto_switches_at_the_crossover(monkeypatch, grad):
     monkeypatch.setattr(sparse_conv, name, 0.3)
     monkeypatch.setattr(sparse_conv, other, 0.0 if grad else 1.0)  # must not be the one consulted
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "MIN_WORK_FORWARD", 0)
     ref, m = pair(2, 3, 3, padding=1, mode=SparseMode.AUTO)
     for dens, path in ((0.2, "sparse"), (0.4, "dense")):
         x = torch.zeros(4, 2, 5, 5, dtype=torch.float64)
@@ -164,13 +165,16 @@ def test_auto_switches_at_the_crossover(monkeypatch, grad):
 
 def test_auto_measured_crossover_is_used():
     _, m = pair(16, 32, 3, padding=1, mode=SparseMode.AUTO, dtype=torch.float32)
-    assert 8 * 32 * 16 * 9 * 24 * 24 >= sparse_conv.MIN_WORK
+    assert sparse_conv.MIN_WORK <= 8 * 32 * 16 * 9 * 24 * 24 < sparse_conv.MIN_WORK_FORWARD
     low = 0.5 * min(sparse_conv.CROSSOVER_TRAIN, sparse_conv.CROSSOVER_FORWARD)
     m(spikes((8, 16, 24, 24), low, torch.float32))
     assert m.last_path == "sparse"
     high = min(1.0, 2 * max(sparse_conv.CROSSOVER_TRAIN, sparse_conv.CROSSOVER_FORWARD))
     m(spikes((8, 16, 24, 24), high, torch.float32))
     assert m.last_path == "dense"
+    with torch.no_grad():   # forward only: this layer is below MIN_WORK_FORWARD, not counted
+        m(spikes((8, 16, 24, 24), low, torch.float32))
+    assert (m.last_path, m.last_density) == ("dense", None)
 
 
 def test_auto_stays_dense_for_tiny_convolutions_and_other_dtypes(monkeypatch):
@@ -178,6 +182,7 @@ def test_auto_stays_dense_for_tiny_convolutions_and_other_dtypes(monkeypatch):
     m(spikes((1, 2, 6, 6), 0.01))
     assert (m.last_path, m.last_density) == ("dense", None)
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "MIN_WORK_FORWARD", 0)
     ref, m = pair(2, 3, 3, mode=SparseMode.AUTO, dtype=torch.bfloat16)
     x = spikes((1, 2, 6, 6), 0.05, torch.bfloat16)
     torch.testing.assert_close(m(x), ref(x))
@@ -206,7 +211,8 @@ def test_errors():
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
         m(torch.zeros(1, 2, 2, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="float32 or float64"):
-        SpikeConv2d(2, 3, 3, mode=SparseMode.SPARSE, dtype=torch.bfloat16)(torch.zeros(1, 2, 6, 6, dtype=torch.bfloat16))
+        half = SpikeConv2d(2, 3, 3, mode=SparseMode.SPARSE, dtype=torch.bfloat16)
+        half(torch.zeros(1, 2, 6, 6, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="padding='same' needs stride 1"):
         sparse_conv.spike_conv2d(torch.zeros(1, 2, 6, 6), torch.zeros(3, 2, 3, 3), None, 2, "same")
     with pytest.raises(ValueError, match="groups must be"):

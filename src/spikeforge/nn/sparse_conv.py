@@ -17,7 +17,7 @@ come from ``SpikeLinear``'s counting pass on the (N*C, H*W) view of the input.
 than 0 and 1 or a tensor it cannot take (not a CPU float32/float64 tensor, no C compiler);
 ``SparseMode.AUTO`` takes the sparse path only for a {0, 1} CPU input whose density is below
 the measured crossover (``CROSSOVER_FORWARD`` without a weight gradient, ``CROSSOVER_TRAIN``
-with one) and whose convolution is not tiny (``MIN_WORK`` multiply-adds). ``last_path`` and
+with one) and whose convolution is not small (``MIN_WORK_FORWARD`` / ``MIN_WORK`` multiply-adds). ``last_path`` and
 ``last_density`` report what ran. Crossovers: benchmarks/sparse_conv.py, benchmarks/RESULTS_sparse.md.
 """
 from __future__ import annotations
@@ -33,15 +33,22 @@ from ..kernels import sparse_conv as _kernel
 from ..kernels.sparse import count_active
 from .sparse import SparseMode, _unsupported
 
-__all__ = ["SpikeConv2d", "spike_conv2d", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "MIN_WORK"]
+__all__ = ["SpikeConv2d", "spike_conv2d", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "MIN_WORK", "MIN_WORK_FORWARD"]
 
 log = logging.getLogger("spikeforge")
 
 # Densities below which the sparse path beats F.conv2d on this project's 2-core CPU (float32,
-# 2 threads), measured by benchmarks/sparse_conv.py (benchmarks/RESULTS_sparse.md).
-CROSSOVER_FORWARD = 0.10   # forward only (inference, or no gradient for the weight)
-CROSSOVER_TRAIN = 0.10     # forward + backward with a weight gradient
-# Below this many multiply-adds of the dense convolution AUTO stays dense without counting.
+# 2 threads), measured by benchmarks/sparse_conv.py on 2026-12-02 (load average 9-12 from other
+# jobs; same-run ratios) and recorded in benchmarks/RESULTS_sparse.md: the smallest crossover of
+# the three large layers (N x C x H x W -> O: 32x64x32x32->128, 16x64x32x32->128 and
+# 32x128x16x16->256, 3x3), rounded down: forward 0.136-0.212, forward + backward 0.147-0.209.
+CROSSOVER_FORWARD = 0.13   # forward only (inference, or no gradient for the weight)
+CROSSOVER_TRAIN = 0.14     # forward + backward with a weight gradient
+# Below these many multiply-adds of the dense convolution AUTO stays dense without counting.
+# Forward only: a 19 M multiply-add layer (8x32x16x16->32) ran 0.5-1.4x as fast as F.conv2d at
+# 0.5-5 % density, the 1.2-2.4 G layers 1.8-6x; with a weight gradient the 19 M layer ran 1.8-2.9x
+# (torch's weight gradient is slow on small layers) and a 9.4 M one (32x2x32x32->16) 1.0-1.4x.
+MIN_WORK_FORWARD = 100_000_000
 MIN_WORK = 10_000_000
 _ERRORS: set = set()
 
@@ -129,7 +136,8 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
         return y.squeeze(0), path, density
     xp, geo = _geometry(x, weight, stride, padding, dilation, groups)
     work = geo.n * geo.og * geo.groups * geo.oh * geo.ow * (geo.c // geo.groups) * geo.kh * geo.kw
-    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < MIN_WORK):
+    train = torch.is_grad_enabled() and weight.requires_grad
+    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < (MIN_WORK if train else MIN_WORK_FORWARD)):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
     reason = _unsupported(x, weight)
     if reason is None and bias is not None and (bias.dtype != x.dtype or bias.device.type != "cpu"):
@@ -143,7 +151,6 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     if mode is SparseMode.SPARSE and bad:
         raise ValueError(f"SpikeConv2d's sparse path needs binary input (every value 0 or 1); "
                          f"{bad} of {xp.numel()} values are neither (use SparseMode.AUTO or DENSE)")
-    train = torch.is_grad_enabled() and weight.requires_grad
     if mode is SparseMode.AUTO and (bad or density >= (CROSSOVER_TRAIN if train else CROSSOVER_FORWARD)):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", density
     return _SpikeConv2dFn.apply(xp, off, weight, bias, geo), "sparse", density
@@ -155,7 +162,8 @@ class SpikeConv2d(nn.Conv2d):
     into the batch with ``sf.nn.TimeDistributed``.
 
     ``mode``: ``SparseMode.AUTO`` (sparse below the measured crossover density, for {0, 1}
-    input on CPU and convolutions of at least ``MIN_WORK`` multiply-adds), ``DENSE`` or
+    input on CPU and convolutions of at least ``MIN_WORK_FORWARD`` (no weight gradient) or
+    ``MIN_WORK`` (with one) multiply-adds), ``DENSE`` or
     ``SPARSE`` (raises ``ValueError`` on input that is not all 0/1). After each call
     ``last_path`` is 'dense' or 'sparse' and ``last_density`` the measured fraction of nonzero
     inputs (``None`` if not counted). Non-zero ``padding_mode`` pads first, as ``nn.Conv2d``."""
