@@ -42,8 +42,16 @@ demo: $(VENV)/.base
 # runs without the requirement.
 REQUIRE ?= cpu
 
+# The registry-driven test matrix runs a second time for the built-in neurons written as
+# equations (sf.neurons.from_equations; tests/equation_neurons.py registers them as Equation<Name>).
+EQ_MATRIX := tests/test_neurons.py tests/test_kernels_cpu.py tests/test_nir.py tests/test_module_classes.py \
+	tests/test_eventprop.py tests/test_errors.py tests/test_functional.py tests/test_custom_ops.py \
+	tests/test_triton.py tests/test_distributed.py
+
 test: $(VENV)/.dev $(IVENV)/.ok
 	SPIKEFORGE_REQUIRE_BACKENDS=$(REQUIRE) $(PY) -m pytest
+	SPIKEFORGE_REQUIRE_BACKENDS=$(REQUIRE) SPIKEFORGE_EQUATION_NEURONS=1 PYTHONPATH=tests \
+		$(PY) -m pytest -p equation_neurons -k Equation $(EQ_MATRIX)
 	$(IPY) -m pytest -o addopts=-q tests/interop
 
 # The NIR peers (snnTorch, SpikingJelly, Norse, Rockpool, Sinabs) in a venv of their own, on the same
