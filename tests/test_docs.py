@@ -25,7 +25,8 @@ DOCS = ROOT / "docs"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
                    re.M | re.S)
 # pages that must exist in Chinese (issue 14 §1)
-TRANSLATED = ["getting-started.md", "tutorials/neurons.md", "tutorials/training.md", "tutorials/nir-hardware.md"]
+TRANSLATED = ["getting-started.md", "tutorials/neurons.md", "tutorials/training.md", "tutorials/nir-hardware.md",
+              "tutorials/equations.md", "tutorials/models.md", "tutorials/plots.md"]
 
 
 def _tutorials() -> list[Path]:
@@ -100,7 +101,8 @@ def test_every_capability_has_a_tutorial():
     expected = {"getting-started.md", "tutorials/neurons.md", "tutorials/backends.md",
                 "tutorials/encoders-layers.md", "tutorials/training.md", "tutorials/streaming.md",
                 "tutorials/nir-hardware.md", "tutorials/eventprop.md", "tutorials/local-rules-conversion.md",
-                "tutorials/datasets.md", "tutorials/distributed.md"}
+                "tutorials/datasets.md", "tutorials/distributed.md", "tutorials/equations.md",
+                "tutorials/models.md", "tutorials/plots.md"}
     assert expected <= names, sorted(expected - names)
 
 
