@@ -73,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     t.add_argument("--encoding", choices=["current", "latency"], help="input coding of static features")
     t.add_argument("--loss", choices=["max-membrane", "first-spike"])
-    t.add_argument("--method", choices=["bptt", "eventprop", "convert", "proxy"], help="gradients: surrogate BPTT "
-                   "(default), exact EventProp on the event-based simulation (latency input, CubaLIF by default), or an "
-                   "ANN converted to IF neurons: convert (trained as an ANN) or proxy (trained on the SNN's output)")
+    t.add_argument("--method", choices=["bptt", "eventprop", "convert", "proxy", "stdp", "desire"],
+                   help="gradients: surrogate BPTT (default), exact EventProp on the event-based simulation (latency "
+                   "input, CubaLIF by default), or an ANN converted to IF neurons: convert (trained as an ANN) or proxy "
+                   "(trained on the SNN's output); local rules on digits: stdp (unsupervised, Diehl & Cook, label "
+                   "assignment) or desire (desire backpropagation)")
     t.add_argument("--steps", type=int, help="time steps T")
     t.add_argument("--hidden", type=int, help="number of hidden neurons")
     t.add_argument("--recurrent", action="store_true", default=None,

@@ -73,6 +73,8 @@ class Method(enum.Enum):
     EVENTPROP = "eventprop"    # exact gradients of the event-based simulation (spikeforge.learning.eventprop)
     CONVERT = "convert"        # an ANN (QCFS activations) trained, evaluated as its converted SNN (train/convert_model.py)
     PROXY = "proxy"            # the same ANN trained on its converted SNN's output (ANN-proxy training)
+    STDP = "stdp"              # unsupervised STDP, Diehl & Cook, label assignment (train/local_model.py)
+    DESIRE = "desire"          # desire backpropagation, a local supervised rule (train/local_model.py)
 
 
 class Precision(enum.Enum):
@@ -91,6 +93,7 @@ class Quantize(enum.Enum):
 class Schedule(enum.Enum):
     CONSTANT = "constant"
     COSINE = "cosine"      # linear warm-up over the first epoch, then cosine decay to 0
+    LINEAR = "linear"      # linear decay from lr to lr / 10 over the run
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,10 @@ METHOD_DEFAULTS: dict[Method, dict[str, Any]] = {
                        "hidden": 200, "lr": 0.01, "batch_size": 32, "epochs": 40, "input_scale": 1.0, "tau_out": 20.0,
                        "neuron_params": {"tau_syn": 5.0, "tau_mem": 20.0}},
     Method.CONVERT: {"steps": 32, "lr": 0.01}, Method.PROXY: {"steps": 8, "lr": 0.01},
+    # local rules: the settings of benchmarks/stdp_diehl_cook.py and desire_digits.py (RESULTS.md 14)
+    Method.STDP: {"hidden": 200, "steps": 60, "epochs": 5, "batch_size": 16, "lr": 0.1, "schedule": Schedule.LINEAR},
+    Method.DESIRE: {"hidden": 512, "steps": 20, "epochs": 30, "batch_size": 16, "lr": 0.01,
+                    "schedule": Schedule.LINEAR},
 }
 # digits: 64 inputs spread over the window; this scale gives ~0.4 hidden spikes per neuron at the start
 EVENTPROP_DATA_DEFAULTS: dict[DataSet, dict[str, Any]] = {DataSet.DIGITS: {"input_scale": 2.0}}
@@ -325,6 +332,9 @@ def _check_method(cfg: TrainConfig) -> None:
     if cfg.method in (Method.CONVERT, Method.PROXY):
         from .convert_model import check_convert
         return check_convert(cfg)
+    if cfg.method in (Method.STDP, Method.DESIRE):
+        from .local_model import check_local
+        return check_local(cfg)
     if cfg.method is not Method.EVENTPROP:
         return
     if cfg.dataset.events or cfg.encoding is not Encoding.LATENCY:

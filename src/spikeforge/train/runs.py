@@ -62,7 +62,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = Fals
         if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
             raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
                            f"--out")
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
+        trainer = _trainer(cfg)(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
         _check_finite(trainer.task)
         trainer.check()
         if trainer.main:
@@ -72,6 +72,13 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, quiet: bool = Fals
         trainer.progress.message(f"training {cfg.data_name}: {len(trainer.task.train.labels)} samples"
                                  f"{_data_note(trainer)}, {cfg.epochs} epochs{procs}; run folder {run_dir}")
         return trainer.fit()
+
+
+def _trainer(cfg: TrainConfig) -> type[Trainer]:
+    """The trainer of ``cfg.method``: local rules (stdp, desire) have their own (``local_model``)."""
+    from .local_model import METHODS, LocalTrainer
+
+    return LocalTrainer if cfg.method in METHODS else Trainer
 
 
 @contextlib.contextmanager
@@ -102,7 +109,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, quiet: bool = Fals
     cfg = read_config(run_dir)
     with _group(cfg) as group:
         ck = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-        trainer = Trainer(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
+        trainer = _trainer(cfg)(cfg, run_dir, quiet=quiet, plots=plots, group=group)   # (DDP: all ranks meet here)
         if trainer.main:
             for stale in run_dir.glob(".*.tmp"):       # a write cut short by the interruption
                 stale.unlink(missing_ok=True)
@@ -141,7 +148,7 @@ def evaluate(run_dir: str | Path, split: str = "test", which: str = "best") -> d
     path = _checkpoint_path(run_dir, which)
     cfg = read_config(run_dir)
     ck = load_checkpoint(path)
-    trainer = Trainer(cfg, run_dir, quiet=True, plots=False)
+    trainer = _trainer(cfg)(cfg, run_dir, quiet=True, plots=False)
     trainer.load_state(ck, model_only=True)
     with run_settings(cfg):
         loss, acc = trainer.accuracy(split)
@@ -165,6 +172,10 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
     dev = preflight.check_device(str(cfg.device if device is None else device))
     ck = load_checkpoint(path, map_location=dev)
     weights = ck["model"]
+    if _trainer(cfg) is not Trainer:       # a local-learning run: its LocalNet
+        trainer = _trainer(cfg)(cfg, run_dir, quiet=True, plots=False)
+        trainer.load_state(ck, model_only=True)
+        return trainer.model.to(dev).eval(), cfg
     if not all(isinstance(weights.get(k), torch.Tensor) for k in ("fc_in.weight", "fc_out.weight")):
         raise CheckpointError(f"{path} does not hold the weights of a spikeforge.train.Classifier")
     n_in = weights["fc_in.weight"].shape[1] - Classifier.extra_inputs(cfg)

@@ -107,6 +107,8 @@ class Trainer:
     def _lr(self, step: int, total: int) -> float:
         if self.cfg.schedule is Schedule.CONSTANT:
             return self.cfg.lr
+        if self.cfg.schedule is Schedule.LINEAR:
+            return self.cfg.lr * (1.0 - 0.9 * step / max(total - 1, 1))
         warm = max(total // max(self.cfg.epochs, 1), 1)
         if step < warm:
             return self.cfg.lr * (step + 1) / warm

@@ -132,7 +132,7 @@ class Learner:
                 homeostasis.check(syn.neuron, syn.neuron_name)
                 syn.base = getattr(syn.neuron, homeostasis.param).detach().clone()
                 syn.theta = torch.zeros_like(syn.counts)
-        self._handles, self._flags = [], {}
+        self._handles, self._flags, self.paused = [], {}, False
         for syn in self.synapses.values():
             self._hook(syn)
 
@@ -146,11 +146,15 @@ class Learner:
                                  f"{syn.neuron_name!r} ({type(n).__name__}) has {n.spec_type.state}")
             self._flags.setdefault(n, n.record)
             n.record = True
-        self._handles.append(syn.linear.register_forward_pre_hook(lambda m, args: self._keep_pre(syn, args)))
+        live = self._live      # while ``paused`` the hooks do nothing (``pause()``)
+        self._handles.append(syn.linear.register_forward_pre_hook(live(lambda m, args: self._keep_pre(syn, args))))
         lay = syn.layer
-        self._handles.append(lay.register_forward_pre_hook(lambda m, args: self._before_call(syn)))
-        self._handles.append(lay.register_forward_hook(lambda m, args, out: self._after_call(syn, out)))
-        lay._step_hooks[id(self)] = lambda m, x, z, new: self._after_step(syn, z, new)
+        self._handles.append(lay.register_forward_pre_hook(live(lambda m, args: self._before_call(syn))))
+        self._handles.append(lay.register_forward_hook(live(lambda m, args, out: self._after_call(syn, out))))
+        lay._step_hooks[id(self)] = live(lambda m, x, z, new: self._after_step(syn, z, new))
+
+    def _live(self, hook):
+        return lambda *args: None if self.paused else hook(*args)
 
     @staticmethod
     def _keep_pre(syn: _Synapse, args) -> None:
@@ -314,6 +318,23 @@ class Learner:
             raise RuntimeError("thresholds: this learner has no homeostasis (attach(..., homeostasis=AdaptiveThreshold()))")
         return {name: syn.theta.clone() for name, syn in self.synapses.items()}
 
+    def set_thresholds(self, theta: dict[str, Tensor]) -> None:
+        """Set learned layers' homeostatic offsets (e.g. from a checkpoint: the inverse of
+        ``thresholds``) and write ``base + theta`` into their neurons."""
+        for name, t in theta.items():
+            syn = self.synapses.get(name)
+            if self.homeostasis is None or syn is None or tuple(t.shape) != (syn.n_out,):
+                raise ValueError(f"set_thresholds: {name!r} must name a learned layer of a learner with homeostasis "
+                                 f"({sorted(self.synapses)}), its theta one value per neuron, got shape "
+                                 f"{tuple(t.shape)}")
+            syn.theta = t.detach().to(syn.theta).clone()
+            self.homeostasis.set_threshold(syn.neuron, syn.base, syn.theta, syn.feature_dims)
+
+    def pause(self) -> "_Paused":
+        """``with learner.pause(): net(x)``: run the net without the rule seeing it (no traces,
+        updates or spike counts), e.g. to evaluate between training batches."""
+        return _Paused(self)
+
     def remove(self) -> None:
         """Remove the hooks and restore the neurons' ``record`` flags."""
         for h in self._handles:
@@ -329,6 +350,18 @@ class Learner:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+class _Paused:
+    def __init__(self, learner: Learner) -> None:
+        self.learner, self.was = learner, learner.paused
+
+    def __enter__(self) -> Learner:
+        self.learner.paused = True
+        return self.learner
+
+    def __exit__(self, *exc) -> None:
+        self.learner.paused = self.was
 
 
 def _pre_rows(syn: _Synapse, pre: Tensor) -> Tensor:
