@@ -70,8 +70,9 @@ def _padding(padding, k: tuple, dil: tuple, stride: tuple) -> tuple[int, int, in
     return ph, ph, pw, pw
 
 
-def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> tuple[Tensor, _kernel.Geometry]:
-    """The (possibly padded) 4-D input and the convolution's geometry; checks the shapes."""
+def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> tuple[tuple | None, _kernel.Geometry]:
+    """The convolution's geometry, and the ``F.pad`` argument that the sparse path applies to the
+    input first when the padding is asymmetric (else None); checks the shapes."""
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape (out, in / groups, kH, kW), got {tuple(weight.shape)}")
     if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
@@ -82,14 +83,15 @@ def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int)
     if min(*s, *d) < 1:
         raise ValueError(f"stride and dilation must be >= 1, got stride={stride!r}, dilation={dilation!r}")
     top, bottom, left, right = _padding(padding, k, d, s)
-    if (top, left) != (bottom, right):  # asymmetric ('same' with an even kernel): pad, stays binary
-        x, top, bottom, left, right = F.pad(x, (left, right, top, bottom)), 0, 0, 0, 0
     n, c, h, w = x.shape
+    pad = None
+    if (top, left) != (bottom, right):  # asymmetric ('same' with an even kernel): pad, stays binary
+        pad, h, w, top, left = (left, right, top, bottom), h + top + bottom, w + left + right, 0, 0
     oh = (h + 2 * top - d[0] * (k[0] - 1) - 1) // s[0] + 1
     ow = (w + 2 * left - d[1] * (k[1] - 1) - 1) // s[1] + 1
     if oh < 1 or ow < 1:
         raise ValueError(f"input {tuple(x.shape)} is smaller than the dilated kernel {k} with padding {padding!r}")
-    return x, _kernel.Geometry(n, c, h, w, groups, weight.shape[0] // groups, k[0], k[1], oh, ow, s, (top, left), d)
+    return pad, _kernel.Geometry(n, c, h, w, groups, weight.shape[0] // groups, k[0], k[1], oh, ow, s, (top, left), d)
 
 
 class _SpikeConv2dFn(torch.autograd.Function):
@@ -134,7 +136,7 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     if x.dim() == 3:  # unbatched, as F.conv2d takes it
         y, path, density = spike_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, mode)
         return y.squeeze(0), path, density
-    xp, geo = _geometry(x, weight, stride, padding, dilation, groups)
+    pad, geo = _geometry(x, weight, stride, padding, dilation, groups)
     work = geo.n * geo.og * geo.groups * geo.oh * geo.ow * (geo.c // geo.groups) * geo.kh * geo.kw
     train = torch.is_grad_enabled() and weight.requires_grad
     if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < (MIN_WORK if train else MIN_WORK_FORWARD)):
@@ -145,7 +147,7 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     if reason is not None:
         _fallback(reason, mode)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
-    xp = xp.contiguous()
+    xp = (x if pad is None else F.pad(x, pad)).contiguous()
     off, bad = count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
     density = int(off[-1]) / max(1, xp.numel())
     if mode is SparseMode.SPARSE and bad:
