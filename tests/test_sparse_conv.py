@@ -68,8 +68,11 @@ def test_matches_conv2d(n, cg, groups, og, h, w, k, stride, pad, dil, bias, dens
                                 dict(padding=(2, 1), padding_mode="circular"), dict(padding="same", dilation=2)])
 def test_padding_forms(kw):
     ref, m = pair(3, 5, (2, 3), **kw)   # an even kernel: 'same' pads asymmetrically
-    assert_same(ref, m, spikes((2, 3, 7, 6), 0.3))
+    x = spikes((2, 3, 7, 6), 0.3)
+    assert_same(ref, m, x)
     assert m.last_path == "sparse"
+    if "padding_mode" not in kw:        # zero padding is not counted in the density
+        assert m.last_density == pytest.approx(x.mean().item())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -187,6 +190,17 @@ def test_auto_stays_dense_for_tiny_convolutions_and_other_dtypes(monkeypatch):
     x = spikes((1, 2, 6, 6), 0.05, torch.bfloat16)
     torch.testing.assert_close(m(x), ref(x))
     assert (m.last_path, m.last_density) == ("dense", None)
+
+
+def test_non_cpu_tensors_dense_in_auto_error_in_sparse(monkeypatch):
+    # the meta device stands in for CUDA here: the same "not a CPU tensor" branch
+    monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    m = SpikeConv2d(2, 3, 3, mode=SparseMode.AUTO, device="meta")
+    x = torch.empty(2, 2, 6, 6, device="meta")
+    assert m(x).shape == (2, 3, 4, 4) and m.last_path == "dense"
+    m.mode = SparseMode.SPARSE
+    with pytest.raises(ValueError, match="CPU tensors only, got meta"):
+        m(x)
 
 
 def test_non_binary_input_dense_in_auto_error_in_sparse(monkeypatch):

@@ -149,7 +149,7 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
     xp = (x if pad is None else F.pad(x, pad)).contiguous()
     off, bad = count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
-    density = int(off[-1]) / max(1, xp.numel())
+    density = int(off[-1]) / max(1, x.numel())
     if mode is SparseMode.SPARSE and bad:
         raise ValueError(f"SpikeConv2d's sparse path needs binary input (every value 0 or 1); "
                          f"{bad} of {xp.numel()} values are neither (use SparseMode.AUTO or DENSE)")
