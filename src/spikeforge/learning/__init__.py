@@ -4,6 +4,7 @@ plasticity rules attached by hooks (``attach`` with ``PairSTDP``, ``TripletSTDP`
 docs/local_learning.md)."""
 from . import eventprop as eventprop
 from ._rules import VDSP as VDSP
+from ._rules import Trigger as Trigger
 from ._rules import DesireBackprop as DesireBackprop
 from ._rules import desire_updates as desire_updates
 from ._rules import AdaptiveThreshold as AdaptiveThreshold
@@ -17,5 +18,5 @@ from ._rules import TripletSTDP as TripletSTDP
 from ._rules import attach as attach
 
 __all__ = ["eventprop", "attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP",
-           "RewardSTDP", "VDSP", "AdaptiveThreshold",
+           "RewardSTDP", "VDSP", "Trigger", "AdaptiveThreshold",
            "DesireBackprop", "desire_updates"]

@@ -8,8 +8,9 @@ from .learner import Learner as Learner
 from .learner import Normalise as Normalise
 from .learner import attach as attach
 from .rules import VDSP as VDSP
+from .rules import Trigger as Trigger
 from .rules import PairSTDP as PairSTDP
 from .rules import RewardSTDP as RewardSTDP
 from .rules import TripletSTDP as TripletSTDP
 
-__all__ = ["DesireBackprop", "desire_updates", "attach", "AdaptiveThreshold", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP"]
+__all__ = ["DesireBackprop", "desire_updates", "attach", "AdaptiveThreshold", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP", "Trigger"]

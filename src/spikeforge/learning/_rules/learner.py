@@ -100,6 +100,7 @@ class _Synapse:
         self.state = None                         # the rule's trace state
         self.rows = 0                             # rows (batch x positions) the state was made for
         self.v_before: Tensor | None = None       # post membrane before the next step
+        self.pre_neuron: Neuron | None = None     # the neuron layer before the Linear (rules that read it)
         self.dw = torch.zeros_like(linear.weight, requires_grad=False).detach()
         self.counts = torch.zeros(self.n_out, dtype=self.dw.dtype, device=self.dw.device)   # post spikes
         self.steps = 0                            # time steps seen since the last apply
@@ -141,6 +142,8 @@ class Learner:
         n = syn.neuron
         if self.rule.needs_v:
             var = self.rule.state
+            if _reads_pre(self.rule):      # the presynaptic neurons' membrane (VDSP, Trigger.POST)
+                n = syn.pre_neuron = _pre_neuron(self.net, syn)
             if var not in n.spec_type.state:
                 raise ValueError(f"rule: {type(self.rule).__name__} reads the neuron state {var!r}, but layer "
                                  f"{syn.neuron_name!r} ({type(n).__name__}) has {n.spec_type.state}")
@@ -162,7 +165,7 @@ class Learner:
 
     def _before_call(self, syn: _Synapse) -> None:
         n, carry = syn.neuron, syn.layer.carry_state
-        carried = self.rule.needs_v and carry and n.state is not None
+        carried = self.rule.needs_v and syn.pre_neuron is None and carry and n.state is not None
         syn.v_before = getattr(n.state, self.rule.state).detach() if carried else None
         if not carry or n.state is None:   # the neuron starts from rest: so do the traces
             syn.state = None
@@ -191,7 +194,9 @@ class Learner:
         if z.dim() < 2:
             raise ValueError(f"synapse {syn.name!r}: a sequence call needs (T, B, ...) input, got {tuple(z.shape)}")
         vs = None
-        if self.rule.needs_v:
+        if syn.pre_neuron is not None:      # the pre neurons' membrane at each step (after their reset)
+            vs = _pre_membrane(syn, getattr(syn.pre_neuron.trace, self.rule.state).detach(), pre)
+        elif self.rule.needs_v:
             v = getattr(n.trace, self.rule.state).detach()
             v0 = syn.v_before if syn.v_before is not None else self._rest_v(n, z[0])
             vs = torch.cat([v0.unsqueeze(0), v[:-1]])
@@ -202,7 +207,9 @@ class Learner:
         z = z.detach()
         pre = self._take_pre(syn, z)
         v = None
-        if self.rule.needs_v:
+        if syn.pre_neuron is not None:
+            v = _pre_membrane(syn, getattr(syn.pre_neuron.state, self.rule.state).detach(), pre, sequence=False)
+        elif self.rule.needs_v:
             v = self._rest_v(syn.neuron, z) if new_stream or syn.v_before is None else syn.v_before
             syn.v_before = getattr(syn.neuron.state, self.rule.state).detach()
         if new_stream:
@@ -219,7 +226,8 @@ class Learner:
         T = post.shape[0]
         pre, post = _pre_rows(syn, pre), _post_rows(syn, post)
         pre, post = pre.view(T, -1, pre.shape[-1]), post.view(T, -1, post.shape[-1])
-        v = None if v is None else _post_rows(syn, v).view(post.shape)
+        if v is not None:
+            v = _pre_rows(syn, v).view(pre.shape) if syn.pre_neuron is not None else _post_rows(syn, v).view(post.shape)
         if syn.state is not None and syn.rows != pre.shape[1]:
             raise ValueError(f"synapse {syn.name!r}: the batch size changed from {syn.rows} to {pre.shape[1]} rows "
                              f"while traces are carried (carry_state=True); call learner.reset() first")
@@ -380,6 +388,35 @@ def _post_rows(syn: _Synapse, post: Tensor) -> Tensor:
         return post.reshape(-1, post.shape[-1])
     post = post.reshape(-1, *post.shape[-3:]).flatten(2)           # (N, O, positions)
     return post.transpose(1, 2).reshape(-1, post.shape[1])
+
+
+def _reads_pre(rule) -> bool:
+    return bool(getattr(rule, "reads_pre", False))
+
+
+def _pre_neuron(net: nn.Module, syn: _Synapse) -> Neuron:
+    """The spiking neuron layer whose spikes feed ``syn.linear`` (the last ``Neuron`` before it
+    in ``net.modules()`` order, no weight layer in between), for rules that read its membrane."""
+    mods = list(net.modules())
+    k = next(i for i, m in enumerate(mods) if m is syn.linear)
+    for m in reversed(mods[:k]):
+        if isinstance(m, Neuron) and m.spec_type.spiking:
+            return m
+        if isinstance(m, _WEIGHTS):
+            break
+    raise ValueError(f"rule: VDSP(trigger=Trigger.POST) reads the presynaptic neurons' membrane, but synapse "
+                     f"{syn.name!r} has no spiking neuron layer right before it; put input neurons before it "
+                     f"(e.g. nn.Sequential(LIF(v_reset=-1), Linear, ...) fed the data as a current)")
+
+
+def _pre_membrane(syn: _Synapse, u: Tensor, pre: Tensor, sequence: bool = True) -> Tensor:
+    """The pre neurons' membrane ``u`` laid out like the synapse's input ``pre`` (time first)."""
+    if sequence and syn.pre_neuron.batch_first:
+        u = u.transpose(0, 1)
+    if u.shape != pre.shape:
+        raise ValueError(f"synapse {syn.name!r}: the presynaptic membrane {tuple(u.shape)} must have the shape of "
+                         f"the synapse's input {tuple(pre.shape)} (the layer before it must feed it directly)")
+    return u
 
 
 def _check_conv(name: str, m: nn.Conv2d) -> None:

@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP"]
+__all__ = ["PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP", "Trigger"]
+
+
+class Trigger(Enum):
+    """When ``VDSP`` updates and whose membrane it reads."""
+
+    PRE = "pre"     # at a presynaptic spike, from the postsynaptic membrane (spikeforge issue 12's wording)
+    POST = "post"   # at a postsynaptic spike, from the presynaptic neuron's membrane (Garg et al. 2022)
 
 
 def _check_fields(rule, positive: tuple[str, ...], nonneg: tuple[str, ...] = ()) -> None:
@@ -188,6 +196,11 @@ class RewardSTDP:
         return self.stdp.needs_v
 
     @property
+    def reads_pre(self) -> bool:
+        """Whether the inner rule reads the presynaptic neurons' membrane (``VDSP`` with ``Trigger.POST``)."""
+        return getattr(self.stdp, "reads_pre", False)
+
+    @property
     def state(self) -> str:
         """The neuron state variable the inner rule reads (when ``needs_v``)."""
         return getattr(self.stdp, "state", "v")
@@ -208,25 +221,38 @@ class RewardSTDP:
 @dataclass(frozen=True)
 class VDSP:
     """Voltage-dependent synaptic plasticity, after Garg et al. (2022, Front. Neurosci.
-    16:983950, arXiv:2203.11022), in the orientation of spikeforge issue 12: the update
-    happens at a *presynaptic* spike and depends on the *postsynaptic* membrane ``v`` just
-    before that step (read from the neuron layer's state ``state``, ``"v"`` by default):
+    16:983950, arXiv:2203.11022): no trace is kept, a neuron's membrane is the memory.
+    Two orientations (``trigger``):
 
+    ``Trigger.PRE`` (default; spikeforge issue 12's wording): the update happens at a
+    *presynaptic* spike and reads the *postsynaptic* membrane ``v`` just before that step
+    (the neuron layer's state ``state``, ``"v"`` by default):
     ``dw[i, j] = pre[j] * (a_plus * max(v[i] - v_rest, 0) - a_minus * max(v_rest - v[i], 0))``.
+    A post neuron charged above ``v_rest`` (on its way to fire) potentiates; one below
+    ``v_rest`` (just reset after firing: post before pre) depresses. Choose ``v_rest`` above
+    the neuron's reset value (a LIF with ``v_reset=0``: e.g. ``v_rest=0.1``).
 
-    A post neuron charged above ``v_rest`` (on its way to fire, so the pre spike helps it)
-    potentiates; one below ``v_rest`` (just reset after firing, i.e. post before pre)
-    depresses. No trace is kept: the membrane is the memory. Choose ``v_rest`` above the
-    neuron's reset value (e.g. a LIF with ``v_reset=0``: ``v_rest=0.1``), or a reset below
-    rest. Differences from the paper, stated: the published rule is triggered by the
-    *post* spike and reads the *pre* neuron's membrane; its weight dependence is obtained
-    here with ``Bounds(Bound.SOFT)`` (multiplicative) instead of the paper's exponential
-    factors; the update is linear in the voltage distance."""
+    ``Trigger.POST`` (the published orientation): the update happens at a *postsynaptic*
+    spike and reads the membrane ``u`` of the *presynaptic* neurons at that step (after
+    their own spike and reset in it):
+    ``dw[i, j] = post[i] * (a_plus * max(v_rest - u[j], 0) - a_minus * max(u[j] - v_rest, 0))``.
+    A presynaptic neuron that fired shortly before is still hyperpolarised (reset below its
+    rest ``v_rest``): pre before post, potentiation; one charged above rest has not fired
+    (yet): depression. So the presynaptic neurons must be spiking neuron layers with a reset
+    below ``v_rest``: ``attach`` reads the neuron layer right before each learned Linear (for
+    an input layer: input neurons driven by the data, e.g. ``LIF(v_reset=-1)`` fed the pixels
+    as a current, as Garg et al.'s input LIF neurons are); sequence and step calls both work.
+    Only the neurons that fire update, so in a winner-take-all layer only the winners learn.
+
+    Differences from the paper, stated: the weight dependence is obtained with
+    ``Bounds(Bound.SOFT)`` (multiplicative) instead of the paper's exponential factors, and
+    the update is linear in the voltage distance."""
 
     a_plus: float = 0.01
     a_minus: float = 0.01
     v_rest: float = 0.0
     state: str = "v"
+    trigger: Trigger = Trigger.PRE
     needs_v = True
 
     def __post_init__(self) -> None:
@@ -235,13 +261,24 @@ class VDSP:
             raise ValueError(f"VDSP: v_rest must be a finite number, got {self.v_rest!r}")
         if not isinstance(self.state, str) or not self.state:
             raise TypeError(f"VDSP: state must be the name of a neuron state variable, got {self.state!r}")
+        if not isinstance(self.trigger, Trigger):
+            raise TypeError(f"VDSP: trigger must be Trigger.PRE or Trigger.POST, got {self.trigger!r}")
+
+    @property
+    def reads_pre(self) -> bool:
+        """``v`` is the presynaptic neurons' membrane ``(N, in)`` (``Trigger.POST``), else the post's ``(N, out)``."""
+        return self.trigger is Trigger.POST
 
     def init(self, pre: Tensor, post: Tensor) -> tuple:
         return ()
 
     def step(self, s: tuple, pre: Tensor, post: Tensor, v: Tensor | None = None):
         if v is None:
-            raise ValueError("VDSP.step: v (the postsynaptic membrane before the step) is required")
+            side = "presynaptic membrane at" if self.reads_pre else "postsynaptic membrane before"
+            raise ValueError(f"VDSP.step: v (the {side} the step) is required")
+        if self.reads_pre:        # at a post spike, from the pre membrane u
+            return (), _outer(post, self.a_plus * (self.v_rest - v).clamp(min=0)
+                              - self.a_minus * (v - self.v_rest).clamp(min=0))
         up = (v - self.v_rest).clamp(min=0)
         down = (self.v_rest - v).clamp(min=0)
         return (), _outer(self.a_plus * up - self.a_minus * down, pre)
