@@ -4,6 +4,14 @@
 rule replaced by ``sf.learning.VDSP``; everything else (network, data, homeostasis,
 normalisation, label assignment by each neuron's highest mean response) is the same.
 
+``--mode post``: the published orientation (``VDSP(trigger=Trigger.POST)``, Garg et al.
+2022): the update happens at a spike of a learning neuron and reads the membrane of the
+*presynaptic* neurons. The pixels' Poisson spikes (weight ``--in-weight``) drive 64 input LIF
+neurons (``--in-tau``, reset to ``--in-reset`` below their rest 0, threshold 1): one that fired
+recently is still hyperpolarised (potentiation), one charged above rest without firing
+depresses, a silent one (rest) leaves its synapse alone. Then the network of
+``stdp_diehl_cook.py`` (lateral inhibition, adaptive thresholds, normalisation, label assignment).
+
 ``--mode supervised`` (default): one layer, ``nn.Linear(64, 10)`` -> a teacher -> 10 LIF
 neurons under ``sf.nn.LateralInhibition``. During training the teacher adds a constant
 current ``--teach`` to the label's neuron (so it charges and fires and inhibits the
@@ -41,7 +49,7 @@ from torch import Tensor, nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stdp_diehl_cook as dc  # noqa: E402
 import spikeforge as sf  # noqa: E402
-from spikeforge.learning import VDSP, Bound, Bounds, Normalise, attach  # noqa: E402
+from spikeforge.learning import VDSP, Bound, Bounds, Normalise, Trigger, attach  # noqa: E402
 
 VDSP_DEFAULTS = {"a_plus": 1e-4, "a_minus": 0.0, "v_rest": 0.2}
 BOUNDS = {"hard": Bound.HARD, "soft": Bound.SOFT}
@@ -92,12 +100,50 @@ def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_clas
             "mean_test_spikes": counts.sum(1).mean().item()}
 
 
+class Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+
+def run_post(cfg: dc.Config, seed: int, rule: VDSP, bound: Bound, in_weight: float, in_tau: float,
+             in_reset: float) -> dict:
+    """Unsupervised, published orientation: input LIF neurons -> Linear -> LIF under lateral
+    inhibition; training, label assignment and test as ``stdp_diehl_cook.run_one``."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
+    xtr, ytr = tr.data, tr.targets
+    if cfg.train_limit:
+        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    lin = nn.Linear(64, cfg.neurons, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand(cfg.neurons, 64, generator=g) * 0.3 * cfg.w_max)
+    inputs = sf.nn.LIF(tau=in_tau, v_threshold=1.0, v_reset=in_reset, decay_input=False)
+    lif = sf.nn.LIF(tau=cfg.tau, v_threshold=1.0, v_reset=0.0, decay_input=False)
+    net = nn.Sequential(Scale(in_weight), inputs, lin, sf.nn.LateralInhibition(lif, cfg.inhibition))
+    t0 = time.perf_counter()
+    dc.train(net, xtr, cfg, g, rule, bound)
+    train_s = time.perf_counter() - t0
+    assignment = dc.assign(dc.responses(net, xtr, cfg, g), ytr)
+    resp_te = dc.responses(net, te.data, cfg, g)
+    acc = (dc.classify(resp_te, assignment) == te.targets).float().mean().item()
+    return {"seed": seed, "test_accuracy": acc, "train_s": train_s, "classes_covered": int(assignment.unique().numel()),
+            "mean_test_spikes": resp_te.sum(1).mean().item(), "theta_mean": (lif.v_threshold - 1.0).mean().item()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--mode", choices=("supervised", "unsupervised"), default="supervised")
+    ap.add_argument("--mode", choices=("supervised", "unsupervised", "post"), default="supervised")
+    ap.add_argument("--in-weight", type=float, default=0.6, help="post mode: weight of a pixel spike on its input LIF")
+    ap.add_argument("--in-tau", type=float, default=5.0, help="post mode: input LIF membrane time constant (steps)")
+    ap.add_argument("--in-reset", type=float, default=-1.0, help="post mode: input LIF reset (below its rest 0)")
     ap.add_argument("--teach", type=float, default=0.1, help="teacher current (supervised mode)")
     ap.add_argument("--per-class", type=int, default=1, help="neurons per class (supervised mode)")
     ap.add_argument("--bound", choices=tuple(BOUNDS), default="hard", help="weight bounds [0, w_max]")
@@ -114,7 +160,9 @@ def main(argv=None) -> None:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     cfg = dc.Config(**{f.name: getattr(args, f.name) for f in fields(dc.Config)
                        if hasattr(args, f.name) and f.name not in ("a_plus", "a_minus", "tau_trace")})
-    rule = VDSP(a_plus=args.a_plus, a_minus=args.a_minus, v_rest=args.v_rest)
+    post = args.mode == "post"
+    rule = VDSP(a_plus=args.a_plus, a_minus=args.a_minus, v_rest=0.0 if post else args.v_rest,
+                trigger=Trigger.POST if post else Trigger.PRE)
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}; Python {platform.python_version()}; "
           f"torch {torch.__version__}; {args.threads} thread(s)\n# {args.mode}, teach={args.teach}, "
@@ -122,8 +170,11 @@ def main(argv=None) -> None:
           f"(a_plus, a_minus, tau_trace unused)\n# {rule}")
     rows = []
     for seed in args.seeds:
-        rows.append(dc.run_one(cfg, seed, rule, BOUNDS[args.bound]) if args.mode == "unsupervised"
-                    else run_supervised(cfg, seed, rule, args.teach, args.per_class, BOUNDS[args.bound]))
+        if post:
+            rows.append(run_post(cfg, seed, rule, BOUNDS[args.bound], args.in_weight, args.in_tau, args.in_reset))
+        else:
+            rows.append(dc.run_one(cfg, seed, rule, BOUNDS[args.bound]) if args.mode == "unsupervised"
+                        else run_supervised(cfg, seed, rule, args.teach, args.per_class, BOUNDS[args.bound]))
         r = rows[-1]
         print(f"seed {seed}: test {100 * r['test_accuracy']:.2f} %  ({r['classes_covered']} classes assigned, "
               f"{r['mean_test_spikes']:.1f} spikes/test digit, train {r['train_s']:.0f} s)", flush=True)
