@@ -79,7 +79,14 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
             if (ow < 0) continue;
             scalar_t* restrict a = acc + (oh * OW + ow) * O + go;
             const scalar_t* restrict v = wc + (kh * KW + kw) * OG;
-            for (int64_t t = 0; t < OG; t++) a[t] += v[t];
+            if (OG % TW == 0)
+              for (int64_t t0 = 0; t0 < OG; t0 += TW) {
+                V* restrict av = (V*)(a + t0);
+                const V* restrict vv = (const V*)(v + t0);
+                UNROLL for (int u = 0; u < NV; u++) av[u] += vv[u];
+              }
+            else
+              for (int64_t t = 0; t < OG; t++) a[t] += v[t];
           }
         }
       }
