@@ -69,3 +69,14 @@ def test_pre_trigger_is_still_the_default_and_reward_forwards_the_orientation():
     net(_input())
     learner.reward(1.0)
     assert learner.pending["1"][0].tolist() == pytest.approx([0.05, -0.21, 0.2], rel=1e-5)
+
+
+def test_vdsp_benchmark_post_mode_runs(capsys):
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+    vdsp_digits = pytest.importorskip("vdsp_digits")
+    vdsp_digits.main(["--mode", "post", "--seeds", "0", "--neurons", "5", "--epochs", "1", "--train-limit", "32",
+                      "--steps", "10", "--eval-steps", "10", "--a-plus", "0.05"])
+    out = capsys.readouterr().out
+    assert "# post," in out and "trigger=<Trigger.POST" in out and "mean test accuracy over 1 seed(s)" in out
