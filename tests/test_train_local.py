@@ -49,6 +49,7 @@ def test_stdp_learns_without_labels_and_resumes_exactly(tmp_path):
     assert isinstance(model, LocalNet) and cfg.method.value == "stdp"
     x = sf.data.Digits("test").data[:8]
     assert model.predict(x).shape == (8,) and len(model.assignment.unique()) > 1
+    assert main(["export", str(tmp_path / "a"), str(tmp_path / "a.nir")]) == 2      # refused in one line
 
 
 @pytest.mark.parametrize("method", ["stdp", "desire"])

@@ -163,6 +163,10 @@ class LocalNet(nn.Module):
     def predict(self, x: Tensor, generator=None) -> Tensor:
         return self(x, generator).argmax(1)
 
+    def network(self) -> nn.Module:
+        raise ConfigError(f"a method {self.method.value} run cannot be exported to NIR yet (its lateral inhibition "
+                          f"and label assignment have no NIR nodes); use spikeforge.train.load_run(run_dir) in Python")
+
 
 def assign(counts: Tensor, labels: Tensor, classes: int) -> Tensor:
     """Each neuron's class: the one with its highest mean count ``counts`` ``(n, N)``."""
