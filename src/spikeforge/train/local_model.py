@@ -35,7 +35,7 @@ from .config import DataSet, Encoding, Loss, Method, Precision, TrainConfig
 from .config import ConfigError
 from .progress import Progress
 from .tasks import load_task
-from .trainer import Trainer, _copy_state
+from .trainer import Trainer, _copy_state, _with_defaults
 
 __all__ = ["METHODS", "LocalNet", "LocalTrainer", "check_local", "STDP_NET", "DESIRE_NET"]
 
@@ -226,7 +226,7 @@ class LocalTrainer(Trainer):
                 "optimizer": {}, "history": self.history, "best": self.best, "best_model": self.best_model}
 
     def load_state(self, ck: dict, model_only: bool = False) -> None:
-        mine, theirs = self.cfg.to_dict(), dict(ck.get("config") or {})
+        mine, theirs = self.cfg.to_dict(), _with_defaults(ck.get("config"))
         mine.pop("epochs"), theirs.pop("epochs", None)
         if mine != theirs:
             raise CheckpointError("the checkpoint was written with another configuration than this run's config.json")
