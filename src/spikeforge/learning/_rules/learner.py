@@ -25,6 +25,8 @@ from ... import functional as F
 from ...nn.layers import Recurrent
 from ...nn.neuron import Neuron
 from .homeostasis import AdaptiveThreshold
+from .presynaptic import WEIGHTS as _WEIGHTS
+from .presynaptic import Paused, pre_membrane, pre_neuron, reads_pre
 
 __all__ = ["Bound", "Bounds", "Normalise", "Learner", "attach"]
 
@@ -142,8 +144,8 @@ class Learner:
         n = syn.neuron
         if self.rule.needs_v:
             var = self.rule.state
-            if _reads_pre(self.rule):      # the presynaptic neurons' membrane (VDSP, Trigger.POST)
-                n = syn.pre_neuron = _pre_neuron(self.net, syn)
+            if reads_pre(self.rule):      # the presynaptic neurons' membrane (VDSP, Trigger.POST)
+                n = syn.pre_neuron = pre_neuron(self.net, syn)
             if var not in n.spec_type.state:
                 raise ValueError(f"rule: {type(self.rule).__name__} reads the neuron state {var!r}, but layer "
                                  f"{syn.neuron_name!r} ({type(n).__name__}) has {n.spec_type.state}")
@@ -195,7 +197,7 @@ class Learner:
             raise ValueError(f"synapse {syn.name!r}: a sequence call needs (T, B, ...) input, got {tuple(z.shape)}")
         vs = None
         if syn.pre_neuron is not None:      # the pre neurons' membrane at each step (after their reset)
-            vs = _pre_membrane(syn, getattr(syn.pre_neuron.trace, self.rule.state).detach(), pre)
+            vs = pre_membrane(syn, getattr(syn.pre_neuron.trace, self.rule.state).detach(), pre)
         elif self.rule.needs_v:
             v = getattr(n.trace, self.rule.state).detach()
             v0 = syn.v_before if syn.v_before is not None else self._rest_v(n, z[0])
@@ -208,7 +210,7 @@ class Learner:
         pre = self._take_pre(syn, z)
         v = None
         if syn.pre_neuron is not None:
-            v = _pre_membrane(syn, getattr(syn.pre_neuron.state, self.rule.state).detach(), pre, sequence=False)
+            v = pre_membrane(syn, getattr(syn.pre_neuron.state, self.rule.state).detach(), pre, sequence=False)
         elif self.rule.needs_v:
             v = self._rest_v(syn.neuron, z) if new_stream or syn.v_before is None else syn.v_before
             syn.v_before = getattr(syn.neuron.state, self.rule.state).detach()
@@ -338,10 +340,10 @@ class Learner:
             syn.theta = t.detach().to(syn.theta).clone()
             self.homeostasis.set_threshold(syn.neuron, syn.base, syn.theta, syn.feature_dims)
 
-    def pause(self) -> "_Paused":
+    def pause(self) -> Paused:
         """``with learner.pause(): net(x)``: run the net without the rule seeing it (no traces,
         updates or spike counts), e.g. to evaluate between training batches."""
-        return _Paused(self)
+        return Paused(self)
 
     def remove(self) -> None:
         """Remove the hooks and restore the neurons' ``record`` flags."""
@@ -358,18 +360,6 @@ class Learner:
 
     def __exit__(self, *exc) -> None:
         self.remove()
-
-
-class _Paused:
-    def __init__(self, learner: Learner) -> None:
-        self.learner, self.was = learner, learner.paused
-
-    def __enter__(self) -> Learner:
-        self.learner.paused = True
-        return self.learner
-
-    def __exit__(self, *exc) -> None:
-        self.learner.paused = self.was
 
 
 def _pre_rows(syn: _Synapse, pre: Tensor) -> Tensor:
@@ -390,42 +380,10 @@ def _post_rows(syn: _Synapse, post: Tensor) -> Tensor:
     return post.transpose(1, 2).reshape(-1, post.shape[1])
 
 
-def _reads_pre(rule) -> bool:
-    return bool(getattr(rule, "reads_pre", False))
-
-
-def _pre_neuron(net: nn.Module, syn: _Synapse) -> Neuron:
-    """The spiking neuron layer whose spikes feed ``syn.linear`` (the last ``Neuron`` before it
-    in ``net.modules()`` order, no weight layer in between), for rules that read its membrane."""
-    mods = list(net.modules())
-    k = next(i for i, m in enumerate(mods) if m is syn.linear)
-    for m in reversed(mods[:k]):
-        if isinstance(m, Neuron) and m.spec_type.spiking:
-            return m
-        if isinstance(m, _WEIGHTS):
-            break
-    raise ValueError(f"rule: VDSP(trigger=Trigger.POST) reads the presynaptic neurons' membrane, but synapse "
-                     f"{syn.name!r} has no spiking neuron layer right before it; put input neurons before it "
-                     f"(e.g. nn.Sequential(LIF(v_reset=-1), Linear, ...) fed the data as a current)")
-
-
-def _pre_membrane(syn: _Synapse, u: Tensor, pre: Tensor, sequence: bool = True) -> Tensor:
-    """The pre neurons' membrane ``u`` laid out like the synapse's input ``pre`` (time first)."""
-    if sequence and syn.pre_neuron.batch_first:
-        u = u.transpose(0, 1)
-    if u.shape != pre.shape:
-        raise ValueError(f"synapse {syn.name!r}: the presynaptic membrane {tuple(u.shape)} must have the shape of "
-                         f"the synapse's input {tuple(pre.shape)} (the layer before it must feed it directly)")
-    return u
-
-
 def _check_conv(name: str, m: nn.Conv2d) -> None:
     if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise ValueError(f"layers: Conv2d {name!r} has groups={m.groups}, padding={m.padding!r}, "
                          f"padding_mode={m.padding_mode!r}; learning supports groups=1 with integer zero padding")
-
-
-_WEIGHTS = (nn.Linear, nn.modules.conv._ConvNd, Recurrent)
 
 
 def _pair(net: nn.Module, layers) -> dict[str, _Synapse]:
