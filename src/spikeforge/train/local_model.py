@@ -293,7 +293,9 @@ class LocalTrainer(Trainer):
 
     @torch.no_grad()
     def predict(self, split: str, part: slice = slice(None)) -> tuple[float, Tensor]:
-        """Error rate and predicted classes on a split (``part`` is not supported: one process)."""
+        """Error rate and predicted classes on a whole split (one process: no ``part``)."""
+        if part != slice(None):
+            raise ValueError(f"method {self.cfg.method.value} evaluates whole splits, got part={part}")
         pred = self.model.scores(self._counts(split)).argmax(1)
         return 1.0 - (pred == self.task.split(split).labels).float().mean().item(), pred
 
