@@ -67,6 +67,8 @@ def test_defaults_and_cli_error(capsys):
     assert (cfg.hidden, cfg.steps, cfg.epochs, cfg.lr, cfg.schedule) == (200, 60, 5, 0.1, Schedule.LINEAR)
     assert main(["train", "--method", "stdp"]) == 2                          # Yin-Yang: refused in one line
     assert "use --dataset digits" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--method", "desire", "--nproc", "2"]) == 2
+    assert "runs in one process; drop --nproc" in capsys.readouterr().err
 
 
 def test_linear_schedule_decays_to_a_tenth():

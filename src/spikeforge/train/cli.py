@@ -130,6 +130,8 @@ def _train(a: argparse.Namespace, argv: list[str]) -> int:
     if a.nproc is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise C.ConfigError(f"--nproc {a.nproc} under torchrun: torchrun already started "
                             f"{os.environ['WORLD_SIZE']} workers; drop --nproc (or run without torchrun)")
+    if (a.nproc or 1) > 1 and not a.resume and cfg.method in (C.Method.STDP, C.Method.DESIRE):
+        raise C.ConfigError(f"method {cfg.method.value} runs in one process; drop --nproc")
     if (a.nproc or 1) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         out = a.resume or a.out or str(default_run_dir(cfg))
         return distributed.launch(["train", *_without_nproc(argv), *([] if a.resume or a.out else ["--out", out])],
