@@ -30,6 +30,8 @@ postsynaptic membrane just before that step: neurons charged towards their thres
 inhibition or just reset by their own spike depress it. No trace is kept.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vdsp_digits.py                # 3 seeds
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vdsp_digits.py --mode post --neurons 200 --epochs 3 \
+        --gain 1.0 --in-weight 0.8 --norm-total 0.6 --a-plus 5e-2 --a-minus 2.5e-2   # RESULTS.md 14x
     .venv/bin/python benchmarks/vdsp_digits.py --seeds 0 --epochs 1 --neurons 20
 """
 from __future__ import annotations
