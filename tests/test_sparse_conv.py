@@ -247,6 +247,16 @@ def test_errors():
         sparse_conv.spike_conv2d(torch.zeros(1, 2, 6, 6), torch.zeros(3, 2, 3, 3), None, 2, "same")
     with pytest.raises(ValueError, match="groups must be"):
         sparse_conv.spike_conv2d(torch.zeros(1, 2, 6, 6), torch.zeros(3, 1, 3, 3), None, groups=2)
+    x, w = torch.zeros(1, 2, 6, 6), torch.zeros(3, 2, 3, 3)
+    for name, bad in (("stride", (1, 1, 2)), ("dilation", (1, 2, 3)), ("padding", (1, 2, 3)), ("stride", 1.5),
+                      ("stride", 0), ("padding", -1)):     # three values reached the C kernel (a segfault)
+        with pytest.raises(ValueError, match=f"{name} must be an int"):
+            sparse_conv.spike_conv2d(x, w, None, mode=SparseMode.SPARSE, **{name: bad})
+    with pytest.raises(ValueError, match="groups must be"):
+        sparse_conv.spike_conv2d(x, w, None, groups=True)
+    for bias in (torch.zeros(4), torch.zeros(3, 1)):            # was read as its first 3 values
+        with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+            sparse_conv.spike_conv2d(x, w, bias, mode=SparseMode.SPARSE)
     with pytest.raises(TypeError, match="mode must be a SparseMode"):
         SpikeConv2d(2, 3, 3, mode="sparse")
     with pytest.raises(TypeError, match="conv must be a torch.nn.Conv2d"):

@@ -65,10 +65,16 @@ def _padding(padding, k: tuple, dil: tuple, stride: tuple) -> tuple[int, int, in
         return th // 2, th - th // 2, tw // 2, tw - tw // 2
     if isinstance(padding, str):
         raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    ph, pw = _pair(padding)
-    if min(ph, pw) < 0:
-        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    ph, pw = _int_pair(padding, "padding", 0)
     return ph, ph, pw, pw
+
+
+def _int_pair(value, name: str, low: int) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints, each >= ``low``) as a pair; the kernel takes exactly two."""
+    pair = _pair(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in pair):
+        raise ValueError(f"{name} must be an int >= {low} or a pair of them, got {value!r}")
+    return tuple(pair)
 
 
 def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> tuple[tuple | None, _kernel.Geometry]:
@@ -76,13 +82,11 @@ def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int)
     input first when the padding is asymmetric (else None); checks the shapes."""
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape (out, in / groups, kH, kW), got {tuple(weight.shape)}")
-    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
         raise ValueError(f"groups must be a positive int dividing out_channels={weight.shape[0]}, got {groups!r}")
     if x.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"input must have shape (N, {weight.shape[1] * groups}, H, W), got {tuple(x.shape)}")
-    k, s, d = tuple(weight.shape[2:]), _pair(stride), _pair(dilation)
-    if min(*s, *d) < 1:
-        raise ValueError(f"stride and dilation must be >= 1, got stride={stride!r}, dilation={dilation!r}")
+    k, s, d = tuple(weight.shape[2:]), _int_pair(stride, "stride", 1), _int_pair(dilation, "dilation", 1)
     top, bottom, left, right = _padding(padding, k, d, s)
     n, c, h, w = x.shape
     pad = None
@@ -138,6 +142,9 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
         y, path, density = spike_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, mode)
         return y.squeeze(0), path, density
     pad, geo = _geometry(x, weight, stride, padding, dilation, groups)
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},) (one value per output channel), got "
+                         f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     work = geo.n * geo.og * geo.groups * geo.oh * geo.ow * (geo.c // geo.groups) * geo.kh * geo.kw
     train = torch.is_grad_enabled() and weight.requires_grad
     if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < (MIN_WORK if train else MIN_WORK_FORWARD)):
