@@ -176,9 +176,10 @@ def test_the_docs_example_runs():
     assert scope["spikes"].shape == scope["v_hidden"].shape == (20, 8, 16)
 
 
-def test_substrates_run_dropout_as_the_identity():
+@pytest.mark.parametrize("dropout", [nn.Dropout, sf.nn.TimeDropout])
+def test_substrates_run_dropout_as_the_identity(dropout):
     net = _net()
-    with_dropout = nn.Sequential(net[0], net[1], nn.Dropout(0.5), net[2], net[3]).train()
+    with_dropout = nn.Sequential(net[0], net[1], dropout(0.5), net[2], net[3]).train()
     torch.manual_seed(0)
     out = hil.in_the_loop(with_dropout, X, hil.AnalogMismatch(1, mismatch=0.2))[0]
     assert torch.equal(out, hil.in_the_loop(net, X, hil.AnalogMismatch(1, mismatch=0.2))[0])

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 
 from .. import functional as F
+from ..nn.layers import TimeDropout
 from ..nn.neuron import Neuron
 
 __all__ = ["Observation", "Substrate", "Software", "AnalogMismatch", "XyloInteger", "XyloSimSubstrate",
@@ -131,7 +132,7 @@ def _walk(network: nn.Sequential, x: Tensor, device: _Device) -> dict[int, Obser
 
 def _inference_identity(m: nn.Module) -> bool:
     """Layers that only act in training (dropout): a substrate runs them as the identity."""
-    return isinstance(m, (nn.Identity, nn.Dropout)) or type(m).__name__ == "TimeDropout"
+    return isinstance(m, (nn.Identity, nn.Dropout, TimeDropout))
 
 
 class AnalogMismatch(Substrate, _Device):

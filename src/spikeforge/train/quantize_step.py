@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ConfigError, Encoding, TrainConfig
+from .config import ConfigError, Encoding, Method, TrainConfig
 
 __all__ = ["check_config", "preflight", "after_training", "QAT_LR", "CALIBRATION_SAMPLES"]
 
@@ -50,7 +50,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--quantize {cfg.quantize.value}: the chip's input is event counts (0..15 per channel "
                           f"and step), but encoding {cfg.encoding.value} feeds {cfg.data_name}'s features as a "
                           f"float current; use --encoding latency (one input spike per feature)")
-    if cfg.encoding is Encoding.LATENCY and cfg.input_tau is None and cfg.method.value == "bptt":
+    if cfg.encoding is Encoding.LATENCY and cfg.input_tau is None and cfg.method is Method.BPTT:
         raise ConfigError(f"--quantize {cfg.quantize.value}: latency input reaches the hidden layer through "
                           f"synapses that become Xylo's, and without input_tau they never decay; set input_tau "
                           f"(e.g. 3.476 in the config file: a decay of 1/4 per step, exact on Xylo)")
