@@ -148,6 +148,18 @@ def test_bad_arguments(kwargs, error):
         sf.convert.ann_to_snn(nn.Sequential(nn.Linear(4, 2), nn.ReLU()), torch.rand(3, 4), **kwargs)
 
 
+def test_bad_calibration_data_is_refused():
+    """A sample without its batch dim was taken as 4 one-value 'samples'; a NaN silently gave the level 1."""
+    ann = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"batch dimension first, got a batch of shape \(4,\)"):
+        sf.convert.ann_to_snn(ann, torch.rand(4))
+    bad = torch.rand(3, 4)
+    bad[1, 2] = float("nan")
+    for calibration in (bad, [(bad, torch.zeros(3))]):
+        with pytest.raises(ValueError, match="calibration holds NaN or inf"):
+            sf.convert.ann_to_snn(ann, calibration)
+
+
 def test_docs_example_runs():
     """Every ```python block of docs/conversion.md, in order, in one namespace."""
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)

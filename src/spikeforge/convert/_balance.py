@@ -30,6 +30,16 @@ _BATCH = 256
 
 
 def _batches(calibration) -> Iterable[Tensor]:
+    for x in _raw_batches(calibration):
+        if x.dim() < 2:
+            raise ValueError(f"ann_to_snn: calibration must be samples (N, ...) with a batch dimension first, "
+                             f"got a batch of shape {tuple(x.shape)}")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError("ann_to_snn: calibration holds NaN or inf (the activation levels would be wrong)")
+        yield x
+
+
+def _raw_batches(calibration) -> Iterable[Tensor]:
     if isinstance(calibration, Tensor):
         yield from calibration.split(_BATCH)
         return
