@@ -15,6 +15,7 @@ with them registered. The one test that registers a neuron removes it again.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import re
 from pathlib import Path
@@ -337,12 +338,21 @@ P = {"tau": 2.0, "v_th": 1.0}
     ("dv/dt = (I - v)/tau", {"dt": 0}, r"dt must be a finite number > 0"),
     ("dv/dt = (I - v)/tau", {"name": "lowercase"}, r"name must be a Python identifier starting with a capital"),
     ("dv/dt = (I - v)/tau", {"params": {"tau": "2"}}, r"parameter 'tau' must be a number"),
+    ("dv/dt = (I - v)/tau", {"params": {"tau": float("nan")}}, r"parameter 'tau' must be a finite number"),
+    ("dv/dt = (I - v)/tau", {"params": {**P, "v_th": (math.inf, "mV")}}, r"'v_th' must be a finite number"),
+    ("dv/dt = (I - v)/tau", {"units": "mV"}, r"units must be a dict"),
     ("dv/dt = (I - v)/tau\ndw/dt = -w", {"threshold": None, "reset": None}, r"name it with output="),
 ])
 def test_malformed_equations_name_the_token(eq, kw, msg):
     kw = {"threshold": "v > v_th", "reset": "v = 0", "params": P, "name": "EqBad", **kw}
     with pytest.raises((EquationError, ValueError, TypeError), match=msg):
         from_equations(eq, register=False, **kw)
+
+
+def test_register_must_be_a_bool():
+    with pytest.raises(TypeError, match="register must be True or False, got 'no'"):
+        from_equations("dv/dt = (I - v)/tau", params=P, name="EqRegister", register="no")
+    assert "EqRegister" not in REGISTRY
 
 
 def test_docs_examples_run():

@@ -61,6 +61,8 @@ def from_equations(equations: str, *, name: str, threshold: str | None = None, r
                          f"(a class name such as 'EqLIF'), got {name!r}")
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < float("inf"):
         raise ValueError(f"from_equations: dt must be a finite number > 0 (the default time step), got {dt!r}")
+    if not isinstance(register, bool):
+        raise TypeError(f"from_equations: register must be True or False, got {register!r}")
     ps = as_params(params)
     model = build_model(equations, threshold, reset, ps, input, euler, rest, output, units)
     recipe = dict(equations=equations, name=name, threshold=threshold, reset=reset,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import keyword
+import math
 from ast import Name as _Name
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ def as_params(params) -> dict[str, Param]:
 def _number(k, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"from_equations: parameter {k!r} must be a number, (number, unit) or Param, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"from_equations: parameter {k!r} must be a finite number, got {v!r}")
     return float(v)
 
 
@@ -134,6 +137,9 @@ def _output(output, state, cond) -> int:
 
 def _check_units(eqs, cond, assigns, rest_src, params, input, units: dict[str, str], state) -> None:
     """Dimensional consistency where units are given (see ``_units``)."""
+    if not isinstance(units, dict):
+        raise TypeError(f"from_equations: units must be a dict name -> unit string (e.g. {{'I': 'nA'}}), "
+                        f"got {units!r}")
     extra = set(units) - set(state) - {input, "t"}
     if extra:
         raise ValueError(f"from_equations: units names {sorted(extra)}; it takes the state variables "
