@@ -242,6 +242,10 @@ def test_decision_map_bad_output():
         viz.decision_map(lambda f: torch.full((len(f),), 7), resolution=4)
     with pytest.raises(ValueError, match="resolution"):
         viz.decision_map(_oracle, resolution=1)
+    points = torch.rand(4, 4)
+    for labels in (torch.tensor([0, 1, -1, 2]), torch.tensor([0, 1, 3, 2])):    # -1 was drawn as class 2
+        with pytest.raises(ValueError, match=r"data: labels must lie in \[0, 3\)"):
+            viz.decision_map(lambda f: torch.zeros(len(f), dtype=torch.long), data=(points, labels), resolution=4)
 
 
 # -- energy ---------------------------------------------------------------------------------------------

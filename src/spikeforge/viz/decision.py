@@ -68,13 +68,17 @@ def _classify(model, features: Tensor, encode, readout, n_classes: int, batch_si
     return torch.cat(preds)
 
 
-def _data(data) -> tuple[Tensor, Tensor]:
+def _data(data, n_classes: int) -> tuple[Tensor, Tensor]:
     x, y = (data.data, data.targets) if hasattr(data, "targets") else data
     if not (isinstance(x, Tensor) and isinstance(y, Tensor) and x.dim() == 2 and x.shape[1] >= 2
             and y.shape == (x.shape[0],) and not y.is_floating_point()):
         raise ValueError("data must be a YinYang split or (features (M, 4), integer labels (M,)), got "
                          f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}")
-    return x.detach().cpu().to(torch.get_default_dtype()), y.detach().cpu().long()
+    y = y.detach().cpu().long()
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < n_classes:   # -1 was drawn in the last class's colour
+        raise ValueError(f"data: labels must lie in [0, {n_classes}) (one per name in classes), got "
+                         f"{int(y.min())}..{int(y.max())}")
+    return x.detach().cpu().to(torch.get_default_dtype()), y
 
 
 def decision_map(model: Callable[[Tensor], Tensor], *, encode: Callable[[Tensor], Tensor] | None = None,
@@ -106,7 +110,7 @@ def decision_map(model: Callable[[Tensor], Tensor], *, encode: Callable[[Tensor]
     try:
         pred = torch.zeros(len(features), dtype=torch.long)
         pred[inside] = _classify(model, features[inside], encode, readout, len(classes), batch_size)
-        points = _data(data) if data is not None else None
+        points = _data(data, len(classes)) if data is not None else None
         hits = None
         if points is not None:
             hits = _classify(model, points[0], encode, readout, len(classes), batch_size) == points[1]
