@@ -1,4 +1,6 @@
 """sf.convert beyond a chain: residual additions, the spiking max-pool, QCFS and ANN-proxy training."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -123,8 +125,9 @@ def test_qcfs_values_and_gradient():
     assert q.threshold.grad.item() > 0.9                          # the clipped input pulls lambda up
     with pytest.raises(ValueError, match="QCFS: levels"):
         QCFS(levels=0)
-    with pytest.raises(ValueError, match="QCFS: threshold"):
-        QCFS(threshold=-1.0)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="QCFS: threshold"):
+            QCFS(threshold=bad)
 
 
 def test_qcfs_converts_exactly_at_t_equal_levels():
@@ -159,6 +162,10 @@ def test_proxy_value_is_the_snn_gradient_is_the_ann():
     assert ann.training                                    # the conversion left the mode alone
     with pytest.raises(ValueError, match="ProxyModel: steps"):
         sf.convert.ProxyModel(ann, steps=0)
+    with pytest.raises(ValueError, match="percentile must be a number in"):     # at construction
+        sf.convert.ProxyModel(ann, steps=4, percentile=0)
+    with pytest.raises(ValueError, match="v_init must be None or a number in"):
+        sf.convert.ProxyModel(ann, steps=4, v_init=1.5)
 
 
 def test_hard_reset_conversion_exports_to_nir_and_soft_refuses(tmp_path):

@@ -37,6 +37,9 @@ class ProxyModel(nn.Module):
             raise TypeError(f"ProxyModel: ann must be a torch.nn.Module, got {type(ann).__name__}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"ProxyModel: steps must be an int >= 1, got {steps!r}")
+        from . import _check
+
+        _check(percentile, per_channel, v_init)     # refused now, not at the first forward
         self.ann, self.steps, self.calibration = ann, steps, calibration
         self.options = {"percentile": percentile, "per_channel": per_channel, "v_init": v_init}
 

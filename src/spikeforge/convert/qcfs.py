@@ -11,6 +11,8 @@ constant input, ``T = L`` steps give exactly the QCFS output (Bu et al., Theorem
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -31,8 +33,8 @@ class QCFS(nn.Module):
         super().__init__()
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"QCFS: levels must be an int >= 1, got {levels!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-            raise ValueError(f"QCFS: threshold must be a number > 0, got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < math.inf:
+            raise ValueError(f"QCFS: threshold must be a finite number > 0, got {threshold!r}")
         self.levels = levels
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
 
