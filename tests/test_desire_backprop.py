@@ -81,6 +81,9 @@ def test_teach_errors():
         learner.teach(torch.tensor([0]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 1\]"):
         learner.teach(torch.tensor([0, 5]))
+    for labels in ([0, 1], torch.tensor([0.0, 1.0])):       # a list raised AttributeError
+        with pytest.raises(ValueError, match=r"labels must be a \(B,\) integer tensor"):
+            learner.teach(labels)
     with pytest.raises(ValueError, match="margin must be a non-negative finite number"):
         DesireBackprop(margin=-1.0)
     from spikeforge.learning import PairSTDP

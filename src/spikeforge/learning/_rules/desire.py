@@ -38,11 +38,16 @@ from torch import Tensor
 __all__ = ["DesireBackprop", "output_desire", "propagate_desire", "desire_error", "desire_updates"]
 
 
-def output_desire(labels: Tensor, classes: int) -> Tensor:
-    """``(B, classes)``: ``+1`` at each label, ``-1`` elsewhere."""
+def _check_labels(labels) -> None:
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"labels must be a (B,) integer tensor, got "
-                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}"
+                         f"{'' if not isinstance(labels, Tensor) else ' ' + str(labels.dtype)}")
+
+
+def output_desire(labels: Tensor, classes: int) -> Tensor:
+    """``(B, classes)``: ``+1`` at each label, ``-1`` elsewhere."""
+    _check_labels(labels)
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"labels must be in [0, {classes - 1}] (the output layer has {classes} neurons), "
                          f"got values in [{int(labels.min())}, {int(labels.max())}]")
@@ -139,6 +144,7 @@ class DesireBackprop:
         if steps == 0 or any(s.steps != steps for s in states):
             raise RuntimeError(f"teach: every learned layer must have run the same number of steps since the last "
                                f"apply, got {[s.steps for s in states]}")
+        _check_labels(labels)
         if labels.shape[0] != states[-1].count.shape[0]:
             raise ValueError(f"labels has {labels.shape[0]} entries but the forward pass had "
                              f"{states[-1].count.shape[0]} samples")
