@@ -120,25 +120,28 @@ void sf_spl_grad_weight_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
 
 
 
-@lru_cache(maxsize=None)
-def build() -> ctypes.CDLL | str:
-    """The compiled kernels (both dtypes in one library), or why they cannot be built."""
+def load(header: str, body: str, restypes: dict[str, type | None]) -> ctypes.CDLL | str:
+    """Compile ``header`` + ``body`` once per dtype (``scalar_t`` -> float/double, ``_SUF`` ->
+    ``_f32``/``_f64``) into one library and set the return type of each function prefix in
+    ``restypes``; or why it cannot be built (the sparse kernels of SpikeLinear and SpikeConv2d)."""
     try:
         from .cpu import build as build_c
 
-        lib = build_c(_source())
+        lib = build_c(header + "".join(body.replace("scalar_t", c).replace("_SUF", "_" + s)
+                                       for c, s in (("float", "f32"), ("double", "f64"))))
     except Exception as e:  # no compiler, or it failed: reported, never silent
         return f"its kernel cannot be built: {type(e).__name__}: {e}"
     for s in DTYPES.values():
-        getattr(lib, f"sf_spl_count_{s}").restype = ctypes.c_int64
-        getattr(lib, f"sf_spl_forward_{s}").restype = None
-        getattr(lib, f"sf_spl_grad_weight_{s}").restype = None
+        for prefix, restype in restypes.items():
+            getattr(lib, f"{prefix}_{s}").restype = restype
     return lib
 
 
-def _source() -> str:
-    return _HEADER + "".join(_SOURCE.replace("scalar_t", c).replace("_SUF", "_" + s)
-                   for c, s in (("float", "f32"), ("double", "f64")))
+@lru_cache(maxsize=None)
+def build() -> ctypes.CDLL | str:
+    """The compiled kernels (both dtypes in one library), or why they cannot be built."""
+    return load(_HEADER, _SOURCE, {"sf_spl_count": ctypes.c_int64, "sf_spl_forward": None,
+                                   "sf_spl_grad_weight": None})
 
 
 def _fn(name: str, dtype: torch.dtype):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._threads import threads
-from .sparse import DTYPES
+from .sparse import DTYPES, _p, load
 
 __all__ = ["DTYPES", "Geometry", "build", "forward", "grad_weight"]
 
@@ -243,22 +243,8 @@ class Geometry:
 @lru_cache(maxsize=None)
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes in one library), or why they cannot be built."""
-    try:
-        from .cpu import build as build_c
-
-        lib = build_c(_source())
-    except Exception as e:  # no compiler, or it failed: reported, never silent
-        return f"its kernel cannot be built: {type(e).__name__}: {e}"
-    for s in DTYPES.values():
-        getattr(lib, f"sf_spc_forward_{s}").restype = None
-        getattr(lib, f"sf_spc_forward_gather_{s}").restype = None
-        getattr(lib, f"sf_spc_grad_weight_{s}").restype = None
-    return lib
-
-
-def _source() -> str:
-    return _HEADER + "".join(_SOURCE.replace("scalar_t", c).replace("_SUF", "_" + s)
-                          for c, s in (("float", "f32"), ("double", "f64")))
+    return load(_HEADER, _SOURCE, {"sf_spc_forward": None, "sf_spc_forward_gather": None,
+                                   "sf_spc_grad_weight": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -266,10 +252,6 @@ def _fn(name: str, dtype: torch.dtype):
     if isinstance(lib, str):
         raise RuntimeError(f"SpikeConv2d's sparse path: {lib}")
     return getattr(lib, f"sf_spc_{name}_{DTYPES[dtype]}")
-
-
-def _p(t: Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(0 if t is None else t.data_ptr())
 
 
 def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Geometry) -> tuple[Tensor, Tensor]:
