@@ -4,6 +4,7 @@ add up...), takes a Monitor as well as a tensor, and refuses bad input by name."
 from __future__ import annotations
 
 import io
+import math
 import re
 import subprocess
 import sys
@@ -276,6 +277,9 @@ def test_energy_bars_of_given_energies_and_bad_input(monitored):
         viz.energy_bars(torch.ones(3))
     with pytest.raises(ValueError, match="joules"):
         viz.energy_bars({"fc1": -1.0})
+    for kw in ({"e_synop": -1e-12}, {"e_mac": math.nan}, {"e_synop": "1e-12"}):   # negative bars, or a TypeError
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be a finite number of joules"):
+            viz.energy_bars(monitored, **kw)
     net = nn.Sequential(nn.Linear(3, 4), sf.nn.LIF())
     with Monitor(net) as mon:
         net(torch.rand(5, 2, 3))                    # analogue input: MACs, which Loihi has none of

@@ -17,6 +17,10 @@ UNITS = ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ"), (1e-9, "nJ"), (1e-12, "pJ"), (
 
 def _figures(preset, e_synop, e_mac) -> tuple[float, float | None, float, str]:
     """Per-operation energies ``(e_synop, e_mac, e_update, name)`` as ``Monitor.energy`` uses them."""
+    for name, value in (("e_synop", e_synop), ("e_mac", e_mac)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise ValueError(f"energy_bars: {name} must be a finite number of joules >= 0 (or None), got {value!r}")
     if preset is None:
         return (DEFAULT_E_SYNOP if e_synop is None else e_synop, DEFAULT_E_MAC if e_mac is None else e_mac, 0.0,
                 "per-op energies" if e_synop is not None or e_mac is not None else "45 nm fp32 defaults")
