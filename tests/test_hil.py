@@ -144,6 +144,11 @@ def test_clear_errors():
         hil.in_the_loop(_net_wider(), X, s)
     with pytest.raises(XyloError, match="input events must be integers in 0..15"):
         hil.in_the_loop(net, X, hil.XyloInteger())
+    for kw, match in (({"core": "v3"}, "core must be 'v1' or 'v2'"), ({"threshold_max": 0}, "threshold_max must be"),
+                      ({"calibration": [1.0]}, "calibration must be None or")):   # refused when made, not at a run
+        with pytest.raises((ValueError, TypeError), match=match):
+            hil.XyloInteger(**kw)
+    assert repr(hil.XyloInteger(core="V1")) == "XyloInteger(core='v1', threshold_max=4096)"
     with pytest.raises(ValueError, match="observation has shape"):
         hil.straight_through(torch.zeros(3, 2), torch.zeros(3, 3))
 

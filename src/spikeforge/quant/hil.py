@@ -39,6 +39,7 @@ from torch.nn import functional as TF
 from .. import functional as F
 from ..nn.layers import TimeDropout
 from ..nn.neuron import Neuron
+from ..neurons.xylo import XyloCore
 
 __all__ = ["Observation", "Substrate", "Software", "AnalogMismatch", "XyloInteger", "XyloSimSubstrate",
            "InTheLoop", "in_the_loop", "straight_through", "observed_layers"]
@@ -219,8 +220,17 @@ class XyloInteger(Substrate):
     observations are returned as Xylo produces them (not shifted back). ``last_net`` is the
     ``XyloNet`` of the last run."""
 
-    def __init__(self, *, calibration: Tensor | None = None, core: str = "v2", threshold_max: int = 4096) -> None:
-        self.calibration, self.core, self.threshold_max = calibration, core, threshold_max
+    def __init__(self, *, calibration: Tensor | None = None, core: str | XyloCore = XyloCore.V2,
+                 threshold_max: int = 4096) -> None:
+        from ._quantize import _core
+
+        if calibration is not None and not isinstance(calibration, Tensor):
+            raise TypeError(f"{type(self).__name__}: calibration must be None or an input tensor (T, B, inputs), "
+                            f"got {type(calibration).__name__}")
+        if isinstance(threshold_max, bool) or not isinstance(threshold_max, int) or not 1 <= threshold_max <= 2 ** 14:
+            raise ValueError(f"{type(self).__name__}: threshold_max must be an integer in 1..16384, "
+                             f"got {threshold_max!r}")
+        self.calibration, self.core, self.threshold_max = calibration, _core(core), threshold_max
         self.last_net = None
 
     def quantized(self, network: nn.Sequential):
@@ -247,7 +257,7 @@ class XyloInteger(Substrate):
         return {k: Observation(o.to(dtype), t) for k, o, t in zip(where, outs, traces)}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(core={self.core!r}, threshold_max={self.threshold_max})"
+        return f"{type(self).__name__}(core={self.core.value!r}, threshold_max={self.threshold_max})"
 
 
 class XyloSimSubstrate(XyloInteger):
