@@ -21,8 +21,9 @@ Models (the same architecture and parameter count on both sides):
 Each (framework, model) runs in its own child process with ``--threads`` threads; the time
 per step is the median over the training steps after the first 3.
 
-    .venv-peers/bin/python benchmarks/zoo_digits.py                    # RESULTS.md §13
-    .venv-peers/bin/python benchmarks/zoo_digits.py --models vgg11 --steps 20 --sj-steps 10
+    OMP_NUM_THREADS=1 .venv-peers/bin/python benchmarks/zoo_digits.py        # RESULTS.md §13, run A
+    OMP_NUM_THREADS=1 .venv-peers/bin/python benchmarks/zoo_digits.py --sj-steps 150 --models sew_resnet18 vgg11
+    .venv-peers/bin/python benchmarks/zoo_digits.py --models vgg11 --steps 20 --sj-steps 10 --json out.json
 """
 from __future__ import annotations
 
@@ -220,8 +221,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument("--frameworks", nargs="+", choices=("spikeforge", "spikingjelly"),
                     default=["spikeforge", "spikingjelly"])
-    ap.add_argument("--steps", type=_positive, default=300, help="spikeforge training steps (default 300)")
-    ap.add_argument("--sj-steps", type=_positive, default=None, help="SpikingJelly's steps (default: --steps)")
+    ap.add_argument("--steps", type=_positive, default=150, help="spikeforge training steps (default 150)")
+    ap.add_argument("--sj-steps", type=_positive, default=30,
+                    help="SpikingJelly's steps, alternated with spikeforge's first ones (default 30)")
     ap.add_argument("--batch", type=_positive, default=16)
     ap.add_argument("--T", type=_positive, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -234,7 +236,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     a = parse(argv)
-    sj_steps = a.sj_steps or a.steps
+    sj_steps = a.sj_steps
     if a.child:
         rows = child(a.child, a.frameworks, a.steps, sj_steps, a.batch, a.T, a.seed, a.threads)
         print(json.dumps({"rows": rows}), flush=True)
