@@ -188,3 +188,25 @@ def test_substrates_run_dropout_as_the_identity(dropout):
     torch.manual_seed(0)
     out = hil.in_the_loop(with_dropout, X, hil.AnalogMismatch(1, mismatch=0.2))[0]
     assert torch.equal(out, hil.in_the_loop(net, X, hil.AnalogMismatch(1, mismatch=0.2))[0])
+
+
+def test_analog_mismatch_reads_units_of_neurons_written_as_equations():
+    """Parameters in 'ms', 'mV', 'MOhm' (from_equations) get the mismatch of 'time', 'potential',
+    'resistance' (the built-in words); they were left exact."""
+    from spikeforge.neurons import from_equations
+
+    eq = from_equations("dv/dt = (v_leak - v + r*I) / tau", threshold="v > v_threshold", reset="v = v_reset",
+                        params={"tau": (4.0, "ms"), "v_leak": (0.0, "mV"), "r": (1.0, "MOhm"),
+                                "v_threshold": (1.0, "mV"), "v_reset": (0.0, "mV")}, name="EqHilLIF", register=False)
+    lif = sf.nn.LIF(tau=4.0)
+    from spikeforge.nn import neuron as nm
+
+    try:
+        got = hil.AnalogMismatch(3, mismatch=0.2).params(1, nm.neuron_module(eq)(tau=4.0), 5)
+    finally:
+        vars(nm).pop("EqHilLIF", None)           # the module class is bound there; leave no trace
+    want = hil.AnalogMismatch(3, mismatch=0.2).params(1, lif, 5)
+    assert list(eq.params) == list(lif.spec_type.params)
+    for a, b in zip(got, want):
+        assert a.shape == (5,) and torch.allclose(a, b)
+    assert not torch.allclose(got[0], torch.full((5,), 4.0))

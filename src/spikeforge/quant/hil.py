@@ -39,6 +39,7 @@ from torch.nn import functional as TF
 from .. import functional as F
 from ..nn.layers import TimeDropout
 from ..nn.neuron import Neuron
+from ..neurons._equations._units import parse_unit
 from ..neurons.xylo import XyloCore
 
 __all__ = ["Observation", "Substrate", "Software", "AnalogMismatch", "XyloInteger", "XyloSimSubstrate",
@@ -136,6 +137,20 @@ def _inference_identity(m: nn.Module) -> bool:
     return isinstance(m, (nn.Identity, nn.Dropout, TimeDropout))
 
 
+_SCALED = {(1, 0, 0), (0, 1, -1)}   # time, resistance (exponents of time, potential, current): scaled
+_POTENTIAL = (0, 1, 0)              # shifted
+
+
+def _dims(unit: str) -> tuple[int, int, int] | None:
+    """The dimension of a parameter's unit, from a word (``"time"``) or a unit (``"ms"``, as
+    ``from_equations`` neurons declare them); ``None`` when not given or not readable."""
+    try:
+        u = parse_unit(unit, "a neuron parameter")
+    except (TypeError, ValueError):
+        return None
+    return None if u is None else u.dims
+
+
 class AnalogMismatch(Substrate, _Device):
     """An analog model of the network: the software model's equations with
 
@@ -188,14 +203,14 @@ class AnalogMismatch(Substrate, _Device):
 
     def params(self, k, m, n):
         spec, out = m.spec_type, []
-        potentials = [p for name, p in zip(spec.params, m.params()) if spec.params[name].unit == "potential"]
+        dims = {name: _dims(q.unit) for name, q in spec.params.items()}
+        potentials = [p for name, p in zip(spec.params, m.params()) if dims[name] == _POTENTIAL]
         scale = max((float(p.detach().abs().max()) for p in potentials), default=0.0)
         for name, p in zip(spec.params, m.params()):
             d = self._draw(k, name, torch.Size([n]), type(m).__name__).to(p.device, p.dtype)
-            unit = spec.params[name].unit
-            if unit in ("time", "resistance"):
+            if dims[name] in _SCALED:
                 p = p * torch.exp(self.mismatch * d)
-            elif unit == "potential":
+            elif dims[name] == _POTENTIAL:
                 p = p + self.mismatch * scale * d
             out.append(p)
         return spec.Params(*out)
