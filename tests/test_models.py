@@ -218,3 +218,10 @@ def test_docs_examples_run():
     assert len(blocks) == 4
     for block in blocks:
         exec(block, {})
+
+
+def test_vgg_refuses_images_smaller_than_its_pools():
+    model = sf.models.vgg11(num_classes=4, in_channels=1, width=0.125, hidden=16, pool_size=1)
+    with pytest.raises(ValueError, match=r"VGG11: x must be at least 32x32 pixels.*got shape \(1, 1, 1, 16, 16\)"):
+        model(torch.rand(1, 1, 1, 16, 16))
+    assert model(torch.rand(1, 1, 1, 32, 32)).shape == (1, 1, 4)

@@ -73,8 +73,9 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     return TimeDistributed(nn.Sequential(conv, norm))
 
 
-def check_images(x, in_channels: int, model: str) -> Tensor:
-    """``x`` must be a floating ``(T, B, C, H, W)`` tensor with ``C == in_channels``."""
+def check_images(x, in_channels: int, model: str, min_side: int = 1) -> Tensor:
+    """``x`` must be a floating ``(T, B, C, H, W)`` tensor with ``C == in_channels`` and
+    ``H, W >= min_side``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{model}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 5:
@@ -85,6 +86,8 @@ def check_images(x, in_channels: int, model: str) -> Tensor:
                          f"got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{model}: x must be a floating-point tensor, got dtype {x.dtype}")
+    if min(x.shape[3:]) < min_side:
+        raise ValueError(f"{model}: x must be at least {min_side}x{min_side} pixels (H, W), got shape {tuple(x.shape)}")
     return x
 
 

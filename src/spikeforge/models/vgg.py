@@ -67,10 +67,11 @@ class SpikingVGG(nn.Module):
             Flatten(), nn.Linear(c_in * pool_size * pool_size, hidden), make(), TimeDropout(dropout),
             nn.Linear(hidden, hidden), make(), TimeDropout(dropout), nn.Linear(hidden, num_classes))
         self.name = config.name
+        self.min_side = 2 ** len(config.value)     # one 2x2 max pool per stage
         _init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, self.in_channels, self.name)
+        check_images(x, self.in_channels, self.name, self.min_side)
         return self.classifier(self.avgpool(self.features(x)))
 
     def step(self, x: Tensor) -> Tensor:

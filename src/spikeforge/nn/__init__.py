@@ -29,6 +29,7 @@ from .layers import Recurrent as Recurrent
 from .layers import Residual as Residual
 from .layers import Scale as Scale
 from .layers import SumPool2d as SumPool2d
+from .attention import SpikingSelfAttention as SpikingSelfAttention
 from .layers import Threshold as Threshold
 from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
