@@ -139,17 +139,18 @@ def _step(self, x, s, p, fire):
     return z, _apply_reset(m, env, new, z.detach() if self.detach_reset else z)
 
 
+#: a reset assignment's operator -> the state after it, from ``h`` (before), ``value`` and the spike ``z``
+_RESET_OPS = {"=": lambda h, value, z: h * (1.0 - z) + value * z,
+              "-=": lambda h, value, z: h - value * z,
+              "+=": lambda h, value, z: h + value * z}
+
+
 def _apply_reset(m: Model, env: dict, h: list, z) -> tuple:
     """The reset where ``z`` (1: spiked), all values from the pre-reset state ``env``."""
     values = [(k, op, f(env)) for k, op, f in m.resets]
     out = list(h)
     for k, op, value in values:
-        if op == "=":
-            out[k] = h[k] * (1.0 - z) + value * z
-        elif op == "-=":
-            out[k] = h[k] - value * z
-        else:
-            out[k] = h[k] + value * z
+        out[k] = _RESET_OPS[op](h[k], value, z)
     return tuple(out)
 
 
