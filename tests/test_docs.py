@@ -186,5 +186,8 @@ def test_included_file_is_adapted(tmp_path):
     out = hooks.adapt(text, bench, tmp_path)
     assert out.splitlines()[:2] == ["## Title", "See `README.md` (`benchmarks/README.md`), [web](https://a.b/c)."]
     assert "\n# comment\n" in out and "](data:image/png;base64,iVBORw==)" in out
+    assert hooks.adapt("[part](README.md#part)\n", bench, tmp_path) == "part (`benchmarks/README.md`)\n"
     with pytest.raises(ValueError, match="missing.md"):
         hooks.adapt("[m](missing.md)\n", bench, tmp_path)
+    with pytest.raises(ValueError, match="missing.md#part"):
+        hooks.adapt("[m](missing.md#part)\n", bench, tmp_path)

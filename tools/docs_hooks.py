@@ -32,7 +32,7 @@ def _link(match: re.Match, base: Path, root: Path) -> str:
     bang, text, target = match.groups()
     if re.match(r"^[a-z]+:|^#|^/", target):
         return match.group(0)
-    path = (base / target).resolve()
+    path = (base / target.split("#", 1)[0]).resolve()     # a section of a file (x.md#part): the file
     if not path.is_file():
         raise ValueError(f"{base / target} (linked from an included file) does not exist")
     if bang:
