@@ -210,3 +210,14 @@ def test_analog_mismatch_reads_units_of_neurons_written_as_equations():
     for a, b in zip(got, want):
         assert a.shape == (5,) and torch.allclose(a, b)
     assert not torch.allclose(got[0], torch.full((5,), 4.0))
+
+
+@pytest.mark.parametrize("option", ["batch_first", "carry_state"])
+def test_neurons_that_the_substrate_would_run_otherwise_are_refused(option):
+    """The substrates run every neuron time-first from rest; a batch-first or state-carrying
+    software layer would give the gradient at another operating point than the forward value."""
+    net = nn.Sequential(nn.Linear(4, 3), sf.nn.LIF(**{option: True}))
+    with pytest.raises(ValueError, match=r"layer 1 \(LIF\).*batch_first=False, carry_state=False"):
+        hil.in_the_loop(net, X)
+    with pytest.raises(ValueError, match="time-first from rest"):
+        hil.InTheLoop(net)

@@ -63,6 +63,11 @@ def network_of(model: nn.Module) -> nn.Sequential:
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"network must be an nn.Sequential of Linear and neuron layers (or a model with "
                         f".network()), got {type(model).__name__}")
+    for k, m in enumerate(model):   # substrates run time-first from rest: the software layers must too
+        if isinstance(m, Neuron) and (m.batch_first or m.carry_state):
+            raise ValueError(f"network layer {k} ({type(m).__name__}): in the loop, neuron layers must be "
+                             f"time-first from rest (batch_first=False, carry_state=False), as the substrate "
+                             f"runs them")
     return model
 
 
