@@ -3,8 +3,9 @@
 * Every tutorial page (docs/index.md, docs/getting-started.md, docs/tutorials/*.md) is executed: its
   ```python blocks run in order, in one fresh namespace per page and a temporary working directory;
   any exception fails. A Chinese version *.zh.md must hold exactly its English page's code blocks
-  (tested below), so running it again would repeat the same code (about a minute of CPU): it is not run. A block fenced as ```{.python .no-run} is
-  shown but not run (the rule is stated in docs/tutorials/index.md).
+  (tested below), so running it again would repeat the same code (about a minute of CPU): it is
+  not run. A block fenced as ```{.python .no-run} is shown but not run (the rule is stated in
+  docs/tutorials/index.md).
 * Each Chinese page holds exactly the code blocks of its English counterpart, and the pages that
   must be translated are.
 * The site builds with `mkdocs build --strict` (any warning fails), when mkdocs is installed (the
