@@ -139,9 +139,12 @@ def test_eventprop_reads_the_equation_form():
     eq, ref = _pair("CubaLIF")
     p = ref.Params(*(torch.tensor(v.default) for v in ref.params.values()))
     a, b = modes_of(eq, p, 3, None, torch.float64), modes_of(ref, p, 3, None, torch.float64)
-    for u, v in zip(_fields(a), _fields(b)):
-        if isinstance(v, torch.Tensor):
-            torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    pairs = [(u, v) for u, v in zip(_fields(a), _fields(b), strict=True) if isinstance(v, torch.Tensor)]
+    assert len(pairs) == len(_fields(b)) >= 4      # eigenvalues, modes and their inverse, input/readout maps
+    for u, v in pairs:
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    # the decay rates of the equations' two modes: -1/tau_syn, -1/tau_mem, for each of the 3 neurons
+    torch.testing.assert_close(a.lam, torch.tensor([[-1 / 5.0, -1 / 10.0]] * 3, dtype=torch.float64))
 
 
 def _fields(obj):
