@@ -157,16 +157,6 @@ def _net_wider() -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, 8), sf.nn.LIF(reset="soft", tau=4.0), nn.Linear(8, 3), sf.nn.LI(tau=8.0))
 
 
-def test_xylosim_substrate_observes_what_the_integer_mode_computes():
-    pytest.importorskip("rockpool")
-    pytest.importorskip("xylosim")             # .venv-interop/bin/python -m pytest tests/test_hil.py
-    net = _net()
-    a, b = hil.InTheLoop(net, hil.XyloInteger()), hil.InTheLoop(net, hil.XyloSimSubstrate())
-    assert torch.equal(a(EVENTS), b(EVENTS))
-    assert torch.equal(a.observations[1].output, b.observations[1].output)
-    assert a.observations[1].output.sum() > 0
-
-
 def test_the_docs_example_runs():
     """The hardware-in-the-loop example in docs/hardware.md runs as written."""
     import re
