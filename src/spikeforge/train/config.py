@@ -327,43 +327,16 @@ def _check_data_options(cfg: TrainConfig) -> None:
 
 
 def _check_method(cfg: TrainConfig) -> None:
-    """EventProp reads spike times of static features and needs a neuron with a linear
-    continuous-time form (``spikeforge.learning.eventprop``); convert/proxy: ``check_convert``."""
+    """Each method other than BPTT checks what it needs in its own module."""
     if cfg.method in (Method.CONVERT, Method.PROXY):
         from .convert_model import check_convert
-        return check_convert(cfg)
-    if cfg.method in (Method.STDP, Method.DESIRE):
+        check_convert(cfg)
+    elif cfg.method in (Method.STDP, Method.DESIRE):
         from .local_model import check_local
-        return check_local(cfg)
-    if cfg.method is not Method.EVENTPROP:
-        return
-    if cfg.dataset.events or cfg.encoding is not Encoding.LATENCY:
-        raise ConfigError(f"method eventprop simulates spike times: it needs encoding latency on a data set of "
-                          f"static features (yinyang, digits), got dataset {cfg.dataset.value} with encoding "
-                          f"{cfg.encoding.value}")
-    if not _event_based(cfg.neuron):
-        names = ", ".join(n for n, s in REGISTRY.items() if s.spiking and _event_based(n))
-        raise ConfigError(f"method eventprop needs a neuron with a linear continuous-time form ({names}), "
-                          f"got {cfg.neuron}")
-    if cfg.precision is not Precision.FP32:
-        raise ConfigError("method eventprop runs in float32 (its spike times are found by root finding); "
-                          "drop --precision bf16")
-
-
-def _event_based(neuron: str) -> bool:
-    """Whether the neuron's own definition gives EventProp its exact solution (a linear
-    ``derivative`` with ``threshold`` and ``jump``), asked of the spec at its defaults."""
-    import torch
-
-    from ..functional import make_params
-    from ..learning._modal import NotLinear, modes_of
-
-    spec = REGISTRY[neuron]()
-    try:
-        modes_of(spec, make_params(spec, dtype=torch.float64), 1, None, torch.float64)   # reads threshold too
-    except (NotLinear, NotImplementedError, AttributeError, ValueError):
-        return False
-    return True
+        check_local(cfg)
+    elif cfg.method is Method.EVENTPROP:
+        from .event_model import check_eventprop
+        check_eventprop(cfg)
 
 
 def _check_device(device) -> None:

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from .. import encoding
 from .. import nn as snn
 from ..learning import eventprop
-from .config import Loss, TrainConfig, neuron_kwargs
+from ..neurons import REGISTRY
+from .config import ConfigError, Encoding, Loss, Precision, TrainConfig, neuron_kwargs
 
-__all__ = ["init_eventprop", "event_forward", "EventOutput"]
+__all__ = ["init_eventprop", "event_forward", "EventOutput", "check_eventprop"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,33 @@ def _raster(ev: eventprop.Events, steps: int, n: int) -> Tensor:
     b = torch.arange(B, device=t.device).unsqueeze(1).expand_as(t)
     out.index_put_((t[ok].long(), b[ok], ev.index[ok]), torch.ones_like(t[ok]), accumulate=True)
     return out
+
+
+def check_eventprop(cfg: TrainConfig) -> None:
+    """EventProp reads spike times of static features and needs a neuron with a linear
+    continuous-time form (``spikeforge.learning.eventprop``)."""
+    if cfg.dataset.events or cfg.encoding is not Encoding.LATENCY:
+        raise ConfigError(f"method eventprop simulates spike times: it needs encoding latency on a data set of "
+                          f"static features (yinyang, digits), got dataset {cfg.dataset.value} with encoding "
+                          f"{cfg.encoding.value}")
+    if not _event_based(cfg.neuron):
+        names = ", ".join(n for n, s in REGISTRY.items() if s.spiking and _event_based(n))
+        raise ConfigError(f"method eventprop needs a neuron with a linear continuous-time form ({names}), "
+                          f"got {cfg.neuron}")
+    if cfg.precision is not Precision.FP32:
+        raise ConfigError("method eventprop runs in float32 (its spike times are found by root finding); "
+                          "drop --precision bf16")
+
+
+def _event_based(neuron: str) -> bool:
+    """Whether the neuron's own definition gives EventProp its exact solution (a linear
+    ``derivative`` with ``threshold`` and ``jump``), asked of the spec at its defaults."""
+    from ..functional import make_params
+    from ..learning._modal import NotLinear, modes_of
+
+    spec = REGISTRY[neuron]()
+    try:
+        modes_of(spec, make_params(spec, dtype=torch.float64), 1, None, torch.float64)   # reads threshold too
+    except (NotLinear, NotImplementedError, AttributeError, ValueError):
+        return False
+    return True
