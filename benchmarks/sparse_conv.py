@@ -105,7 +105,7 @@ def formulations(layer, d, reps) -> dict:
             try:
                 return _sparse(x, w, b)
             finally:
-                K.FORMULATION = "scatter"
+                K.FORMULATION = K.Formulation.SCATTER
         return run
 
     def cols():  # binary im2col (N*H*W, C*9), then SpikeLinear's kernel over its active columns
@@ -119,8 +119,9 @@ def formulations(layer, d, reps) -> dict:
         y = torch.addmm(b.detach(), cols().to_sparse_csr(), w2.t())
         return y.reshape(n, h * wd, o).transpose(1, 2).reshape(n, o, h, wd)
 
-    fns = {"dense F.conv2d": lambda: _dense(x, w.detach(), b.detach()), "scatter kernel": kernel("scatter"),
-           "gather kernel": kernel("gather"), "unfold + SpikeLinear": unfold_linear,
+    fns = {"dense F.conv2d": lambda: _dense(x, w.detach(), b.detach()),
+           "scatter kernel": kernel(K.Formulation.SCATTER), "gather kernel": kernel(K.Formulation.GATHER),
+           "unfold + SpikeLinear": unfold_linear,
            "unfold + sparse CSR mm": unfold_csr}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"

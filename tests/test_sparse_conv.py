@@ -98,7 +98,7 @@ def test_several_threads_and_unbatched(dtype):
     assert m.last_path == "sparse"
 
 
-@pytest.mark.parametrize("formulation", ["scatter", "gather"])
+@pytest.mark.parametrize("formulation", list(sparse_conv._kernel.Formulation))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_formulations_wide_outputs(monkeypatch, formulation, dtype):
     # 64 outputs per group: whole register tiles (64 float32 / 32 float64 values, the vector

@@ -16,6 +16,7 @@ the fused CPU backend's ``build`` and cached on disk.
 from __future__ import annotations
 
 import ctypes
+import enum
 from ctypes import c_int64
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,10 +27,19 @@ from torch import Tensor
 from ._threads import threads
 from .sparse import DTYPES, _p, load
 
-__all__ = ["DTYPES", "Geometry", "build", "forward", "grad_weight"]
+__all__ = ["DTYPES", "Formulation", "Geometry", "build", "forward", "grad_weight"]
 
 _PARALLEL_MIN = 1 << 16    # input elements below which one thread runs the kernels
-FORMULATION = "scatter"    # forward: "scatter" (per event) or "gather" (per output position; measured no faster)
+
+
+class Formulation(enum.Enum):
+    """How the forward kernel forms y (benchmarks/sparse_conv.py measures both)."""
+
+    SCATTER = "scatter"    # each active event adds its weight vectors to the outputs it reaches (the default)
+    GATHER = "gather"      # each output position sums the active taps that reach it (measured no faster)
+
+
+FORMULATION = Formulation.SCATTER
 
 _HEADER = r"""
 #include <stdint.h>
@@ -266,7 +276,7 @@ def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Ge
     wt = weight.detach().reshape(geo.groups, geo.og, -1, geo.kh, geo.kw).permute(0, 2, 3, 4, 1).contiguous()
     b = None if bias is None else bias.detach().contiguous()
     scratch = torch.empty(nt.value * geo.oh * geo.ow * out, dtype=x.dtype)
-    if FORMULATION == "gather":
+    if FORMULATION is Formulation.GATHER:
         per_sample = off[::geo.c].diff().max().item() if geo.n else 0
         per_thread = geo.oh * geo.ow * geo.groups + 1 + per_sample * geo.kh * geo.kw
         iscratch = torch.empty(nt.value * per_thread, dtype=torch.int32)
