@@ -1,11 +1,11 @@
 """Local plasticity rules and the hook-based learner that attaches them (see ``learner``)."""
+from .bounds import Bound as Bound
+from .bounds import Bounds as Bounds
+from .bounds import Normalise as Normalise
 from .desire import DesireBackprop as DesireBackprop
 from .desire import desire_updates as desire_updates
 from .homeostasis import AdaptiveThreshold as AdaptiveThreshold
-from .learner import Bound as Bound
-from .learner import Bounds as Bounds
 from .learner import Learner as Learner
-from .learner import Normalise as Normalise
 from .learner import attach as attach
 from .rules import VDSP as VDSP
 from .rules import Trigger as Trigger
