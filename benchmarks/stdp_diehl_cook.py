@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 import spikeforge as sf
-from spikeforge.learning import AdaptiveThreshold, Bound, Bounds, Normalise, PairSTDP, attach
+from spikeforge.learning import (AdaptiveThreshold, Bound, Bounds, Normalise, PairSTDP, assign_labels,
+                                 assigned_scores, attach)
 
 
 @dataclass(frozen=True)
@@ -106,19 +107,13 @@ def responses(net: nn.Module, data: Tensor, cfg: Config, g: torch.Generator, bat
 
 
 def assign(resp: Tensor, labels: Tensor, classes: int = 10) -> Tensor:
-    """Each neuron's class: the one with the highest mean response ``resp`` ``(n, N)``."""
-    mean = torch.stack([resp[labels == c].mean(0) for c in range(classes)])   # (classes, N)
-    return mean.argmax(0)
+    """Each neuron's class (``spikeforge.learning.assign_labels``)."""
+    return assign_labels(resp, labels, classes)
 
 
 def classify(resp: Tensor, assignment: Tensor, classes: int = 10) -> Tensor:
-    """The class whose assigned neurons respond most on average (``-inf`` for a class with none)."""
-    scores = torch.full((resp.shape[0], classes), float("-inf"))
-    for c in range(classes):
-        mine = assignment == c
-        if mine.any():
-            scores[:, c] = resp[:, mine].mean(1)
-    return scores.argmax(1)
+    """The class whose assigned neurons respond most on average (``spikeforge.learning.assigned_scores``)."""
+    return assigned_scores(resp, assignment, classes).argmax(1)
 
 
 def run_one(cfg: Config, seed: int, rule=None, bound: Bound = Bound.HARD) -> dict:

@@ -375,3 +375,17 @@ def test_docs_demo_runs():
     assert blocks
     for block in blocks:
         exec(block, {})
+
+
+def test_label_assignment_by_neuron():
+    from spikeforge.learning import assign_labels, assigned_scores
+    resp = torch.tensor([[3.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 2.0, 4.0]])   # (samples, neurons)
+    labels = torch.tensor([0, 0, 2])                                            # class 1 has no samples
+    assignment = assign_labels(resp, labels, classes=3)
+    assert assignment.tolist() == [0, 2, 2]
+    scores = assigned_scores(torch.tensor([[1.0, 2.0, 4.0]]), assignment, classes=3)
+    assert scores[0, 0] == 1.0 and scores[0, 1] == -float("inf") and scores[0, 2] == 3.0
+    with pytest.raises(ValueError, match="labels must be a \\(3,\\) tensor"):
+        assign_labels(resp, torch.tensor([0, 1]), classes=3)
+    with pytest.raises(ValueError, match="responses must be a \\(samples, neurons\\) tensor"):
+        assigned_scores(torch.ones(3), assignment, classes=3)

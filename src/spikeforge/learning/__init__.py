@@ -15,8 +15,10 @@ from ._rules import Normalise as Normalise
 from ._rules import PairSTDP as PairSTDP
 from ._rules import RewardSTDP as RewardSTDP
 from ._rules import TripletSTDP as TripletSTDP
+from ._rules import assign_labels as assign_labels
+from ._rules import assigned_scores as assigned_scores
 from ._rules import attach as attach
 
 __all__ = ["eventprop", "attach", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP",
            "RewardSTDP", "VDSP", "Trigger", "AdaptiveThreshold",
-           "DesireBackprop", "desire_updates"]
+           "DesireBackprop", "desire_updates", "assign_labels", "assigned_scores"]

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from .. import encoding
 from .. import nn as snn
-from ..learning import (AdaptiveThreshold, Bound, Bounds, DesireBackprop, Normalise, PairSTDP, attach)
+from ..learning import (AdaptiveThreshold, Bound, Bounds, DesireBackprop, Normalise, PairSTDP, assign_labels,
+                        assigned_scores, attach)
 from .checkpoint import CheckpointError
 from .config import DataSet, Encoding, Loss, Method, Precision, TrainConfig
 from .config import ConfigError
@@ -147,12 +148,7 @@ class LocalNet(nn.Module):
         """Class scores ``(B, C)`` from the last layer's counts (stdp: mean over assigned neurons)."""
         if self.method is not Method.STDP:
             return counts
-        out = torch.full((counts.shape[0], self.n_classes), -math.inf, device=counts.device)
-        for c in range(self.n_classes):
-            mine = self.assignment == c
-            if mine.any():
-                out[:, c] = counts[:, mine].mean(1)
-        return out
+        return assigned_scores(counts, self.assignment, self.n_classes)
 
     def forward(self, x: Tensor, generator=None) -> Tensor:
         if x.dim() != 2:
@@ -166,13 +162,6 @@ class LocalNet(nn.Module):
     def network(self) -> nn.Module:
         raise ConfigError(f"a method {self.method.value} run cannot be exported to NIR yet (its lateral inhibition "
                           f"and label assignment have no NIR nodes); use spikeforge.train.load_run(run_dir) in Python")
-
-
-def assign(counts: Tensor, labels: Tensor, classes: int) -> Tensor:
-    """Each neuron's class: the one with its highest mean count ``counts`` ``(n, N)``."""
-    mean = torch.stack([counts[labels == c].mean(0) if (labels == c).any()
-                        else counts.new_full(counts.shape[1:], -math.inf) for c in range(classes)])
-    return mean.argmax(0)
 
 
 class LocalTrainer(Trainer):
@@ -274,7 +263,7 @@ class LocalTrainer(Trainer):
             if cfg.method is Method.STDP:        # label assignment on the training split
                 model.theta.copy_(self.learner.thresholds["0"])
                 counts = self._counts("train")
-                model.assignment.copy_(assign(counts, split.labels, model.n_classes))
+                model.assignment.copy_(assign_labels(counts, split.labels, model.n_classes))
                 correct = int((model.scores(counts).argmax(1) == split.labels).sum())
         return {"train_loss": 1 - correct / n, "train_accuracy": correct / n,
                 "train_seconds": time.perf_counter() - t0, "train_cpu_seconds": time.process_time() - c0}

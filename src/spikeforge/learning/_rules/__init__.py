@@ -6,6 +6,8 @@ from .desire import DesireBackprop as DesireBackprop
 from .desire import desire_updates as desire_updates
 from .homeostasis import AdaptiveThreshold as AdaptiveThreshold
 from .learner import Learner as Learner
+from .labels import assign_labels as assign_labels
+from .labels import assigned_scores as assigned_scores
 from .learner import attach as attach
 from .rules import VDSP as VDSP
 from .rules import Trigger as Trigger
@@ -13,4 +15,4 @@ from .rules import PairSTDP as PairSTDP
 from .rules import RewardSTDP as RewardSTDP
 from .rules import TripletSTDP as TripletSTDP
 
-__all__ = ["DesireBackprop", "desire_updates", "attach", "AdaptiveThreshold", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP", "Trigger"]
+__all__ = ["assign_labels", "assigned_scores", "DesireBackprop", "desire_updates", "attach", "AdaptiveThreshold", "Learner", "Bound", "Bounds", "Normalise", "PairSTDP", "TripletSTDP", "RewardSTDP", "VDSP", "Trigger"]
