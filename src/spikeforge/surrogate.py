@@ -38,6 +38,13 @@ class Surrogate:
     def grad(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def support(self) -> float | None:
+        """Half-width ``w`` of the bounded support: ``grad(x) == 0`` wherever ``|x| >= w``;
+        ``None`` where the derivative is nonzero everywhere (the sparse backward then needs a
+        cut-off, see ``spikeforge.kernels.sparse_backward``)."""
+        return None
+
     def __call__(self, x: Tensor) -> Tensor:
         return spike(x, self)
 
@@ -98,6 +105,10 @@ class Triangle(Surrogate):
     def grad(self, x: Tensor) -> Tensor:
         return self.alpha * torch.clamp(1.0 - self.alpha * torch.abs(x), min=0.0)
 
+    @property
+    def support(self) -> float:
+        return 1.0 / self.alpha
+
 
 @dataclass(frozen=True)
 class Erf(Surrogate):
@@ -119,6 +130,10 @@ class PiecewiseQuadratic(Surrogate):
     def grad(self, x: Tensor) -> Tensor:
         a = torch.abs(x)
         return torch.where(a <= 1.0 / self.alpha, self.alpha - self.alpha * self.alpha * a, torch.zeros_like(x))
+
+    @property
+    def support(self) -> float:
+        return 1.0 / self.alpha
 
 
 @dataclass(frozen=True)

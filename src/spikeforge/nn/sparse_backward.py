@@ -1,0 +1,167 @@
+"""A Linear synapse fused with a spiking neuron whose backward touches only the active set
+(Perez-Nieves & Goodman 2021; the definition, what it drops and for which neurons:
+``spikeforge.kernels.sparse_backward``).
+
+``sparse_spiking_linear(x, weight, bias, spec, params, surrogate=...)`` returns the spikes
+``z`` (T, B, out) of ``spec`` driven by ``x W^T + b``. Its forward runs the product (the
+spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, else
+``F.linear``) and the neuron's fused kernel, and records the active set; its backward gives
+
+* ``grad W``, ``grad b``: equal to the dense ones with the reset detached and the surrogate
+  zero outside its support (or ``cutoff``);
+* ``grad x``: equal to the dense one at the active entries of the layer that produced ``x``
+  when ``x`` is the output of another ``sparse_spiking_linear`` (that layer reads no other
+  entry, so the others are left 0), else equal to the dense one everywhere.
+
+``SparseSpikingLinear`` is the module (weights initialised as ``nn.Linear``'s).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import functional as SF
+from ..kernels import sparse as _spl
+from ..kernels import sparse_backward as K
+from ..neurons import NeuronSpec
+from ..surrogate import Surrogate, Triangle
+
+__all__ = ["sparse_spiking_linear", "SparseSpikingLinear", "active_fraction"]
+
+_ATTR = "_sf_active_set"   # on an output z: (off, idx) of its active set, read by the next layer
+
+
+def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None):
+    """``(y, csr)``: the product, and the CSR ``(off, idx)`` of ``x2`` when it is {0, 1} and sparse
+    enough for the scatter kernels (``SpikeLinear``'s crossover), else ``None``."""
+    off, bad = _spl.count_active(x2)
+    if bad == 0 and int(off[-1]) < 0.12 * x2.numel():   # nn.sparse.CROSSOVER_TRAIN
+        y, idx = _spl.forward(x2, off, weight.detach(), None if bias is None else bias.detach())
+        return y, (off, idx)
+    return F.linear(x2, weight.detach(), None if bias is None else bias.detach()), None
+
+
+def _membrane_argument(spec, y3: Tensor, v_prev: Tensor, params) -> Tensor:
+    """``u = h - v_threshold``, the argument the step passes to the spike function, for every step
+    at once (the step is elementwise, so it runs on the whole (T, B, N) sequence)."""
+    box = []
+
+    def fire(u):
+        box.append(u)
+        return torch.zeros_like(u)
+
+    spec.step(y3, (v_prev,), params, fire)
+    return box[0]
+
+
+class _SparseSpikingLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev):
+        T, B, IN = x.shape
+        N = weight.shape[0]
+        x2 = x.detach().reshape(T * B, IN).contiguous()
+        y2, csr = _linear(x2, weight, bias)
+        y3 = y2.view(T, B, N)
+        z, _, trace, _ = SF.run(spec, y3, None, params, surrogate=surrogate, backend=backend, record=True)
+        v0 = SF.rest_state(spec, params, y3[0])[0]
+        u = _membrane_argument(spec, y3, torch.cat([v0[None], trace[0][:-1]]), params)
+        off, idx, sg = K.active_set(u, surrogate, width)
+        a, c, g1 = K.linear_form(spec, params, N, x.dtype)
+        ctx.save_for_backward(weight, z, off, idx, sg, a, c, g1,
+                              *(csr if csr is not None else (x2,)),
+                              *(prev if prev is not None else ()))
+        ctx.shape, ctx.sparse_x, ctx.has_prev, ctx.has_bias = (T, B, IN, N), csr is not None, prev is not None, \
+            bias is not None
+        ctx.mark_non_differentiable(off, idx)
+        return z, off, idx
+
+    @staticmethod
+    def backward(ctx, gz, _goff, _gidx):
+        weight, z, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
+        T, B, IN, N = ctx.shape
+        gi2 = K.adjoint_scan(gz, z, off, idx, sg, a, c, g1).view(T * B, N)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[1]:
+            gw = _spl.grad_weight(rest[0], rest[1], gi2, IN) if ctx.sparse_x else gi2.t() @ rest[0]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gi2.sum(0)
+        if ctx.needs_input_grad[0]:
+            if ctx.has_prev:
+                gx = K.grad_input_at(rest[-2], rest[-1], gi2, weight).view(T, B, IN)
+            else:
+                gx = (gi2 @ weight.detach()).view(T, B, IN)
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"x must be a (T, B, in_features) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if x.device.type != "cpu" or x.dtype not in _spl.DTYPES:
+        raise ValueError(f"x must be a CPU float32/float64 tensor for the sparse backward, got {x.dtype} on {x.device}")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[2] or weight.dtype != x.dtype:
+        raise ValueError(f"weight must be ({'out'}, {x.shape[2]}) of dtype {x.dtype}, got {tuple(weight.shape)} "
+                         f"{weight.dtype}")
+    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
+        raise ValueError(f"bias must be ({weight.shape[0]},) of dtype {x.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+
+
+def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: NeuronSpec, params=None, *,
+                          surrogate: Surrogate | None = None, cutoff: float | None = None,
+                          backend: str | None = None) -> Tensor:
+    """Spikes (T, B, out) of ``spec`` driven by ``x W^T + b`` from rest, with the sparse backward
+    (module docstring). ``surrogate`` defaults to ``Triangle(1.0)``; ``cutoff`` is required for
+    a surrogate without bounded support (see ``kernels.sparse_backward``)."""
+    _check(x, weight, bias)
+    surrogate = Triangle(1.0) if surrogate is None else surrogate
+    if not isinstance(surrogate, Surrogate):
+        raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
+    width = K.cutoff_of(surrogate, cutoff)
+    p = SF.make_params(spec, params if isinstance(params, dict) or params is None else dict(zip(spec.params, params)),
+                       features=(weight.shape[0],), dtype=x.dtype)
+    K.linear_form(spec, p, weight.shape[0], x.dtype)   # refuses an unsupported neuron before any work
+    z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
+                                             getattr(x, _ATTR, None))
+    setattr(z, _ATTR, (off, idx))
+    return z
+
+
+def active_fraction(z: Tensor) -> float | None:
+    """The fraction of (t, b, j) entries that were active in the layer that produced ``z``
+    (``None`` when ``z`` is not the output of ``sparse_spiking_linear``)."""
+    s = getattr(z, _ATTR, None)
+    return None if s is None else s[1].numel() / z.numel()
+
+
+class SparseSpikingLinear(nn.Module):
+    """``nn.Linear(in, out)`` followed by the neuron ``spec`` (params: a dict of its parameter
+    values), trained with the sparse spiking backward. Input (T, B, in), output spikes."""
+
+    def __init__(self, in_features: int, out_features: int, spec: NeuronSpec, params: dict | None = None, *,
+                 bias: bool = True, surrogate: Surrogate | None = None, cutoff: float | None = None,
+                 backend: str | None = None) -> None:
+        super().__init__()
+        if not isinstance(spec, NeuronSpec):
+            raise TypeError(f"spec must be a NeuronSpec instance (e.g. spikeforge.neurons.LIF()), got {spec!r}")
+        self.spec, self.params, self.surrogate = spec, dict(params or {}), surrogate or Triangle(1.0)
+        self.cutoff, self.backend = cutoff, backend
+        K.cutoff_of(self.surrogate, cutoff)
+        K.linear_form(spec, SF.make_params(spec, self.params, features=(out_features,)), out_features,
+                      torch.get_default_dtype())
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        bound = 1 / math.sqrt(in_features)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sparse_spiking_linear(x, self.weight, self.bias, self.spec, self.params, surrogate=self.surrogate,
+                                     cutoff=self.cutoff, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, spec={self.spec.key()}, "
+                f"surrogate={self.surrogate!r}, cutoff={self.cutoff}")

@@ -1,0 +1,160 @@
+"""The sparse spiking backward against the dense one (spikeforge's reference backend with the
+reset detached and the surrogate truncated to the same support): weight, bias and input
+gradients equal where the surrogate is nonzero, for every reset and input form of the
+single-state neurons it takes; the neurons and surrogates it refuses, by name."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import spikeforge as sf
+from spikeforge.kernels import sparse_backward as K
+from spikeforge.neurons import IF, LIF, PLIF, CubaLIF, QIF, Reset
+from spikeforge.nn.sparse_backward import SparseSpikingLinear, active_fraction, sparse_spiking_linear
+from spikeforge.surrogate import Custom, PiecewiseQuadratic, Sigmoid, Triangle
+
+T, B, IN, H, OUT = 24, 3, 40, 20, 12
+
+
+def data(dtype=torch.float64, seed=0, density=0.15):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, IN, generator=g, dtype=torch.float64) < density).to(dtype)
+    w = lambda o, i: (torch.randn(o, i, generator=g, dtype=torch.float64) * 5.0 / i ** 0.5).to(dtype)  # noqa: E731
+    return x, [w(H, IN).requires_grad_(), (torch.randn(H, generator=g, dtype=torch.float64) * 0.1).to(dtype)
+               .requires_grad_(), w(OUT, H).requires_grad_()]
+
+
+def dense_reference(spec, params, sur, x, ws):
+    """Two Linear + neuron layers on the reference backend, the reset detached."""
+    d = type(spec)(**{**{f: getattr(spec, f) for f in spec.options()}, "detach_reset": True})
+    z1, *_ = sf.functional.run(d, F.linear(x, ws[0], ws[1]), params=params, surrogate=sur, backend="reference")
+    z2, *_ = sf.functional.run(d, F.linear(z1, ws[2]), params=params, surrogate=sur, backend="reference")
+    return z1, z2
+
+
+def sparse_pair(spec, params, sur, x, ws, cutoff=None):
+    z1 = sparse_spiking_linear(x, ws[0], ws[1], spec, params, surrogate=sur, cutoff=cutoff)
+    return z1, sparse_spiking_linear(z1, ws[2], None, spec, params, surrogate=sur, cutoff=cutoff)
+
+
+def grads(z1, z2, ws, g1, g2):
+    z1.retain_grad()
+    ((z1 * g1).sum() + (z2 * g2).sum()).backward()
+    out = [w.grad.clone() for w in ws] + [z1.grad.clone()]
+    for w in ws:
+        w.grad = None
+    return out
+
+
+SPECS = [(LIF(), {"tau": 2.0}), (LIF(reset=Reset.SOFT), {"tau": 3.0}), (LIF(decay_input=False), {"tau": 4.0}),
+         (IF(), {"v_threshold": 1.5}), (IF(reset=Reset.SOFT), {}), (LIF(reset=Reset.NONE), {"tau": 2.0})]
+
+
+@pytest.mark.parametrize("spec,params", SPECS, ids=lambda v: getattr(v, "key", lambda: str(v))())
+@pytest.mark.parametrize("sur,cutoff", [(Triangle(2.0), None), (PiecewiseQuadratic(3.0), None)])
+def test_gradients_equal_dense_where_surrogate_nonzero(spec, params, sur, cutoff):
+    x, ws = data()
+    r1, r2 = dense_reference(spec, params, sur, x, ws)
+    s1, s2 = sparse_pair(spec, params, sur, x, ws, cutoff)
+    assert torch.equal(r1, s1) and torch.equal(r2, s2)
+    assert 0 < active_fraction(s1) < 1 and 0 < active_fraction(s2) < 1
+    g = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(r1.shape, generator=g, dtype=x.dtype), torch.randn(r2.shape, generator=g, dtype=x.dtype)
+    ref, got = grads(r1, r2, ws, g1, g2), grads(s1, s2, ws, g1, g2)
+    for a, b in zip(ref[:3], got[:3]):   # weights and bias: exact (up to rounding) everywhere
+        assert b.abs().max() > 0
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    # the first layer's output gradient: equal where that layer's surrogate is nonzero, 0 elsewhere
+    off, idx = s1._sf_active_set
+    rows = torch.repeat_interleave(torch.arange(T * B), off.diff())
+    mask = torch.zeros(T * B, H, dtype=torch.bool)
+    mask[rows, idx.long()] = True
+    mask = mask.view(T, B, H)
+    torch.testing.assert_close(got[3][mask], ref[3][mask], rtol=1e-10, atol=1e-12)
+    assert torch.equal(got[3][~mask], g1[~mask])   # only the direct term where inactive
+
+
+def test_unbounded_surrogate_with_cutoff_equals_the_truncated_dense_one():
+    base, cut = Sigmoid(4.0), 0.4
+    trunc = Custom(lambda u, a: torch.where(u.abs() < cut, base.grad(u), torch.zeros_like(u)))
+    x, ws = data(seed=3)
+    spec, params = LIF(), {"tau": 2.0}
+    r1, r2 = dense_reference(spec, params, trunc, x, ws)
+    s1, s2 = sparse_pair(spec, params, base, x, ws, cutoff=cut)
+    g = torch.Generator().manual_seed(2)
+    g1, g2 = torch.randn(r1.shape, generator=g, dtype=x.dtype), torch.randn(r2.shape, generator=g, dtype=x.dtype)
+    for a, b in zip(grads(r1, r2, ws, g1, g2)[:3], grads(s1, s2, ws, g1, g2)[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
+    x, ws = data(seed=4)
+    xr = x.clone().requires_grad_()
+    xs = x.clone().requires_grad_()
+    spec, sur = LIF(), Triangle(1.0)
+    d = LIF(detach_reset=True)
+    r, *_ = sf.functional.run(d, F.linear(xr, ws[0], ws[1]), params={"tau": 2.0}, surrogate=sur, backend="reference")
+    s = sparse_spiking_linear(xs, ws[0], ws[1], spec, {"tau": 2.0}, surrogate=sur)
+    g = torch.randn(r.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    (r * g).sum().backward()
+    (s * g).sum().backward()
+    torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_and_module():
+    torch.manual_seed(0)
+    m1 = SparseSpikingLinear(IN, H, LIF(), {"tau": 2.0}, surrogate=Triangle(1.0))
+    with torch.no_grad():
+        m1.weight.mul_(4.0)
+    x, _ = data(torch.float32)
+    z = m1(x)
+    assert z.dtype == torch.float32 and z.shape == (T, B, H)
+    ref, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(x, m1.weight, m1.bias), params={"tau": 2.0},
+                                surrogate=Triangle(1.0), backend="reference")
+    g = torch.randn(z.shape, generator=torch.Generator().manual_seed(6))
+    gw = torch.autograd.grad((ref * g).sum(), m1.weight)[0]
+    (z * g).sum().backward()
+    assert torch.equal(z, ref)
+    torch.testing.assert_close(m1.weight.grad, gw, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_form_reads_the_leak_and_reset_slope():
+    a, c, g1 = K.linear_form(LIF(), LIF.Params(*(torch.tensor(v) for v in (4.0, 0.0, 1.0, 1.0, 0.0))), 3,
+                             torch.float64)
+    torch.testing.assert_close(a, torch.full((3,), 0.75, dtype=torch.float64))
+    torch.testing.assert_close(c, torch.full((3,), 0.25, dtype=torch.float64))
+    assert torch.equal(g1, torch.zeros(3, dtype=torch.float64))                       # hard reset
+    _, _, g1 = K.linear_form(IF(reset=Reset.SOFT), IF.Params(*(torch.tensor(v) for v in (1.0, 1.0, 0.0))), 2,
+                             torch.float64)
+    assert torch.equal(g1, torch.ones(2, dtype=torch.float64))                        # soft reset
+
+
+@pytest.mark.parametrize("spec,match", [(CubaLIF(), "CubaLIF: .*single-state"), (QIF(), "QIF: .*not affine")])
+def test_refuses_neurons_it_cannot_take(spec, match):
+    x, ws = data()
+    with pytest.raises(K.NotSparse, match=match):
+        sparse_spiking_linear(x, ws[0], ws[1], spec, None, surrogate=Triangle(1.0))
+
+
+def test_refuses_learnable_parameters_unbounded_surrogates_and_bad_input():
+    x, ws = data()
+    tau = torch.full((H,), 2.0, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(K.NotSparse, match="PLIF: parameter tau requires a gradient"):
+        sparse_spiking_linear(x, ws[0], ws[1], PLIF(), {"tau": tau}, surrogate=Triangle(1.0))
+    with pytest.raises(K.NotSparse, match="no bounded support: give cutoff="):
+        sparse_spiking_linear(x, ws[0], ws[1], LIF(), None, surrogate=Sigmoid())
+    with pytest.raises(ValueError, match="cutoff must be a positive number"):
+        sparse_spiking_linear(x, ws[0], ws[1], LIF(), None, surrogate=Sigmoid(), cutoff=0.0)
+    with pytest.raises(ValueError, match=r"x must be a \(T, B, in_features\) tensor"):
+        sparse_spiking_linear(x[0], ws[0], ws[1], LIF(), None)
+    with pytest.raises(ValueError, match="weight must be"):
+        sparse_spiking_linear(x, ws[2], None, LIF(), None)
+
+
+def test_surrogate_support():
+    assert Triangle(4.0).support == 0.25 and PiecewiseQuadratic(2.0).support == 0.5
+    assert Sigmoid().support is None
+    for s in (Triangle(4.0), PiecewiseQuadratic(2.0)):
+        u = torch.linspace(-2, 2, 4001, dtype=torch.float64)
+        assert bool((s.grad(u)[u.abs() >= s.support] == 0).all())
