@@ -34,6 +34,7 @@ from .layers import Threshold as Threshold
 from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
 from .sparse import SpikeLinear as SpikeLinear
+from .spiking_linear import SpikingLinear as SpikingLinear
 from .sparse_conv import SpikeConv2d as SpikeConv2d
 from .sparse import SparseMode as SparseMode
 from .stream import reset as reset

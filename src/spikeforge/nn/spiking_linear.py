@@ -1,0 +1,374 @@
+"""``SpikingLinear``: a Linear synapse fused with the neuron layer it drives.
+
+``SpikingLinear(in_features, out_features, neuron)`` computes exactly
+``neuron(TimeDistributed(Linear)(x))`` on a sequence ``x`` of shape (T, B, in_features),
+for any registered neuron (``neuron`` is a neuron module such as ``sf.nn.LIF(tau=2.0)``:
+its spec, parameters, surrogate and backend are used as they are). Its parameters are the
+pair's (``linear.weight``, ``linear.bias``, ``neuron.<param>``), so a state dict moves
+between the two forms.
+
+On the fused CPU backend the sequence runs in time chunks of ``chunk`` steps: the chunk's
+Linear output is one GEMM into a slice of a (T, B, n) buffer and the neuron's fused kernel
+reads it at once, while it is in cache, carrying the state from chunk to chunk. Backward
+walks the chunks in reverse (the neuron's reverse-time kernel from the chunk's saved start
+state) and turns each chunk's gradient into the weight, bias and input gradients; how it
+does so is a ``Backward`` strategy (``BACKWARDS``: one function each, see ``dense``).
+
+Elsewhere (another backend chosen or forced, ``record=True``, half precision, input of
+rank other than 3) the layer runs the unfused pair; ``last_fused`` and ``last_backend``
+report what ran, and a fallback from a layer that asked for fusion is logged once with
+its reason. ``step(x_t)`` is the unfused pair on one step (streaming carries the neuron's
+state, as the pair does); ``carry_state`` and ``batch_first`` are the neuron's.
+
+Public API: ``SpikingLinear``, ``spiking_linear`` (the functional form), ``Backward`` and
+``BACKWARDS`` (the backward strategies), ``Saved`` (what a strategy receives).
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import _validation
+from .. import functional as F
+from .. import kernels
+from ..kernels._fused import flat_params
+from .neuron import Neuron, where
+
+__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved", "CHUNK_BYTES"]
+
+log = logging.getLogger("spikeforge")
+
+CHUNK_BYTES = 1 << 20  # default chunk: the Linear output of a chunk is about this size (L2)
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+class Backward(enum.Enum):
+    """How backward turns the neuron's reverse-time pass into Linear gradients."""
+
+    DENSE = "dense"   # every chunk's gradient, then dense GEMMs (``dense``)
+
+
+@dataclass
+class Saved:
+    """What a backward strategy receives. ``y``: the Linear output (T, B, n) when the
+    neuron's backward reads it, else ``None``; ``checkpoints[k][j]``: state ``k`` at time
+    ``min(j * K, T)`` (``K``: the kernel's checkpoint interval, which divides every chunk's
+    start); ``bounds``: the chunks' (t0, t1)."""
+
+    kernel: object            # the neuron's compiled cpu.Kernel
+    x: Tensor                 # (T * B, in_features), contiguous
+    weight: Tensor
+    bias: Tensor | None
+    y: Tensor | None
+    checkpoints: list[Tensor]  # per state: (ceil(T / K) + 1, B, n)
+    params: list[Tensor]      # flat neuron parameters (1 or n values each)
+    bounds: list[tuple[int, int]]
+    shape: tuple[int, int, int]   # (T, B, n)
+    want: tuple[bool, ...]    # gradient wanted: x, weight, bias, then each neuron parameter
+
+
+def _c_ptrs(ts) -> ctypes.Array:
+    return (ctypes.c_void_p * max(1, len(ts)))(*[t.data_ptr() if t is not None else 0 for t in ts])
+
+
+def _gz_rows(gz: Tensor):
+    """``(base, sT, sB)`` of the output gradient, read in place when it is broadcast."""
+    if gz.is_contiguous():
+        return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
+    if gz.stride(0) == 0 and gz.stride(1) == 0 and gz[0, 0].is_contiguous():
+        return gz[0, 0], 0, 0
+    gz = gz.contiguous()
+    return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
+
+
+def neuron_grads(s: Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[int, Tensor], None],
+                 into: Tensor | None = None) -> list:
+    """Reverse time over the chunks, calling ``consume(c, gy_c)`` with ``gy_c`` the gradient
+    of chunk ``c``'s Linear output: ``into[t0:t1]`` when ``into`` (T, B, n) is given, else a
+    reused (t1 - t0, B, n) buffer, valid during the call.
+    Afterwards ``gfinal`` holds the gradient of the initial state; returns the per-lane
+    gradients (B * n values) of the neuron parameters (``None`` where not wanted)."""
+    T, B, n = s.shape
+    k = s.kernel
+    base, sT, sB = _gz_rows(gz)
+    gpar = [torch.zeros(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
+    gp_c = [torch.empty(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
+    longest = max(t1 - t0 for t0, t1 in s.bounds)
+    buf = torch.empty(longest * B * n, dtype=gz.dtype) if into is None else None
+    gst, gtr, pp = _c_ptrs(gfinal), _c_ptrs([None] * len(gfinal)), _c_ptrs(s.params)
+    size = gz.element_size()
+    for c in range(len(s.bounds) - 1, -1, -1):
+        t0, t1 = s.bounds[c]
+        L = t1 - t0
+        gy = buf[: L * B * n].view(L, B, n) if into is None else into[t0:t1]
+        y = s.y[t0:t1].data_ptr() if s.y is not None else None
+        j0 = t0 // k.K
+        k.lib.sf_backward(L, B, n, _threads(L * B * n), y, _c_ptrs([ck[j0] for ck in s.checkpoints]),
+                          _c_ptrs([ck[j0 + 1] for ck in s.checkpoints]), k.K, pp,
+                          base.data_ptr() + t0 * sT * size, sT, sB, gst, gtr, gy.data_ptr(), _c_ptrs(gp_c))
+        for a, g in zip(gpar, gp_c):
+            if a is not None:
+                a.add_(g)
+        consume(c, gy)
+    return gpar
+
+
+def dense(s: Saved, gz: Tensor, gfinal: list[Tensor]):
+    """``Backward.DENSE``: ``(gx, gweight, gbias, gparams per lane)``; the initial state's
+    gradient is left in ``gfinal``. Each chunk's gy goes into the input gradient while in
+    cache; the weight gradient either accumulates per chunk (when the weight fits in cache)
+    or is one GEMM over the whole gy."""
+    T, B, n = s.shape
+    want_x, want_w, want_b = s.want[:3]
+    gx = s.x.new_empty(s.x.shape) if want_x else None
+    gb = gz.new_zeros(n) if want_b else None
+    per_chunk = s.weight.numel() * s.weight.element_size() <= CHUNK_BYTES
+    gw = s.weight.new_zeros(s.weight.shape) if want_w and per_chunk else None
+    gy_all = gz.new_empty(T, B, n) if want_w and not per_chunk else None
+
+    def consume(c: int, gy: Tensor) -> None:
+        t0, t1 = s.bounds[c]
+        gy2 = gy.view(-1, n)
+        rows = slice(t0 * B, t1 * B)
+        if gx is not None:
+            torch.mm(gy2, s.weight, out=gx[rows])
+        if gb is not None:
+            gb.add_(gy2.sum(0))
+        if gw is not None:
+            gw.addmm_(gy2.t(), s.x[rows])
+
+    gpar = neuron_grads(s, gz, gfinal, consume, gy_all)
+    if gy_all is not None:
+        gw = torch.mm(gy_all.view(T * B, n).t(), s.x)
+    return gx, gw, gb, gpar
+
+
+BACKWARDS: dict[Backward, Callable] = {Backward.DENSE: dense}
+
+
+def _threads(numel: int) -> int:
+    return 1 if numel < (1 << 15) else torch.get_num_threads()
+
+
+class _Fused(torch.autograd.Function):
+    """x, weight, bias, *state, *params -> z, *final state, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, kernel, chunk, strategy, want, ns, x, weight, bias, *tensors):
+        state, params = tensors[:ns], tensors[ns:]
+        T, B, _ = x.shape
+        n = weight.shape[0]
+        x2 = x.reshape(T * B, -1).contiguous()
+        bounds = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
+        grad = any(want)
+        keep_y = grad and (kernel.reads_x or kernel.recompute)
+        y = x.new_empty(T, B, n) if keep_y else x.new_empty(min(chunk, T), B, n)
+        z = x.new_empty(T, B, n)
+        K = kernel.K
+        cks = [x.new_empty(-(-T // K) + 1, B, n) for _ in range(ns)]
+        for ck, s0 in zip(cks, state):
+            ck[0].copy_(s0)
+        wt = weight.t()
+        pp = _c_ptrs(params)
+        bad = 0
+        for c, (t0, t1) in enumerate(bounds):
+            L = t1 - t0
+            yc = (y[t0:t1] if keep_y else y[:L]).view(L * B, n)
+            if bias is None:
+                torch.mm(x2[t0 * B: t1 * B], wt, out=yc)
+            else:
+                torch.addmm(bias, x2[t0 * B: t1 * B], wt, out=yc)
+            j0, jf = t0 // K, -(-t1 // K)   # the chunk's start and end in the checkpoints
+            for ck in cks:
+                ck[jf].copy_(ck[j0])
+            bad |= kernel.lib.sf_forward(L, B, n, _threads(L * B * n), yc.data_ptr(), z[t0:t1].data_ptr(),
+                                         _c_ptrs([ck[jf] for ck in cks]), _c_ptrs([ck[j0 + 1] for ck in cks]),
+                                         K, (L - 1) // K, pp)
+        if bad and _validation.enabled():
+            raise _validation.not_finite("the Linear's output (the neuron's input)")
+        ctx.set_materialize_grads(False)
+        if grad:
+            ctx.saved = Saved(kernel, x2, weight, bias, y if keep_y else None, cks, list(params), bounds,
+                              (T, B, n), want)
+            ctx.strategy, ctx.x_shape = strategy, x.shape
+        finals = [ck[-1].clone() for ck in cks]
+        return (z, *finals)
+
+    @staticmethod
+    def backward(ctx, gz, *gfinal):
+        s: Saved = ctx.saved
+        T, B, n = s.shape
+        if gz is None:
+            gz = s.x.new_zeros(()).expand(T, B, n)
+        gst = [torch.zeros(B, n, dtype=s.x.dtype) if g is None else g.contiguous().clone() for g in gfinal]
+        gx, gw, gb, gpar = BACKWARDS[ctx.strategy](s, gz, gst)
+        ctx.saved = None
+        gparams = [None if g is None else (g.view(B, n).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
+                   for g, p in zip(gpar, s.params)]
+        gx = None if gx is None else gx.view(ctx.x_shape)
+        return (None, None, None, None, None, gx, gw, gb, *gst, *gparams)
+
+
+def _fusion_reason(spec, surrogate, backend, x: Tensor, record: bool) -> str | None:
+    """``None`` when the fused path can run, else why the unfused pair runs."""
+    if record:
+        return "record=True keeps every step's state (the unfused pair records them)"
+    if x.dim() != 3:
+        return f"the fused path takes x of shape (T, B, in_features), got {x.dim()} dims"
+    if x.dtype not in _FUSED_DTYPES:
+        return f"the fused path computes in float32/float64, got {x.dtype}"
+    name = kernels.select_name(backend, spec, surrogate, x.device, x.dtype)
+    if name != "cpu":
+        return f"the neuron runs on the {name!r} backend (the fused path needs 'cpu')"
+    return None
+
+
+def _chunk_steps(chunk: int | None, K: int, B: int, n: int, itemsize: int) -> int:
+    """Steps per chunk: ``chunk`` or about ``CHUNK_BYTES`` of Linear output, rounded up to a
+    multiple of the kernel's checkpoint interval ``K``."""
+    steps = chunk if chunk is not None else max(1, CHUNK_BYTES // max(1, B * n * itemsize))
+    return -(-steps // K) * K
+
+
+def spiking_linear(spec, x: Tensor, weight: Tensor, bias: Tensor | None = None, state=None, params=None, *,
+                   surrogate=None, backend: str | None = None, chunk: int | None = None,
+                   strategy: Backward = Backward.DENSE):
+    """``spec`` run on ``x @ weight.T + bias`` for ``x`` of shape (T, B, in_features), fused.
+
+    Returns ``(z, final State, backend name, fused)``: the same values and gradients as
+    ``F.run(spec, torch.nn.functional.linear(x, weight, bias), state, params)``; ``fused``
+    says whether the chunked path ran (else the unfused pair). ``chunk``: time steps per
+    chunk (default: a Linear output of about ``CHUNK_BYTES``)."""
+    _check_linear(x, weight, bias, chunk, strategy)
+    reason = _fusion_reason(spec, surrogate or F.DEFAULT_SURROGATE, backend, x, False)
+    if reason is not None:
+        y = torch.nn.functional.linear(x, weight, bias)
+        z, s, _, name = F.run(spec, y, state, params, surrogate=surrogate, backend=backend)
+        return z, s, name, False
+    T, B, _ = x.shape
+    n = weight.shape[0]
+    like = x.new_empty((1, B, n))
+    surrogate, state, params = F._prepare(spec, like, state, params, surrogate, 2, finite=False)
+    flat = flat_params(params, (n,))
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias, *state, *flat)
+                                           if t is not None)
+    want = ((x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad,
+             *(p.requires_grad for p in flat)) if grad else (False,) * (3 + len(flat)))
+    kernel = kernels._get("cpu").kernel(spec, surrogate, x.dtype, tuple(p.numel() > 1 for p in flat),
+                                        (True, *want[3:]))
+    steps = _chunk_steps(chunk, kernel.K, B, n, x.element_size())
+    ns = len(state)
+    if grad:
+        out = _Fused.apply(kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
+    else:
+        with torch.no_grad():
+            out = _Fused.forward(_NoCtx(), kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
+    return out[0], spec.State(*out[1:]), "cpu", True
+
+
+class _NoCtx:
+    def set_materialize_grads(self, flag):
+        pass
+
+
+def _check_linear(x, weight, bias, chunk, strategy) -> None:
+    F.check_input(x, "x", 2, finite=False)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-d tensor (out_features, in_features), got "
+                         f"{tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__}")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must have shape (T, B, {weight.shape[1]}) to match weight "
+                         f"{tuple(weight.shape)}, got {tuple(x.shape)}")
+    if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got "
+                         f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
+    if not isinstance(strategy, Backward) or strategy not in BACKWARDS:
+        raise ValueError(f"backward must be one of {[b.name for b in BACKWARDS]} (spikeforge.nn.spiking_linear.Backward), "
+                         f"got {strategy!r}")
+
+
+class SpikingLinear(nn.Module):
+    """``neuron(TimeDistributed(Linear(in_features, out_features, bias)))`` run fused (see
+    the module docstring). ``neuron``: a neuron module (``sf.nn.LIF(...)``); ``chunk``:
+    time steps per chunk (``None``: automatic); ``backward``: a ``Backward`` strategy."""
+
+    def __init__(self, in_features: int, out_features: int, neuron: Neuron, *, bias: bool = True,
+                 chunk: int | None = None, backward: Backward = Backward.DENSE) -> None:
+        super().__init__()
+        if not isinstance(neuron, Neuron):
+            raise TypeError(f"neuron must be a spikeforge neuron module (e.g. sf.nn.LIF()), got "
+                            f"{type(neuron).__name__}")
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
+        if not isinstance(backward, Backward):
+            raise ValueError(f"backward must be a spikeforge.nn.spiking_linear.Backward, got {backward!r}")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.neuron = neuron
+        self.chunk, self.backward_strategy = chunk, backward
+        self.last_fused = None     # did the last call run fused?
+
+    @property
+    def last_backend(self) -> str | None:
+        return self.neuron.last_backend
+
+    @property
+    def state(self):
+        return self.neuron.state
+
+    def forward(self, x: Tensor) -> Tensor:
+        nrn = self.neuron
+        if nrn.batch_first and isinstance(x, Tensor) and x.dim() >= 2:
+            x = x.transpose(0, 1)
+        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != self.linear.in_features:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{where(self)}: x must have shape (T, B, {self.linear.in_features}), got {got}")
+        reason = _fusion_reason(nrn.spec, nrn.surrogate, nrn.backend, x, nrn.record)
+        if reason is not None:
+            _log_once(reason)
+            z = nrn(self.linear(x).transpose(0, 1) if nrn.batch_first else self.linear(x))
+            self.last_fused = False
+            return z
+        state = nrn.state if nrn.carry_state else None
+        try:
+            z, s, name, self.last_fused = spiking_linear(
+                nrn.spec, x, self.linear.weight, self.linear.bias, state, nrn.params(),
+                surrogate=nrn.surrogate, backend=nrn.backend, chunk=self.chunk, strategy=self.backward_strategy)
+        except _validation.NotFiniteError as e:
+            raise _validation.NotFiniteError(f"{where(self)}: {e}") from None
+        nrn.last_backend = name
+        nrn.trace = None
+        if nrn.carry_state:
+            nrn.state = s
+        return z.transpose(0, 1) if nrn.batch_first else z
+
+    def step(self, x: Tensor) -> Tensor:
+        """One step (B, in_features): the unfused pair (the neuron carries its state)."""
+        return self.neuron.step(self.linear(x))
+
+    def reset(self) -> None:
+        self.neuron.reset()
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.linear.in_features}, out_features={self.linear.out_features}, "
+                f"chunk={self.chunk}, backward={self.backward_strategy.name}")
+
+
+_LOGGED: set = set()
+
+
+def _log_once(reason: str) -> None:
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        log.info("spikeforge: SpikingLinear runs Linear and the neuron unfused: %s", reason)
