@@ -19,11 +19,18 @@ to match the accounting above. Each measurement then runs in its own process.
 
     .venv-peers/bin/python benchmarks/neuron_alone.py
     .venv-peers/bin/python benchmarks/neuron_alone.py --neurons all --backends cpu --malloc-tuned
+    .venv/bin/python benchmarks/neuron_alone.py --neurons all --backends cpu --no-peers --pool both --rounds 5
+
+``--pool on|off|both`` runs spikeforge with its buffer pool (the default) and/or with
+``SPIKEFORGE_BUFFER_POOL=0`` (fresh outputs every pass, as before the pool), interleaved.
+With ``--rounds R > 1`` a second table gives each job's min / median / max over the R
+rounds (% of copy bandwidth of the round's median pass, and peak RSS).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 
 import _common as C
@@ -64,14 +71,15 @@ def child(a) -> dict:
     x = (mean + std * torch.randn(a.T, a.B, a.n)).requires_grad_()
     g = torch.rand(a.T, a.B, a.n)
     setup_rss = C.rss_mb()
+    copy_before = C.copy_gbs(128, 5)  # the bandwidth this process sees right before its passes
     info = {}
 
     def forward():
         x.grad = None
         return run(x)
 
-    def first(z):
-        info["rate"] = float((z.detach() != 0).float().mean())
+    def first(z):  # per time step: no sequence-sized temporaries in the peak RSS
+        info["rate"] = sum(int(torch.count_nonzero(zt)) for zt in z.detach()) / z.numel()
 
     res = C.time_passes(forward, lambda z: z.backward(g), a.reps, on_first=first)
     peak = C.peak_rss_mb()
@@ -79,24 +87,25 @@ def child(a) -> dict:
     copy_now = C.copy_gbs(128, 5)  # the bandwidth this process sees right after its passes
     full = a.T * a.B * a.n * 4
     return {**res, **info, "states": n_state, "fwd_bytes": (2 + n_state) * full,
-            "bwd_bytes": (2 + n_state) * full, "copy_now": copy_now, "peak_rss_mb": peak, "setup_rss_mb": setup_rss}
+            "bwd_bytes": (2 + n_state) * full, "copy_now": copy_now, "copy_before": copy_before, "peak_rss_mb": peak, "setup_rss_mb": setup_rss}
 
 
 # -- parent ----------------------------------------------------------------------------------
 
-def jobs(a, info: dict) -> list[tuple[str, str, str]]:
+def jobs(a, info: dict) -> list[tuple[str, ...]]:
     names = info["neurons"] if a.neurons == "all" else a.neurons.split(",")
     for nm in names:
         if nm not in info["neurons"]:
             raise SystemExit(f"unknown neuron {nm!r}; registered: {', '.join(info['neurons'])}")
     backends = info["backends"] if a.backends == "available" else a.backends.split(",")
-    out = [("spikeforge", nm, b) for nm in names for b in backends]
+    pools = ["on", "off"] if a.pool == "both" else [a.pool]
+    out = [("spikeforge", nm, b, p) for nm in names for b in backends for p in pools]
     if not a.no_peers and "LIF" in names:
-        out.append(("spikingjelly", "LIF", "-"))
+        out.append(("spikingjelly", "LIF", "-", "-"))
     return out
 
 
-HEADERS = ["framework", "neuron", "backend", "S", "fwd ms", "bwd ms", "total ms", "CPU ms", "fwd GB/s",
+HEADERS = ["framework", "neuron", "backend", "pool", "S", "fwd ms", "bwd ms", "total ms", "CPU ms", "fwd GB/s",
            "bwd GB/s", "total GB/s", "% of copy BW", "copy GB/s after", "firing", "peak RSS MB", "load"]
 
 
@@ -110,6 +119,33 @@ def row(job, r, bw) -> list:
              C.fmt(tot, ".2f"), C.fmt(100 * tot / bw, ".1f"), C.fmt(r["copy_now"], ".1f")]
     return [*job, r["states"], *ms, *rates, C.fmt(r.get("rate"), ".1%"), C.fmt(r["peak_rss_mb"]),
             C.fmt(r.get("load"), ".1f")]
+
+
+def percent(r, bw) -> float:
+    return 100 * (r["fwd_bytes"] + r["bwd_bytes"]) / r["total_ms"] / 1e6 / bw
+
+
+SPREAD = ["framework", "neuron", "backend", "pool", "rounds", "% of copy BW min", "median", "max",
+          "% of own copy BW min", "median", "max", "total ms min", "median", "max", "peak RSS MB min", "max"]
+
+
+def own_percent(r) -> float:
+    """% of the copy bandwidth this child measured itself (the higher of before and after
+    its passes): the same load for both, so less noisy on a shared machine."""
+    own = max(r["copy_now"], r.get("copy_before", 0.0))
+    return 100 * (r["fwd_bytes"] + r["bwd_bytes"]) / r["total_ms"] / 1e6 / own
+
+
+def spread(job, rs, bw) -> list:
+    """One job's min / median / max over the rounds that succeeded."""
+    ok = [r for r in rs if "error" not in r]
+    if not ok:
+        return [*job, 0, *["-"] * 11]
+    pc, own, ms, rss = ([f(r) for r in ok] for f in (lambda r: percent(r, bw), own_percent,
+                                                      lambda r: r["total_ms"], lambda r: r["peak_rss_mb"]))
+    three = lambda v, spec: [C.fmt(min(v), spec), C.fmt(statistics.median(v), spec), C.fmt(max(v), spec)]  # noqa
+    return [*job, len(ok), *three(pc, ".1f"), *three(own, ".1f"), *three(ms, ".0f"), C.fmt(min(rss)),
+            C.fmt(max(rss))]
 
 
 def main(argv=None) -> None:
@@ -126,6 +162,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run all jobs this many times, interleaved, and keep each one's fastest round")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pool", choices=("on", "off", "both"), default="on",
+                    help="spikeforge's buffer pool: on (default), off (SPIKEFORGE_BUFFER_POOL=0) or both, interleaved")
     C.add_child_options(ap)
     ap.add_argument("--child", nargs=8, metavar=("FW", "NEURON", "BACKEND", "N", "T", "B", "REPS", "THREADS"),
                     help=argparse.SUPPRESS)
@@ -142,18 +180,28 @@ def main(argv=None) -> None:
     bw = info["copy_gbs"]
     machine = C.machine_info(a.threads, a.malloc_tuned, info["torch"], a.omp_passive)
     print(f"# {machine}")
+    print(f"# commit {C.git_revision('src', 'benchmarks/neuron_alone.py')}")
     print(f"# neuron alone: T={a.T}, B={a.B}, n={a.n}, forward + backward, median of {a.reps} after {C.WARMUP} warm-ups"
           + (f", fastest of {a.rounds} interleaved rounds" if a.rounds > 1 else "")
           + "; CPU ms = process CPU time per pass, all threads; load = 1-min load average after the child")
     print(f"# copy bandwidth (256 MiB copy_, read + write counted): {bw:.1f} GB/s")
 
+    rounds: dict = {}
+
     def one(job, rnd):
         print(f"  running {' '.join(job)} (round {rnd + 1}) ...", file=sys.stderr, flush=True)
-        return C.run_child(__file__, [*job, a.n, a.T, a.B, a.reps, a.threads], env, a.timeout)
+        job_env = {**env, "SPIKEFORGE_BUFFER_POOL": "0" if job[3] == "off" else "1"}
+        r = C.run_child(__file__, [*job[:3], a.n, a.T, a.B, a.reps, a.threads], job_env, a.timeout)
+        rounds.setdefault(job, []).append(r)
+        return r
 
     results = C.best_of_rounds(jobs(a, info), a.rounds, one)
-    raw = [{"job": job, **r} for job, r in results.items()]
+    raw = [{"job": job, "rounds": rounds[job], **r} for job, r in results.items()]
     print(C.markdown_table(HEADERS, [row(job, r, bw) for job, r in results.items()]))
+    if a.rounds > 1:
+        print(f"\n# over the {a.rounds} rounds: % of copy bandwidth (each round: median of {a.reps} passes), "
+              "total ms, peak RSS")
+        print(C.markdown_table(SPREAD, [spread(job, rs, bw) for job, rs in rounds.items()]))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "copy_gbs": bw, "results": raw}, f,
