@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import spikeforge as sf
 from spikeforge.kernels import sparse_backward as K
 from spikeforge.neurons import IF, LIF, PLIF, CubaLIF, QIF, Reset
-from spikeforge.nn.sparse_backward import SparseSpikingLinear, active_fraction, sparse_spiking_linear
+from spikeforge.nn.sparse_backward import SparseSpikingLinear, WeightGrad, active_fraction, sparse_spiking_linear
 from spikeforge.surrogate import Custom, PiecewiseQuadratic, Sigmoid, Triangle
 
 T, B, IN, H, OUT = 24, 3, 40, 20, 12
@@ -33,9 +33,9 @@ def dense_reference(spec, params, sur, x, ws):
     return z1, z2
 
 
-def sparse_pair(spec, params, sur, x, ws, cutoff=None):
-    z1 = sparse_spiking_linear(x, ws[0], ws[1], spec, params, surrogate=sur, cutoff=cutoff)
-    return z1, sparse_spiking_linear(z1, ws[2], None, spec, params, surrogate=sur, cutoff=cutoff)
+def sparse_pair(spec, params, sur, x, ws, cutoff=None, how=WeightGrad.AUTO):
+    z1 = sparse_spiking_linear(x, ws[0], ws[1], spec, params, surrogate=sur, cutoff=cutoff, weight_grad=how)
+    return z1, sparse_spiking_linear(z1, ws[2], None, spec, params, surrogate=sur, cutoff=cutoff, weight_grad=how)
 
 
 def grads(z1, z2, ws, g1, g2):
@@ -53,10 +53,11 @@ SPECS = [(LIF(), {"tau": 2.0}), (LIF(reset=Reset.SOFT), {"tau": 3.0}), (LIF(deca
 
 @pytest.mark.parametrize("spec,params", SPECS, ids=lambda v: getattr(v, "key", lambda: str(v))())
 @pytest.mark.parametrize("sur,cutoff", [(Triangle(2.0), None), (PiecewiseQuadratic(3.0), None)])
-def test_gradients_equal_dense_where_surrogate_nonzero(spec, params, sur, cutoff):
+@pytest.mark.parametrize("how", list(WeightGrad))
+def test_gradients_equal_dense_where_surrogate_nonzero(spec, params, sur, cutoff, how):
     x, ws = data()
     r1, r2 = dense_reference(spec, params, sur, x, ws)
-    s1, s2 = sparse_pair(spec, params, sur, x, ws, cutoff)
+    s1, s2 = sparse_pair(spec, params, sur, x, ws, cutoff, how)
     assert torch.equal(r1, s1) and torch.equal(r2, s2)
     assert 0 < active_fraction(s1) < 1 and 0 < active_fraction(s2) < 1
     g = torch.Generator().manual_seed(1)

@@ -44,7 +44,8 @@ from torch import Tensor
 from ._threads import threads
 from .sparse import DTYPES, load
 
-__all__ = ["build", "linear_form", "active_set", "adjoint_scan", "grad_input_at", "NotSparse"]
+__all__ = ["build", "linear_form", "cutoff_of", "active_set", "last_spikes", "leak_trace", "uniform_leak", "backward",
+           "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
 #: the active test is |u| < support * (1 + SLACK): a boundary entry that rounding puts just
@@ -57,68 +58,156 @@ class NotSparse(ValueError):
 
 
 _SOURCE = r"""
-typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
-#define V V_SUF
-#define VW ((int64_t)(32 / sizeof(scalar_t)))
-
-/* Reverse-time adjoint of h for every (b, j): dh[t] = gate[t] * dv + sum of ds at active
-   entries of row (t, b); gI[t] = c dh[t]; dv = a dh[t] (the leak to the step before).
-   gate is 1 where z == 0, g1[j] where z != 0. dv (B, N) holds the final state's gradient. */
-void sf_sbw_scan_SUF(int64_t T, int64_t B, int64_t N, int threads,
-                     const int64_t* restrict off, const int32_t* restrict idx,
-                     const scalar_t* restrict sg, const scalar_t* restrict gz,
-                     const scalar_t* restrict z, const scalar_t* restrict a,
-                     const scalar_t* restrict c, const scalar_t* restrict g1,
-                     scalar_t* restrict dv, scalar_t* restrict gi) {
+/* Per row of u (R, N): how many entries have |u| < w. */
+void sf_sbw_count_SUF(int64_t R, int64_t N, int threads, const scalar_t* restrict u, scalar_t w,
+                      int64_t* restrict cnt) {
   #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < B; b++) {
-    scalar_t* restrict d = dv + b * N;
-    for (int64_t t = T - 1; t >= 0; t--) {
-      int64_t r = t * B + b;
-      const scalar_t* restrict zr = z + r * N;
-      scalar_t* restrict gr = gi + r * N;
-      for (int64_t j = 0; j < N; j++) gr[j] = (zr[j] != 0 ? g1[j] : (scalar_t)1) * d[j];
-      const scalar_t* restrict gzr = gz + r * N;
-      for (int64_t k = off[r]; k < off[r + 1]; k++) gr[idx[k]] += gzr[idx[k]] * sg[k];
-      for (int64_t j = 0; j < N; j++) { scalar_t h = gr[j]; gr[j] = c[j] * h; d[j] = a[j] * h; }
+  for (int64_t r = 0; r < R; r++) {
+    const scalar_t* restrict ur = u + r * N;
+    int64_t k = 0;
+    for (int64_t j = 0; j < N; j++) k += (ur[j] < w) & (ur[j] > -w);
+    cnt[r] = k;
+  }
+}
+
+/* The columns and values of those entries, row by row at the offsets `off`. */
+void sf_sbw_compact_SUF(int64_t R, int64_t N, int threads, const scalar_t* restrict u, scalar_t w,
+                        const int64_t* restrict off, int32_t* restrict idx, scalar_t* restrict uk) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < R; r++) {
+    const scalar_t* restrict ur = u + r * N;
+    int64_t k = off[r];
+    for (int64_t j = 0; j < N && k < off[r + 1]; j++)
+      if ((ur[j] < w) & (ur[j] > -w)) { idx[k] = (int32_t)j; uk[k] = ur[j]; k++; }
+  }
+}
+
+/* For each active entry k of row (t, b): the last time s < t at which z[s, b, j] != 0, or -1. */
+void sf_sbw_last_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict z,
+                     const int64_t* restrict off, const int32_t* restrict idx, int32_t* restrict sprev,
+                     int32_t* restrict last_p) {
+  #pragma omp parallel num_threads(threads)
+  {
+    int32_t* restrict last = last_p + (int64_t)omp_get_thread_num() * N;
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+      for (int64_t j = 0; j < N; j++) last[j] = -1;
+      for (int64_t t = 0; t < T; t++) {
+        int64_t r = t * B + b;
+        for (int64_t k = off[r]; k < off[r + 1]; k++) sprev[k] = last[idx[k]];
+        for (int64_t j = 0; j < N; j++) if (z[r * N + j] != 0) last[j] = (int32_t)t;
+      }
     }
   }
 }
 
-/* gx[r, i] = dot(wt[i, :], gi[r, :]) for the active entries (r, i) of the CSR (off, idx);
-   gx is zero elsewhere (the caller zeroes it). */
-void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t* restrict off,
-                   const int32_t* restrict idx, const scalar_t* restrict gi,
-                   const scalar_t* restrict wt, scalar_t* restrict gx) {
-  #pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
-  for (int64_t r = 0; r < R; r++) {
-    const scalar_t* restrict g = gi + r * N;
-    for (int64_t k = off[r]; k < off[r + 1]; k++) {
-      const scalar_t* restrict w = wt + (int64_t)idx[k] * N;
-      V acc0 = {0}, acc1 = {0};
-      int64_t j = 0;
-      for (; j + 2 * VW <= N; j += 2 * VW) {
-        acc0 += *(const V*)(w + j) * *(const V*)(g + j);
-        acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
+/* The input filtered by the leak: tr[t, b] = a tr[t - 1, b] + x[t, b] (rows r = t * B + b). */
+void sf_sbw_trace_SUF(int64_t T, int64_t B, int64_t IN, int threads, scalar_t a,
+                      const scalar_t* restrict x, scalar_t* restrict tr) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++) {
+      const scalar_t* restrict xr = x + (t * B + b) * IN;
+      scalar_t* restrict o = tr + (t * B + b) * IN;
+      if (t == 0) for (int64_t i = 0; i < IN; i++) o[i] = xr[i];
+      else { const scalar_t* restrict p = o - B * IN; for (int64_t i = 0; i < IN; i++) o[i] = a * p[i] + xr[i]; }
+    }
+}
+
+typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
+#define V V_SUF
+#define VW ((int64_t)(32 / sizeof(scalar_t)))
+
+static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
+  V acc0 = {0}, acc1 = {0};
+  int64_t j = 0;
+  for (; j + 2 * VW <= N; j += 2 * VW) {
+    acc0 += *(const V*)(w + j) * *(const V*)(g + j);
+    acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
+  }
+  acc0 += acc1;
+  scalar_t s = 0;
+  for (int u = 0; u < VW; u++) s += acc0[u];
+  for (; j < N; j++) s += w[j] * g[j];
+  return s;
+}
+
+/* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
+   dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1 where z == 0 and g1
+   where z != 0; gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
+   (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
+   dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
+   entries (CSR poff/pidx; none when poff is NULL). Each thread adds into its own slice of
+   gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
+   state's gradient. */
+void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
+                         const int64_t* restrict off, const int32_t* restrict idx,
+                         const scalar_t* restrict sg, const scalar_t* restrict gz,
+                         const scalar_t* restrict z, const scalar_t* restrict a,
+                         const scalar_t* restrict c, const scalar_t* restrict g1,
+                         const int64_t* restrict xoff, const int32_t* restrict xidx,
+                         const int64_t* restrict poff, const int32_t* restrict pidx,
+                         const scalar_t* restrict tr, const int32_t* restrict sprev,
+                         const scalar_t* restrict apow, scalar_t* restrict gw_p,
+                         const scalar_t* restrict wt, scalar_t* restrict dv,
+                         scalar_t* restrict gwt_p, scalar_t* restrict gb_p,
+                         scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work) {
+  #pragma omp parallel num_threads(threads)
+  {
+    int tid = omp_get_thread_num();
+    scalar_t* restrict gw = gwt_p ? gwt_p + (int64_t)tid * IN * N : 0;
+    scalar_t* restrict gwj = gw_p ? gw_p + (int64_t)tid * IN * N : 0;
+    scalar_t* restrict gb = gb_p + (int64_t)tid * N;
+    scalar_t* restrict h = work + (int64_t)tid * N;
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+      scalar_t* restrict d = dv + b * N;
+      for (int64_t t = T - 1; t >= 0; t--) {
+        int64_t r = t * B + b;
+        const scalar_t* restrict zr = z + r * N;
+        for (int64_t j = 0; j < N; j++) h[j] = (zr[j] != 0 ? g1[j] : (scalar_t)1) * d[j];
+        const scalar_t* restrict gzr = gz + r * N;
+        for (int64_t k = off[r]; k < off[r + 1]; k++) {
+          int64_t j = idx[k];
+          scalar_t ds = gzr[j] * sg[k];
+          h[j] += ds;
+          if (tr && ds != 0) {   /* gW[j] += c ds (Tr[t] - a^(t-s) Tr[s]), s: j's last spike before t */
+            scalar_t* restrict o = gwj + j * IN;
+            const scalar_t* restrict x1 = tr + r * IN;
+            scalar_t e = c[j] * ds;
+            for (int64_t i = 0; i < IN; i++) o[i] += e * x1[i];
+            if (sprev[k] >= 0) {
+              const scalar_t* restrict x0 = tr + ((int64_t)sprev[k] * B + b) * IN;
+              scalar_t f = e * apow[t - sprev[k]];
+              for (int64_t i = 0; i < IN; i++) o[i] -= f * x0[i];
+            }
+          }
+        }
+        for (int64_t j = 0; j < N; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
+        if (gi) for (int64_t j = 0; j < N; j++) gi[r * N + j] = h[j];
+        if (xoff)
+          for (int64_t q = xoff[r]; q < xoff[r + 1]; q++) {
+            scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
+            for (int64_t j = 0; j < N; j++) o[j] += h[j];
+          }
+        if (poff)
+          for (int64_t k = poff[r]; k < poff[r + 1]; k++)
+            gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
       }
-      acc0 += acc1;
-      scalar_t s = 0;
-      for (int u = 0; u < VW; u++) s += acc0[u];
-      for (; j < N; j++) s += w[j] * g[j];
-      gx[r * IN + idx[k]] = s;
     }
   }
 }
 #undef V
 #undef VW
 """
-_HEADER = "#include <stdint.h>\n"
+_HEADER = "#include <stdint.h>\n#include <omp.h>\n"
 
 
 @lru_cache(maxsize=None)
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
-    return load(_HEADER, _SOURCE, {"sf_sbw_scan": None, "sf_sbw_gx": None})
+    return load(_HEADER, _SOURCE, {"sf_sbw_count": None, "sf_sbw_compact": None, "sf_sbw_last": None,
+                                   "sf_sbw_trace": None, "sf_sbw_backward": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -186,36 +275,80 @@ def active_set(u: Tensor, surrogate, width: float) -> tuple[Tensor, Tensor, Tens
     T*B rows of the entries with ``|u| < width`` (int64 offsets, int32 columns) and the
     surrogate derivative there (zero where ``|u| >= width`` even if the surrogate is not)."""
     T, B, N = u.shape
-    u2 = u.reshape(T * B, N)
-    mask = u2.abs() < width * (1 + SLACK)
-    rows, cols = mask.nonzero(as_tuple=True)
-    off = torch.zeros(T * B + 1, dtype=torch.int64)
-    torch.cumsum(torch.bincount(rows, minlength=T * B), 0, out=off[1:])
-    uk = u2[rows, cols]
+    u2 = u.reshape(T * B, N).contiguous()
+    R, w, th = T * B, u.new_tensor(width * (1 + SLACK)).item(), threads(u.numel(), _PARALLEL_MIN)
+    scalar = ctypes.c_float if u.dtype == torch.float32 else ctypes.c_double
+    cnt = torch.empty(R, dtype=torch.int64)
+    _fn("count", u.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(cnt))
+    off = torch.zeros(R + 1, dtype=torch.int64)
+    torch.cumsum(cnt, 0, out=off[1:])
+    idx = torch.empty(int(off[-1]), dtype=torch.int32)
+    uk = torch.empty(int(off[-1]), dtype=u.dtype)
+    _fn("compact", u.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(off), _p(idx), _p(uk))
     sg = torch.where(uk.abs() < width, surrogate.grad(uk), torch.zeros_like(uk))
-    return off, cols.to(torch.int32), sg.contiguous()
+    return off, idx, sg.contiguous()
 
 
-def adjoint_scan(gz: Tensor, z: Tensor, off: Tensor, idx: Tensor, sg: Tensor, a: Tensor, c: Tensor,
-                 g1: Tensor) -> Tensor:
-    """``gI`` (T, B, N), the gradient of the synaptic current, from the spikes' gradient ``gz``
-    read at the active entries only (see the module docstring)."""
+def _opt(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def last_spikes(z: Tensor, off: Tensor, idx: Tensor) -> Tensor:
+    """For each active entry (t, b, j): the last step s < t at which neuron (b, j) spiked, or -1."""
+    T, B, N = z.shape
+    z = z.contiguous()
+    nt = threads(z.numel(), _PARALLEL_MIN).value
+    sprev, last = torch.empty(idx.numel(), dtype=torch.int32), torch.empty(nt, N, dtype=torch.int32)
+    _fn("last", z.dtype)(c_int64(T), c_int64(B), c_int64(N), ctypes.c_int(nt), _p(z), _p(off), _p(idx),
+                         _p(sprev), _p(last))
+    return sprev
+
+
+def leak_trace(x2: Tensor, T: int, B: int, a: float) -> Tensor:
+    """``tr`` (T * B, IN): the input filtered by the leak, ``tr[t] = a tr[t - 1] + x[t]``."""
+    x2 = x2.contiguous()
+    tr = torch.empty_like(x2)
+    scalar = ctypes.c_float if x2.dtype == torch.float32 else ctypes.c_double
+    _fn("trace", x2.dtype)(c_int64(T), c_int64(B), c_int64(x2.shape[1]), threads(x2.numel(), _PARALLEL_MIN),
+                           scalar(a), _p(x2), _p(tr))
+    return tr
+
+
+def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
+    """The leak ``a`` when the weight gradient can run from the active set and a leak trace of the
+    input: one leak for all neurons and a reset slope of 0 (hard) or 1 (soft/none); else None."""
+    if not (bool((a == a[0]).all()) and bool((g1 == g1[0]).all()) and float(g1[0]) in (0.0, 1.0)):
+        return None
+    return float(a[0])
+
+
+def backward(gz: Tensor, z: Tensor, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,
+             prev: tuple | None, want_gi: bool, by_trace: tuple | None = None) -> tuple:
+    """``(gI or None, gW or None, gb, gx or None)`` for gz, z (T, B, N); ``active`` = (off, idx,
+    sg) of this layer, ``coef`` = (a, c, g1) (``linear_form``). The weight gradient: with
+    ``by_trace`` = (tr, sprev) from the active entries and the leak trace of the input (O(|A| IN));
+    else with ``x_csr`` = (off, idx) of a {0, 1} input by scattering the input's spikes
+    (O(nnz(x) N)); else ``want_gi`` returns ``gI`` (R, N) for a dense product. ``prev`` = (off,
+    idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere."""
     T, B, N = gz.shape
-    gz, z, a, c, g1 = (t.contiguous() for t in (gz, z, a, c, g1))   # kept alive across the call
-    gi = torch.empty_like(gz)
-    dv = torch.zeros(B, N, dtype=gz.dtype)
-    _fn("scan", gz.dtype)(c_int64(T), c_int64(B), c_int64(N), threads(gz.numel(), _PARALLEL_MIN), _p(off),
-                          _p(idx), _p(sg), _p(gz), _p(z), _p(a), _p(c), _p(g1), _p(dv), _p(gi))
-    return gi
-
-
-def grad_input_at(off: Tensor, idx: Tensor, gi2: Tensor, weight: Tensor) -> Tensor:
-    """``gx`` (R, in) equal to ``gi2 @ weight`` at the entries of the CSR ``(off, idx)`` over the
-    R rows, and 0 elsewhere."""
-    R, N = gi2.shape
-    IN = weight.shape[1]
-    wt, gi2 = weight.detach().t().contiguous(), gi2.contiguous()
-    gx = torch.zeros(R, IN, dtype=gi2.dtype)
-    _fn("gx", gi2.dtype)(c_int64(R), c_int64(N), c_int64(IN), threads(int(idx.numel()) * N, _PARALLEL_MIN),
-                         _p(off), _p(idx), _p(gi2), _p(wt), _p(gx))
-    return gx
+    IN, dt = weight.shape[1], gz.dtype
+    (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
+    gz, z, wt = gz.contiguous(), z.contiguous(), weight.detach().t().contiguous()
+    nt = threads(gz.numel() * max(1, IN // 16), _PARALLEL_MIN).value
+    if by_trace is not None:
+        x_csr = None
+    gwt = torch.zeros(nt, IN, N, dtype=dt) if x_csr is not None else None
+    gw = torch.zeros(nt, N, IN, dtype=dt) if by_trace is not None else None
+    tr, sprev = by_trace if by_trace is not None else (None, None)
+    apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
+    gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, N, dtype=dt), torch.zeros(B, N, dtype=dt)
+    gx = torch.zeros(T * B, IN, dtype=dt) if prev is not None else None
+    gi = torch.empty(T * B, N, dtype=dt) if want_gi else None
+    xo, xi = x_csr if x_csr is not None else (None, None)
+    po, pi = prev if prev is not None else (None, None)
+    _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
+                        _p(sg), _p(gz), _p(z), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
+                        _opt(tr), _opt(sprev), _opt(apow), _opt(gw),
+                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work))
+    gW = gw.sum(0) if gw is not None else (gwt.sum(0).t() if gwt is not None else None)
+    return gi, gW, gb.sum(0), gx

@@ -17,6 +17,7 @@ spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, e
 """
 from __future__ import annotations
 
+import enum
 import math
 
 import torch
@@ -28,17 +29,19 @@ from ..kernels import sparse as _spl
 from ..kernels import sparse_backward as K
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
+from .sparse import CROSSOVER_TRAIN
 
-__all__ = ["sparse_spiking_linear", "SparseSpikingLinear", "active_fraction"]
+__all__ = ["sparse_spiking_linear", "SparseSpikingLinear", "WeightGrad", "active_fraction"]
 
 _ATTR = "_sf_active_set"   # on an output z: (off, idx) of its active set, read by the next layer
 
 
-def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None):
+def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
     """``(y, csr)``: the product, and the CSR ``(off, idx)`` of ``x2`` when it is {0, 1} and sparse
-    enough for the scatter kernels (``SpikeLinear``'s crossover), else ``None``."""
+    enough for the scatter kernels (``SpikeLinear``'s crossover; any density if ``scatter``), else
+    ``None``."""
     off, bad = _spl.count_active(x2)
-    if bad == 0 and int(off[-1]) < 0.12 * x2.numel():   # nn.sparse.CROSSOVER_TRAIN
+    if bad == 0 and (scatter or int(off[-1]) < CROSSOVER_TRAIN * x2.numel()):
         y, idx = _spl.forward(x2, off, weight.detach(), None if bias is None else bias.detach())
         return y, (off, idx)
     return F.linear(x2, weight.detach(), None if bias is None else bias.detach()), None
@@ -57,24 +60,50 @@ def _membrane_argument(spec, y3: Tensor, v_prev: Tensor, params) -> Tensor:
     return box[0]
 
 
+class WeightGrad(enum.Enum):
+    """How the backward forms the weight gradient (all exact; AUTO takes the cheapest that applies)."""
+    AUTO = "auto"
+    TRACE = "trace"      # from the active entries and the input's leak trace: O(|A| in) (the paper's)
+    SCATTER = "scatter"  # by scattering a {0, 1} input's spikes: O(nnz(x) out)
+    DENSE = "dense"      # gI^T x, one dense product
+
+
+def _weight_source(how, x2, csr, z, off, idx, a, g1, T, B, N):
+    """``(WeightGrad, tensors backward needs)``. TRACE needs one leak for all neurons and a reset
+    slope of 0 or 1 (``uniform_leak``) and costs |A| in (twice with a hard reset); SCATTER needs a
+    {0, 1} input (AUTO: below ``SpikeLinear``'s crossover density) and costs nnz(x) out."""
+    leak, IN = K.uniform_leak(a, g1), x2.shape[1]
+    if how is WeightGrad.TRACE and leak is None:
+        raise K.NotSparse("weight_grad=TRACE needs one leak for all neurons and a hard or soft reset")
+    if how is WeightGrad.SCATTER and csr is None:
+        raise K.NotSparse("weight_grad=SCATTER needs an input of 0s and 1s")
+    if how is WeightGrad.AUTO:
+        by_input = (int(csr[0][-1]) if csr is not None else x2.shape[0] * IN) * N
+        fast = leak is not None and idx.numel() * IN * (2 if float(g1[0]) == 0 else 1) < by_input
+        how = WeightGrad.TRACE if fast else (WeightGrad.SCATTER if csr is not None else WeightGrad.DENSE)
+    if how is WeightGrad.TRACE:
+        hard = float(g1[0]) == 0   # the adjoint stops at a spike: the trace is taken from the last one
+        sprev = K.last_spikes(z, off, idx) if hard else torch.full((idx.numel(),), -1, dtype=torch.int32)
+        return how, (K.leak_trace(x2, T, B, leak), sprev)
+    return (how, csr) if how is WeightGrad.SCATTER else (how, (x2,))
+
+
 class _SparseSpikingLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev):
+    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how):
         T, B, IN = x.shape
         N = weight.shape[0]
         x2 = x.detach().reshape(T * B, IN).contiguous()
-        y2, csr = _linear(x2, weight, bias)
+        y2, csr = _linear(x2, weight, bias, how is WeightGrad.SCATTER)
         y3 = y2.view(T, B, N)
         z, _, trace, _ = SF.run(spec, y3, None, params, surrogate=surrogate, backend=backend, record=True)
         v0 = SF.rest_state(spec, params, y3[0])[0]
         u = _membrane_argument(spec, y3, torch.cat([v0[None], trace[0][:-1]]), params)
         off, idx, sg = K.active_set(u, surrogate, width)
         a, c, g1 = K.linear_form(spec, params, N, x.dtype)
-        ctx.save_for_backward(weight, z, off, idx, sg, a, c, g1,
-                              *(csr if csr is not None else (x2,)),
-                              *(prev if prev is not None else ()))
-        ctx.shape, ctx.sparse_x, ctx.has_prev, ctx.has_bias = (T, B, IN, N), csr is not None, prev is not None, \
-            bias is not None
+        mode, wsrc = _weight_source(how, x2, csr, z, off, idx, a, g1, T, B, N)
+        ctx.save_for_backward(weight, z, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
+        ctx.shape, ctx.mode, ctx.has_prev, ctx.has_bias = (T, B, IN, N), mode, prev is not None, bias is not None
         ctx.mark_non_differentiable(off, idx)
         return z, off, idx
 
@@ -82,18 +111,19 @@ class _SparseSpikingLinear(torch.autograd.Function):
     def backward(ctx, gz, _goff, _gidx):
         weight, z, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
         T, B, IN, N = ctx.shape
-        gi2 = K.adjoint_scan(gz, z, off, idx, sg, a, c, g1).view(T * B, N)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[1]:
-            gw = _spl.grad_weight(rest[0], rest[1], gi2, IN) if ctx.sparse_x else gi2.t() @ rest[0]
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gi2.sum(0)
+        csr = (rest[0], rest[1]) if ctx.mode is WeightGrad.SCATTER else None
+        by_trace = (rest[0], rest[1]) if ctx.mode is WeightGrad.TRACE else None
+        prev = (rest[-2], rest[-1]) if ctx.has_prev and ctx.needs_input_grad[0] else None
+        gi, gw, gb, gx = K.backward(gz, z, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
+                                    want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None))
+        if not ctx.needs_input_grad[1]:
+            gw = None
+        elif ctx.mode is WeightGrad.DENSE:
+            gw = gi.t() @ rest[0]
+        gb = gb if ctx.has_bias and ctx.needs_input_grad[2] else None
         if ctx.needs_input_grad[0]:
-            if ctx.has_prev:
-                gx = K.grad_input_at(rest[-2], rest[-1], gi2, weight).view(T, B, IN)
-            else:
-                gx = (gi2 @ weight.detach()).view(T, B, IN)
-        return gx, gw, gb, None, None, None, None, None, None
+            gx = gx.view(T, B, IN) if prev is not None else (gi @ weight.detach()).view(T, B, IN)
+        return gx, gw, gb, None, None, None, None, None, None, None
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -111,11 +141,14 @@ def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
 
 def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: NeuronSpec, params=None, *,
                           surrogate: Surrogate | None = None, cutoff: float | None = None,
-                          backend: str | None = None) -> Tensor:
+                          backend: str | None = None, weight_grad: WeightGrad = WeightGrad.AUTO) -> Tensor:
     """Spikes (T, B, out) of ``spec`` driven by ``x W^T + b`` from rest, with the sparse backward
     (module docstring). ``surrogate`` defaults to ``Triangle(1.0)``; ``cutoff`` is required for
-    a surrogate without bounded support (see ``kernels.sparse_backward``)."""
+    a surrogate without bounded support (see ``kernels.sparse_backward``); ``weight_grad``: a
+    ``WeightGrad``."""
     _check(x, weight, bias)
+    if not isinstance(weight_grad, WeightGrad):
+        raise ValueError(f"weight_grad must be a spikeforge.nn.sparse_backward.WeightGrad, got {weight_grad!r}")
     surrogate = Triangle(1.0) if surrogate is None else surrogate
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
@@ -124,7 +157,7 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
                        features=(weight.shape[0],), dtype=x.dtype)
     K.linear_form(spec, p, weight.shape[0], x.dtype)   # refuses an unsupported neuron before any work
     z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
-                                             getattr(x, _ATTR, None))
+                                             getattr(x, _ATTR, None), weight_grad)
     setattr(z, _ATTR, (off, idx))
     return z
 
