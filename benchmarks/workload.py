@@ -10,6 +10,10 @@ that they emit the same spikes. See benchmarks/README.md for the peers' set-up.
 
     .venv-peers/bin/python benchmarks/workload.py                     # n = 512, 2048
     .venv-peers/bin/python benchmarks/workload.py --sizes 512 --frameworks all --malloc-tuned
+    .venv-peers/bin/python benchmarks/workload.py --frameworks spikeforge-cpu,spikeforge-fused,spikingjelly
+
+``spikeforge-fused`` is ``sf.nn.SpikingLinear`` (the Linear and the LIF fused, run in time
+chunks; ``spikeforge-fused-<steps>`` fixes the chunk length), on the same Linear weights.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import _common as C
 
 PEERS = {"spikingjelly": "SJ", "snntorch": "snnTorch", "norse": "Norse"}
 EXTRAS = ("snntorch-unbind", "norse-unbind", "autograd-loop")
+FUSED = "spikeforge-fused"  # sf.nn.SpikingLinear: its builder takes the Linear too
 TOL = 1e-3  # spike counts and per-element disagreement, relative to the reference
 
 
@@ -113,8 +118,27 @@ def _autograd_loop():
     return run, 1.0
 
 
+def _spikeforge_fused(chunk):
+    def build(lin):
+        import spikeforge as sf
+
+        layer = sf.nn.SpikingLinear(lin.in_features, lin.out_features, sf.nn.LIF(tau=2.0, backend="cpu"),
+                                    chunk=chunk)
+        layer.linear = lin  # the same weights as every other framework
+
+        def run(x):
+            out = layer(x)
+            if not layer.last_fused:
+                raise RuntimeError("SpikingLinear ran unfused")
+            return out
+        return run
+    return build
+
+
 def builder(name: str):
     if name == "floor":
+        return None
+    if name.startswith(FUSED):
         return None
     if name.startswith("spikeforge-"):
         return _spikeforge(name.split("-", 1)[1])
@@ -138,18 +162,22 @@ def child(a) -> dict:
         lin.bias.fill_(0.8)
         lin.weight.mul_(scale)
         lin.bias.mul_(scale)
+    fused = None
+    if a.framework.startswith(FUSED):  # the layer takes x itself: Linear and neuron in one call
+        suffix = a.framework[len(FUSED) + 1:]
+        fused = _spikeforge_fused(int(suffix) if suffix else None)(lin)
     setup_rss = C.rss_mb()
     info = {}
 
     def forward():
         for p in lin.parameters():
             p.grad = None
-        z = lin(x) if run is None else run(lin(x))
+        z = fused(x) if fused else lin(x) if run is None else run(lin(x))
         return z.sum(), z
 
     def first(out):
         z = out[1].detach()
-        if run is not None:
+        if run is not None or fused is not None:
             info["spikes"], info["numel"] = int((z != 0).sum()), z.numel()
             import numpy as np
 
@@ -163,7 +191,7 @@ def child(a) -> dict:
 # -- parent ----------------------------------------------------------------------------------
 
 def frameworks(arg: str, backends: list[str]) -> list[str]:
-    sf = [f"spikeforge-{b}" for b in backends]
+    sf = [f"spikeforge-{b}" for b in backends] + ([FUSED] if "cpu" in backends else [])
     default = ["floor", *sf, *PEERS]
     if arg == "default":
         return default

@@ -98,7 +98,7 @@ def test_float32_long_sequence_and_custom_surrogate():
 
 @pytest.mark.parametrize("per_chunk", [True, False], ids=["weight-grad-per-chunk", "weight-grad-once"])
 def test_both_weight_gradient_paths(monkeypatch, per_chunk):
-    monkeypatch.setattr(SL, "CHUNK_BYTES", 1 << 20 if per_chunk else 8)
+    monkeypatch.setattr(SL, "WEIGHT_BYTES", 1 << 20 if per_chunk else 8)
     layer, lin, nrn = _pair("LIF", chunk=4)
     x = torch.rand(T, B, IN, dtype=torch.float64, requires_grad=True)
     _compare(layer, lin, nrn, x, torch.rand(T, B, OUT, dtype=torch.float64), dict(rtol=1e-10, atol=1e-12))

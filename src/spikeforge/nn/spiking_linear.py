@@ -37,15 +37,21 @@ from torch import Tensor, nn
 
 from .. import _validation
 from .. import functional as F
+from ..allocator import empty
 from .. import kernels
 from ..kernels._fused import flat_params
 from .neuron import Neuron, where
 
-__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved", "CHUNK_BYTES"]
+__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved"]
 
 log = logging.getLogger("spikeforge")
 
-CHUNK_BYTES = 1 << 20  # default chunk: the Linear output of a chunk is about this size (L2)
+# Default chunk: at least MIN_ROWS rows per GEMM (few, large parallel calls: a GEMM of a few
+# hundred rows loses speed, and every call is an OpenMP barrier, costly on a busy machine),
+# and longer while the chunk's Linear output stays under CHUNK_BYTES (within the L3 share).
+MIN_ROWS = 2048
+CHUNK_BYTES = 4 << 20
+WEIGHT_BYTES = 2 << 20  # a weight up to this size (L2) takes its gradient chunk by chunk
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
@@ -127,11 +133,11 @@ def dense(s: Saved, gz: Tensor, gfinal: list[Tensor]):
     or is one GEMM over the whole gy."""
     T, B, n = s.shape
     want_x, want_w, want_b = s.want[:3]
-    gx = s.x.new_empty(s.x.shape) if want_x else None
+    gx = empty(s.x.shape, s.x.dtype) if want_x else None
     gb = gz.new_zeros(n) if want_b else None
-    per_chunk = s.weight.numel() * s.weight.element_size() <= CHUNK_BYTES
+    per_chunk = s.weight.numel() * s.weight.element_size() <= WEIGHT_BYTES
     gw = s.weight.new_zeros(s.weight.shape) if want_w and per_chunk else None
-    gy_all = gz.new_empty(T, B, n) if want_w and not per_chunk else None
+    gy_all = empty((T, B, n), gz.dtype) if want_w and not per_chunk else None
 
     def consume(c: int, gy: Tensor) -> None:
         t0, t1 = s.bounds[c]
@@ -169,8 +175,8 @@ class _Fused(torch.autograd.Function):
         bounds = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
         grad = any(want)
         keep_y = grad and (kernel.reads_x or kernel.recompute)
-        y = x.new_empty(T, B, n) if keep_y else x.new_empty(min(chunk, T), B, n)
-        z = x.new_empty(T, B, n)
+        y = empty((T, B, n) if keep_y else (min(chunk, T), B, n), x.dtype)
+        z = empty((T, B, n), x.dtype)
         K = kernel.K
         cks = [x.new_empty(-(-T // K) + 1, B, n) for _ in range(ns)]
         for ck, s0 in zip(cks, state):
@@ -231,9 +237,9 @@ def _fusion_reason(spec, surrogate, backend, x: Tensor, record: bool) -> str | N
 
 
 def _chunk_steps(chunk: int | None, K: int, B: int, n: int, itemsize: int) -> int:
-    """Steps per chunk: ``chunk`` or about ``CHUNK_BYTES`` of Linear output, rounded up to a
-    multiple of the kernel's checkpoint interval ``K``."""
-    steps = chunk if chunk is not None else max(1, CHUNK_BYTES // max(1, B * n * itemsize))
+    """Steps per chunk: ``chunk``, else ``MIN_ROWS`` GEMM rows or ``CHUNK_BYTES`` of Linear
+    output, whichever is longer; rounded up to a multiple of the kernel's checkpoint interval ``K``."""
+    steps = chunk if chunk is not None else max(-(-MIN_ROWS // B), CHUNK_BYTES // max(1, B * n * itemsize))
     return -(-steps // K) * K
 
 
