@@ -118,6 +118,17 @@ def test_sum_loss_and_frozen_linear():
     assert layer.linear.weight.grad is None
 
 
+def test_output_gradient_broadcast_over_time():
+    """An output gradient with stride 0 over time (a per-(batch, neuron) weight) is read in place."""
+    layer, lin, nrn = _pair("LIF")
+    x = torch.rand(T, B, IN, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(B, OUT, dtype=torch.float64)
+    g = _grads((layer(x).sum(0) * w).sum(), layer, x)   # sum(0)'s backward: stride 0 over time
+    g2 = _grads((nrn(lin(x)).sum(0) * w).sum(), torch.nn.ModuleList([lin, nrn]), x)
+    for a, b in zip(g, g2):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_state_in_and_out_with_gradients():
     layer, lin, nrn = _pair("CubaLIF")
     spec, params = layer.neuron.spec, layer.neuron.params()

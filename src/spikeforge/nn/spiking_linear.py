@@ -88,8 +88,10 @@ def _gz_rows(gz: Tensor):
     """``(base, sT, sB)`` of the output gradient, read in place when it is broadcast."""
     if gz.is_contiguous():
         return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
-    if gz.stride(0) == 0 and gz.stride(1) == 0 and gz[0, 0].is_contiguous():
-        return gz[0, 0], 0, 0
+    if gz.stride(0) == 0 and gz.stride(1) == 0:   # the gradient of sum() or mean(): one row
+        return gz[0, 0].contiguous(), 0, 0
+    if gz.stride(2) == 1:                          # rows of n contiguous values
+        return gz, gz.stride(0), gz.stride(1)
     gz = gz.contiguous()
     return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
 
