@@ -49,7 +49,7 @@ log = logging.getLogger("spikeforge")
 # Default chunk: at least MIN_ROWS rows per GEMM (few, large parallel calls: a GEMM of a few
 # hundred rows loses speed, and every call is an OpenMP barrier, costly on a busy machine),
 # and longer while the chunk's Linear output stays under CHUNK_BYTES (within the L3 share).
-MIN_ROWS = 2048
+MIN_ROWS = 4096
 CHUNK_BYTES = 4 << 20
 WEIGHT_BYTES = 2 << 20  # a weight up to this size (L2) takes its gradient chunk by chunk
 _FUSED_DTYPES = (torch.float32, torch.float64)
