@@ -44,7 +44,7 @@ from torch import Tensor
 from ._threads import threads
 from .sparse import DTYPES, load
 
-__all__ = ["build", "linear_form", "cutoff_of", "active_set", "last_spikes", "leak_trace", "uniform_leak", "backward",
+__all__ = ["build", "linear_form", "cutoff_of", "active_set", "spikes_csr", "gated", "by_neuron", "leak_trace", "uniform_leak", "backward",
            "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
@@ -82,25 +82,6 @@ void sf_sbw_compact_SUF(int64_t R, int64_t N, int threads, const scalar_t* restr
   }
 }
 
-/* For each active entry k of row (t, b): the last time s < t at which z[s, b, j] != 0, or -1. */
-void sf_sbw_last_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict z,
-                     const int64_t* restrict off, const int32_t* restrict idx, int32_t* restrict sprev,
-                     int32_t* restrict last_p) {
-  #pragma omp parallel num_threads(threads)
-  {
-    int32_t* restrict last = last_p + (int64_t)omp_get_thread_num() * N;
-    #pragma omp for schedule(static)
-    for (int64_t b = 0; b < B; b++) {
-      for (int64_t j = 0; j < N; j++) last[j] = -1;
-      for (int64_t t = 0; t < T; t++) {
-        int64_t r = t * B + b;
-        for (int64_t k = off[r]; k < off[r + 1]; k++) sprev[k] = last[idx[k]];
-        for (int64_t j = 0; j < N; j++) if (z[r * N + j] != 0) last[j] = (int32_t)t;
-      }
-    }
-  }
-}
-
 /* The input filtered by the leak: tr[t, b] = a tr[t - 1, b] + x[t, b] (rows r = t * B + b). */
 void sf_sbw_trace_SUF(int64_t T, int64_t B, int64_t IN, int threads, scalar_t a,
                       const scalar_t* restrict x, scalar_t* restrict tr) {
@@ -118,6 +99,33 @@ typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t))
 #define V V_SUF
 #define VW ((int64_t)(32 / sizeof(scalar_t)))
 
+/* gW (N, IN) from the coefficients the backward recorded: for each neuron j (in parallel), over its
+   active entries k (perm, grouped by j at joff): gW[j] += coef[k] tr[rows[k]] - fval[k] tr[frow[k]]
+   (the second term where frow[k] >= 0). Row j stays in cache while its entries add up. */
+void sf_sbw_gw_SUF(int64_t N, int64_t IN, int threads, const int64_t* restrict joff,
+                   const int64_t* restrict perm, const int64_t* restrict rows,
+                   const scalar_t* restrict coef, const scalar_t* restrict fval,
+                   const int32_t* restrict frow, const scalar_t* restrict tr, scalar_t* restrict gw) {
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int64_t j = 0; j < N; j++) {
+    scalar_t* restrict o = gw + j * IN;
+    for (int64_t i = 0; i < IN; i++) o[i] = 0;
+    for (int64_t q = joff[j]; q < joff[j + 1]; q++) {
+      int64_t k = perm[q];
+      scalar_t e = coef[k];
+      if (e != 0) {
+        const scalar_t* restrict x1 = tr + rows[k] * IN;
+        for (int64_t i = 0; i < IN; i++) o[i] += e * x1[i];
+      }
+      if (frow[k] >= 0) {
+        const scalar_t* restrict x0 = tr + (int64_t)frow[k] * IN;
+        scalar_t f = fval[k];
+        for (int64_t i = 0; i < IN; i++) o[i] -= f * x0[i];
+      }
+    }
+  }
+}
+
 static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
   V acc0 = {0}, acc1 = {0};
   int64_t j = 0;
@@ -133,8 +141,8 @@ static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restr
 }
 
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
-   dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1 where z == 0 and g1
-   where z != 0; gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
+   dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
+   (CSR soff/sidx; none given: no gate); gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
    (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
    dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
    entries (CSR poff/pidx; none when poff is NULL). Each thread adds into its own slice of
@@ -143,43 +151,57 @@ static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restr
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
                          const int64_t* restrict off, const int32_t* restrict idx,
                          const scalar_t* restrict sg, const scalar_t* restrict gz,
-                         const scalar_t* restrict z, const scalar_t* restrict a,
-                         const scalar_t* restrict c, const scalar_t* restrict g1,
-                         const int64_t* restrict xoff, const int32_t* restrict xidx,
+                         const scalar_t* restrict a, const scalar_t* restrict c,
+                         const scalar_t* restrict g1, const int64_t* restrict xoff, const int32_t* restrict xidx,
                          const int64_t* restrict poff, const int32_t* restrict pidx,
-                         const scalar_t* restrict tr, const int32_t* restrict sprev,
-                         const scalar_t* restrict apow, scalar_t* restrict gw_p,
+                         int hard, const int64_t* restrict soff, const int32_t* restrict sidx,
+                         const scalar_t* restrict apow, scalar_t* restrict coef, scalar_t* restrict fval,
+                         int32_t* restrict frow, int64_t* restrict lastk_p,
                          const scalar_t* restrict wt, scalar_t* restrict dv,
                          scalar_t* restrict gwt_p, scalar_t* restrict gb_p,
                          scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work) {
   #pragma omp parallel num_threads(threads)
   {
+    FTZ_ON
     int tid = omp_get_thread_num();
     scalar_t* restrict gw = gwt_p ? gwt_p + (int64_t)tid * IN * N : 0;
-    scalar_t* restrict gwj = gw_p ? gw_p + (int64_t)tid * IN * N : 0;
+    int64_t* restrict lastk = lastk_p ? lastk_p + (int64_t)tid * 2 * N : 0;
+    int64_t* restrict ptime = lastk ? lastk + N : 0;
     scalar_t* restrict gb = gb_p + (int64_t)tid * N;
-    scalar_t* restrict h = work + (int64_t)tid * N;
+    scalar_t* restrict h = work + (int64_t)tid * 2 * N;
+    scalar_t* restrict pend = h + N;
     #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; b++) {
       scalar_t* restrict d = dv + b * N;
+      for (int64_t j = 0; j < N; j++) pend[j] = 0;
       for (int64_t t = T - 1; t >= 0; t--) {
         int64_t r = t * B + b;
-        const scalar_t* restrict zr = z + r * N;
-        for (int64_t j = 0; j < N; j++) h[j] = (zr[j] != 0 ? g1[j] : (scalar_t)1) * d[j];
+        for (int64_t j = 0; j < N; j++) h[j] = d[j];
+        if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
+          for (int64_t q = soff[r]; q < soff[r + 1]; q++) h[sidx[q]] *= g1[sidx[q]];
+        if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
+                               decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
+          for (int64_t q = soff[r]; q < soff[r + 1]; q++) {
+            int64_t j = sidx[q];
+            if (pend[j] != 0) {
+              fval[lastk[j]] = pend[j] * apow[ptime[j] - t];
+              frow[lastk[j]] = (int32_t)r;
+              pend[j] = 0;
+            }
+          }
         const scalar_t* restrict gzr = gz + r * N;
         for (int64_t k = off[r]; k < off[r + 1]; k++) {
           int64_t j = idx[k];
           scalar_t ds = gzr[j] * sg[k];
           h[j] += ds;
-          if (tr && ds != 0) {   /* gW[j] += c ds (Tr[t] - a^(t-s) Tr[s]), s: j's last spike before t */
-            scalar_t* restrict o = gwj + j * IN;
-            const scalar_t* restrict x1 = tr + r * IN;
+          if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
             scalar_t e = c[j] * ds;
-            for (int64_t i = 0; i < IN; i++) o[i] += e * x1[i];
-            if (sprev[k] >= 0) {
-              const scalar_t* restrict x0 = tr + ((int64_t)sprev[k] * B + b) * IN;
-              scalar_t f = e * apow[t - sprev[k]];
-              for (int64_t i = 0; i < IN; i++) o[i] -= f * x0[i];
+            coef[k] = e;
+            frow[k] = -1;
+            if (hard && e != 0) {
+              pend[j] = pend[j] != 0 ? pend[j] * apow[ptime[j] - t] + e : e;
+              ptime[j] = t;
+              lastk[j] = k;
             }
           }
         }
@@ -195,19 +217,34 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
             gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
       }
     }
+    FTZ_OFF
   }
 }
 #undef V
 #undef VW
 """
-_HEADER = "#include <stdint.h>\n#include <omp.h>\n"
+# FTZ_ON/OFF: the backward's adjoints decay geometrically through the leak; where one would become
+# subnormal (|x| < 1.2e-38 in float32) it is flushed to 0, which costs nothing instead of a microcode
+# assist per operation (measured: the hard-reset bookkeeping ran 5x slower without it)
+_HEADER = r"""
+#include <stdint.h>
+#include <omp.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#define FTZ_ON unsigned int sf_csr_ = _mm_getcsr(); _mm_setcsr(sf_csr_ | 0x8040);
+#define FTZ_OFF _mm_setcsr(sf_csr_);
+#else
+#define FTZ_ON
+#define FTZ_OFF
+#endif
+"""
 
 
 @lru_cache(maxsize=None)
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
-    return load(_HEADER, _SOURCE, {"sf_sbw_count": None, "sf_sbw_compact": None, "sf_sbw_last": None,
-                                   "sf_sbw_trace": None, "sf_sbw_backward": None})
+    return load(_HEADER, _SOURCE, {"sf_sbw_count": None, "sf_sbw_compact": None, "sf_sbw_trace": None,
+                                   "sf_sbw_backward": None, "sf_sbw_gw": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -270,38 +307,40 @@ def cutoff_of(surrogate, cutoff: float | None) -> float:
     return float(surrogate.support)
 
 
+def _band(u2: Tensor, centre: float, w: float) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR ``(off, idx, values)`` of the entries of ``u2`` (R, N) with ``|u - centre| < w``."""
+    u2 = (u2 - centre if centre else u2).contiguous()
+    R, N = u2.shape
+    w, th = u2.new_tensor(w).item(), threads(u2.numel(), _PARALLEL_MIN)
+    scalar = ctypes.c_float if u2.dtype == torch.float32 else ctypes.c_double
+    cnt = torch.empty(R, dtype=torch.int64)
+    _fn("count", u2.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(cnt))
+    off = torch.zeros(R + 1, dtype=torch.int64)
+    torch.cumsum(cnt, 0, out=off[1:])
+    idx = torch.empty(int(off[-1]), dtype=torch.int32)
+    vals = torch.empty(int(off[-1]), dtype=u2.dtype)
+    _fn("compact", u2.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(off), _p(idx), _p(vals))
+    return off, idx, vals
+
+
+def spikes_csr(z: Tensor) -> tuple[Tensor, Tensor]:
+    """CSR ``(off, idx)`` over the T * B rows of the spikes (entries equal to 1) of ``z`` (T, B, N)."""
+    off, idx, _ = _band(z.reshape(-1, z.shape[-1]), 1.0, 0.5)
+    return off, idx
+
+
 def active_set(u: Tensor, surrogate, width: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(off, idx, sg)`` for ``u`` (T, B, N), the spike function's argument: the CSR over the
     T*B rows of the entries with ``|u| < width`` (int64 offsets, int32 columns) and the
     surrogate derivative there (zero where ``|u| >= width`` even if the surrogate is not)."""
     T, B, N = u.shape
-    u2 = u.reshape(T * B, N).contiguous()
-    R, w, th = T * B, u.new_tensor(width * (1 + SLACK)).item(), threads(u.numel(), _PARALLEL_MIN)
-    scalar = ctypes.c_float if u.dtype == torch.float32 else ctypes.c_double
-    cnt = torch.empty(R, dtype=torch.int64)
-    _fn("count", u.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(cnt))
-    off = torch.zeros(R + 1, dtype=torch.int64)
-    torch.cumsum(cnt, 0, out=off[1:])
-    idx = torch.empty(int(off[-1]), dtype=torch.int32)
-    uk = torch.empty(int(off[-1]), dtype=u.dtype)
-    _fn("compact", u.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(off), _p(idx), _p(uk))
+    off, idx, uk = _band(u.reshape(T * B, N), 0.0, width * (1 + SLACK))
     sg = torch.where(uk.abs() < width, surrogate.grad(uk), torch.zeros_like(uk))
     return off, idx, sg.contiguous()
 
 
 def _opt(t: Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(0 if t is None else t.data_ptr())
-
-
-def last_spikes(z: Tensor, off: Tensor, idx: Tensor) -> Tensor:
-    """For each active entry (t, b, j): the last step s < t at which neuron (b, j) spiked, or -1."""
-    T, B, N = z.shape
-    z = z.contiguous()
-    nt = threads(z.numel(), _PARALLEL_MIN).value
-    sprev, last = torch.empty(idx.numel(), dtype=torch.int32), torch.empty(nt, N, dtype=torch.int32)
-    _fn("last", z.dtype)(c_int64(T), c_int64(B), c_int64(N), ctypes.c_int(nt), _p(z), _p(off), _p(idx),
-                         _p(sprev), _p(last))
-    return sprev
 
 
 def leak_trace(x2: Tensor, T: int, B: int, a: float) -> Tensor:
@@ -314,6 +353,22 @@ def leak_trace(x2: Tensor, T: int, B: int, a: float) -> Tensor:
     return tr
 
 
+def by_neuron(off: Tensor, idx: Tensor, N: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(joff, perm, rows)``: the active entries grouped by neuron (``perm[joff[j]:joff[j+1]]`` are
+    neuron j's) and the row of each entry."""
+    joff = torch.zeros(N + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(idx, minlength=N), 0, out=joff[1:])
+    perm = torch.sort(idx, stable=True)[1]
+    rows = torch.repeat_interleave(torch.arange(off.numel() - 1), off.diff())
+    return joff, perm, rows
+
+
+def gated(g1: Tensor) -> bool:
+    """Whether the adjoint changes at a spike (a reset slope other than 1): backward then reads the
+    spikes' CSR."""
+    return not bool((g1 == 1).all())
+
+
 def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
     """The leak ``a`` when the weight gradient can run from the active set and a leak trace of the
     input: one leak for all neurons and a reset slope of 0 (hard) or 1 (soft/none); else None."""
@@ -322,33 +377,46 @@ def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
     return float(a[0])
 
 
-def backward(gz: Tensor, z: Tensor, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,
+def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,
              prev: tuple | None, want_gi: bool, by_trace: tuple | None = None) -> tuple:
-    """``(gI or None, gW or None, gb, gx or None)`` for gz, z (T, B, N); ``active`` = (off, idx,
+    """``(gI or None, gW or None, gb, gx or None)`` for gz (T, B, N); ``spikes`` = (off, idx), the
+    spikes' CSR (``spikes_csr``; ``None`` when the reset's slope is 1), ``active`` = (off, idx,
     sg) of this layer, ``coef`` = (a, c, g1) (``linear_form``). The weight gradient: with
-    ``by_trace`` = (tr, sprev) from the active entries and the leak trace of the input (O(|A| IN));
+    ``by_trace`` = (tr, joff, perm, rows): the leak trace of the input (``leak_trace``) and the
+    active entries grouped by neuron (``by_neuron``), from the active entries
+    (O(|A| IN); with a hard reset the entries between two spikes share one correction at the
+    earlier spike, which stops the adjoint);
     else with ``x_csr`` = (off, idx) of a {0, 1} input by scattering the input's spikes
     (O(nnz(x) N)); else ``want_gi`` returns ``gI`` (R, N) for a dense product. ``prev`` = (off,
     idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere."""
     T, B, N = gz.shape
     IN, dt = weight.shape[1], gz.dtype
     (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
-    gz, z, wt = gz.contiguous(), z.contiguous(), weight.detach().t().contiguous()
+    gz, wt = gz.contiguous(), weight.detach().t().contiguous()
     nt = threads(gz.numel() * max(1, IN // 16), _PARALLEL_MIN).value
     if by_trace is not None:
         x_csr = None
     gwt = torch.zeros(nt, IN, N, dtype=dt) if x_csr is not None else None
-    gw = torch.zeros(nt, N, IN, dtype=dt) if by_trace is not None else None
-    tr, sprev = by_trace if by_trace is not None else (None, None)
+    hard, nA = ctypes.c_int(int(float(g1[0]) == 0)), idx.numel()
+    coef, fval = (torch.empty(nA, dtype=dt), torch.empty(nA, dtype=dt)) if by_trace is not None else (None, None)
+    frow = torch.empty(nA, dtype=torch.int32) if by_trace is not None else None
+    lastk = torch.empty(nt, 2 * N, dtype=torch.int64) if by_trace is not None else None
+    tr, joff, perm, rows = by_trace if by_trace is not None else (None,) * 4
+    soff, sidx = spikes if spikes is not None else (None, None)
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
-    gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, N, dtype=dt), torch.zeros(B, N, dtype=dt)
+    gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
     gx = torch.zeros(T * B, IN, dtype=dt) if prev is not None else None
     gi = torch.empty(T * B, N, dtype=dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
     po, pi = prev if prev is not None else (None, None)
     _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
-                        _p(sg), _p(gz), _p(z), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
-                        _opt(tr), _opt(sprev), _opt(apow), _opt(gw),
+                        _p(sg), _p(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
+                        hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
+                        _opt(lastk),
                         _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work))
-    gW = gw.sum(0) if gw is not None else (gwt.sum(0).t() if gwt is not None else None)
+    gW = gwt.sum(0).t() if gwt is not None else None
+    if by_trace is not None:
+        gW = torch.empty(N, IN, dtype=dt)
+        _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
+                      _p(coef), _p(fval), _p(frow), _p(tr), _p(gW))
     return gi, gW, gb.sum(0), gx

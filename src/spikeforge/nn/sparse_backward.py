@@ -68,7 +68,7 @@ class WeightGrad(enum.Enum):
     DENSE = "dense"      # gI^T x, one dense product
 
 
-def _weight_source(how, x2, csr, z, off, idx, a, g1, T, B, N):
+def _weight_source(how, x2, csr, off, idx, a, g1, T, B, N):
     """``(WeightGrad, tensors backward needs)``. TRACE needs one leak for all neurons and a reset
     slope of 0 or 1 (``uniform_leak``) and costs |A| in (twice with a hard reset); SCATTER needs a
     {0, 1} input (AUTO: below ``SpikeLinear``'s crossover density) and costs nnz(x) out."""
@@ -82,9 +82,7 @@ def _weight_source(how, x2, csr, z, off, idx, a, g1, T, B, N):
         fast = leak is not None and idx.numel() * IN * (2 if float(g1[0]) == 0 else 1) < by_input
         how = WeightGrad.TRACE if fast else (WeightGrad.SCATTER if csr is not None else WeightGrad.DENSE)
     if how is WeightGrad.TRACE:
-        hard = float(g1[0]) == 0   # the adjoint stops at a spike: the trace is taken from the last one
-        sprev = K.last_spikes(z, off, idx) if hard else torch.full((idx.numel(),), -1, dtype=torch.int32)
-        return how, (K.leak_trace(x2, T, B, leak), sprev)
+        return how, (K.leak_trace(x2, T, B, leak), *K.by_neuron(off, idx, N))
     return (how, csr) if how is WeightGrad.SCATTER else (how, (x2,))
 
 
@@ -101,20 +99,22 @@ class _SparseSpikingLinear(torch.autograd.Function):
         u = _membrane_argument(spec, y3, torch.cat([v0[None], trace[0][:-1]]), params)
         off, idx, sg = K.active_set(u, surrogate, width)
         a, c, g1 = K.linear_form(spec, params, N, x.dtype)
-        mode, wsrc = _weight_source(how, x2, csr, z, off, idx, a, g1, T, B, N)
-        ctx.save_for_backward(weight, z, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
+        mode, wsrc = _weight_source(how, x2, csr, off, idx, a, g1, T, B, N)
+        spikes = K.spikes_csr(z) if K.gated(g1) else (off[:0], idx[:0])
+        ctx.save_for_backward(weight, *spikes, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
         ctx.shape, ctx.mode, ctx.has_prev, ctx.has_bias = (T, B, IN, N), mode, prev is not None, bias is not None
         ctx.mark_non_differentiable(off, idx)
         return z, off, idx
 
     @staticmethod
     def backward(ctx, gz, _goff, _gidx):
-        weight, z, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
+        weight, soff, sidx, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
         T, B, IN, N = ctx.shape
         csr = (rest[0], rest[1]) if ctx.mode is WeightGrad.SCATTER else None
-        by_trace = (rest[0], rest[1]) if ctx.mode is WeightGrad.TRACE else None
+        by_trace = tuple(rest[:4]) if ctx.mode is WeightGrad.TRACE else None
+        spikes = (soff, sidx) if soff.numel() else None
         prev = (rest[-2], rest[-1]) if ctx.has_prev and ctx.needs_input_grad[0] else None
-        gi, gw, gb, gx = K.backward(gz, z, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
+        gi, gw, gb, gx = K.backward(gz, spikes, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
                                     want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None))
         if not ctx.needs_input_grad[1]:
             gw = None
