@@ -192,6 +192,15 @@ def test_no_grad_and_nonfinite_input():
         layer(x)
 
 
+def test_weight_changed_in_place_before_backward_is_caught():
+    layer, _, _ = _pair("LIF")
+    z = layer(torch.rand(T, B, IN, dtype=torch.float64))
+    with torch.no_grad():
+        layer.linear.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        z.sum().backward()
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="neuron must be a spikeforge neuron module"):
         SpikingLinear(3, 4, torch.nn.ReLU())

@@ -59,6 +59,8 @@ class Backward(enum.Enum):
     """How backward turns the neuron's reverse-time pass into Linear gradients."""
 
     DENSE = "dense"   # every chunk's gradient, then dense GEMMs (``dense``)
+    SPARSE = "sparse"  # only the active set (Perez-Nieves & Goodman 2021): SpikingLinear runs
+                       # spikeforge.nn.sparse_backward.sparse_spiking_linear (from rest) instead
 
 
 @dataclass
@@ -202,25 +204,24 @@ class _Fused(torch.autograd.Function):
         if bad and _validation.enabled():
             raise _validation.not_finite("the Linear's output (the neuron's input)")
         ctx.set_materialize_grads(False)
-        if grad:
-            ctx.saved = Saved(kernel, x2, weight, bias, y if keep_y else None, cks, list(params), bounds,
-                              (T, B, n), want)
-            ctx.strategy, ctx.x_shape = strategy, x.shape
+        if grad:   # tensors through save_for_backward (version checks); the rest as attributes
+            ctx.save_for_backward(x2, weight, bias, y if keep_y else None, *cks, *params)
+            ctx.info = (kernel, bounds, (T, B, n), want, strategy, x.shape, ns)
         finals = [ck[-1].clone() for ck in cks]
         return (z, *finals)
 
     @staticmethod
     def backward(ctx, gz, *gfinal):
-        s: Saved = ctx.saved
-        T, B, n = s.shape
+        kernel, bounds, (T, B, n), want, strategy, x_shape, ns = ctx.info
+        x2, weight, bias, y, *rest = ctx.saved_tensors
+        s = Saved(kernel, x2, weight, bias, y, list(rest[:ns]), list(rest[ns:]), bounds, (T, B, n), want)
         if gz is None:
             gz = s.x.new_zeros(()).expand(T, B, n)
         gst = [torch.zeros(B, n, dtype=s.x.dtype) if g is None else g.contiguous().clone() for g in gfinal]
-        gx, gw, gb, gpar = BACKWARDS[ctx.strategy](s, gz, gst)
-        ctx.saved = None
+        gx, gw, gb, gpar = BACKWARDS[strategy](s, gz, gst)
         gparams = [None if g is None else (g.view(B, n).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
                    for g, p in zip(gpar, s.params)]
-        gx = None if gx is None else gx.view(ctx.x_shape)
+        gx = None if gx is None else gx.view(x_shape)
         return (None, None, None, None, None, gx, gw, gb, *gst, *gparams)
 
 
@@ -273,17 +274,8 @@ def spiking_linear(spec, x: Tensor, weight: Tensor, bias: Tensor | None = None, 
                                         (True, *want[3:]))
     steps = _chunk_steps(chunk, kernel.K, B, n, x.element_size())
     ns = len(state)
-    if grad:
-        out = _Fused.apply(kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
-    else:
-        with torch.no_grad():
-            out = _Fused.forward(_NoCtx(), kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
+    out = _Fused.apply(kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
     return out[0], spec.State(*out[1:]), "cpu", True
-
-
-class _NoCtx:
-    def set_materialize_grads(self, flag):
-        pass
 
 
 def _check_linear(x, weight, bias, chunk, strategy) -> None:
@@ -342,6 +334,8 @@ class SpikingLinear(nn.Module):
         if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != self.linear.in_features:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{where(self)}: x must have shape (T, B, {self.linear.in_features}), got {got}")
+        if self.backward_strategy is Backward.SPARSE:
+            return self._sparse(x)
         reason = _fusion_reason(nrn.spec, nrn.surrogate, nrn.backend, x, nrn.record)
         if reason is not None:
             _log_once(reason)
@@ -359,6 +353,20 @@ class SpikingLinear(nn.Module):
         nrn.trace = None
         if nrn.carry_state:
             nrn.state = s
+        return z.transpose(0, 1) if nrn.batch_first else z
+
+    def _sparse(self, x: Tensor) -> Tensor:
+        """``backward=Backward.SPARSE``: the sparse spiking backward (``nn.sparse_backward``); it
+        takes the neuron's spec, parameters, surrogate (bounded support) and backend."""
+        from .sparse_backward import sparse_spiking_linear
+
+        nrn = self.neuron
+        if nrn.carry_state:
+            raise ValueError(f"{where(self)}: backward=Backward.SPARSE runs each sequence from rest; "
+                             f"carry_state=True is not supported")
+        z = sparse_spiking_linear(x, self.linear.weight, self.linear.bias, nrn.spec, nrn.params(),
+                                  surrogate=nrn.surrogate, backend=nrn.backend)
+        self.last_fused = False
         return z.transpose(0, 1) if nrn.batch_first else z
 
     def step(self, x: Tensor) -> Tensor:
