@@ -159,3 +159,24 @@ def test_surrogate_support():
     for s in (Triangle(4.0), PiecewiseQuadratic(2.0)):
         u = torch.linspace(-2, 2, 4001, dtype=torch.float64)
         assert bool((s.grad(u)[u.abs() >= s.support] == 0).all())
+
+
+def test_spiking_linear_backward_sparse_runs_it():
+    from spikeforge.nn.spiking_linear import Backward, SpikingLinear
+
+    torch.manual_seed(0)
+    layer = SpikingLinear(IN, H, sf.nn.LIF(tau=2.0, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
+    with torch.no_grad():
+        layer.linear.weight.mul_(4.0)
+    x, _ = data(torch.float32)
+    z = layer(x)
+    w = layer.linear.weight.detach().clone().requires_grad_()
+    ref = sparse_spiking_linear(x, w, layer.linear.bias.detach(), LIF(), {"tau": 2.0}, surrogate=Triangle(1.0))
+    g = torch.randn(z.shape, generator=torch.Generator().manual_seed(7))
+    (z * g).sum().backward()
+    (ref * g).sum().backward()
+    assert torch.equal(z, ref) and active_fraction(z) > 0
+    torch.testing.assert_close(layer.linear.weight.grad, w.grad, rtol=0, atol=0)
+    carry = SpikingLinear(IN, H, sf.nn.LIF(carry_state=True, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
+    with pytest.raises(ValueError, match="carry_state=True is not supported"):
+        carry(x)
