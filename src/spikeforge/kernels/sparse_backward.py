@@ -41,6 +41,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ..allocator import empty
 from ._threads import threads
 from .sparse import DTYPES, load
 
@@ -346,7 +347,7 @@ def _opt(t: Tensor | None) -> ctypes.c_void_p:
 def leak_trace(x2: Tensor, T: int, B: int, a: float) -> Tensor:
     """``tr`` (T * B, IN): the input filtered by the leak, ``tr[t] = a tr[t - 1] + x[t]``."""
     x2 = x2.contiguous()
-    tr = torch.empty_like(x2)
+    tr = empty(tuple(x2.shape), x2.dtype)
     scalar = ctypes.c_float if x2.dtype == torch.float32 else ctypes.c_double
     _fn("trace", x2.dtype)(c_int64(T), c_int64(B), c_int64(x2.shape[1]), threads(x2.numel(), _PARALLEL_MIN),
                            scalar(a), _p(x2), _p(tr))
@@ -392,7 +393,8 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     T, B, N = gz.shape
     IN, dt = weight.shape[1], gz.dtype
     (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
-    gz, wt = gz.contiguous(), weight.detach().t().contiguous()
+    gz = gz.contiguous()
+    wt = weight.detach().t().contiguous() if prev is not None else gz   # (W^T is read only for gx)
     nt = threads(gz.numel() * max(1, IN // 16), _PARALLEL_MIN).value
     if by_trace is not None:
         x_csr = None
@@ -405,8 +407,8 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     soff, sidx = spikes if spikes is not None else (None, None)
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
     gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
-    gx = torch.zeros(T * B, IN, dtype=dt) if prev is not None else None
-    gi = torch.empty(T * B, N, dtype=dt) if want_gi else None
+    gx = empty((T * B, IN), dt).zero_() if prev is not None else None   # pooled: no fresh page faults
+    gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
     po, pi = prev if prev is not None else (None, None)
     _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
