@@ -212,3 +212,20 @@ def test_threads_share_the_pool_safely(pool):
     for t in threads:
         t.join()
     assert errors == [] and all(torch.equal(z, e[0]) for z, e in zip(got, expect))
+
+
+@needs_cpu
+def test_compiled_graphs_get_fresh_outputs_while_old_ones_live(pool):
+    """Under torch.compile (aot_eager runs the real op) a kept output is not reused."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), sf.nn.LIF(backend="cpu"))
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(12, 2, 8, generator=gen).requires_grad_() for _ in range(2)]
+    kept = compiled(xs[0])
+    expect = kept.detach().clone()
+    kept.sum().backward()
+    for _ in range(2):
+        other = compiled(xs[1])
+        other.sum().backward()
+    assert torch.equal(kept, expect) and torch.equal(other, net(xs[1]))
+    assert allocator.pool_stats().hits > 0
