@@ -193,6 +193,9 @@ def main(argv=None) -> None:
         job_env = {**env, "SPIKEFORGE_BUFFER_POOL": "0" if job[3] == "off" else "1"}
         r = C.run_child(__file__, [*job[:3], a.n, a.T, a.B, a.reps, a.threads], job_env, a.timeout)
         rounds.setdefault(job, []).append(r)
+        if "error" not in r:  # progress, so that an interrupted run still says something
+            print(f"    {r['total_ms']:.0f} ms, {own_percent(r):.1f} % of own copy BW, {r['peak_rss_mb']:.0f} MB",
+                  file=sys.stderr, flush=True)
         return r
 
     results = C.best_of_rounds(jobs(a, info), a.rounds, one)
