@@ -60,8 +60,17 @@ def _membrane_argument(spec, y3: Tensor, v_prev: Tensor, params) -> Tensor:
     return box[0]
 
 
+# AUTO's rule for a dense (non-spike) input: TRACE when it reads fewer than 1/TRACE_VS_GEMM of the
+# rows a dense product would (a trace row is read from memory at random; the product is blocked and
+# compute-bound). A cautious guess, not measured; on {0, 1} input SCATTER measured faster than TRACE
+# at every activity (RESULTS.md section 17).
+TRACE_VS_GEMM = 8
+
+
 class WeightGrad(enum.Enum):
-    """How the backward forms the weight gradient (all exact; AUTO takes the cheapest that applies)."""
+    """How the backward forms the weight gradient (all exact). AUTO: SCATTER for a {0, 1} input
+    below ``SpikeLinear``'s crossover, else TRACE when it applies and the layer is sparse enough
+    (``TRACE_VS_GEMM``), else DENSE."""
     AUTO = "auto"
     TRACE = "trace"      # from the active entries and the input's leak trace: O(|A| in) (the paper's)
     SCATTER = "scatter"  # by scattering a {0, 1} input's spikes: O(nnz(x) out)
@@ -77,10 +86,10 @@ def _weight_source(how, x2, csr, off, idx, a, g1, T, B, N):
         raise K.NotSparse("weight_grad=TRACE needs one leak for all neurons and a hard or soft reset")
     if how is WeightGrad.SCATTER and csr is None:
         raise K.NotSparse("weight_grad=SCATTER needs an input of 0s and 1s")
-    if how is WeightGrad.AUTO:
-        by_input = (int(csr[0][-1]) if csr is not None else x2.shape[0] * IN) * N
-        fast = leak is not None and idx.numel() * IN * (2 if float(g1[0]) == 0 else 1) < by_input
-        how = WeightGrad.TRACE if fast else (WeightGrad.SCATTER if csr is not None else WeightGrad.DENSE)
+    if how is WeightGrad.AUTO:   # measured (benchmarks/sparse_backward.py): SCATTER beat TRACE on spike input
+        rows = idx.numel() * (2 if float(g1[0]) == 0 else 1)   # trace rows read (at most, hard reset)
+        fast = leak is not None and rows * TRACE_VS_GEMM < x2.shape[0] * N
+        how = WeightGrad.SCATTER if csr is not None else (WeightGrad.TRACE if fast else WeightGrad.DENSE)
     if how is WeightGrad.TRACE:
         return how, (K.leak_trace(x2, T, B, leak), *K.by_neuron(off, idx, N))
     return (how, csr) if how is WeightGrad.SCATTER else (how, (x2,))
