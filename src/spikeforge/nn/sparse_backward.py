@@ -97,7 +97,7 @@ def _weight_source(how, x2, csr, off, idx, a, g1, T, B, N):
 
 class _SparseSpikingLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how):
+    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how, coef):
         T, B, IN = x.shape
         N = weight.shape[0]
         x2 = x.detach().reshape(T * B, IN).contiguous()
@@ -107,7 +107,7 @@ class _SparseSpikingLinear(torch.autograd.Function):
         v0 = SF.rest_state(spec, params, y3[0])[0]
         u = _membrane_argument(spec, y3, torch.cat([v0[None], trace[0][:-1]]), params)
         off, idx, sg = K.active_set(u, surrogate, width)
-        a, c, g1 = K.linear_form(spec, params, N, x.dtype)
+        a, c, g1 = coef
         mode, wsrc = _weight_source(how, x2, csr, off, idx, a, g1, T, B, N)
         spikes = K.spikes_csr(z) if K.gated(g1) else (off[:0], idx[:0])
         ctx.save_for_backward(weight, *spikes, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
@@ -132,7 +132,7 @@ class _SparseSpikingLinear(torch.autograd.Function):
         gb = gb if ctx.has_bias and ctx.needs_input_grad[2] else None
         if ctx.needs_input_grad[0]:
             gx = gx.view(T, B, IN) if prev is not None else (gi @ weight.detach()).view(T, B, IN)
-        return gx, gw, gb, None, None, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None, None, None
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -164,9 +164,9 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     width = K.cutoff_of(surrogate, cutoff)
     p = SF.make_params(spec, params if isinstance(params, dict) or params is None else dict(zip(spec.params, params)),
                        features=(weight.shape[0],), dtype=x.dtype)
-    K.linear_form(spec, p, weight.shape[0], x.dtype)   # refuses an unsupported neuron before any work
+    coef = K.linear_form(spec, p, weight.shape[0], x.dtype)   # refuses an unsupported neuron before any work
     z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
-                                             getattr(x, _ATTR, None), weight_grad)
+                                             getattr(x, _ATTR, None), weight_grad, coef)
     setattr(z, _ATTR, (off, idx))
     return z
 
