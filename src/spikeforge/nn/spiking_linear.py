@@ -46,10 +46,12 @@ __all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved"]
 
 log = logging.getLogger("spikeforge")
 
-# Default chunk: at least MIN_ROWS rows per GEMM (few, large parallel calls: a GEMM of a few
-# hundred rows loses speed, and every call is an OpenMP barrier, costly on a busy machine),
-# and longer while the chunk's Linear output stays under CHUNK_BYTES (within the L3 share).
-MIN_ROWS = 4096
+# Default chunk: at least MIN_ROWS rows per GEMM, longer while the chunk's Linear output stays
+# under CHUNK_BYTES. Measured on the shared 2-core EPYC (RESULTS.md section 18): MKL's 2-thread
+# GEMM loses 15-50 % per row below ~8000 rows at n = 512, and every chunk adds OpenMP barriers
+# that cost far more than the cache saves on a loaded machine; so by default a T = 500, B = 16
+# sequence is one chunk, and only longer sequences are cut.
+MIN_ROWS = 8192
 CHUNK_BYTES = 4 << 20
 WEIGHT_BYTES = 2 << 20  # a weight up to this size (L2) takes its gradient chunk by chunk
 _FUSED_DTYPES = (torch.float32, torch.float64)
