@@ -137,7 +137,10 @@ def test_state_in_and_out_with_gradients():
     z, s, name, fused = spiking_linear(spec, x, layer.linear.weight, layer.linear.bias, s0, params, chunk=4)
     assert fused and name == "cpu"
     z2, s2, _, _ = F.run(spec, lin(x), s0, params)
-    loss = lambda z, s: (z * torch.arange(T * B * OUT).view(T, B, OUT)).sum() + sum((v ** 2).sum() for v in s)  # noqa: E731
+    ramp = torch.arange(T * B * OUT, dtype=torch.float64).view(T, B, OUT)
+
+    def loss(z, s):
+        return (z * ramp).sum() + sum((v ** 2).sum() for v in s)
     g = torch.autograd.grad(loss(z, s), s0)
     g2 = torch.autograd.grad(loss(z2, s2), s0)
     torch.testing.assert_close(z, z2, rtol=0, atol=0)

@@ -21,14 +21,15 @@ its reason. ``step(x_t)`` is the unfused pair on one step (streaming carries the
 state, as the pair does); ``carry_state`` and ``batch_first`` are the neuron's.
 
 Public API: ``SpikingLinear``, ``spiking_linear`` (the functional form), ``Backward`` and
-``BACKWARDS`` (the backward strategies), ``Saved`` (what a strategy receives).
+``BACKWARDS`` (the backward strategies: ``f(saved, gz, gfinal) -> (gx, gweight, gbias,
+per-lane neuron parameter gradients)``), ``Saved`` (what a strategy receives) and
+``neuron_grads`` (the neuron's reverse pass chunk by chunk, for strategies to build on).
 """
 from __future__ import annotations
 
 import ctypes
 import enum
 import logging
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,7 +43,7 @@ from .. import kernels
 from ..kernels._fused import flat_params
 from .neuron import Neuron, where
 
-__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved"]
+__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved", "neuron_grads"]
 
 log = logging.getLogger("spikeforge")
 
@@ -294,8 +295,8 @@ def _check_linear(x, weight, bias, chunk, strategy) -> None:
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
     if not isinstance(strategy, Backward) or strategy not in BACKWARDS:
-        raise ValueError(f"backward must be one of {[b.name for b in BACKWARDS]} (spikeforge.nn.spiking_linear.Backward), "
-                         f"got {strategy!r}")
+        raise ValueError(f"backward must be one of {[b.name for b in BACKWARDS]} "
+                         f"(spikeforge.nn.spiking_linear.Backward), got {strategy!r}")
 
 
 class SpikingLinear(nn.Module):
