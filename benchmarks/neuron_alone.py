@@ -21,8 +21,9 @@ to match the accounting above. Each measurement then runs in its own process.
     .venv-peers/bin/python benchmarks/neuron_alone.py --neurons all --backends cpu --malloc-tuned
     .venv/bin/python benchmarks/neuron_alone.py --neurons all --backends cpu --no-peers --pool both --rounds 5
 
-``--pool on|off|both`` runs spikeforge with its buffer pool (the default) and/or with
-``SPIKEFORGE_BUFFER_POOL=0`` (fresh outputs every pass, as before the pool), interleaved.
+``--pool on,off,tuned`` (any of them; ``both`` = on,off) runs spikeforge with its buffer
+pool (the default), with ``SPIKEFORGE_BUFFER_POOL=0`` (fresh outputs every pass, as before
+the pool) and with the pool off under the tuned glibc environment, interleaved.
 With ``--rounds R > 1`` a second table gives each job's min / median / max over the R
 rounds (% of copy bandwidth of the round's median pass, and peak RSS).
 """
@@ -36,6 +37,7 @@ import sys
 import _common as C
 
 DEFAULT_NEURONS = "LIF,CubaLIF,ALIF,Izhikevich"
+POOLS = ("on", "off", "tuned", "both")
 # (mean, std) of the input per model; anything not listed gets the LIF regime.
 INPUT = {"LIF": (0.8, 0.6), "CubaLIF": (1.2, 1.0), "ALIF": (1.5, 1.0), "Izhikevich": (10.0, 5.0)}
 
@@ -98,7 +100,7 @@ def jobs(a, info: dict) -> list[tuple[str, ...]]:
         if nm not in info["neurons"]:
             raise SystemExit(f"unknown neuron {nm!r}; registered: {', '.join(info['neurons'])}")
     backends = info["backends"] if a.backends == "available" else a.backends.split(",")
-    pools = ["on", "off"] if a.pool == "both" else [a.pool]
+    pools = [v for p in a.pool for v in (["on", "off"] if p == "both" else [p])]
     out = [("spikeforge", nm, b, p) for nm in names for b in backends for p in pools]
     if not a.no_peers and "LIF" in names:
         out.append(("spikingjelly", "LIF", "-", "-"))
@@ -162,8 +164,11 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run all jobs this many times, interleaved, and keep each one's fastest round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pool", choices=("on", "off", "both"), default="on",
-                    help="spikeforge's buffer pool: on (default), off (SPIKEFORGE_BUFFER_POOL=0) or both, interleaved")
+    ap.add_argument("--pool", type=C.comma_list(lambda v: C.checked(lambda p: p in POOLS, v),
+                                                 f"a comma-separated list of {', '.join(POOLS)}"),
+                    default=["on"], help="spikeforge's buffer pool, comma-separated variants run interleaved: on "
+                    "(default), off (SPIKEFORGE_BUFFER_POOL=0), tuned (off, with --malloc-tuned's environment), "
+                    "both (= on,off)")
     C.add_child_options(ap)
     ap.add_argument("--child", nargs=8, metavar=("FW", "NEURON", "BACKEND", "N", "T", "B", "REPS", "THREADS"),
                     help=argparse.SUPPRESS)
@@ -181,6 +186,8 @@ def main(argv=None) -> None:
     machine = C.machine_info(a.threads, a.malloc_tuned, info["torch"], a.omp_passive)
     print(f"# {machine}")
     print(f"# commit {C.git_revision('src', 'benchmarks/neuron_alone.py')}")
+    if "tuned" in a.pool:
+        print("# pool 'tuned' rows: SPIKEFORGE_BUFFER_POOL=0 and " + " ".join(f"{k}={v}" for k, v in C.MALLOC_TUNED.items()))
     print(f"# neuron alone: T={a.T}, B={a.B}, n={a.n}, forward + backward, median of {a.reps} after {C.WARMUP} warm-ups"
           + (f", fastest of {a.rounds} interleaved rounds" if a.rounds > 1 else "")
           + "; CPU ms = process CPU time per pass, all threads; load = 1-min load average after the child")
@@ -190,7 +197,9 @@ def main(argv=None) -> None:
 
     def one(job, rnd):
         print(f"  running {' '.join(job)} (round {rnd + 1}) ...", file=sys.stderr, flush=True)
-        job_env = {**env, "SPIKEFORGE_BUFFER_POOL": "0" if job[3] == "off" else "1"}
+        job_env = {**env, "SPIKEFORGE_BUFFER_POOL": "1" if job[3] == "on" else "0"}
+        if job[3] == "tuned":
+            job_env.update(C.MALLOC_TUNED)
         r = C.run_child(__file__, [*job[:3], a.n, a.T, a.B, a.reps, a.threads], job_env, a.timeout)
         rounds.setdefault(job, []).append(r)
         if "error" not in r:  # progress, so that an interrupted run still says something
