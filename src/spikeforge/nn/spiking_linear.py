@@ -114,7 +114,7 @@ def neuron_grads(s: Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[
     gpar = [torch.zeros(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     gp_c = [torch.empty(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     longest = max(t1 - t0 for t0, t1 in s.bounds)
-    buf = empty((longest * B * n,), gz.dtype) if into is None else None
+    buf = torch.empty(longest * B * n, dtype=gz.dtype) if into is None else None
     gst, gtr, pp = _c_ptrs(gfinal), _c_ptrs([None] * len(gfinal)), _c_ptrs(s.params)
     size = gz.element_size()
     for c in range(len(s.bounds) - 1, -1, -1):
@@ -185,7 +185,7 @@ class _Fused(torch.autograd.Function):
         y = empty((T, B, n) if keep_y else (min(chunk, T), B, n), x.dtype)
         z = empty((T, B, n), x.dtype)
         K = kernel.K
-        cks = list(empty((ns, -(-T // K) + 1, B, n), x.dtype).unbind(0))   # one block, as the kernels do
+        cks = [x.new_empty(-(-T // K) + 1, B, n) for _ in range(ns)]
         for ck, s0 in zip(cks, state):
             ck[0].copy_(s0)
         wt = weight.t()
