@@ -204,6 +204,18 @@ def test_weight_changed_in_place_before_backward_is_caught():
         z.sum().backward()
 
 
+def test_state_dict_is_the_pairs_and_the_layer_pickles():
+    import pickle
+
+    layer, lin, nrn = _pair("PLIF")
+    keys = set(layer.state_dict())
+    assert keys == {f"linear.{k}" for k in lin.state_dict()} | {f"neuron.{k}" for k in nrn.state_dict()}
+    x = torch.rand(T, B, IN, dtype=torch.float64)
+    copy = pickle.loads(pickle.dumps(layer))
+    torch.testing.assert_close(copy(x), layer(x), rtol=0, atol=0)
+    assert copy.last_fused
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="neuron must be a spikeforge neuron module"):
         SpikingLinear(3, 4, torch.nn.ReLU())
