@@ -180,3 +180,22 @@ def test_spiking_linear_backward_sparse_runs_it():
     carry = SpikingLinear(IN, H, sf.nn.LIF(carry_state=True, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
     with pytest.raises(ValueError, match="carry_state=True is not supported"):
         carry(x)
+
+
+@pytest.mark.parametrize("how", [WeightGrad.AUTO, WeightGrad.TRACE, WeightGrad.DENSE])
+def test_real_valued_input_and_a_silent_layer(how):
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(T, B, IN, generator=g, dtype=torch.float64) * 0.6                 # currents, not spikes
+    w = (torch.randn(H, IN, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
+    sur, d = Triangle(2.0), LIF(detach_reset=True)
+    r, *_ = sf.functional.run(d, F.linear(x, w), params={"tau": 2.0}, surrogate=sur, backend="reference")
+    s = sparse_spiking_linear(x, w, None, LIF(), {"tau": 2.0}, surrogate=sur, weight_grad=how)
+    gz = torch.randn(r.shape, generator=g, dtype=x.dtype)
+    gr = torch.autograd.grad((r * gz).sum(), w)[0]
+    gs = torch.autograd.grad((s * gz).sum(), w)[0]
+    assert torch.equal(r, s) and gr.abs().max() > 0
+    torch.testing.assert_close(gs, gr, rtol=1e-10, atol=1e-12)
+    silent = torch.zeros_like(w, requires_grad=True)   # membrane at rest: nothing active, zero gradient
+    z = sparse_spiking_linear(x, silent, None, LIF(), {"tau": 2.0}, surrogate=sur, weight_grad=how)
+    assert active_fraction(z) == 0
+    assert torch.equal(torch.autograd.grad((z * gz).sum(), silent)[0], torch.zeros_like(w))
