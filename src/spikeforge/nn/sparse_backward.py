@@ -57,6 +57,9 @@ def _membrane_argument(spec, y3: Tensor, v_prev: Tensor, params) -> Tensor:
         return torch.zeros_like(u)
 
     spec.step(y3, (v_prev,), params, fire)
+    if len(box) != 1:
+        raise K.NotSparse(f"{type(spec).__name__}: its step calls the spike function {len(box)} times; the sparse "
+                          f"backward needs exactly one threshold per step")
     return box[0]
 
 
