@@ -43,9 +43,10 @@ from torch import Tensor
 
 from ..allocator import empty
 from ._threads import threads
+from ._sparse_backward_c import _HEADER, _SOURCE
 from .sparse import DTYPES, load
 
-__all__ = ["build", "linear_form", "cutoff_of", "active_set", "spikes_csr", "gated", "by_neuron", "leak_trace", "uniform_leak", "backward",
+__all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace", "uniform_leak", "backward",
            "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
@@ -58,193 +59,10 @@ class NotSparse(ValueError):
     """A neuron, surrogate or parameter the sparse backward cannot take (the message says which)."""
 
 
-_SOURCE = r"""
-/* Per row of u (R, N): how many entries have |u| < w. */
-void sf_sbw_count_SUF(int64_t R, int64_t N, int threads, const scalar_t* restrict u, scalar_t w,
-                      int64_t* restrict cnt) {
-  #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < R; r++) {
-    const scalar_t* restrict ur = u + r * N;
-    int64_t k = 0;
-    for (int64_t j = 0; j < N; j++) k += (ur[j] < w) & (ur[j] > -w);
-    cnt[r] = k;
-  }
-}
-
-/* The columns and values of those entries, row by row at the offsets `off`. */
-void sf_sbw_compact_SUF(int64_t R, int64_t N, int threads, const scalar_t* restrict u, scalar_t w,
-                        const int64_t* restrict off, int32_t* restrict idx, scalar_t* restrict uk) {
-  #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < R; r++) {
-    const scalar_t* restrict ur = u + r * N;
-    int64_t k = off[r];
-    for (int64_t j = 0; j < N && k < off[r + 1]; j++)
-      if ((ur[j] < w) & (ur[j] > -w)) { idx[k] = (int32_t)j; uk[k] = ur[j]; k++; }
-  }
-}
-
-/* The input filtered by the leak: tr[t, b] = a tr[t - 1, b] + x[t, b] (rows r = t * B + b). */
-void sf_sbw_trace_SUF(int64_t T, int64_t B, int64_t IN, int threads, scalar_t a,
-                      const scalar_t* restrict x, scalar_t* restrict tr) {
-  #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t t = 0; t < T; t++) {
-      const scalar_t* restrict xr = x + (t * B + b) * IN;
-      scalar_t* restrict o = tr + (t * B + b) * IN;
-      if (t == 0) for (int64_t i = 0; i < IN; i++) o[i] = xr[i];
-      else { const scalar_t* restrict p = o - B * IN; for (int64_t i = 0; i < IN; i++) o[i] = a * p[i] + xr[i]; }
-    }
-}
-
-typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
-#define V V_SUF
-#define VW ((int64_t)(32 / sizeof(scalar_t)))
-
-/* gW (N, IN) from the coefficients the backward recorded: for each neuron j (in parallel), over its
-   active entries k (perm, grouped by j at joff): gW[j] += coef[k] tr[rows[k]] - fval[k] tr[frow[k]]
-   (the second term where frow[k] >= 0). Row j stays in cache while its entries add up. */
-void sf_sbw_gw_SUF(int64_t N, int64_t IN, int threads, const int64_t* restrict joff,
-                   const int64_t* restrict perm, const int64_t* restrict rows,
-                   const scalar_t* restrict coef, const scalar_t* restrict fval,
-                   const int32_t* restrict frow, const scalar_t* restrict tr, scalar_t* restrict gw) {
-  #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-  for (int64_t j = 0; j < N; j++) {
-    scalar_t* restrict o = gw + j * IN;
-    for (int64_t i = 0; i < IN; i++) o[i] = 0;
-    for (int64_t q = joff[j]; q < joff[j + 1]; q++) {
-      int64_t k = perm[q];
-      scalar_t e = coef[k];
-      if (e != 0) {
-        const scalar_t* restrict x1 = tr + rows[k] * IN;
-        for (int64_t i = 0; i < IN; i++) o[i] += e * x1[i];
-      }
-      if (frow[k] >= 0) {
-        const scalar_t* restrict x0 = tr + (int64_t)frow[k] * IN;
-        scalar_t f = fval[k];
-        for (int64_t i = 0; i < IN; i++) o[i] -= f * x0[i];
-      }
-    }
-  }
-}
-
-static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
-  V acc0 = {0}, acc1 = {0};
-  int64_t j = 0;
-  for (; j + 2 * VW <= N; j += 2 * VW) {
-    acc0 += *(const V*)(w + j) * *(const V*)(g + j);
-    acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
-  }
-  acc0 += acc1;
-  scalar_t s = 0;
-  for (int u = 0; u < VW; u++) s += acc0[u];
-  for (; j < N; j++) s += w[j] * g[j];
-  return s;
-}
-
-/* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
-   dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
-   (CSR soff/sidx; none given: no gate); gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
-   (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
-   dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
-   entries (CSR poff/pidx; none when poff is NULL). Each thread adds into its own slice of
-   gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
-   state's gradient. */
-void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
-                         const int64_t* restrict off, const int32_t* restrict idx,
-                         const scalar_t* restrict sg, const scalar_t* restrict gz,
-                         const scalar_t* restrict a, const scalar_t* restrict c,
-                         const scalar_t* restrict g1, const int64_t* restrict xoff, const int32_t* restrict xidx,
-                         const int64_t* restrict poff, const int32_t* restrict pidx,
-                         int hard, const int64_t* restrict soff, const int32_t* restrict sidx,
-                         const scalar_t* restrict apow, scalar_t* restrict coef, scalar_t* restrict fval,
-                         int32_t* restrict frow, int64_t* restrict lastk_p,
-                         const scalar_t* restrict wt, scalar_t* restrict dv,
-                         scalar_t* restrict gwt_p, scalar_t* restrict gb_p,
-                         scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work) {
-  #pragma omp parallel num_threads(threads)
-  {
-    FTZ_ON
-    int tid = omp_get_thread_num();
-    scalar_t* restrict gw = gwt_p ? gwt_p + (int64_t)tid * IN * N : 0;
-    int64_t* restrict lastk = lastk_p ? lastk_p + (int64_t)tid * 2 * N : 0;
-    int64_t* restrict ptime = lastk ? lastk + N : 0;
-    scalar_t* restrict gb = gb_p + (int64_t)tid * N;
-    scalar_t* restrict h = work + (int64_t)tid * 2 * N;
-    scalar_t* restrict pend = h + N;
-    #pragma omp for schedule(static)
-    for (int64_t b = 0; b < B; b++) {
-      scalar_t* restrict d = dv + b * N;
-      for (int64_t j = 0; j < N; j++) pend[j] = 0;
-      for (int64_t t = T - 1; t >= 0; t--) {
-        int64_t r = t * B + b;
-        for (int64_t j = 0; j < N; j++) h[j] = d[j];
-        if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
-          for (int64_t q = soff[r]; q < soff[r + 1]; q++) h[sidx[q]] *= g1[sidx[q]];
-        if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
-                               decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
-          for (int64_t q = soff[r]; q < soff[r + 1]; q++) {
-            int64_t j = sidx[q];
-            if (pend[j] != 0) {
-              fval[lastk[j]] = pend[j] * apow[ptime[j] - t];
-              frow[lastk[j]] = (int32_t)r;
-              pend[j] = 0;
-            }
-          }
-        const scalar_t* restrict gzr = gz + r * N;
-        for (int64_t k = off[r]; k < off[r + 1]; k++) {
-          int64_t j = idx[k];
-          scalar_t ds = gzr[j] * sg[k];
-          h[j] += ds;
-          if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
-            scalar_t e = c[j] * ds;
-            coef[k] = e;
-            frow[k] = -1;
-            if (hard && e != 0) {
-              pend[j] = pend[j] != 0 ? pend[j] * apow[ptime[j] - t] + e : e;
-              ptime[j] = t;
-              lastk[j] = k;
-            }
-          }
-        }
-        for (int64_t j = 0; j < N; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
-        if (gi) for (int64_t j = 0; j < N; j++) gi[r * N + j] = h[j];
-        if (xoff)
-          for (int64_t q = xoff[r]; q < xoff[r + 1]; q++) {
-            scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
-            for (int64_t j = 0; j < N; j++) o[j] += h[j];
-          }
-        if (poff)
-          for (int64_t k = poff[r]; k < poff[r + 1]; k++)
-            gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
-      }
-    }
-    FTZ_OFF
-  }
-}
-#undef V
-#undef VW
-"""
-# FTZ_ON/OFF: the backward's adjoints decay geometrically through the leak; where one would become
-# subnormal (|x| < 1.2e-38 in float32) it is flushed to 0, which costs nothing instead of a microcode
-# assist per operation (measured: the hard-reset bookkeeping ran 5x slower without it)
-_HEADER = r"""
-#include <stdint.h>
-#include <omp.h>
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#define FTZ_ON unsigned int sf_csr_ = _mm_getcsr(); _mm_setcsr(sf_csr_ | 0x8040);
-#define FTZ_OFF _mm_setcsr(sf_csr_);
-#else
-#define FTZ_ON
-#define FTZ_OFF
-#endif
-"""
-
-
 @lru_cache(maxsize=None)
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
-    return load(_HEADER, _SOURCE, {"sf_sbw_count": None, "sf_sbw_compact": None, "sf_sbw_trace": None,
+    return load(_HEADER, _SOURCE, {"sf_sbw_fcount": None, "sf_sbw_fcompact": None, "sf_sbw_trace": None,
                                    "sf_sbw_backward": None, "sf_sbw_gw": None})
 
 
@@ -295,6 +113,28 @@ def linear_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
     return a.to(dtype), c.to(dtype), g1.to(dtype)
 
 
+def fire_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """``(au, cu, eu)``, each (n,): the argument the step passes to the spike function is
+    ``u = au v + cu I + eu`` (probed like ``linear_form``; one call of the spike function per
+    step is required)."""
+    p64 = type(params)(*(torch.as_tensor(p).detach().double().expand(n) for p in params))
+
+    def u(v, x):
+        box = []
+
+        def fire(arg):
+            box.append(arg)
+            return torch.zeros_like(arg)
+        spec.step(x + torch.zeros(n, dtype=torch.float64), (v + torch.zeros(n, dtype=torch.float64),), p64, fire)
+        if len(box) != 1:
+            raise NotSparse(f"{_name(spec)}: its step calls the spike function {len(box)} times; the sparse "
+                            f"backward needs exactly one threshold per step")
+        return box[0]
+
+    e = u(0.0, 0.0)
+    return (u(1.0, 0.0) - e).to(dtype), (u(0.0, 1.0) - e).to(dtype), e.to(dtype)
+
+
 def cutoff_of(surrogate, cutoff: float | None) -> float:
     """The half-width of the active set: ``cutoff`` if given (a positive number), else the
     surrogate's bounded ``support``; a surrogate without one and no cutoff is refused."""
@@ -308,36 +148,33 @@ def cutoff_of(surrogate, cutoff: float | None) -> float:
     return float(surrogate.support)
 
 
-def _band(u2: Tensor, centre: float, w: float) -> tuple[Tensor, Tensor, Tensor]:
-    """CSR ``(off, idx, values)`` of the entries of ``u2`` (R, N) with ``|u - centre| < w``."""
-    u2 = (u2 - centre if centre else u2).contiguous()
-    R, N = u2.shape
-    w, th = u2.new_tensor(w).item(), threads(u2.numel(), _PARALLEL_MIN)
-    scalar = ctypes.c_float if u2.dtype == torch.float32 else ctypes.c_double
-    cnt = torch.empty(R, dtype=torch.int64)
-    _fn("count", u2.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(cnt))
-    off = torch.zeros(R + 1, dtype=torch.int64)
+def forward_sets(y3: Tensor, vtr: Tensor, v0: Tensor, form: tuple, z: Tensor, surrogate, width: float,
+                 gated: bool) -> tuple:
+    """``(off, idx, sg, soff, sidx)`` in one pass over the sequence: the active set of a layer whose
+    Linear output is ``y3`` (T, B, N), recorded states ``vtr`` (T, B, N) from ``v0`` (B, N) and spikes
+    ``z`` — the CSR over the T*B rows of the entries with ``|u| < width`` (``u = au v + cu y + eu``,
+    ``form`` = (au, cu, eu) from ``fire_form``; int64 offsets, int32 columns), the surrogate
+    derivative there (0 where ``|u| >= width`` even if the surrogate is not), and the spikes' CSR
+    (``gated``; else two empty tensors)."""
+    T, B, N = y3.shape
+    y3, vtr, v0, z = (t.contiguous() for t in (y3, vtr, v0, z))
+    au, cu, eu = (t.contiguous() for t in form)
+    R, th = T * B, threads(y3.numel(), _PARALLEL_MIN)
+    w = y3.new_tensor(width * (1 + SLACK)).item()
+    scalar = ctypes.c_float if y3.dtype == torch.float32 else ctypes.c_double
+    common = (c_int64(T), c_int64(B), c_int64(N), th, _p(y3), _p(vtr), _p(v0), _p(au), _p(cu), _p(eu), _p(z),
+              scalar(w))
+    cnt, scnt = torch.empty(R, dtype=torch.int64), torch.empty(R, dtype=torch.int64)
+    _fn("fcount", y3.dtype)(*common, _p(cnt), _p(scnt))
+    off, soff = torch.zeros(R + 1, dtype=torch.int64), torch.zeros(R + 1 if gated else 0, dtype=torch.int64)
     torch.cumsum(cnt, 0, out=off[1:])
-    idx = torch.empty(int(off[-1]), dtype=torch.int32)
-    vals = torch.empty(int(off[-1]), dtype=u2.dtype)
-    _fn("compact", u2.dtype)(c_int64(R), c_int64(N), th, _p(u2), scalar(w), _p(off), _p(idx), _p(vals))
-    return off, idx, vals
-
-
-def spikes_csr(z: Tensor) -> tuple[Tensor, Tensor]:
-    """CSR ``(off, idx)`` over the T * B rows of the spikes (entries equal to 1) of ``z`` (T, B, N)."""
-    off, idx, _ = _band(z.reshape(-1, z.shape[-1]), 1.0, 0.5)
-    return off, idx
-
-
-def active_set(u: Tensor, surrogate, width: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``(off, idx, sg)`` for ``u`` (T, B, N), the spike function's argument: the CSR over the
-    T*B rows of the entries with ``|u| < width`` (int64 offsets, int32 columns) and the
-    surrogate derivative there (zero where ``|u| >= width`` even if the surrogate is not)."""
-    T, B, N = u.shape
-    off, idx, uk = _band(u.reshape(T * B, N), 0.0, width * (1 + SLACK))
+    if gated:
+        torch.cumsum(scnt, 0, out=soff[1:])
+    idx, uk = torch.empty(int(off[-1]), dtype=torch.int32), torch.empty(int(off[-1]), dtype=y3.dtype)
+    sidx = torch.empty(int(soff[-1]) if gated else 0, dtype=torch.int32)
+    _fn("fcompact", y3.dtype)(*common, _p(off), _p(idx), _p(uk), _opt(soff if gated else None), _opt(sidx))
     sg = torch.where(uk.abs() < width, surrogate.grad(uk), torch.zeros_like(uk))
-    return off, idx, sg.contiguous()
+    return off, idx, sg.contiguous(), soff, sidx
 
 
 def _opt(t: Tensor | None) -> ctypes.c_void_p:
@@ -381,7 +218,7 @@ def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
 def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,
              prev: tuple | None, want_gi: bool, by_trace: tuple | None = None) -> tuple:
     """``(gI or None, gW or None, gb, gx or None)`` for gz (T, B, N); ``spikes`` = (off, idx), the
-    spikes' CSR (``spikes_csr``; ``None`` when the reset's slope is 1), ``active`` = (off, idx,
+    spikes' CSR (``forward_sets``; ``None`` when the reset's slope is 1), ``active`` = (off, idx,
     sg) of this layer, ``coef`` = (a, c, g1) (``linear_form``). The weight gradient: with
     ``by_trace`` = (tr, joff, perm, rows): the leak trace of the input (``leak_trace``) and the
     active entries grouped by neuron (``by_neuron``), from the active entries

@@ -47,22 +47,6 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
     return F.linear(x2, weight.detach(), None if bias is None else bias.detach()), None
 
 
-def _membrane_argument(spec, y3: Tensor, v_prev: Tensor, params) -> Tensor:
-    """``u = h - v_threshold``, the argument the step passes to the spike function, for every step
-    at once (the step is elementwise, so it runs on the whole (T, B, N) sequence)."""
-    box = []
-
-    def fire(u):
-        box.append(u)
-        return torch.zeros_like(u)
-
-    spec.step(y3, (v_prev,), params, fire)
-    if len(box) != 1:
-        raise K.NotSparse(f"{type(spec).__name__}: its step calls the spike function {len(box)} times; the sparse "
-                          f"backward needs exactly one threshold per step")
-    return box[0]
-
-
 # AUTO's rule for a dense (non-spike) input: TRACE when it reads fewer than 1/TRACE_VS_GEMM of the
 # rows a dense product would (a trace row is read from memory at random; the product is blocked and
 # compute-bound). A cautious guess, not measured; on {0, 1} input SCATTER measured faster than TRACE
@@ -108,12 +92,11 @@ class _SparseSpikingLinear(torch.autograd.Function):
         y3 = y2.view(T, B, N)
         z, _, trace, _ = SF.run(spec, y3, None, params, surrogate=surrogate, backend=backend, record=True)
         v0 = SF.rest_state(spec, params, y3[0])[0]
-        u = _membrane_argument(spec, y3, torch.cat([v0[None], trace[0][:-1]]), params)
-        off, idx, sg = K.active_set(u, surrogate, width)
         a, c, g1 = coef
+        off, idx, sg, soff, sidx = K.forward_sets(y3, trace[0], v0, K.fire_form(spec, params, N, x.dtype), z,
+                                                  surrogate, width, K.gated(g1))
         mode, wsrc = _weight_source(how, x2, csr, off, idx, a, g1, T, B, N)
-        spikes = K.spikes_csr(z) if K.gated(g1) else (off[:0], idx[:0])
-        ctx.save_for_backward(weight, *spikes, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
+        ctx.save_for_backward(weight, soff, sidx, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
         ctx.shape, ctx.mode, ctx.has_prev, ctx.has_bias = (T, B, IN, N), mode, prev is not None, bias is not None
         ctx.mark_non_differentiable(off, idx)
         return z, off, idx

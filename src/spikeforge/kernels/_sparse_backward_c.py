@@ -1,0 +1,206 @@
+"""The C source of ``spikeforge.kernels.sparse_backward`` (compiled by ``kernels.sparse.load``:
+``scalar_t`` becomes float and double, ``_SUF`` the dtype suffix)."""
+
+_SOURCE = r"""
+/* The spike function's argument of row r = (t, b), from the affine form u = au v + cu y + eu with v
+   the state before the step (the recorded trace's row r - B, or v0 at t = 0). */
+#define SF_U(j) (au[j] * vp[j] + cu[j] * yr[j] + eu[j])
+#define SF_ROW                                                               \
+  int64_t t = r / B, b = r - t * B;                                          \
+  const scalar_t* restrict vp = t ? vtr + (r - B) * N : v0 + b * N;          \
+  const scalar_t* restrict yr = y + r * N;                                   \
+  const scalar_t* restrict zr = z + r * N;
+
+/* Per row: how many entries are active (|u| < w) and how many spiked (z != 0). */
+void sf_sbw_fcount_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict y,
+                       const scalar_t* restrict vtr, const scalar_t* restrict v0,
+                       const scalar_t* restrict au, const scalar_t* restrict cu,
+                       const scalar_t* restrict eu, const scalar_t* restrict z, scalar_t w,
+                       int64_t* restrict cnt, int64_t* restrict scnt) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < T * B; r++) {
+    SF_ROW
+    int64_t k = 0, m = 0;
+    for (int64_t j = 0; j < N; j++) { scalar_t u = SF_U(j); k += (u < w) & (u > -w); m += zr[j] != 0; }
+    cnt[r] = k;
+    scnt[r] = m;
+  }
+}
+
+/* The active entries' columns and u (at offsets off) and the spikes' columns (at soff; none if NULL). */
+void sf_sbw_fcompact_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict y,
+                         const scalar_t* restrict vtr, const scalar_t* restrict v0,
+                         const scalar_t* restrict au, const scalar_t* restrict cu,
+                         const scalar_t* restrict eu, const scalar_t* restrict z, scalar_t w,
+                         const int64_t* restrict off, int32_t* restrict idx, scalar_t* restrict uk,
+                         const int64_t* restrict soff, int32_t* restrict sidx) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < T * B; r++) {
+    SF_ROW
+    int64_t k = off[r], m = soff ? soff[r] : 0;
+    for (int64_t j = 0; j < N; j++) {
+      scalar_t u = SF_U(j);
+      if ((u < w) & (u > -w)) { idx[k] = (int32_t)j; uk[k] = u; k++; }
+      if (soff && zr[j] != 0) sidx[m++] = (int32_t)j;
+    }
+  }
+}
+#undef SF_ROW
+#undef SF_U
+
+/* The input filtered by the leak: tr[t, b] = a tr[t - 1, b] + x[t, b] (rows r = t * B + b). */
+void sf_sbw_trace_SUF(int64_t T, int64_t B, int64_t IN, int threads, scalar_t a,
+                      const scalar_t* restrict x, scalar_t* restrict tr) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++) {
+      const scalar_t* restrict xr = x + (t * B + b) * IN;
+      scalar_t* restrict o = tr + (t * B + b) * IN;
+      if (t == 0) for (int64_t i = 0; i < IN; i++) o[i] = xr[i];
+      else { const scalar_t* restrict p = o - B * IN; for (int64_t i = 0; i < IN; i++) o[i] = a * p[i] + xr[i]; }
+    }
+}
+
+typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
+#define V V_SUF
+#define VW ((int64_t)(32 / sizeof(scalar_t)))
+
+/* gW (N, IN) from the coefficients the backward recorded: for each neuron j (in parallel), over its
+   active entries k (perm, grouped by j at joff): gW[j] += coef[k] tr[rows[k]] - fval[k] tr[frow[k]]
+   (the second term where frow[k] >= 0). Row j stays in cache while its entries add up. */
+void sf_sbw_gw_SUF(int64_t N, int64_t IN, int threads, const int64_t* restrict joff,
+                   const int64_t* restrict perm, const int64_t* restrict rows,
+                   const scalar_t* restrict coef, const scalar_t* restrict fval,
+                   const int32_t* restrict frow, const scalar_t* restrict tr, scalar_t* restrict gw) {
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int64_t j = 0; j < N; j++) {
+    scalar_t* restrict o = gw + j * IN;
+    for (int64_t i = 0; i < IN; i++) o[i] = 0;
+    for (int64_t q = joff[j]; q < joff[j + 1]; q++) {
+      int64_t k = perm[q];
+      scalar_t e = coef[k];
+      if (e != 0) {
+        const scalar_t* restrict x1 = tr + rows[k] * IN;
+        for (int64_t i = 0; i < IN; i++) o[i] += e * x1[i];
+      }
+      if (frow[k] >= 0) {
+        const scalar_t* restrict x0 = tr + (int64_t)frow[k] * IN;
+        scalar_t f = fval[k];
+        for (int64_t i = 0; i < IN; i++) o[i] -= f * x0[i];
+      }
+    }
+  }
+}
+
+static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
+  V acc0 = {0}, acc1 = {0};
+  int64_t j = 0;
+  for (; j + 2 * VW <= N; j += 2 * VW) {
+    acc0 += *(const V*)(w + j) * *(const V*)(g + j);
+    acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
+  }
+  acc0 += acc1;
+  scalar_t s = 0;
+  for (int u = 0; u < VW; u++) s += acc0[u];
+  for (; j < N; j++) s += w[j] * g[j];
+  return s;
+}
+
+/* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
+   dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
+   (CSR soff/sidx; none given: no gate); gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
+   (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
+   dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
+   entries (CSR poff/pidx; none when poff is NULL). Each thread adds into its own slice of
+   gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
+   state's gradient. */
+void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
+                         const int64_t* restrict off, const int32_t* restrict idx,
+                         const scalar_t* restrict sg, const scalar_t* restrict gz,
+                         const scalar_t* restrict a, const scalar_t* restrict c,
+                         const scalar_t* restrict g1, const int64_t* restrict xoff, const int32_t* restrict xidx,
+                         const int64_t* restrict poff, const int32_t* restrict pidx,
+                         int hard, const int64_t* restrict soff, const int32_t* restrict sidx,
+                         const scalar_t* restrict apow, scalar_t* restrict coef, scalar_t* restrict fval,
+                         int32_t* restrict frow, int64_t* restrict lastk_p,
+                         const scalar_t* restrict wt, scalar_t* restrict dv,
+                         scalar_t* restrict gwt_p, scalar_t* restrict gb_p,
+                         scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work) {
+  #pragma omp parallel num_threads(threads)
+  {
+    FTZ_ON
+    int tid = omp_get_thread_num();
+    scalar_t* restrict gw = gwt_p ? gwt_p + (int64_t)tid * IN * N : 0;
+    int64_t* restrict lastk = lastk_p ? lastk_p + (int64_t)tid * 2 * N : 0;
+    int64_t* restrict ptime = lastk ? lastk + N : 0;
+    scalar_t* restrict gb = gb_p + (int64_t)tid * N;
+    scalar_t* restrict h = work + (int64_t)tid * 2 * N;
+    scalar_t* restrict pend = h + N;
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+      scalar_t* restrict d = dv + b * N;
+      for (int64_t j = 0; j < N; j++) pend[j] = 0;
+      for (int64_t t = T - 1; t >= 0; t--) {
+        int64_t r = t * B + b;
+        for (int64_t j = 0; j < N; j++) h[j] = d[j];
+        if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
+          for (int64_t q = soff[r]; q < soff[r + 1]; q++) h[sidx[q]] *= g1[sidx[q]];
+        if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
+                               decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
+          for (int64_t q = soff[r]; q < soff[r + 1]; q++) {
+            int64_t j = sidx[q];
+            if (pend[j] != 0) {
+              fval[lastk[j]] = pend[j] * apow[ptime[j] - t];
+              frow[lastk[j]] = (int32_t)r;
+              pend[j] = 0;
+            }
+          }
+        const scalar_t* restrict gzr = gz + r * N;
+        for (int64_t k = off[r]; k < off[r + 1]; k++) {
+          int64_t j = idx[k];
+          scalar_t ds = gzr[j] * sg[k];
+          h[j] += ds;
+          if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
+            scalar_t e = c[j] * ds;
+            coef[k] = e;
+            frow[k] = -1;
+            if (hard && e != 0) {
+              pend[j] = pend[j] != 0 ? pend[j] * apow[ptime[j] - t] + e : e;
+              ptime[j] = t;
+              lastk[j] = k;
+            }
+          }
+        }
+        for (int64_t j = 0; j < N; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
+        if (gi) for (int64_t j = 0; j < N; j++) gi[r * N + j] = h[j];
+        if (xoff)
+          for (int64_t q = xoff[r]; q < xoff[r + 1]; q++) {
+            scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
+            for (int64_t j = 0; j < N; j++) o[j] += h[j];
+          }
+        if (poff)
+          for (int64_t k = poff[r]; k < poff[r + 1]; k++)
+            gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
+      }
+    }
+    FTZ_OFF
+  }
+}
+#undef V
+#undef VW
+"""
+# FTZ_ON/OFF: the backward's adjoints decay geometrically through the leak; where one would become
+# subnormal (|x| < 1.2e-38 in float32) it is flushed to 0, which costs nothing instead of a microcode
+# assist per operation (measured: the hard-reset bookkeeping ran 5x slower without it)
+_HEADER = r"""
+#include <stdint.h>
+#include <omp.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#define FTZ_ON unsigned int sf_csr_ = _mm_getcsr(); _mm_setcsr(sf_csr_ | 0x8040);
+#define FTZ_OFF _mm_setcsr(sf_csr_);
+#else
+#define FTZ_ON
+#define FTZ_OFF
+#endif
+"""
