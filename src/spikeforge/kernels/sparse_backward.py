@@ -18,7 +18,8 @@ constant in the backward). Under these two choices the gradient is *exact*, and 
   active entries (the paper's "active input" set) and left 0 elsewhere.
 
 Here: the forward runs the neuron's own fused kernel and records the active set compactly
-(CSR over the (t, b) rows: column indices and the surrogate derivative there); the backward
+(CSR over the (t, b) rows: column indices and the surrogate derivative there; ``u`` is computed
+from the affine form below, equal to the step's own arithmetic up to rounding); the backward
 is one reverse scan of ``dh`` (C, O(T B N), no recomputation), ``gW`` by scattering the
 input's active entries (``kernels.sparse.grad_weight``, O(nnz(x) N)) for a {0, 1} input,
 and ``gx`` by one dot product per active entry of the previous layer (O(|A_prev| N)).
