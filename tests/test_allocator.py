@@ -136,6 +136,8 @@ def test_the_pool_can_be_turned_off(pool):
         allocator.set_buffer_pool(False)
     with pytest.raises(ValueError, match="per_size"):
         PoolConfig(per_size=-1)
+    with pytest.raises(ValueError, match="enabled"):
+        PoolConfig(enabled="no")
     env = {**os.environ, "SPIKEFORGE_BUFFER_POOL": "0"}
     code = "import spikeforge.allocator as a; print(a.buffer_pool().enabled)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -88,6 +88,8 @@ class PoolConfig:
     max_age: int = 64
 
     def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"PoolConfig.enabled must be True or False, got {self.enabled!r}")
         for name in ("min_bytes", "per_size", "max_bytes", "max_age"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
