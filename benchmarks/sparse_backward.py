@@ -42,7 +42,7 @@ def _env(threads: int) -> str:
     return C.machine_info(threads, False, torch.__version__, os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive")
 
 
-def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False):
+def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False, weight_grad: str = "auto"):
     """``run(x) -> (readout (T, B, 20), z1, z2)`` and its layers' parameters (leaves); the dense
     LIF layers detach their reset if asked (the sparse ones always do)."""
     import torch
@@ -52,14 +52,16 @@ def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False):
     from spikeforge.nn.sparse_backward import sparse_spiking_linear
     from spikeforge.surrogate import Triangle
 
-    sur = Triangle(alpha)
+    from spikeforge.nn.sparse_backward import WeightGrad
+
+    sur, how = Triangle(alpha), WeightGrad(weight_grad)
     p = {k: W[k].clone().requires_grad_() for k in ("w1", "b1", "w2", "w3", "b3")}
     li = sf.nn.LI(tau=TAU, backend="cpu")
     lifs = [sf.nn.LIF(tau=TAU, surrogate=sur, backend="cpu", detach_reset=detach_reset) for _ in range(2)]
 
     def hidden(k, x, w, b=None):
         if sparse:
-            return sparse_spiking_linear(x, w, b, LIF(), {"tau": TAU}, surrogate=sur)
+            return sparse_spiking_linear(x, w, b, LIF(), {"tau": TAU}, surrogate=sur, weight_grad=how)
         return lifs[k](F.linear(x, w, b))
 
     def run(x):
@@ -74,7 +76,7 @@ def _stats(xs):
     return min(xs), statistics.median(xs), max(xs)
 
 
-def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock) -> dict:
+def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock, weight_grad: str) -> dict:
     """Interleaved timings of the dense and sparse backward at one (T, alpha), by ``clock``."""
     import torch
     import torch.nn.functional as F
@@ -83,7 +85,7 @@ def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock)
 
     x, y = shd_like(B, T, seed=1)
     W = weights(H)
-    nets = {k: network(W, alpha, k == "sparse") for k in ("dense", "sparse")}
+    nets = {k: network(W, alpha, k == "sparse", weight_grad=weight_grad) for k in ("dense", "sparse")}
     t = {f"{k}_{m}": [] for k in nets for m in ("net", "layer", "fwd")}
     info = {}
     for rep in range(warmup + reps):
@@ -125,7 +127,7 @@ def speed(a) -> None:
     rows, results = [], []
     for T in a.T:
         for alpha in a.alphas:
-            r = measure(T, a.B, a.H, alpha, a.reps, a.warmup, CLOCKS[a.clock])
+            r = measure(T, a.B, a.H, alpha, a.reps, a.warmup, CLOCKS[a.clock], a.weight_grad)
             results.append(r)
             n, ly, fw = r["net"], r["layer"], r["fwd"]
             rows.append([str(T), C.fmt(alpha, "g"), C.fmt(100 * r["act1"], ".1f"), C.fmt(100 * r["act2"], ".1f"),
@@ -136,7 +138,7 @@ def speed(a) -> None:
                   f"active {100 * r['act2']:.1f} %", file=sys.stderr, flush=True)
     print(f"# sparse backward: Linear(700,{a.H})+LIF, Linear({a.H},{a.H})+LIF, Linear({a.H},20)+LI, B={a.B}, "
           f"shd_like input (3 % density), LIF tau={TAU}, Triangle(alpha); {a.reps} interleaved reps after "
-          f"{a.warmup} warm-ups; {a.clock} time ({CLOCK_NOTE[a.clock]}); ms are medians; ratio = dense / sparse per "
+          f"{a.warmup} warm-ups; weight_grad={a.weight_grad}; {a.clock} time ({CLOCK_NOTE[a.clock]}); ms are medians; ratio = dense / sparse per "
           f"rep (min / median / max); active = |v - v_th| < 1/alpha")
     print(f"# {_env(a.threads)}")
     print(C.markdown_table(["T", "alpha", "active L1 %", "active L2 %", "net bwd dense ms", "net bwd sparse ms",
@@ -235,6 +237,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (robust on a loaded machine, 1 thread)")
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "sparse_backward.png"))
+    ap.add_argument("--weight-grad", choices=["auto", "trace", "scatter", "dense"], default="auto",
+                    help="the sparse layers' WeightGrad (speed runs)")
     ap.add_argument("--train", action="store_true", help="compare trained accuracy instead")
     ap.add_argument("--train-n", type=C.positive_int, default=2000)
     ap.add_argument("--epochs", type=C.positive_int, default=5)
