@@ -50,7 +50,7 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
 # AUTO's rule for a dense (non-spike) input: TRACE when it reads fewer than 1/TRACE_VS_GEMM of the
 # rows a dense product would (a trace row is read from memory at random; the product is blocked and
 # compute-bound). A cautious guess, not measured; on {0, 1} input SCATTER measured faster than TRACE
-# at every activity (RESULTS.md section 17).
+# at 1.4-6 % activity (RESULTS.md section 17).
 TRACE_VS_GEMM = 8
 
 
