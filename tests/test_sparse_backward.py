@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import spikeforge as sf
 from spikeforge.kernels import sparse_backward as K
 from spikeforge.neurons import IF, LIF, PLIF, CubaLIF, QIF, Reset
-from spikeforge.nn.sparse_backward import SparseSpikingLinear, WeightGrad, active_fraction, sparse_spiking_linear
+from spikeforge.nn.sparse_backward import WeightGrad, active_fraction, sparse_spiking_linear
+from spikeforge.nn.spiking_linear import Backward, SpikingLinear
 from spikeforge.surrogate import Custom, PiecewiseQuadratic, Sigmoid, Triangle
 
 T, B, IN, H, OUT = 24, 3, 40, 20, 12
@@ -105,19 +106,19 @@ def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
 
 def test_float32_and_module():
     torch.manual_seed(0)
-    m1 = SparseSpikingLinear(IN, H, LIF(), {"tau": 2.0}, surrogate=Triangle(1.0))
+    m1 = SpikingLinear(IN, H, sf.nn.LIF(tau=2.0, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
     with torch.no_grad():
-        m1.weight.mul_(4.0)
+        m1.linear.weight.mul_(4.0)
     x, _ = data(torch.float32)
     z = m1(x)
     assert z.dtype == torch.float32 and z.shape == (T, B, H)
-    ref, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(x, m1.weight, m1.bias), params={"tau": 2.0},
-                                surrogate=Triangle(1.0), backend="reference")
+    ref, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(x, m1.linear.weight, m1.linear.bias),
+                                params={"tau": 2.0}, surrogate=Triangle(1.0), backend="reference")
     g = torch.randn(z.shape, generator=torch.Generator().manual_seed(6))
-    gw = torch.autograd.grad((ref * g).sum(), m1.weight)[0]
+    gw = torch.autograd.grad((ref * g).sum(), m1.linear.weight)[0]
     (z * g).sum().backward()
     assert torch.equal(z, ref)
-    torch.testing.assert_close(m1.weight.grad, gw, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m1.linear.weight.grad, gw, rtol=1e-4, atol=1e-5)
 
 
 def test_linear_form_reads_the_leak_and_reset_slope():

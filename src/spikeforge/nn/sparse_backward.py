@@ -13,16 +13,15 @@ spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, e
   when ``x`` is the output of another ``sparse_spiking_linear`` (that layer reads no other
   entry, so the others are left 0), else equal to the dense one everywhere.
 
-``SparseSpikingLinear`` is the module (weights initialised as ``nn.Linear``'s).
+Its module form is ``SpikingLinear(..., backward=Backward.SPARSE)`` (``nn.spiking_linear``).
 """
 from __future__ import annotations
 
 import enum
-import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import functional as SF
 from ..kernels import sparse as _spl
@@ -31,7 +30,7 @@ from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import CROSSOVER_TRAIN
 
-__all__ = ["sparse_spiking_linear", "SparseSpikingLinear", "WeightGrad", "active_fraction"]
+__all__ = ["sparse_spiking_linear", "WeightGrad", "active_fraction"]
 
 _ATTR = "_sf_active_set"   # on an output z: (off, idx) of its active set, read by the next layer
 
@@ -162,34 +161,3 @@ def active_fraction(z: Tensor) -> float | None:
     (``None`` when ``z`` is not the output of ``sparse_spiking_linear``)."""
     s = getattr(z, _ATTR, None)
     return None if s is None else s[1].numel() / z.numel()
-
-
-class SparseSpikingLinear(nn.Module):
-    """``nn.Linear(in, out)`` followed by the neuron ``spec`` (params: a dict of its parameter
-    values), trained with the sparse spiking backward. Input (T, B, in), output spikes."""
-
-    def __init__(self, in_features: int, out_features: int, spec: NeuronSpec, params: dict | None = None, *,
-                 bias: bool = True, surrogate: Surrogate | None = None, cutoff: float | None = None,
-                 backend: str | None = None) -> None:
-        super().__init__()
-        if not isinstance(spec, NeuronSpec):
-            raise TypeError(f"spec must be a NeuronSpec instance (e.g. spikeforge.neurons.LIF()), got {spec!r}")
-        self.spec, self.params, self.surrogate = spec, dict(params or {}), surrogate or Triangle(1.0)
-        self.cutoff, self.backend = cutoff, backend
-        K.cutoff_of(self.surrogate, cutoff)
-        K.linear_form(spec, SF.make_params(spec, self.params, features=(out_features,)), out_features,
-                      torch.get_default_dtype())
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        bound = 1 / math.sqrt(in_features)
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return sparse_spiking_linear(x, self.weight, self.bias, self.spec, self.params, surrogate=self.surrogate,
-                                     cutoff=self.cutoff, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, spec={self.spec.key()}, "
-                f"surrogate={self.surrogate!r}, cutoff={self.cutoff}")

@@ -12,7 +12,8 @@ Linear output is one GEMM into a slice of a (T, B, n) buffer and the neuron's fu
 reads it at once, while it is in cache, carrying the state from chunk to chunk. Backward
 walks the chunks in reverse (the neuron's reverse-time kernel from the chunk's saved start
 state) and turns each chunk's gradient into the weight, bias and input gradients; how it
-does so is a ``Backward`` strategy (``BACKWARDS``: one function each, see ``dense``).
+does so is ``Backward.DENSE`` (``_dense``); ``Backward.SPARSE`` runs the sparse spiking
+backward of ``spikeforge.nn.sparse_backward`` instead (IF/LIF, bounded surrogates).
 
 Elsewhere (another backend chosen or forced, ``record=True``, half precision, input of
 rank other than 3) the layer runs the unfused pair; ``last_fused`` and ``last_backend``
@@ -20,10 +21,7 @@ report what ran, and a fallback from a layer that asked for fusion is logged onc
 its reason. ``step(x_t)`` is the unfused pair on one step (streaming carries the neuron's
 state, as the pair does); ``carry_state`` and ``batch_first`` are the neuron's.
 
-Public API: ``SpikingLinear``, ``spiking_linear`` (the functional form), ``Backward`` and
-``BACKWARDS`` (the backward strategies: ``f(saved, gz, gfinal) -> (gx, gweight, gbias,
-per-lane neuron parameter gradients)``), ``Saved`` (what a strategy receives) and
-``neuron_grads`` (the neuron's reverse pass chunk by chunk, for strategies to build on).
+Public API: ``SpikingLinear``, ``spiking_linear`` (the functional form) and ``Backward``.
 """
 from __future__ import annotations
 
@@ -43,7 +41,7 @@ from .. import kernels
 from ..kernels._fused import flat_params
 from .neuron import Neuron, where
 
-__all__ = ["SpikingLinear", "spiking_linear", "Backward", "BACKWARDS", "Saved", "neuron_grads"]
+__all__ = ["SpikingLinear", "spiking_linear", "Backward"]
 
 log = logging.getLogger("spikeforge")
 
@@ -59,7 +57,7 @@ _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 class Backward(enum.Enum):
-    """How backward turns the neuron's reverse-time pass into Linear gradients."""
+    """Which backward ``SpikingLinear`` trains with."""
 
     DENSE = "dense"   # every chunk's gradient, then dense GEMMs (``dense``)
     SPARSE = "sparse"  # only the active set (Perez-Nieves & Goodman 2021): SpikingLinear runs
@@ -67,8 +65,8 @@ class Backward(enum.Enum):
 
 
 @dataclass
-class Saved:
-    """What a backward strategy receives. ``y``: the Linear output (T, B, n) when the
+class _Saved:
+    """What the backward receives. ``y``: the Linear output (T, B, n) when the
     neuron's backward reads it, else ``None``; ``checkpoints[k][j]``: state ``k`` at time
     ``min(j * K, T)`` (``K``: the kernel's checkpoint interval, which divides every chunk's
     start); ``bounds``: the chunks' (t0, t1)."""
@@ -101,7 +99,7 @@ def _gz_rows(gz: Tensor):
     return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
 
 
-def neuron_grads(s: Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[int, Tensor], None],
+def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[int, Tensor], None],
                  into: Tensor | None = None) -> list:
     """Reverse time over the chunks, calling ``consume(c, gy_c)`` with ``gy_c`` the gradient
     of chunk ``c``'s Linear output: ``into[t0:t1]`` when ``into`` (T, B, n) is given, else a
@@ -133,7 +131,7 @@ def neuron_grads(s: Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[
     return gpar
 
 
-def dense(s: Saved, gz: Tensor, gfinal: list[Tensor]):
+def _dense(s: _Saved, gz: Tensor, gfinal: list[Tensor]):
     """``Backward.DENSE``: ``(gx, gweight, gbias, gparams per lane)``; the initial state's
     gradient is left in ``gfinal``. Each chunk's gy goes into the input gradient while in
     cache; the weight gradient either accumulates per chunk (when the weight fits in cache)
@@ -157,13 +155,10 @@ def dense(s: Saved, gz: Tensor, gfinal: list[Tensor]):
         if gw is not None:
             gw.addmm_(gy2.t(), s.x[rows])
 
-    gpar = neuron_grads(s, gz, gfinal, consume, gy_all)
+    gpar = _neuron_grads(s, gz, gfinal, consume, gy_all)
     if gy_all is not None:
         gw = torch.mm(gy_all.view(T * B, n).t(), s.x)
     return gx, gw, gb, gpar
-
-
-BACKWARDS: dict[Backward, Callable] = {Backward.DENSE: dense}
 
 
 def _threads(numel: int) -> int:
@@ -174,7 +169,7 @@ class _Fused(torch.autograd.Function):
     """x, weight, bias, *state, *params -> z, *final state, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, kernel, chunk, strategy, want, ns, x, weight, bias, *tensors):
+    def forward(ctx, kernel, chunk, want, ns, x, weight, bias, *tensors):
         state, params = tensors[:ns], tensors[ns:]
         T, B, _ = x.shape
         n = weight.shape[0]
@@ -209,23 +204,23 @@ class _Fused(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if grad:   # tensors through save_for_backward (version checks); the rest as attributes
             ctx.save_for_backward(x2, weight, bias, y if keep_y else None, *cks, *params)
-            ctx.info = (kernel, bounds, (T, B, n), want, strategy, x.shape, ns)
+            ctx.info = (kernel, bounds, (T, B, n), want, x.shape, ns)
         finals = [ck[-1].clone() for ck in cks]
         return (z, *finals)
 
     @staticmethod
     def backward(ctx, gz, *gfinal):
-        kernel, bounds, (T, B, n), want, strategy, x_shape, ns = ctx.info
+        kernel, bounds, (T, B, n), want, x_shape, ns = ctx.info
         x2, weight, bias, y, *rest = ctx.saved_tensors
-        s = Saved(kernel, x2, weight, bias, y, list(rest[:ns]), list(rest[ns:]), bounds, (T, B, n), want)
+        s = _Saved(kernel, x2, weight, bias, y, list(rest[:ns]), list(rest[ns:]), bounds, (T, B, n), want)
         if gz is None:
             gz = s.x.new_zeros(()).expand(T, B, n)
         gst = [torch.zeros(B, n, dtype=s.x.dtype) if g is None else g.contiguous().clone() for g in gfinal]
-        gx, gw, gb, gpar = BACKWARDS[strategy](s, gz, gst)
+        gx, gw, gb, gpar = _dense(s, gz, gst)
         gparams = [None if g is None else (g.view(B, n).sum(0) if p.numel() > 1 else g.sum().reshape(1)).to(p.dtype)
                    for g, p in zip(gpar, s.params)]
         gx = None if gx is None else gx.view(x_shape)
-        return (None, None, None, None, None, gx, gw, gb, *gst, *gparams)
+        return (None, None, None, None, gx, gw, gb, *gst, *gparams)
 
 
 def _fusion_reason(spec, surrogate, backend, x: Tensor, record: bool) -> str | None:
@@ -250,15 +245,14 @@ def _chunk_steps(chunk: int | None, K: int, B: int, n: int, itemsize: int) -> in
 
 
 def spiking_linear(spec, x: Tensor, weight: Tensor, bias: Tensor | None = None, state=None, params=None, *,
-                   surrogate=None, backend: str | None = None, chunk: int | None = None,
-                   strategy: Backward = Backward.DENSE):
+                   surrogate=None, backend: str | None = None, chunk: int | None = None):
     """``spec`` run on ``x @ weight.T + bias`` for ``x`` of shape (T, B, in_features), fused.
 
     Returns ``(z, final State, backend name, fused)``: the same values and gradients as
     ``F.run(spec, torch.nn.functional.linear(x, weight, bias), state, params)``; ``fused``
     says whether the chunked path ran (else the unfused pair). ``chunk``: time steps per
     chunk (default: a Linear output of about ``CHUNK_BYTES``)."""
-    _check_linear(x, weight, bias, chunk, strategy)
+    _check_linear(x, weight, bias, chunk)
     reason = _fusion_reason(spec, surrogate or F.DEFAULT_SURROGATE, backend, x, False)
     if reason is not None:
         y = torch.nn.functional.linear(x, weight, bias)
@@ -277,11 +271,11 @@ def spiking_linear(spec, x: Tensor, weight: Tensor, bias: Tensor | None = None, 
                                         (True, *want[3:]))
     steps = _chunk_steps(chunk, kernel.K, B, n, x.element_size())
     ns = len(state)
-    out = _Fused.apply(kernel, steps, strategy, want, ns, x, weight, bias, *state, *flat)
+    out = _Fused.apply(kernel, steps, want, ns, x, weight, bias, *state, *flat)
     return out[0], spec.State(*out[1:]), "cpu", True
 
 
-def _check_linear(x, weight, bias, chunk, strategy) -> None:
+def _check_linear(x, weight, bias, chunk) -> None:
     F.check_input(x, "x", 2, finite=False)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise ValueError(f"weight must be a 2-d tensor (out_features, in_features), got "
@@ -294,9 +288,6 @@ def _check_linear(x, weight, bias, chunk, strategy) -> None:
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
-    if not isinstance(strategy, Backward) or strategy not in BACKWARDS:
-        raise ValueError(f"backward must be one of {[b.name for b in BACKWARDS]} "
-                         f"(spikeforge.nn.spiking_linear.Backward), got {strategy!r}")
 
 
 class SpikingLinear(nn.Module):
@@ -349,7 +340,7 @@ class SpikingLinear(nn.Module):
         try:
             z, s, name, self.last_fused = spiking_linear(
                 nrn.spec, x, self.linear.weight, self.linear.bias, state, nrn.params(),
-                surrogate=nrn.surrogate, backend=nrn.backend, chunk=self.chunk, strategy=self.backward_strategy)
+                surrogate=nrn.surrogate, backend=nrn.backend, chunk=self.chunk)
         except _validation.NotFiniteError as e:
             raise _validation.NotFiniteError(f"{where(self)}: {e}") from None
         nrn.last_backend = name
