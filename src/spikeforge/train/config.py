@@ -224,7 +224,7 @@ ENCODING_DEFAULTS: dict[Encoding, dict[str, Any]] = {
 METHOD_DEFAULTS: dict[Method, dict[str, Any]] = {
     Method.BPTT: {},
     Method.EVENTPROP: {"encoding": Encoding.LATENCY, "loss": Loss.FIRST_SPIKE, "neuron": "CubaLIF", "steps": 40,
-                       "hidden": 200, "lr": 0.01, "batch_size": 32, "epochs": 40, "input_scale": 1.0, "tau_out": 20.0,
+                       "hidden": 200, "lr": 0.02, "batch_size": 32, "epochs": 60, "input_scale": 1.0, "tau_out": 20.0,
                        "neuron_params": {"tau_syn": 5.0, "tau_mem": 20.0}},
     Method.CONVERT: {"steps": 32, "lr": 0.01}, Method.PROXY: {"steps": 8, "lr": 0.01},
     # local rules: the settings of benchmarks/stdp_diehl_cook.py and desire_digits.py (RESULTS.md 14)
