@@ -1,5 +1,5 @@
 """One EventProp training step of the trainer's Yin-Yang network, with the input drive summed
-directly (``eventprop._FACTORED = False``) and by factored decays (``True``, the default),
+directly (``spikeforge.learning._modal.FACTORED = False``) and by factored decays (``True``, the default),
 interleaved batch by batch in one process (RESULTS.md 12c, session 6).
 
 For each of ``--batches`` training batches (batch 32, in order): forward (``Classifier`` under
@@ -30,7 +30,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from spikeforge.learning import eventprop
+    from spikeforge.learning import _modal
     from spikeforge.train.config import make_config
     from spikeforge.train.model import Classifier, loss_and_logits
     from spikeforge.train.runs import load_run
@@ -49,7 +49,7 @@ def main() -> None:
           f"{'weights of ' + args.run if args.run else 'initial weights, seed %d' % args.seed}")
 
     def step(i: int, factored: bool):
-        eventprop._FACTORED = factored
+        _modal.FACTORED = factored
         x, y = data.x[32 * i:32 * i + 32], data.y[32 * i:32 * i + 32]
         net.zero_grad()
         t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def main() -> None:
                 dt_max = max(dt_max, float((a[fin] - b[fin]).abs().max()))
         dt_max = max(dt_max, float((direct[2] - factored[2]).abs().max()))
         grad_rel = max(grad_rel, float((direct[3] - factored[3]).abs().max() / direct[3].abs().max()))
-    eventprop._FACTORED = True
+    _modal.FACTORED = True
     for k, name in ((False, "direct  "), (True, "factored")):
         t = times[k]
         print(f"{name} ms per step (fwd+bwd, batch 32): min {min(t):.0f}  median {statistics.median(t):.0f}  "

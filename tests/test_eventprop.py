@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import spikeforge as sf
+from spikeforge.learning import _modal as modal
 from spikeforge.learning import eventprop as ep
 from spikeforge.neurons import REGISTRY
 from spikeforge.neurons._spec import FireReset
@@ -272,7 +273,7 @@ def test_superposition_equals_the_event_loop(hidden, reset, monkeypatch):
 @pytest.mark.parametrize("readout", ["CubaLIF", "LI"])
 @pytest.mark.parametrize("hidden", ["CubaLIF", "LIF"])
 def test_factored_decays_equal_the_direct_sum(hidden, readout, monkeypatch):
-    """``_driven`` with each decay split as exp(lam at) exp(-lam tk) (a masked matrix product)
+    """``driven`` with each decay split as exp(lam at) exp(-lam tk) (a masked matrix product)
     gives the direct sum's spikes, loss and gradients; beyond the dtype's exponent range it is
     not used."""
     net = _net(hidden, "hard", False, readout, seed=6)
@@ -280,7 +281,7 @@ def test_factored_decays_equal_the_direct_sum(hidden, readout, monkeypatch):
                                              dtype=torch.float64) * 10.0)
     results = []
     for factored in (True, False):
-        monkeypatch.setattr(ep, "_FACTORED", factored)
+        monkeypatch.setattr(modal, "FACTORED", factored)
         net.zero_grad()
         loss, counts = _loss(net, events, readout)
         loss.backward()
@@ -288,11 +289,11 @@ def test_factored_decays_equal_the_direct_sum(hidden, readout, monkeypatch):
     (l1, c1, g1), (l2, c2, g2) = results
     assert sum(c1[0]) > 0 and c1 == c2 and l1 == pytest.approx(l2, rel=1e-12, abs=1e-12)
     assert len(g1) == len(g2) and all(torch.allclose(a, b, atol=1e-10, rtol=1e-9) for a, b in zip(g1, g2))
-    monkeypatch.setattr(ep, "_FACTORED", True)
+    monkeypatch.setattr(modal, "FACTORED", True)
     lam, at = torch.full((4, 2), -0.2), torch.zeros(1, 3)
-    assert ep._factors(lam, torch.full((2, 3), 40.0), at)
-    assert not ep._factors(lam, torch.full((2, 3), 500.0), at)           # exp(100) overflows float32
-    assert ep._factors(lam.double(), torch.full((2, 3), 500.0, dtype=torch.float64), at.double())
+    assert modal.factors(lam, torch.full((2, 3), 40.0), at)
+    assert not modal.factors(lam, torch.full((2, 3), 500.0), at)           # exp(100) overflows float32
+    assert modal.factors(lam.double(), torch.full((2, 3), 500.0, dtype=torch.float64), at.double())
 
 
 @pytest.mark.parametrize("superposition", [True, False])

@@ -12,6 +12,7 @@ parameters (``tau`` enters through ``lam`` and ``V``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from ..neurons._spec import NeuronSpec
 
-__all__ = ["Modes", "modes_of", "NotLinear", "crossing", "bracket", "find_root", "attach"]
+__all__ = ["Modes", "modes_of", "NotLinear", "crossing", "bracket", "find_root", "attach", "driven"]
 
 
 class NotLinear(ValueError):
@@ -246,3 +247,40 @@ def attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tenso
     g = torch.where(graze, g - g.detach(), g)
     rate = torch.where(graze, RATE_FLOOR, torch.where(hit, rate, 1.0))
     return tc.detach() - g / rate
+
+
+def driven(modes: Modes, events, W: Tensor, at: Tensor, on: Tensor) -> Tensor:
+    """The modal state that the input spikes ``events`` (``.times``, ``.index``: (B, K)) drive,
+    ``sum_k on[b, e, k] exp(lam (at - t_k)) b_hat w_k``, at times ``at`` ``(B or 1, E)`` -> ``(B, E, n, d)``; ``on`` ``(B, E, K)`` says
+    which spikes count (those before each time)."""
+    w = W.t()[events.index]                                              # (B, K, n)
+    tk = torch.where(on.any(1), events.times, torch.zeros_like(events.times))    # (B, K); unused: 0
+    lam = modes.lam
+    if bool((lam == lam[:1]).all()) and factors(lam, tk, at):
+        # one decay per mode for all neurons, and exp(lam (at - tk)) = exp(lam at) exp(-lam tk): a
+        # masked matrix product per mode, O(B E K + B K n) exps instead of O(B E K)
+        mask = on.to(w.dtype)
+        return torch.stack([torch.exp(lam[0, j] * at).unsqueeze(-1)
+                            * torch.bmm(mask, torch.exp(-lam[0, j] * tk).unsqueeze(-1) * w) * modes.b_hat[:, j]
+                            for j in range(lam.shape[-1])], -1)
+    dt = torch.where(on, at.unsqueeze(-1) - tk.unsqueeze(1), 0.0)         # (B, E, K), >= 0 where on
+    if bool((lam == lam[:1]).all()):     # one decay per mode for all neurons: a batched matmul per mode
+        return torch.stack([torch.bmm(torch.where(on, torch.exp(lam[0, j] * dt), 0.0), w) * modes.b_hat[:, j]
+                            for j in range(lam.shape[-1])], -1)
+    decay = torch.where(on[..., None, None], torch.exp(lam * dt[..., None, None]), 0.0)   # (B, E, K, n, d)
+    return torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
+
+
+def factors(lam: Tensor, tk: Tensor, at: Tensor) -> bool:
+    """Whether ``exp(-lam tk)`` and ``exp(lam at)`` stay finite and normal in this dtype, so that
+    ``driven`` may split each decay into those two factors. The rounding error is then that of
+    the direct sum: each partial sum is scaled by ``exp(lam at)`` with ``at`` no earlier than
+    the spikes it holds (``on``), so every rescaled term is at most its weight."""
+    if not FACTORED or tk.numel() == 0:
+        return False
+    reach = float(lam.detach().abs().max()) * max(float(tk.detach().abs().max()), float(at.detach().abs().max()))
+    return reach < 0.4 * math.log(torch.finfo(lam.dtype).max)
+
+
+#: ``driven`` by factored decays where they stay in range (``factors``); False: always direct
+FACTORED = True

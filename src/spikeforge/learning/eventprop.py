@@ -23,7 +23,6 @@ step, so memory grows with the number of spikes, not with the simulated time.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 from ..neurons._spec import Reset
 from ..nn.layers import Recurrent
 from ..nn.neuron import Neuron
-from ._modal import Modes, NotLinear, attach, bracket, crossing, find_root, modes_of
+from ._modal import Modes, NotLinear, attach, bracket, crossing, driven, find_root, modes_of
 
 __all__ = ["Events", "EventRun", "run", "silent_penalty", "NotLinear"]
 
@@ -237,7 +236,7 @@ def _feed_forward(layer: _Layer, modes: Modes, events: Events, t_end: float, rou
     order_i = torch.arange(K + 1, device=W.device).view(1, -1)
     y0 = _rest(layer, modes, 1)[0]
     free = modes.y_inf + torch.exp(modes.lam * starts[..., None, None]) * (y0 - modes.y_inf)   # (B, I, n, d)
-    S = free + torch.cat([torch.zeros_like(free[:, :1]), _driven(modes, events, W, t_in, on)], 1)
+    S = free + torch.cat([torch.zeros_like(free[:, :1]), driven(modes, events, W, t_in, on)], 1)
     R = torch.zeros(B, n, y0.shape[-1], dtype=W.dtype, device=W.device)
     t_last = torch.zeros(B, n, dtype=W.dtype, device=W.device)
     out = []
@@ -340,43 +339,6 @@ _MAX_ROUNDS = 100_000
 _SUPERPOSITION = True
 
 
-def _driven(modes: Modes, events: Events, W: Tensor, at: Tensor, on: Tensor) -> Tensor:
-    """The modal state that the input spikes drive, ``sum_k on[b, e, k] exp(lam (at - t_k))
-    b_hat w_k``, at times ``at`` ``(B or 1, E)`` -> ``(B, E, n, d)``; ``on`` ``(B, E, K)`` says
-    which spikes count (those before each time)."""
-    w = W.t()[events.index]                                              # (B, K, n)
-    tk = torch.where(on.any(1), events.times, torch.zeros_like(events.times))    # (B, K); unused: 0
-    lam = modes.lam
-    if bool((lam == lam[:1]).all()) and _factors(lam, tk, at):
-        # one decay per mode for all neurons, and exp(lam (at - tk)) = exp(lam at) exp(-lam tk): a
-        # masked matrix product per mode, O(B E K + B K n) exps instead of O(B E K)
-        mask = on.to(w.dtype)
-        return torch.stack([torch.exp(lam[0, j] * at).unsqueeze(-1)
-                            * torch.bmm(mask, torch.exp(-lam[0, j] * tk).unsqueeze(-1) * w) * modes.b_hat[:, j]
-                            for j in range(lam.shape[-1])], -1)
-    dt = torch.where(on, at.unsqueeze(-1) - tk.unsqueeze(1), 0.0)         # (B, E, K), >= 0 where on
-    if bool((lam == lam[:1]).all()):     # one decay per mode for all neurons: a batched matmul per mode
-        return torch.stack([torch.bmm(torch.where(on, torch.exp(lam[0, j] * dt), 0.0), w) * modes.b_hat[:, j]
-                            for j in range(lam.shape[-1])], -1)
-    decay = torch.where(on[..., None, None], torch.exp(lam * dt[..., None, None]), 0.0)   # (B, E, K, n, d)
-    return torch.einsum("bekid,bki,id->beid", decay, w, modes.b_hat)
-
-
-def _factors(lam: Tensor, tk: Tensor, at: Tensor) -> bool:
-    """Whether ``exp(-lam tk)`` and ``exp(lam at)`` stay finite and normal in this dtype, so that
-    ``_driven`` may split each decay into those two factors. The rounding error is then that of
-    the direct sum: each partial sum is scaled by ``exp(lam at)`` with ``at`` no earlier than
-    the spikes it holds (``on``), so every rescaled term is at most its weight."""
-    if not _FACTORED or tk.numel() == 0:
-        return False
-    reach = float(lam.detach().abs().max()) * max(float(tk.detach().abs().max()), float(at.detach().abs().max()))
-    return reach < 0.4 * math.log(torch.finfo(lam.dtype).max)
-
-
-#: ``_driven`` by factored decays where they stay in range (``_factors``); False: always direct
-_FACTORED = True
-
-
 def _readout(layer: _Layer, events: Events, record: Tensor) -> Tensor:
     """A non-spiking layer's membrane at the ``record`` times ``(E,)`` -> ``(E, B, n)``, in
     closed form: its rest response plus each input spike's exponential modes."""
@@ -398,7 +360,7 @@ def _response(layer: _Layer, modes: Modes, events: Events, times: Tensor) -> Ten
     free = modes.advance(y0.expand(times.numel(), -1, -1), times.unsqueeze(1).expand(-1, y0.shape[0]))
     dt = times.view(1, -1, 1) - events.times.unsqueeze(1)                # (B, E, K)
     on = (dt >= 0) & torch.isfinite(dt)
-    return free.unsqueeze(0) + _driven(modes, events, layer.weight, times.unsqueeze(0), on)
+    return free.unsqueeze(0) + driven(modes, events, layer.weight, times.unsqueeze(0), on)
 
 
 def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float, points: int = 32) -> Tensor:
@@ -423,7 +385,7 @@ def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float
             y = _response(layer, modes, inputs, times)
             if layer.recurrent is not None:
                 on = (times.view(1, -1, 1) >= spikes.times.unsqueeze(1)) & torch.isfinite(spikes.times).unsqueeze(1)
-                y = y + _driven(modes, spikes, layer.recurrent, times.unsqueeze(0), on)
+                y = y + driven(modes, spikes, layer.recurrent, times.unsqueeze(0), on)
             g = modes.g(y)                                                   # (B, E, n)
             total = total + torch.relu(-g.amax(1)[:, ~fired]).mean()
         inputs = spikes
