@@ -47,8 +47,8 @@ from ._threads import threads
 from ._sparse_backward_c import _HEADER, _SOURCE
 from .sparse import DTYPES, load
 
-__all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace", "uniform_leak", "backward",
-           "NotSparse"]
+__all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace",
+           "uniform_leak", "backward", "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
 #: the active test is |u| < support * (1 + SLACK): a boundary entry that rounding puts just

@@ -251,8 +251,8 @@ def attach(modes: Modes, y: Tensor, t: Tensor, tc: Tensor, hit: Tensor) -> Tenso
 
 def driven(modes: Modes, events, W: Tensor, at: Tensor, on: Tensor) -> Tensor:
     """The modal state that the input spikes ``events`` (``.times``, ``.index``: (B, K)) drive,
-    ``sum_k on[b, e, k] exp(lam (at - t_k)) b_hat w_k``, at times ``at`` ``(B or 1, E)`` -> ``(B, E, n, d)``; ``on`` ``(B, E, K)`` says
-    which spikes count (those before each time)."""
+    ``sum_k on[b, e, k] exp(lam (at - t_k)) b_hat w_k``, at times ``at`` ``(B or 1, E)`` ->
+    ``(B, E, n, d)``; ``on`` ``(B, E, K)`` says which spikes count (those before each time)."""
     w = W.t()[events.index]                                              # (B, K, n)
     tk = torch.where(on.any(1), events.times, torch.zeros_like(events.times))    # (B, K); unused: 0
     lam = modes.lam
