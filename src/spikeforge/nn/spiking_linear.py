@@ -25,7 +25,6 @@ Public API: ``SpikingLinear``, ``spiking_linear`` (the functional form) and ``Ba
 """
 from __future__ import annotations
 
-import ctypes
 import enum
 import logging
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from .. import functional as F
 from ..allocator import empty
 from .. import kernels
 from ..kernels._fused import flat_params
+from ..kernels.cpu import _ptrs, _rows
 from .neuron import Neuron, where
 
 __all__ = ["SpikingLinear", "spiking_linear", "Backward"]
@@ -83,22 +83,6 @@ class _Saved:
     want: tuple[bool, ...]    # gradient wanted: x, weight, bias, then each neuron parameter
 
 
-def _c_ptrs(ts) -> ctypes.Array:
-    return (ctypes.c_void_p * max(1, len(ts)))(*[t.data_ptr() if t is not None else 0 for t in ts])
-
-
-def _gz_rows(gz: Tensor):
-    """``(base, sT, sB)`` of the output gradient, read in place when it is broadcast."""
-    if gz.is_contiguous():
-        return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
-    if gz.stride(0) == 0 and gz.stride(1) == 0:   # the gradient of sum() or mean(): one row
-        return gz[0, 0].contiguous(), 0, 0
-    if gz.stride(2) == 1:                          # rows of n contiguous values
-        return gz, gz.stride(0), gz.stride(1)
-    gz = gz.contiguous()
-    return gz, gz.shape[1] * gz.shape[2], gz.shape[2]
-
-
 def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable[[int, Tensor], None],
                  into: Tensor | None = None) -> list:
     """Reverse time over the chunks, calling ``consume(c, gy_c)`` with ``gy_c`` the gradient
@@ -108,12 +92,12 @@ def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable
     gradients (B * n values) of the neuron parameters (``None`` where not wanted)."""
     T, B, n = s.shape
     k = s.kernel
-    base, sT, sB = _gz_rows(gz)
+    base, sT, sB = _rows(gz)
     gpar = [torch.zeros(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     gp_c = [torch.empty(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     longest = max(t1 - t0 for t0, t1 in s.bounds)
     buf = torch.empty(longest * B * n, dtype=gz.dtype) if into is None else None
-    gst, gtr, pp = _c_ptrs(gfinal), _c_ptrs([None] * len(gfinal)), _c_ptrs(s.params)
+    gst, gtr, pp = _ptrs(gfinal), _ptrs([None] * len(gfinal)), _ptrs(s.params)
     size = gz.element_size()
     for c in range(len(s.bounds) - 1, -1, -1):
         t0, t1 = s.bounds[c]
@@ -121,9 +105,9 @@ def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable
         gy = buf[: L * B * n].view(L, B, n) if into is None else into[t0:t1]
         y = s.y[t0:t1].data_ptr() if s.y is not None else None
         j0 = t0 // k.K
-        k.lib.sf_backward(L, B, n, _threads(L * B * n), y, _c_ptrs([ck[j0] for ck in s.checkpoints]),
-                          _c_ptrs([ck[j0 + 1] for ck in s.checkpoints]), k.K, pp,
-                          base.data_ptr() + t0 * sT * size, sT, sB, gst, gtr, gy.data_ptr(), _c_ptrs(gp_c))
+        k.lib.sf_backward(L, B, n, _threads(L * B * n), y, _ptrs([ck[j0] for ck in s.checkpoints]),
+                          _ptrs([ck[j0 + 1] for ck in s.checkpoints]), k.K, pp,
+                          base.data_ptr() + t0 * sT * size, sT, sB, gst, gtr, gy.data_ptr(), _ptrs(gp_c))
         for a, g in zip(gpar, gp_c):
             if a is not None:
                 a.add_(g)
@@ -184,7 +168,7 @@ class _Fused(torch.autograd.Function):
         for ck, s0 in zip(cks, state):
             ck[0].copy_(s0)
         wt = weight.t()
-        pp = _c_ptrs(params)
+        pp = _ptrs(params)
         bad = 0
         for c, (t0, t1) in enumerate(bounds):
             L = t1 - t0
@@ -197,7 +181,7 @@ class _Fused(torch.autograd.Function):
             for ck in cks:
                 ck[jf].copy_(ck[j0])
             bad |= kernel.lib.sf_forward(L, B, n, _threads(L * B * n), yc.data_ptr(), z[t0:t1].data_ptr(),
-                                         _c_ptrs([ck[jf] for ck in cks]), _c_ptrs([ck[j0 + 1] for ck in cks]),
+                                         _ptrs([ck[jf] for ck in cks]), _ptrs([ck[j0 + 1] for ck in cks]),
                                          K, (L - 1) // K, pp)
         if bad and _validation.enabled():
             raise _validation.not_finite("the Linear's output (the neuron's input)")
