@@ -22,6 +22,16 @@ def test_yinyang_sizes_and_items(yy):
     assert torch.utils.data.DataLoader(yy["test"], batch_size=100).__iter__().__next__()[0].shape == (100, 4)
 
 
+def test_yinyang_size_extends_the_published_split(yy):
+    big = YinYang("train", size=6000)
+    assert len(big) == 6000 and torch.equal(big.data[:5000], yy["train"].data)
+    assert torch.equal(big.targets[:5000], yy["train"].targets)
+    assert torch.equal(YinYang("test", size=10).data, yy["test"].data[:10])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="YinYang size must be a positive int"):
+            YinYang("train", size=bad)
+
+
 def test_yinyang_class_balance(yy):
     # drawing the class first keeps the classes near a third each; the counts pin the generator
     assert torch.bincount(yy["train"].targets).tolist() == [1681, 1702, 1617]

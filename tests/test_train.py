@@ -142,6 +142,18 @@ def test_config_files(tmp_path):
         load_config_file(tmp_path / "missing.yaml")
 
 
+
+def test_train_size_generates_more_yinyang_training_samples():
+    from spikeforge.train.tasks import load_task
+
+    task = load_task(make_config(train_size=5200))
+    assert len(task.train.x) == 5200 and len(task.val.x) == 1000 and len(task.test.x) == 1000
+    assert len(load_task(make_config()).train.x) == 5000
+    with pytest.raises(ConfigError, match="train_size generates Yin-Yang training samples.*dataset digits"):
+        make_config(dataset="digits", train_size=100)
+    with pytest.raises(ConfigError, match="train_size generates Yin-Yang training samples"):
+        make_config(train_size=0)
+
 def test_losses_and_latency_code():
     x = torch.tensor([[0.0, 1.0, 0.5]])
     s = spike_input(x, 10)                                      # spikeforge.encoding.latency, window 3T/4 = 7

@@ -70,16 +70,20 @@ class YinYang(Labelled):
     """``YinYang(split)`` with split ``"train"`` (5000 samples, seed 42), ``"val"`` (1000,
     seed 41) or ``"test"`` (1000, seed 40). Items are ``(features, label)``: a float32
     tensor ``(x, y, 1-x, 1-y)`` and an int64 class index. ``.data`` and ``.targets``
-    hold the whole split as tensors; ``transform`` (optional) is applied to features."""
+    hold the whole split as tensors; ``transform`` (optional) is applied to features.
+    ``size``: generate this many samples from the split's seed instead (the published split
+    is the first samples of any larger one)."""
 
     classes = CLASSES
     n_features = 4
 
-    def __init__(self, split: str = "train", transform=None) -> None:
+    def __init__(self, split: str = "train", transform=None, size: int | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"YinYang split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"YinYang size must be a positive int or None (the published size), got {size!r}")
         self.split, self.transform = split, transform
-        features, labels = generate(*SPLITS[split])
+        features, labels = generate(SPLITS[split].size if size is None else size, SPLITS[split].seed)
         self.data = torch.from_numpy(features).float()
         self.targets = torch.from_numpy(labels)
 

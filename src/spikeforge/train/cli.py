@@ -14,7 +14,7 @@ __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
                   "encoding", "loss", "method", "steps", "hidden", "recurrent", "data_root", "precision", "frames",
-                  "workers", "cache", "quantize", "qat_epochs")
+                  "workers", "cache", "quantize", "qat_epochs", "train_size")
 
 
 class UsageError(Exception):
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, metavar="N", help="data on disk: DataLoader worker processes (default 0)")
     t.add_argument("--cache", action="store_true", default=None,
                    help="spikeforge's readers: keep the binned frames on disk ($SPIKEFORGE_CACHE/data)")
+    t.add_argument("--train-size", type=int, metavar="N", help="yinyang: generate N training samples from the "
+                   "published seed (default 5000; the published set is the first 5000 of any larger one)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="Adam learning rate (peak of the schedule)")

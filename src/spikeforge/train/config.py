@@ -116,6 +116,7 @@ class TrainConfig:
     tau_out: float = 10.0               # time constant of the LI readout
     input_scale: float = 10.0           # scale of the first layer's initial weights
     input_tau: float | None = None      # latency input: synaptic time constant (None: no decay)
+    train_size: int | None = None      # yinyang: generated training samples (None: the published 5000)
     epochs: int = 40
     batch_size: int = 128
     lr: float = 0.08
@@ -164,6 +165,10 @@ class TrainConfig:
         if self.detach_reset is not None and not isinstance(self.detach_reset, bool):
             raise ConfigError(f"detach_reset must be true, false or None (the trainer's default), "
                               f"got {self.detach_reset!r}")
+        if self.train_size is not None and (self.dataset is not DataSet.YINYANG or isinstance(self.train_size, bool)
+                                            or not isinstance(self.train_size, int) or self.train_size < 1):
+            raise ConfigError(f"train_size generates Yin-Yang training samples: a positive integer with dataset "
+                              f"yinyang, got {self.train_size!r} with dataset {self.dataset.value}")
         if not isinstance(self.recurrent, bool):
             raise ConfigError(f"recurrent must be true or false, got {self.recurrent!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):

@@ -36,8 +36,8 @@ class Task:
         return isinstance(self.train, Streamed)
 
 
-def _static(cls, device) -> Task:
-    parts = [cls(s) for s in ("train", "val", "test")]
+def _static(cls, device, **train) -> Task:
+    parts = [cls("train", **train), cls("val"), cls("test")]
     tensors = [Tensors(d.data.to(device), d.targets.to(device)) for d in parts]
     return Task(tuple(cls.classes), parts[0].data.shape[1], *tensors)
 
@@ -57,7 +57,7 @@ def load_task(cfg: TrainConfig, device: str | torch.device | None = None) -> Tas
     data sets, streamed from ``cfg.data_root`` for the others."""
     device = torch.device(cfg.device if device is None else device)
     if cfg.dataset is DataSet.YINYANG:
-        return _static(data.YinYang, device)
+        return _static(data.YinYang, device, size=cfg.train_size)
     if cfg.dataset is DataSet.DIGITS:
         return _static(data.Digits, device)
     if cfg.dataset is DataSet.EVENT_DIGITS:
