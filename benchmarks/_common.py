@@ -271,3 +271,14 @@ def checked(ok, value):
     if not ok(value):
         raise ValueError(value)
     return value
+
+
+def digits_train_test(train_limit: int | None = None):
+    """``(x_train, y_train, test)`` of the embedded digits (``spikeforge.data.Digits``), the
+    training split cut to its first ``train_limit`` samples when given."""
+    import spikeforge as sf
+
+    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
+    if train_limit:
+        return tr.data[:train_limit], tr.targets[:train_limit], te
+    return tr.data, tr.targets, te

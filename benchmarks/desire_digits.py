@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+import _common as C
 import spikeforge as sf
 from spikeforge.learning import Bound, Bounds, DesireBackprop, attach
 
@@ -64,10 +65,7 @@ def evaluate(net: nn.Module, x: Tensor, y: Tensor, cfg: Config, g: torch.Generat
 def run_one(cfg: Config, seed: int, log=None) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
-    xtr, ytr = tr.data, tr.targets
-    if cfg.train_limit:
-        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    xtr, ytr, te = C.digits_train_test(cfg.train_limit)
     net = make_net(cfg)
     rule = DesireBackprop(hidden_threshold=cfg.hidden_threshold, output_threshold=cfg.output_threshold,
                           margin=cfg.margin)

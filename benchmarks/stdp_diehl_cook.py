@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+import _common as C
 import spikeforge as sf
 from spikeforge.learning import (AdaptiveThreshold, Bound, Bounds, Normalise, PairSTDP, assign_labels,
                                  assigned_scores, attach)
@@ -121,10 +122,7 @@ def run_one(cfg: Config, seed: int, rule=None, bound: Bound = Bound.HARD) -> dic
     labels, test."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
-    xtr, ytr = tr.data, tr.targets
-    if cfg.train_limit:
-        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    xtr, ytr, te = C.digits_train_test(cfg.train_limit)
     net = make_net(cfg, g)
     t0 = time.perf_counter()
     train(net, xtr, cfg, g, stdp_rule(cfg) if rule is None else rule, bound)

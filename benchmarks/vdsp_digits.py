@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stdp_diehl_cook as dc  # noqa: E402
+import _common as C  # noqa: E402
 import spikeforge as sf  # noqa: E402
 from spikeforge.learning import VDSP, Bound, Bounds, Normalise, Trigger, attach  # noqa: E402
 
@@ -70,10 +71,7 @@ class Teacher(nn.Module):
 
 def run_supervised(cfg: dc.Config, seed: int, rule: VDSP, teach: float, per_class: int, bound: Bound) -> dict:
     g = torch.Generator().manual_seed(seed)
-    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
-    xtr, ytr = tr.data, tr.targets
-    if cfg.train_limit:
-        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    xtr, ytr, te = C.digits_train_test(cfg.train_limit)
     n = 10 * per_class          # neuron k belongs to class k // per_class
     lin = nn.Linear(64, n, bias=False)
     with torch.no_grad():
@@ -117,10 +115,7 @@ def run_post(cfg: dc.Config, seed: int, rule: VDSP, bound: Bound, in_weight: flo
     inhibition; training, label assignment and test as ``stdp_diehl_cook.run_one``."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    tr, te = sf.data.Digits("train"), sf.data.Digits("test")
-    xtr, ytr = tr.data, tr.targets
-    if cfg.train_limit:
-        xtr, ytr = xtr[:cfg.train_limit], ytr[:cfg.train_limit]
+    xtr, ytr, te = C.digits_train_test(cfg.train_limit)
     lin = nn.Linear(64, cfg.neurons, bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.rand(cfg.neurons, 64, generator=g) * 0.3 * cfg.w_max)
