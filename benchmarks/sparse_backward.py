@@ -5,7 +5,10 @@ backward, on a 3-layer SNN on SHD-shaped data:
                              -> mean over time -> cross-entropy
 
 dense: ``F.linear`` + ``sf.nn.LIF(backend="cpu")`` (the fused kernels); sparse: the two hidden
-layers are ``sparse_spiking_linear`` (the readout is the same dense Linear + LI in both). Same
+layers are ``sparse_spiking_linear`` and the readout's Linear is ``spike_linear`` (``SpikeLinear``:
+its weight gradient scatters layer 2's spikes, its input gradient is computed only at layer 2's
+active entries, the only ones that layer reads); ``--dense-readout spike`` gives the dense network
+the same ``spike_linear`` readout (its input gradient stays dense there). Same
 weights (``shd_workload.weights``: the two LIF layers fire ~5-6 %), same batch
 (``shd_like(B, T, seed=1)``), LIF tau = 2, surrogate ``Triangle(alpha)`` whose support
 ``|v - v_th| < 1/alpha`` is the active set: the sweep over ``alpha`` sweeps the activity.
@@ -42,13 +45,16 @@ def _env(threads: int) -> str:
     return C.machine_info(threads, False, torch.__version__, os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive")
 
 
-def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False, weight_grad: str = "auto"):
+def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False, weight_grad: str = "auto",
+            dense_readout: str = "linear"):
     """``run(x) -> (readout (T, B, 20), z1, z2)`` and its layers' parameters (leaves); the dense
-    LIF layers detach their reset if asked (the sparse ones always do)."""
+    LIF layers detach their reset if asked (the sparse ones always do); ``dense_readout``: the
+    dense network's readout Linear, ``linear`` (F.linear) or ``spike`` (spike_linear, as sparse)."""
     import torch
     import torch.nn.functional as F
     import spikeforge as sf
     from spikeforge.neurons import LIF
+    from spikeforge.nn.sparse import spike_linear
     from spikeforge.nn.sparse_backward import sparse_spiking_linear
     from spikeforge.surrogate import Triangle
 
@@ -67,7 +73,9 @@ def network(W: dict, alpha: float, sparse: bool, detach_reset: bool = False, wei
     def run(x):
         z1 = hidden(0, x, p["w1"], p["b1"])
         z2 = hidden(1, z1, p["w2"])
-        return li(F.linear(z2, p["w3"], p["b3"])), z1, z2
+        spike = sparse or dense_readout == "spike"
+        y = spike_linear(z2, p["w3"], p["b3"])[0] if spike else F.linear(z2, p["w3"], p["b3"])
+        return li(y), z1, z2
     run.hidden = hidden
     return run, p
 
@@ -76,7 +84,8 @@ def _stats(xs):
     return min(xs), statistics.median(xs), max(xs)
 
 
-def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock, weight_grad: str) -> dict:
+def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock, weight_grad: str,
+            dense_readout: str = "linear") -> dict:
     """Interleaved timings of the dense and sparse backward at one (T, alpha), by ``clock``."""
     import torch
     import torch.nn.functional as F
@@ -85,7 +94,8 @@ def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock,
 
     x, y = shd_like(B, T, seed=1)
     W = weights(H)
-    nets = {k: network(W, alpha, k == "sparse", weight_grad=weight_grad) for k in ("dense", "sparse")}
+    nets = {k: network(W, alpha, k == "sparse", weight_grad=weight_grad, dense_readout=dense_readout)
+            for k in ("dense", "sparse")}
     t = {f"{k}_{m}": [] for k in nets for m in ("net", "layer", "fwd")}
     info = {}
     for rep in range(warmup + reps):
@@ -127,7 +137,7 @@ def speed(a) -> None:
     rows, results = [], []
     for T in a.T:
         for alpha in a.alphas:
-            r = measure(T, a.B, a.H, alpha, a.reps, a.warmup, CLOCKS[a.clock], a.weight_grad)
+            r = measure(T, a.B, a.H, alpha, a.reps, a.warmup, CLOCKS[a.clock], a.weight_grad, a.dense_readout)
             results.append(r)
             n, ly, fw = r["net"], r["layer"], r["fwd"]
             rows.append([str(T), C.fmt(alpha, "g"), C.fmt(100 * r["act1"], ".1f"), C.fmt(100 * r["act2"], ".1f"),
@@ -137,7 +147,8 @@ def speed(a) -> None:
             print(f"  T={T} alpha={alpha}: net x{n['ratio'][1]:.2f}, layer x{ly['ratio'][1]:.2f}, "
                   f"active {100 * r['act2']:.1f} %", file=sys.stderr, flush=True)
     print(f"# sparse backward: Linear(700,{a.H})+LIF, Linear({a.H},{a.H})+LIF, Linear({a.H},20)+LI, B={a.B}, "
-          f"shd_like input (3 % density), LIF tau={TAU}, Triangle(alpha); {a.reps} interleaved reps after "
+          f"shd_like input (3 % density), LIF tau={TAU}, Triangle(alpha); readout Linear: sparse spike_linear, "
+          f"dense {'spike_linear' if a.dense_readout == 'spike' else 'F.linear'}; {a.reps} interleaved reps after "
           f"{a.warmup} warm-ups; weight_grad={a.weight_grad}; {a.clock} time ({CLOCK_NOTE[a.clock]}); ms are medians; ratio = dense / sparse per "
           f"rep (min / median / max); active = |v - v_th| < 1/alpha")
     print(f"# {_env(a.threads)}")
@@ -239,6 +250,8 @@ def main(argv=None) -> None:
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "sparse_backward.png"))
     ap.add_argument("--weight-grad", choices=["auto", "trace", "scatter", "dense"], default="auto",
                     help="the sparse layers' WeightGrad (speed runs)")
+    ap.add_argument("--dense-readout", choices=["linear", "spike"], default="linear",
+                    help="the dense network's readout Linear: F.linear, or spike_linear as in the sparse one")
     ap.add_argument("--train", action="store_true", help="compare trained accuracy instead")
     ap.add_argument("--train-n", type=C.positive_int, default=2000)
     ap.add_argument("--epochs", type=C.positive_int, default=5)

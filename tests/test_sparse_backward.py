@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import spikeforge as sf
 from spikeforge.kernels import sparse_backward as K
 from spikeforge.neurons import IF, LIF, PLIF, CubaLIF, QIF, Reset
+from spikeforge.nn.sparse import SparseMode, spike_linear
 from spikeforge.nn.sparse_backward import WeightGrad, active_fraction, sparse_spiking_linear
 from spikeforge.nn.spiking_linear import Backward, SpikingLinear
 from spikeforge.surrogate import Custom, PiecewiseQuadratic, Sigmoid, Triangle
@@ -102,6 +103,39 @@ def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
     (r * g).sum().backward()
     (s * g).sum().backward()
     torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", [SparseMode.SPARSE, SparseMode.DENSE])
+def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_does(mode):
+    """A SpikeLinear after a sparse layer computes its input gradient only at that layer's
+    active entries (0 elsewhere: that layer reads no other): every weight gradient equals the
+    one through a plain F.linear readout; with mode DENSE (F.linear) the input gradient is dense."""
+    x, ws = data(seed=7)
+    spec, params, sur = LIF(), {"tau": 2.0}, Triangle(2.0)
+    w3 = (torch.randn(5, OUT, generator=torch.Generator().manual_seed(8), dtype=x.dtype)).requires_grad_()
+    g = torch.randn(T, B, 5, generator=torch.Generator().manual_seed(9), dtype=x.dtype)
+    out = {}
+    for readout in ("linear", "spike_linear"):
+        z1, z2 = sparse_pair(spec, params, sur, x, ws)
+        z2.retain_grad()
+        y = F.linear(z2, w3) if readout == "linear" else spike_linear(z2, w3, None, mode)[0]
+        (y * g).sum().backward()
+        out[readout] = [w.grad.clone() for w in (*ws, w3)] + [z2.grad.clone()]
+        for w in (*ws, w3):
+            w.grad = None
+    for a, b in zip(out["linear"][:4], out["spike_linear"][:4]):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    full, got = out["linear"][4], out["spike_linear"][4]
+    if mode is SparseMode.DENSE:
+        assert torch.equal(got, full)
+        return
+    off, idx = z2._sf_active_set
+    mask = torch.zeros(T * B, OUT, dtype=torch.bool)
+    mask[torch.repeat_interleave(torch.arange(T * B), off.diff()), idx.long()] = True
+    mask = mask.view(T, B, OUT)
+    assert 0 < mask.sum() < mask.numel() / 2
+    torch.testing.assert_close(got[mask], full[mask], rtol=1e-10, atol=1e-12)
+    assert not got[~mask].any()
 
 
 def test_float32_and_module():

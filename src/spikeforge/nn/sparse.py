@@ -52,6 +52,9 @@ CROSSOVER_TRAIN = 0.12     # forward + backward with a weight gradient
 # multiply-adds ran 0.6-0.7x as fast as dense, 13M and 17M ran 1.3-1.4x as fast).
 MIN_WORK = 10_000_000
 _ERRORS: set = set()
+# On the output z of a layer with the sparse spiking backward: the CSR (off, idx) over its (t, b)
+# rows of the entries whose output gradient that layer reads (nn.sparse_backward).
+ACTIVE_SET = "_sf_active_set"
 
 
 class SparseMode(enum.Enum):
@@ -73,21 +76,38 @@ def _unsupported(x: Tensor, weight: Tensor) -> str | None:
 
 class _SpikeLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x2, off, weight, bias):
+    def forward(ctx, x2, off, weight, bias, read):
         y, idx = _kernel.forward(x2, off, weight, bias)
-        ctx.save_for_backward(off, idx, weight)
+        ctx.save_for_backward(off, idx, weight, *(read or ()))
         ctx.in_features = x2.shape[1]
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        off, idx, weight = ctx.saved_tensors
+        off, idx, weight, *read = ctx.saved_tensors
         gy = gy.contiguous()
-        gx = gy @ weight if ctx.needs_input_grad[0] else None
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = _read_entries(gy, weight, *read) if read else gy @ weight
         gw = _kernel.grad_weight(off, idx, gy, ctx.in_features) if ctx.needs_input_grad[2] else None
         gb = gy.sum(0) if ctx.needs_input_grad[3] else None
-        return gx, None, gw, gb
+        return gx, None, gw, gb, None
+
+
+def _read_entries(gy: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor:
+    """``gy @ weight`` at the entries (row r, column idx[k]) for k in off[r]:off[r + 1], 0 elsewhere."""
+    rows = torch.repeat_interleave(torch.arange(gy.shape[0]), off.diff())
+    gx = gy.new_zeros(gy.shape[0], weight.shape[1])
+    gx[rows, idx] = (gy[rows] * weight.t()[idx]).sum(1)
+    return gx
+
+
+def _active_set(x: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
+    """The active set that the layer which produced ``x`` left on it (``ACTIVE_SET``), if it
+    covers ``rows`` rows and ``x`` is still that layer's output (not a view or copy)."""
+    read = getattr(x, ACTIVE_SET, None)
+    return read if read is not None and read[0].numel() == rows + 1 else None
 
 
 def _flat(x: Tensor, weight: Tensor) -> Tensor:
@@ -97,7 +117,7 @@ def _flat(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _sparse(x: Tensor, x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    y = _SpikeLinearFn.apply(x2, off, weight, bias)
+    y = _SpikeLinearFn.apply(x2, off, weight, bias, _active_set(x, x2.shape[0]))
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 

@@ -28,11 +28,11 @@ from ..kernels import sparse as _spl
 from ..kernels import sparse_backward as K
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
+from .sparse import ACTIVE_SET as _ATTR
 from .sparse import CROSSOVER_TRAIN
 
 __all__ = ["sparse_spiking_linear", "WeightGrad", "active_fraction"]
 
-_ATTR = "_sf_active_set"   # on an output z: (off, idx) of its active set, read by the next layer
 
 
 def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
