@@ -106,6 +106,17 @@ static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restr
   return s;
 }
 
+/* gx (R, IN), zeroed by the caller: gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k],
+   k in off[r]..off[r + 1] (the active set of the layer that produced this layer's input). */
+void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t* restrict off,
+                   const int32_t* restrict idx, const scalar_t* restrict wt, const scalar_t* restrict g,
+                   scalar_t* restrict gx) {
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t k = off[r]; k < off[r + 1]; k++)
+      gx[r * IN + idx[k]] = dot_SUF(wt + (int64_t)idx[k] * N, g + r * N, N);
+}
+
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
    dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
    (CSR soff/sidx; none given: no gate); gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient

@@ -48,7 +48,7 @@ from ._sparse_backward_c import _HEADER, _SOURCE
 from .sparse import DTYPES, load
 
 __all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace",
-           "uniform_leak", "backward", "NotSparse"]
+           "uniform_leak", "backward", "grad_input_at", "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
 #: the active test is |u| < support * (1 + SLACK): a boundary entry that rounding puts just
@@ -64,7 +64,7 @@ class NotSparse(ValueError):
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
     return load(_HEADER, _SOURCE, {"sf_sbw_fcount": None, "sf_sbw_fcompact": None, "sf_sbw_trace": None,
-                                   "sf_sbw_backward": None, "sf_sbw_gw": None})
+                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -214,6 +214,17 @@ def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
     if not (bool((a == a[0]).all()) and bool((g1 == g1[0]).all()) and float(g1[0]) in (0.0, 1.0)):
         return None
     return float(a[0])
+
+
+def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor:
+    """``g @ weight`` (R, IN) at the entries (r, idx[k]) for k in off[r]:off[r + 1], 0 elsewhere: the
+    input gradient where the sparse layer that produced the input reads it."""
+    (R, N), IN = g.shape, weight.shape[1]
+    g, wt = g.contiguous(), weight.detach().t().contiguous()
+    gx = empty((R, IN), g.dtype).zero_()
+    _fn("gx", g.dtype)(c_int64(R), c_int64(N), c_int64(IN), threads(idx.numel() * N, _PARALLEL_MIN), _p(off),
+                       _p(idx), _p(wt), _p(g), _p(gx))
+    return gx
 
 
 def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernels import sparse as _kernel
+from ..kernels import sparse_backward as _sbw
 from ..kernels.sparse import build as _build
 from ..kernels.sparse import count_active
 
@@ -89,18 +90,10 @@ class _SpikeLinearFn(torch.autograd.Function):
         gy = gy.contiguous()
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = _read_entries(gy, weight, *read) if read else gy @ weight
+            gx = _sbw.grad_input_at(gy, weight, *read) if read else gy @ weight
         gw = _kernel.grad_weight(off, idx, gy, ctx.in_features) if ctx.needs_input_grad[2] else None
         gb = gy.sum(0) if ctx.needs_input_grad[3] else None
         return gx, None, gw, gb, None
-
-
-def _read_entries(gy: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor:
-    """``gy @ weight`` at the entries (row r, column idx[k]) for k in off[r]:off[r + 1], 0 elsewhere."""
-    rows = torch.repeat_interleave(torch.arange(gy.shape[0]), off.diff())
-    gx = gy.new_zeros(gy.shape[0], weight.shape[1])
-    gx[rows, idx] = (gy[rows] * weight.t()[idx]).sum(1)
-    return gx
 
 
 def _active_set(x: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
