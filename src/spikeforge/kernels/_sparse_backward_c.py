@@ -106,15 +106,18 @@ static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restr
   return s;
 }
 
-/* gx (R, IN), zeroed by the caller: gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k],
-   k in off[r]..off[r + 1] (the active set of the layer that produced this layer's input). */
+/* gx (R, IN): gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k], k in off[r]..off[r + 1] (the
+   active set of the layer that produced this layer's input), 0 elsewhere (each row is zeroed here,
+   while it is in cache, not by a separate pass). */
 void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t* restrict off,
                    const int32_t* restrict idx, const scalar_t* restrict wt, const scalar_t* restrict g,
                    scalar_t* restrict gx) {
   #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < R; r++)
+  for (int64_t r = 0; r < R; r++) {
+    for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
     for (int64_t k = off[r]; k < off[r + 1]; k++)
       gx[r * IN + idx[k]] = dot_SUF(wt + (int64_t)idx[k] * N, g + r * N, N);
+  }
 }
 
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
@@ -122,7 +125,7 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
    (CSR soff/sidx; none given: no gate); gI = c dh; dv = a dh. Then, from gI: the bias gradient, the weight gradient
    (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
    dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
-   entries (CSR poff/pidx; none when poff is NULL). Each thread adds into its own slice of
+   entries (CSR poff/pidx; none when poff is NULL), 0 elsewhere (row r zeroed here). Each thread adds into its own slice of
    gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
    state's gradient. */
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
@@ -189,9 +192,11 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
             scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
             for (int64_t j = 0; j < N; j++) o[j] += h[j];
           }
-        if (poff)
+        if (poff) {
+          for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
           for (int64_t k = poff[r]; k < poff[r + 1]; k++)
             gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
+        }
       }
     }
     FTZ_OFF

@@ -221,7 +221,7 @@ def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor
     input gradient where the sparse layer that produced the input reads it."""
     (R, N), IN = g.shape, weight.shape[1]
     g, wt = g.contiguous(), weight.detach().t().contiguous()
-    gx = empty((R, IN), g.dtype).zero_()
+    gx = empty((R, IN), g.dtype)   # every row is zeroed by the kernel
     _fn("gx", g.dtype)(c_int64(R), c_int64(N), c_int64(IN), threads(idx.numel() * N, _PARALLEL_MIN), _p(off),
                        _p(idx), _p(wt), _p(g), _p(gx))
     return gx
@@ -256,7 +256,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     soff, sidx = spikes if spikes is not None else (None, None)
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
     gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
-    gx = empty((T * B, IN), dt).zero_() if prev is not None else None   # pooled: no fresh page faults
+    gx = empty((T * B, IN), dt) if prev is not None else None   # pooled; the kernel zeroes each row
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
     po, pi = prev if prev is not None else (None, None)
@@ -265,7 +265,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
                         _opt(lastk),
                         _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work))
-    gW = gwt.sum(0).t() if gwt is not None else None
+    gW = (gwt[0] if nt == 1 else gwt.sum(0)).t() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
