@@ -138,6 +138,30 @@ def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_d
     assert not got[~mask].any()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_scattered_weight_gradient_on_two_threads(dtype):
+    """The weight gradient that scatters the input's spikes, on 2 threads (each adds into its own
+    copy; the copies are summed), equals the dense reference's."""
+    g = torch.Generator().manual_seed(13)
+    x = (torch.rand(30, 4, 200, generator=g, dtype=torch.float64) < 0.3).to(dtype)
+    w = (torch.randn(70, 200, generator=g, dtype=torch.float64) * 0.3).to(dtype).requires_grad_()
+    gz = torch.randn(30, 4, 70, generator=g, dtype=torch.float64).to(dtype)
+    ref, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(x, w), params={"tau": 2.0}, surrogate=Triangle(1.0),
+                                backend="reference")
+    want = torch.autograd.grad((ref * gz).sum(), w)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        z = sparse_spiking_linear(x, w, None, LIF(), {"tau": 2.0}, surrogate=Triangle(1.0),
+                                  weight_grad=WeightGrad.SCATTER)
+        got = torch.autograd.grad((z * gz).sum(), w)[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(z, ref) and want.abs().max() > 0
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, want, **tol)
+
+
 def test_float32_and_module():
     torch.manual_seed(0)
     m1 = SpikingLinear(IN, H, sf.nn.LIF(tau=2.0, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
