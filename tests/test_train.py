@@ -143,6 +143,17 @@ def test_config_files(tmp_path):
 
 
 
+def test_eventprop_defaults_on_yinyang_train_longer_on_generated_points():
+    """EventProp on Yin-Yang trains 10 epochs on 64 000 generated points (RESULTS.md 12c); digits keeps
+    its 60 epochs over its fixed split, and an explicit train_size or epochs wins."""
+    cfg = make_config(method="eventprop")
+    assert (cfg.train_size, cfg.epochs) == (64000, 10)
+    assert (make_config(method="eventprop", dataset="digits").train_size, make_config(method="eventprop",
+            dataset="digits").epochs) == (None, 60)
+    assert make_config(method="eventprop", train_size=5000, epochs=3).train_size == 5000
+    assert make_config().train_size is None
+
+
 def test_train_size_generates_more_yinyang_training_samples():
     from spikeforge.train.tasks import load_task
 
@@ -198,7 +209,7 @@ def test_eventprop_method_trains_resumes_and_exports(tmp_path, capsys):
     trainer (run folder, eval, resume); the first-spike loss reads exact spike times."""
     out = tmp_path / "ep"
     argv = ["train", "--method", "eventprop", "--epochs", "1", "--hidden", "32", "--batch-size", "100",
-            "--lr", "0.03", "--out", str(out), "--quiet", "--no-plots"]
+            "--lr", "0.03", "--train-size", "5000", "--out", str(out), "--quiet", "--no-plots"]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == "eventprop" and config["encoding"] == "latency" and config["neuron"] == "CubaLIF"
@@ -209,7 +220,8 @@ def test_eventprop_method_trains_resumes_and_exports(tmp_path, capsys):
     assert f"{100 * metrics['test_accuracy']:.2f}%" in capsys.readouterr().out
     assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet", "--no-plots"]) == 0
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
-    cfg = make_config(method="eventprop", loss="max-membrane", hidden=24, epochs=1, batch_size=500, lr=0.03)
+    cfg = make_config(method="eventprop", loss="max-membrane", hidden=24, epochs=1, batch_size=500, lr=0.03,
+                      train_size=5000)
     result = train(cfg, tmp_path / "max", quiet=True, plots=True)     # runs; this loss learns slowly here
     assert 0.0 <= result.test_accuracy <= 1.0 and (tmp_path / "max" / "activity.png").stat().st_size > 0
 

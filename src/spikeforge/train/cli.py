@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", action="store_true", default=None,
                    help="spikeforge's readers: keep the binned frames on disk ($SPIKEFORGE_CACHE/data)")
     t.add_argument("--train-size", type=int, metavar="N", help="yinyang: generate N training samples from the "
-                   "published seed (default 5000; the published set is the first 5000 of any larger one)")
+                   "published seed (default 5000, 64000 with --method eventprop; the published set is the first 5000 of any larger one)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="Adam learning rate (peak of the schedule)")
