@@ -33,7 +33,10 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=
          "-fno-trapping-math"]
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
-SEGMENT_BYTES = 1 << 19  # recomputed states per backward segment and thread: about an L2 cache
+# recomputed states per backward segment and thread. 2 MiB (4 L2 caches here) measured 0-16 % faster
+# per forward + backward than 512 KiB (fewer checkpoints written and read: two-state neurons gained most;
+# benchmarks/RESULTS.md 19f); 4 MiB was no faster
+SEGMENT_BYTES = 1 << 21
 
 
 def compiler() -> str | None:
