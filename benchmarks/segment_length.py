@@ -1,7 +1,7 @@
 """The fused CPU backward's segment length (issue 15 §4): forward + backward of one neuron
 alone (T=500, B=16, n=4096, float32, the cpu backend), with its kernel's checkpoint interval K
-set to the values that ``--segment-bytes`` give (``kernels.cpu.SEGMENT_BYTES``: K = bytes /
-(states x CHUNK x 4)), interleaved in one process; medians of the forward and backward ms.
+set to the values that ``--segment-bytes`` give (``kernels.cpu.segment_steps``, the rule the
+kernels apply to ``SEGMENT_BYTES``), interleaved in one process; medians of the forward and backward ms.
 
     .venv/bin/python benchmarks/segment_length.py --segment-bytes 524288,2097152 --reps 10
 """
@@ -17,7 +17,7 @@ import _common as C
 def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> dict[int, tuple[float, float]]:
     import torch
     import spikeforge as sf
-    from spikeforge.kernels import _fused, csource
+    from spikeforge.kernels import _fused, cpu
 
     mod = getattr(sf.nn, name)(backend="cpu")
     gen = torch.Generator().manual_seed(0)
@@ -34,7 +34,7 @@ def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> d
 
     one()
     kernels = list(_fused._KERNELS.values())
-    ks = {s: max(2, s // (len(mod.spec.state) * csource.CHUNK * 4)) for s in sizes}
+    ks = {s: cpu.segment_steps(len(mod.spec.state), x.element_size(), s) for s in sizes}
     times: dict[int, list] = {s: [] for s in sizes}
     for rep in range(reps + 1):
         for s in sizes:

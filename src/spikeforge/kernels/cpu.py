@@ -85,6 +85,13 @@ def prebuild(items, workers: int | None = None) -> None:
         list(pool.map(build, sources))
 
 
+def segment_steps(n_state: int, itemsize: int, segment_bytes: int | None = None) -> int:
+    """K, the steps of one backward segment (and the checkpoint interval): as many as fit
+    ``segment_bytes`` (default ``SEGMENT_BYTES``) of recomputed states per work item, at least 2."""
+    size = SEGMENT_BYTES if segment_bytes is None else segment_bytes
+    return max(2, size // (n_state * csource.CHUNK * itemsize))
+
+
 class Kernel:
     """The compiled forward/backward pair for one spec, surrogate, dtype and parameter
     layout (which parameters are per-neuron vectors rather than scalars), and the
@@ -99,7 +106,7 @@ class Kernel:
         self.tr = trace(spec, surrogate, dtype)
         self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
-        self.K = max(2, SEGMENT_BYTES // (self.tr.n_state * csource.CHUNK * dtype.itemsize))
+        self.K = segment_steps(self.tr.n_state, dtype.itemsize)
         self.lib = build(csource.source(self.tr, layout, self.want))
         i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int
