@@ -1,5 +1,6 @@
 """EventProp (spikeforge.learning.eventprop): exact spike times and exact gradients."""
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -341,7 +342,7 @@ def test_silent_penalty_pulls_silent_neurons_to_threshold():
     out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
     fired = set(out.spikes[0].index[torch.isfinite(out.spikes[0].times)].tolist())
     assert 1 not in fired and len(fired) >= 2
-    penalty = ep.silent_penalty(net, events, out, T_END)
+    penalty = ep.silent_penalty(net, out, T_END)
     times = torch.linspace(0, T_END, 32, dtype=torch.float64)
     layer = ep._layers(net)[0]
     g = layer.modes(torch.float64).g(ep._response(layer, layer.modes(torch.float64), events, times))
@@ -352,7 +353,7 @@ def test_silent_penalty_pulls_silent_neurons_to_threshold():
     with torch.no_grad():
         net[0].weight.fill_(50.0)
     out = ep.run(net, events, T_END, record=torch.tensor([T_END], dtype=torch.float64))
-    assert ep.silent_penalty(net, events, out, T_END).item() == 0.0
+    assert ep.silent_penalty(net, out, T_END).item() == 0.0
 
 
 def test_silent_penalty_of_a_recurrent_layer_counts_the_recurrent_input():
@@ -370,7 +371,7 @@ def test_silent_penalty_of_a_recurrent_layer_counts_the_recurrent_input():
     hid = out.spikes[0]
     fired = set(hid.index[torch.isfinite(hid.times)].tolist())
     assert 1 not in fired and len(fired) >= 2
-    penalty = ep.silent_penalty(net, events, out, T_END)
+    penalty = ep.silent_penalty(net, out, T_END)
     ok = torch.isfinite(hid.times)                                  # the hidden spikes as channels 3..6
     both = ep._sorted(torch.cat([events.times, hid.times[ok].unsqueeze(0).detach()], 1),
                       torch.cat([events.index, hid.index[ok].unsqueeze(0) + 3], 1))
@@ -411,3 +412,74 @@ def test_a_grazing_crossing_gets_a_finite_gradient():
         dg = torch.autograd.grad(modes.g(modes.from_state(s)).sum(), s)[0]       # dg/ds = (0, 1): the membrane
         assert torch.isfinite(s.grad).all()
         assert torch.allclose(s.grad, -dg / (RATE_FLOOR if graze else rate))
+
+
+def _dropout_net(drop: torch.nn.Module, hidden: int = 16, seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, hidden), sf.nn.LIF(tau=7.0, reset="soft"), drop,
+                              torch.nn.Linear(hidden, 2), sf.nn.LI(tau=6.0)).double()
+    with torch.no_grad():
+        net[0].weight.uniform_(0.2, 1.0).mul_(6.0)
+        net[0].bias.uniform_(0.8, 1.3)             # a drive above threshold: many spikes per neuron
+    return net
+
+
+@pytest.mark.parametrize("kind", ["Dropout", "TimeDropout"])
+def test_dropout_deletes_spike_events_and_scales_the_next_weights(kind):
+    """In training mode a dropout before a ``Linear`` deletes spike events (``nn.Dropout``:
+    each one; ``TimeDropout``: all of a channel in a sample) and scales that ``Linear`` by
+    ``1 / (1 - p)``: the readout and its gradients are those of the same network fed the
+    surviving events; in eval mode it changes nothing."""
+    p = 0.4
+    drop = torch.nn.Dropout(p) if kind == "Dropout" else sf.nn.TimeDropout(p)
+    net = _dropout_net(drop)
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0], [0.5, 4.0, 9.0]], dtype=torch.float64))
+    record = torch.linspace(0, T_END, 31, dtype=torch.float64)
+    torch.manual_seed(1)
+    out = ep.run(net, events, T_END, record=record)
+    spikes, kept = out.spikes[0], out.received[1]
+    assert out.received[0] is events
+    def multiset(ev):                 # (sample, time, neuron) -> count: a soft reset may fire twice at once
+        return Counter((b, t, i) for b in range(2) for t, i in zip(ev.times[b].tolist(), ev.index[b].tolist())
+                       if math.isfinite(t))
+    all_spikes, survivors = multiset(spikes), multiset(kept)
+    assert survivors < all_spikes and all_spikes.total() > 50
+    assert 0.5 * p < 1 - survivors.total() / all_spikes.total() < 1.5 * p
+    if kind == "TimeDropout":         # a channel of a sample keeps all its spikes or none
+        for b, _, i in all_spikes:
+            mine = Counter({s: c for s, c in all_spikes.items() if s[0] == b and s[2] == i})
+            assert mine <= survivors or not (mine & survivors)
+    tail = torch.nn.Sequential(torch.nn.Linear(16, 2), sf.nn.LI(tau=6.0)).double()
+    with torch.no_grad():
+        tail[0].weight.copy_(net[3].weight / (1 - p))
+        tail[0].bias.copy_(net[3].bias)
+    want = ep.run(tail, ep.Events(kept.times.detach(), kept.index), T_END, record=record).readout
+    assert torch.allclose(out.readout, want, rtol=1e-12, atol=1e-12)
+    out.readout.sum().backward()
+    want.sum().backward()
+    assert torch.allclose(net[3].weight.grad, tail[0].weight.grad / (1 - p), rtol=1e-10)
+    net.eval()
+    plain = torch.nn.Sequential(net[0], net[1], net[3], net[4])
+    assert torch.equal(ep.run(net, events, T_END, record=record).readout,
+                       ep.run(plain, events, T_END, record=record).readout)
+
+
+def test_dropout_in_the_wrong_place_is_named():
+    events = ep.Events.from_times(torch.tensor([[1.0, 2.0, 3.0]]))
+    for i, mods in [(1, [torch.nn.Linear(3, 2), torch.nn.Dropout(0.1), sf.nn.LIF(), torch.nn.Linear(2, 2),
+                         sf.nn.LI()]),
+                    (3, [torch.nn.Linear(3, 2), sf.nn.LIF(), torch.nn.Dropout(0.1), torch.nn.Dropout(0.1),
+                         torch.nn.Linear(2, 2), sf.nn.LI()])]:
+        with pytest.raises(TypeError, match=rf"model\[{i}\] \(Dropout\) must come before an nn.Linear"):
+            ep.run(torch.nn.Sequential(*mods), events, 10.0, record=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="must end with a neuron layer"):
+        ep.run(torch.nn.Sequential(torch.nn.Linear(3, 2), sf.nn.LIF(), torch.nn.Dropout(0.1)), events, 10.0)
+
+
+def test_input_dropout_thins_the_input_events():
+    """A dropout first in the model drops input spikes (data augmentation)."""
+    net = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(40, 3), sf.nn.LI(tau=6.0))
+    events = ep.Events.from_times(torch.rand(8, 40) * 20)
+    torch.manual_seed(0)
+    out = ep.run(net, events, T_END, record=torch.tensor([T_END]))
+    assert 0.3 < 1 - out.received[0].counts.sum().item() / events.counts.sum().item() < 0.7

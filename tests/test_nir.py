@@ -147,6 +147,14 @@ def test_scale_threshold_delay_round_trip(tmp_path):
     assert torch.equal(loaded[3].delays, net[3].delays)
 
 
+@pytest.mark.parametrize("drop", [nn.Dropout(0.3), sf.nn.TimeDropout(0.3)])
+def test_dropout_exports_as_nothing(drop):
+    """Dropout is the identity at inference: no node, its neighbours joined by one edge."""
+    net = nn.Sequential(nn.Linear(5, 6), sf.nn.LIF(), drop, nn.Linear(6, 2), sf.nn.LI())
+    g = sf.nir.export(net, dt=1.0)
+    assert "2" not in g.nodes and ("1", "3") in g.edges
+
+
 def test_cuba_w_in_becomes_a_scale(tmp_path):
     n = 4
     g = nir.NIRGraph(nodes={

@@ -281,6 +281,42 @@ def test_eventprop_recurrent_hidden_layer():
     assert isinstance(bptt.hidden, Recurrent) and bptt(x).shape == (5, 40, 3)
 
 
+@pytest.mark.parametrize("method", ["bptt", "eventprop"])
+def test_dropout_drops_hidden_spikes_in_training_only(method):
+    """``--dropout P``: an ``nn.Dropout`` between the hidden spikes and ``fc_out`` (EventProp
+    deletes spike events); in eval mode the model is the one without it."""
+    from spikeforge.train.cli import build_parser
+    from spikeforge.train.model import Classifier, class_scores
+    from spikeforge.data import YinYang
+
+    assert build_parser().parse_args(["train", "--dropout", "0.3"]).dropout == 0.3
+    x = YinYang("train").data[:40]
+    torch.manual_seed(0)
+    model = Classifier(4, 3, make_config(method=method, hidden=32, dropout=0.5))
+    plain = Classifier(4, 3, make_config(method=method, hidden=32))
+    plain.load_state_dict(model.state_dict())
+    assert isinstance(model.network()[2], torch.nn.Dropout) and model.network()[2].p == 0.5
+    scores = lambda m: class_scores(m(x), m.loss)              # noqa: E731
+    model.eval(), plain.eval()
+    assert torch.equal(scores(model), scores(plain))
+    model.train()
+    torch.manual_seed(1)
+    a = scores(model)
+    torch.manual_seed(2)
+    assert not torch.equal(a, scores(model))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(dropout=1.0), "dropout must be a probability in \\[0, 1\\), got 1.0"),
+    (dict(dropout=-0.1), "dropout must be a probability"),
+    (dict(dropout=True), "dropout must be a probability"),
+    (dict(dropout=0.2, method="stdp", dataset="digits"), "dropout drops hidden spikes.*got method stdp"),
+])
+def test_bad_dropout_is_refused(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(**bad)
+
+
 def test_eventprop_keeps_the_neuron_a_user_names():
     cfg = make_config(method="eventprop", neuron="LIF")
     assert cfg.neuron == "LIF" and "tau_syn" not in cfg.neuron_params

@@ -3,7 +3,10 @@ adjoint of the same continuous-time dynamics, jumping at the recorded spikes, ba
 
 The model is an ordinary spikeforge ``nn.Sequential`` of ``nn.Linear`` synapses and neuron
 layers (``sf.nn.Recurrent`` for recurrent ones; a non-spiking readout such as ``LI`` or
-``CubaLI`` last). Nothing here is written per neuron: each layer's dynamics is read from its
+``CubaLI`` last), with optional dropout of the spikes that enter a ``Linear``: ``nn.Dropout``
+deletes each spike event, ``sf.nn.TimeDropout`` all spikes of a channel in a sample, with
+probability ``p`` in training mode, and the ``Linear`` weights are scaled by ``1 / (1 - p)``
+(exactly what they do to a time-stepped spike tensor). Nothing here is written per neuron: each layer's dynamics is read from its
 spec's continuous-time face (``derivative``, ``threshold``, ``jump``; see ``_modal``).
 
 Forward: between events every state follows the exact solution of its linear ODE; a spike
@@ -29,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..neurons._spec import Reset
-from ..nn.layers import Recurrent
+from ..nn.layers import Recurrent, TimeDropout
 from ..nn.neuron import Neuron
 from ._modal import Modes, NotLinear, attach, bracket, crossing, driven, find_root, modes_of
 
@@ -68,11 +71,13 @@ class EventRun:
     """``spikes``: the events of each spiking layer; ``readout``: a non-spiking last layer's
     membrane at the ``record`` times ``(E, B, C)`` (time first, as spikeforge's outputs), or
     ``None``; ``first``: the first spike time of each neuron of a spiking last layer ``(B, C)``
-    (``t_end`` where silent, with no gradient)."""
+    (``t_end`` where silent, with no gradient); ``received``: the events that entered each
+    layer's ``Linear`` (the input first), after dropout."""
 
     spikes: list
     readout: Tensor | None
     first: Tensor | None
+    received: list
 
 
 def _sorted(times: Tensor, index: Tensor) -> Events:
@@ -88,18 +93,25 @@ class _Layer:
     weight: Tensor
     bias: Tensor | None
     recurrent: Tensor | None
+    dropout: nn.Module | None      # nn.Dropout / TimeDropout of the input events, or None
 
     def modes(self, dtype) -> Modes:
         return modes_of(self.neuron.spec, self.neuron.params(), self.weight.shape[0], self.bias, dtype)
 
 
 def _layers(model: nn.Module) -> list[_Layer]:
-    """``[Linear, neuron-or-Recurrent]*`` read from an ``nn.Sequential``; anything else is a
-    clear error naming the module."""
+    """``[Dropout, Linear, neuron-or-Recurrent]*`` (dropout optional) read from an
+    ``nn.Sequential``; anything else is a clear error naming the module."""
     mods = list(model) if isinstance(model, nn.Sequential) else [model]
-    out, pending = [], None
+    out, pending, drop = [], None, None
     for i, m in enumerate(mods):
         where = f"model[{i}] ({type(m).__name__})"
+        if isinstance(m, (nn.Dropout, TimeDropout)):
+            if pending is not None or drop is not None or (out and not out[-1].neuron.spec.spiking):
+                raise TypeError(f"eventprop: {where} must come before an nn.Linear, after the input or a spiking "
+                                f"layer (it drops spike events)")
+            drop = m
+            continue
         if isinstance(m, nn.Linear) and pending is None:
             pending = m
             continue
@@ -113,15 +125,31 @@ def _layers(model: nn.Module) -> list[_Layer]:
         if spec.spiking and getattr(spec, "reset", None) is Reset.NONE:
             raise TypeError(f"eventprop: {where}: reset=Reset.NONE never brings the neuron below threshold; "
                             f"use a hard or soft reset")
-        out.append(_Layer(neuron, pending.weight, pending.bias, None if rec is None else rec.weight))
-        pending = None
-    if pending is not None or not out:
+        active = drop is not None and drop.training and drop.p > 0
+        weight = pending.weight / (1.0 - drop.p) if active and drop.p < 1 else pending.weight
+        out.append(_Layer(neuron, weight, pending.bias, None if rec is None else rec.weight,
+                          drop if active else None))
+        pending, drop = None, None
+    if pending is not None or drop is not None or not out:
         raise TypeError("eventprop: the model must end with a neuron layer after its last nn.Linear")
     for k, layer in enumerate(out[:-1]):
         if not layer.neuron.spec.spiking:
             raise TypeError(f"eventprop: layer {k} ({type(layer.neuron).__name__}) does not spike; only the last "
                             f"layer may be a non-spiking readout")
     return out
+
+
+def _dropped(layer: _Layer, events: Events) -> Events:
+    """``events`` without those that ``layer.dropout`` deletes: each event (``nn.Dropout``) or
+    each channel of a sample (``TimeDropout``) with probability ``p``."""
+    if layer.dropout is None:
+        return events
+    B, K = events.times.shape
+    if isinstance(layer.dropout, TimeDropout):
+        u = torch.rand(B, layer.weight.shape[1], device=events.times.device).gather(1, events.index)
+    else:
+        u = torch.rand(B, K, device=events.times.device)
+    return _sorted(torch.where(u < layer.dropout.p, INF, events.times), events.index)
 
 
 def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None = None,
@@ -148,21 +176,21 @@ def run(model: nn.Module, events: Events, t_end: float, *, record: Tensor | None
     if events.index.numel() and int(events.index.max()) >= layers[0].weight.shape[1]:
         raise ValueError(f"events.index holds channel {int(events.index.max())} but the first nn.Linear takes "
                          f"{layers[0].weight.shape[1]} inputs")
-    spikes = []
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    for layer in layers[:-1]:
-        events = _spiking(layer, events, t_end, samples)
-        spikes.append(events)
     last = layers[-1]
-    if not last.neuron.spec.spiking:
-        if record is None:
-            raise ValueError("record (the times at which to read the readout membrane) is required when the last "
-                             "layer does not spike")
-        return EventRun(spikes, _readout(last, events, record), None)
-    out = _spiking(last, events, t_end, samples, max_spikes)
-    spikes.append(out)
-    return EventRun(spikes, None, _first(out, last.weight.shape[0], t_end))
+    if not last.neuron.spec.spiking and record is None:
+        raise ValueError("record (the times at which to read the readout membrane) is required when the last "
+                         "layer does not spike")
+    spikes, received = [], []
+    for layer in layers:
+        events = _dropped(layer, events)
+        received.append(events)
+        if layer is last and not last.neuron.spec.spiking:
+            return EventRun(spikes, _readout(last, events, record), None, received)
+        events = _spiking(layer, events, t_end, samples, max_spikes if layer is last else None)
+        spikes.append(events)
+    return EventRun(spikes, None, _first(events, last.weight.shape[0], t_end), received)
 
 
 def _first(ev: Events, n: int, t_end: float) -> Tensor:
@@ -363,7 +391,7 @@ def _response(layer: _Layer, modes: Modes, events: Events, times: Tensor) -> Ten
     return free.unsqueeze(0) + driven(modes, events, layer.weight, times.unsqueeze(0), on)
 
 
-def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float, points: int = 32) -> Tensor:
+def silent_penalty(model: nn.Module, out: EventRun, t_end: float, points: int = 32) -> Tensor:
     """A regulariser for neurons that EventProp cannot teach: those of a spiking layer that
     fired on no sample of the batch get no exact gradient at all (their spike times do not
     exist). For each of them, ``relu(-max_t g)``, how far its threshold function ``g`` (its
@@ -373,8 +401,7 @@ def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float
     layers = _layers(model)
     times = torch.linspace(0.0, float(t_end), points, dtype=layers[0].weight.dtype, device=layers[0].weight.device)
     total = layers[0].weight.new_zeros(())
-    inputs = events
-    for layer, spikes in zip(layers, out.spikes):
+    for layer, inputs, spikes in zip(layers, out.received, out.spikes):
         if not layer.neuron.spec.spiking:
             break
         n = layer.weight.shape[0]
@@ -388,5 +415,4 @@ def silent_penalty(model: nn.Module, events: Events, out: EventRun, t_end: float
                 y = y + driven(modes, spikes, layer.recurrent, times.unsqueeze(0), on)
             g = modes.g(y)                                                   # (B, E, n)
             total = total + torch.relu(-g.amax(1)[:, ~fired]).mean()
-        inputs = spikes
     return total

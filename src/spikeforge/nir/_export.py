@@ -203,7 +203,8 @@ def _identity_node(ctx, shape):
 EXPORTERS = {nn.Linear: _linear, nn.Conv1d: _conv, nn.Conv2d: _conv, nn.AvgPool2d: _avgpool, L.Flatten: _flatten,
              Neuron: _neuron, Delay: _delay, L.Scale: _scale, L.Threshold: _threshold,
              L.TimeDistributed: _distributed, nn.Sequential: _sequential, L.Residual: _residual,
-             L.Recurrent: _recurrent, Graph: _graph, nn.Identity: _identity, L.TimeDropout: _identity}
+             L.Recurrent: _recurrent, Graph: _graph, nn.Identity: _identity, nn.Dropout: _identity,
+             L.TimeDropout: _identity}
 
 
 def _layer(ctx, m: nn.Module, name: str) -> Fragment:

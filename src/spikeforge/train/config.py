@@ -107,6 +107,7 @@ class TrainConfig:
     steps: int = 20                     # simulation time steps T
     hidden: int = 120
     recurrent: bool = False             # hidden layer with recurrent weights (spikeforge.nn.Recurrent)
+    dropout: float = 0.0                # training: each hidden spike is dropped with this probability
     neuron: str = "IF"                  # a name in spikeforge.neurons.REGISTRY
     neuron_params: dict = field(default_factory=dict)   # e.g. {"tau_mem": 4.0}; empty = defaults
     reset: Reset | None = None          # None: SOFT where the neuron has a reset option
@@ -169,6 +170,8 @@ class TrainConfig:
                                             or not isinstance(self.train_size, int) or self.train_size < 1):
             raise ConfigError(f"train_size generates Yin-Yang training samples: a positive integer with dataset "
                               f"yinyang, got {self.train_size!r} with dataset {self.dataset.value}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
         if not isinstance(self.recurrent, bool):
             raise ConfigError(f"recurrent must be true or false, got {self.recurrent!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -337,6 +340,9 @@ def _check_data_options(cfg: TrainConfig) -> None:
 
 def _check_method(cfg: TrainConfig) -> None:
     """Each method other than BPTT checks what it needs in its own module."""
+    if cfg.dropout and cfg.method not in (Method.BPTT, Method.EVENTPROP):
+        raise ConfigError(f"dropout drops hidden spikes in gradient training (methods bptt, eventprop), "
+                          f"got method {cfg.method.value}")
     if cfg.method in (Method.CONVERT, Method.PROXY):
         from .convert_model import check_convert
         check_convert(cfg)

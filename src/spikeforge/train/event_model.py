@@ -79,13 +79,13 @@ def event_forward(model: nn.Module, x: Tensor, return_spikes: bool = False):
     (max-membrane) or output spikes (first-spike), and ``(T, B, H)``."""
     if x.dim() != 2:
         raise ValueError(f"method eventprop takes static features (B, F), got shape {tuple(x.shape)}")
-    net = nn.Sequential(model.fc_in, model.hidden, model.fc_out, model.readout)
+    net = nn.Sequential(model.fc_in, model.hidden, model.drop, model.fc_out, model.readout)
     first_only = model.loss is Loss.FIRST_SPIKE
     record = torch.arange(1, model.steps + 1, dtype=x.dtype, device=x.device)   # as BPTT's steps 1..T
     events = input_events(x, model.steps)
     run = eventprop.run(net, events, float(model.steps), record=record, max_spikes=1 if first_only else None)
     if not return_spikes:
-        penalty = eventprop.silent_penalty(net, events, run, float(model.steps)) if model.training \
+        penalty = eventprop.silent_penalty(net, run, float(model.steps)) if model.training \
             else x.new_zeros(())
         return EventOutput(run, penalty)
     hidden = _raster(run.spikes[0], model.steps, model.fc_in.out_features)

@@ -77,6 +77,7 @@ class Classifier(nn.Module):
             raise ConfigError(f"neuron {cfg.neuron} with {kw}: {e}") from e
         if cfg.recurrent:                          # z_t = neuron(fc_in(x)_t + W_rec z_{t-1})
             self.hidden = snn.Recurrent(self.hidden, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)       # of hidden spikes, in training
         self.fc_out = nn.Linear(cfg.hidden, n_classes)
         if cfg.method is Method.EVENTPROP:
             from .event_model import init_eventprop
@@ -112,17 +113,17 @@ class Classifier(nn.Module):
             from .convert_model import convert_forward
             return convert_forward(self, x, return_spikes)
         z = self.hidden(self.current(x))
-        v = self.readout(self.fc_out(z))
+        v = self.readout(self.fc_out(self.drop(z)))
         return (v, z) if return_spikes else v
 
     def network(self) -> nn.Sequential:
         """The time-stepped part as one ``nn.Sequential`` on input sequences (T, B, F), for
-        export (``spikeforge.nir``): ``fc_in -> hidden -> fc_out -> readout``, after an ``LI``
+        export (``spikeforge.nir``): ``fc_in -> hidden -> drop -> fc_out -> readout``, after an ``LI``
         synapse layer for latency-coded input with ``input_tau``. Its input is the encoded
         sequence: the features at every step (current), or the spikes with the bias channel
         (latency, ``spike_input``). An EventProp model's hidden neurons hold their synaptic
         current themselves: its input spikes go to ``fc_in`` directly."""
-        layers = [self.fc_in, self.hidden, self.fc_out, self.readout]
+        layers = [self.fc_in, self.hidden, self.drop, self.fc_out, self.readout]
         if self.encoding is Encoding.LATENCY and self.method is Method.BPTT:
             if self.input_tau is None:
                 raise ConfigError("a latency model without input_tau integrates its input spikes without leak, "
