@@ -86,11 +86,20 @@ class Modes:
         return y + torch.expm1(self.lam * d) * (y - self.y_inf)
 
     def g(self, y: Tensor) -> Tensor:
-        return (self.g_hat * y).sum(-1) - self.g0
+        return _dot(self.g_hat, y) - self.g0
 
     def g_rate(self, y: Tensor) -> Tensor:
-        """``dg/dt`` at state ``y``."""
-        return (self.g_hat * (self.lam * y + self.c_hat)).sum(-1)
+        """``dg/dt`` at state ``y``: ``g_hat . (lam y + c_hat)``."""
+        return _dot(self.g_hat * self.lam, y) + (self.g_hat * self.c_hat).sum(-1)
+
+
+def _dot(a: Tensor, y: Tensor) -> Tensor:
+    """``(a * y).sum(-1)`` over the few modes as separate products: 2-3x faster than the
+    reduction on the large ``(B, K, n, d)`` tensors here (d <= 3)."""
+    out = a[..., 0] * y[..., 0]
+    for k in range(1, y.shape[-1]):
+        out = out + a[..., k] * y[..., k]
+    return out
 
 
 def phi1(lam: Tensor, d: Tensor) -> Tensor:
