@@ -145,12 +145,14 @@ def test_config_files(tmp_path):
 
 def test_eventprop_defaults_on_yinyang_train_longer_on_generated_points():
     """EventProp on Yin-Yang trains 10 epochs on 64 000 generated points (RESULTS.md 12c); digits keeps
-    its 60 epochs over its fixed split, and an explicit train_size or epochs wins."""
+    its 60 epochs over its fixed split, with dropout 0.25 of the hidden spikes; an explicit train_size or
+    epochs wins."""
     cfg = make_config(method="eventprop")
     assert (cfg.train_size, cfg.epochs) == (64000, 10)
     assert (make_config(method="eventprop", dataset="digits").train_size, make_config(method="eventprop",
             dataset="digits").epochs) == (None, 60)
     assert make_config(method="eventprop", train_size=5000, epochs=3).train_size == 5000
+    assert make_config(method="eventprop", dataset="digits").dropout == 0.25 and cfg.dropout == 0.0
     assert make_config().train_size is None
 
 
