@@ -96,7 +96,7 @@ def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable
     gpar = [torch.zeros(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     gp_c = [torch.empty(B * n, dtype=gz.dtype) if w else None for w in s.want[3:]]
     longest = max(t1 - t0 for t0, t1 in s.bounds)
-    buf = torch.empty(longest * B * n, dtype=gz.dtype) if into is None else None
+    buf = empty((longest * B * n,), gz.dtype) if into is None else None   # pooled: no fresh pages
     gst, gtr, pp = _ptrs(gfinal), _ptrs([None] * len(gfinal)), _ptrs(s.params)
     size = gz.element_size()
     for c in range(len(s.bounds) - 1, -1, -1):
