@@ -392,3 +392,29 @@ def test_backward_of_a_broadcast_gradient_runs_on_all_threads(monkeypatch):
     assert x.numel() >= cpu._PARALLEL_MIN
     F.run(REGISTRY["LIF"](), x, backend="cpu")[0].sum().backward()
     assert seen == [x.numel(), x.numel()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_subnormals_flush_to_zero_in_the_kernels_only(dtype):
+    """A silent LIF's membrane (and its adjoint) halves every step into the subnormal range,
+    where x86 arithmetic is ~100x slower: the cpu kernels flush subnormal operands and results
+    to zero, so their values differ from the reference only where it is subnormal, and by less
+    than the smallest normal number (here v - v/2 stays at it: v/2 flushes to 0); the caller's
+    floating-point flags are restored (torch still makes subnormals afterwards)."""
+    tiny = torch.finfo(dtype).tiny
+    spec = REGISTRY["LIF"]()
+    steps = 40 if dtype is torch.float32 else 100
+    x = torch.zeros(steps, 2, 3, dtype=dtype)
+    v0 = torch.full((2, 3), tiny * 2.0 ** 20, dtype=dtype, requires_grad=True)
+    out = {}
+    for backend in ("reference", "cpu"):
+        z, s, trace, used = F.run(spec, x, (v0,), {"tau": 2.0}, surrogate=ATan(), backend=backend, record=True)
+        assert used == backend
+        out[backend] = trace[0]
+    ref, cpu = out["reference"], out["cpu"]
+    normal = ref.abs() >= tiny
+    assert (~normal).any() and normal.any() and (ref[~normal] != 0).any()
+    assert torch.equal(cpu[normal], ref[normal])
+    low = cpu[~normal].detach()       # no subnormal there; within the smallest normal number of the reference
+    assert ((low == 0) | (low.abs() >= tiny)).all() and ((low - ref[~normal]).abs() <= tiny).all()
+    assert (torch.tensor(tiny, dtype=dtype) / 4).item() != 0.0        # the flags are back

@@ -79,6 +79,22 @@ _HEAD = """#include <math.h>
 typedef {ctype} scalar_t;
 """
 
+# Subnormal numbers flushed to zero (inputs and results) while a kernel runs, on x86: a silent
+# neuron's state or adjoint decays geometrically and, after ~130 steps at a decay of 1/2, into the
+# subnormal range, where x86 arithmetic is ~100x slower: the dense LIF backward on T = 500 ran 2.1x
+# slower for it (RESULTS.md 17c). Values differ from the reference path only where it is subnormal,
+# by less than the smallest normal number (FLT_MIN / DBL_MIN; tests/test_kernels_cpu.py).
+# Each work item sets the flags of its thread and restores them.
+_FTZ = """#if defined(__x86_64__) || defined(__SSE2__)
+#include <xmmintrin.h>
+static inline unsigned int sf_ftz_on(void) { unsigned int c = _mm_getcsr(); _mm_setcsr(c | 0x8040u); return c; }
+static inline void sf_ftz_off(unsigned int c) { _mm_setcsr(c); }
+#else
+static inline unsigned int sf_ftz_on(void) { return 0u; }
+static inline void sf_ftz_off(unsigned int c) { (void)c; }
+#endif
+"""
+
 # exp(x) = 2^k exp(r) with x = k ln2 + r (Cody-Waite, ln2 in two parts), exp(r) by its Taylor
 # polynomial, 2^k built in the exponent bits (k found by the add-1.5*2^m rounding trick).
 # Per C type: (name, int type, suffix, hi, lo, log2(e), rounding magic, its bits, ln2 high, ln2 low,
@@ -133,7 +149,9 @@ _ITEMS = """    const int64_t M = B * N;
         const int64_t b0 = (w / ncb) * rows, f0 = (w % ncb) * cols;
         const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols, E = nr * len;
         scalar_t* buf = (scalar_t*)malloc(sizeof(scalar_t) * ({nbuf}) * E);
+        const unsigned int csr = sf_ftz_on();
 {body}
+        sf_ftz_off(csr);
         free(buf);
     }}
 """
@@ -271,5 +289,5 @@ def _or0(expr: str | None) -> str:
 
 def source(tr: Traced, layout: tuple[bool, ...], want: tuple[bool, ...] | None = None) -> str:
     target = c_target(tr.dtype)
-    return (_HEAD.format(ctype=_ctype(tr.dtype)) + _EXP + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
+    return (_HEAD.format(ctype=_ctype(tr.dtype)) + _FTZ + _EXP + f"/* {tr.spec.key()} | {tr.surrogate!r} */\n"
             + forward_source(tr, layout, target) + backward_source(tr, layout, target, want))
