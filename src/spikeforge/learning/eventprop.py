@@ -6,8 +6,9 @@ layers (``sf.nn.Recurrent`` for recurrent ones; a non-spiking readout such as ``
 ``CubaLI`` last), with optional dropout of the spikes that enter a ``Linear``: ``nn.Dropout``
 deletes each spike event, ``sf.nn.TimeDropout`` all spikes of a channel in a sample, with
 probability ``p`` in training mode, and the ``Linear`` weights are scaled by ``1 / (1 - p)``
-(exactly what they do to a time-stepped spike tensor). Nothing here is written per neuron: each layer's dynamics is read from its
-spec's continuous-time face (``derivative``, ``threshold``, ``jump``; see ``_modal``).
+(exactly what they do to a time-stepped spike tensor). Nothing here is written per neuron:
+each layer's dynamics is read from its spec's continuous-time face (``derivative``,
+``threshold``, ``jump``; see ``_modal``).
 
 Forward: between events every state follows the exact solution of its linear ODE; a spike
 time is the root of ``threshold`` within the interval (bracketed by sampling, then bisection
