@@ -298,6 +298,7 @@ def test_dropout_drops_hidden_spikes_in_training_only(method):
     plain = Classifier(4, 3, make_config(method=method, hidden=32))
     plain.load_state_dict(model.state_dict())
     assert isinstance(model.network()[2], torch.nn.Dropout) and model.network()[2].p == 0.5
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.network())      # as before dropout existed
     scores = lambda m: class_scores(m(x), m.loss)              # noqa: E731
     model.eval(), plain.eval()
     assert torch.equal(scores(model), scores(plain))

@@ -118,12 +118,13 @@ class Classifier(nn.Module):
 
     def network(self) -> nn.Sequential:
         """The time-stepped part as one ``nn.Sequential`` on input sequences (T, B, F), for
-        export (``spikeforge.nir``): ``fc_in -> hidden -> drop -> fc_out -> readout``, after an ``LI``
+        export (``spikeforge.nir``): ``fc_in -> hidden -> fc_out -> readout`` (with ``drop`` after
+        ``hidden`` when the model was made with dropout), after an ``LI``
         synapse layer for latency-coded input with ``input_tau``. Its input is the encoded
         sequence: the features at every step (current), or the spikes with the bias channel
         (latency, ``spike_input``). An EventProp model's hidden neurons hold their synaptic
         current themselves: its input spikes go to ``fc_in`` directly."""
-        layers = [self.fc_in, self.hidden, self.drop, self.fc_out, self.readout]
+        layers = [self.fc_in, self.hidden, *([self.drop] if self.drop.p else []), self.fc_out, self.readout]
         if self.encoding is Encoding.LATENCY and self.method is Method.BPTT:
             if self.input_tau is None:
                 raise ConfigError("a latency model without input_tau integrates its input spikes without leak, "
