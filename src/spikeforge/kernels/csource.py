@@ -84,7 +84,7 @@ typedef {ctype} scalar_t;
 # subnormal range, where x86 arithmetic is ~100x slower: the dense LIF backward on T = 500 ran 2.1x
 # slower for it (RESULTS.md 17c). Values differ from the reference path only where it is subnormal,
 # by less than the smallest normal number (FLT_MIN / DBL_MIN; tests/test_kernels_cpu.py).
-# Each work item sets the flags of its thread and restores them.
+# Each thread of a kernel's parallel region sets its flags and restores them at the end.
 _FTZ = """#if defined(__x86_64__) || defined(__SSE2__)
 #include <xmmintrin.h>
 static inline unsigned int sf_ftz_on(void) { unsigned int c = _mm_getcsr(); _mm_setcsr(c | 0x8040u); return c; }
@@ -144,15 +144,18 @@ _ITEMS = """    const int64_t M = B * N;
     }}
     const int64_t nrb = (B + rows - 1) / rows, ncb = (N + cols - 1) / cols;
 {param_decls}
-    #pragma omp parallel for num_threads(nthreads) schedule(static){reduction}
+    #pragma omp parallel num_threads(nthreads)
+    {{
+    const unsigned int csr = sf_ftz_on();
+    #pragma omp for schedule(static){reduction}
     for (int64_t w = 0; w < nrb * ncb; ++w) {{
         const int64_t b0 = (w / ncb) * rows, f0 = (w % ncb) * cols;
         const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols, E = nr * len;
         scalar_t* buf = (scalar_t*)malloc(sizeof(scalar_t) * ({nbuf}) * E);
-        const unsigned int csr = sf_ftz_on();
 {body}
-        sf_ftz_off(csr);
         free(buf);
+    }}
+    sf_ftz_off(csr);
     }}
 """
 
