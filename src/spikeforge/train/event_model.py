@@ -79,7 +79,7 @@ def event_forward(model: nn.Module, x: Tensor, return_spikes: bool = False):
     (max-membrane) or output spikes (first-spike), and ``(T, B, H)``."""
     if x.dim() != 2:
         raise ValueError(f"method eventprop takes static features (B, F), got shape {tuple(x.shape)}")
-    net = nn.Sequential(model.fc_in, model.hidden, model.drop, model.fc_out, model.readout)
+    net = model.network()             # fc_in -> hidden (-> drop) -> fc_out -> readout
     first_only = model.loss is Loss.FIRST_SPIKE
     record = torch.arange(1, model.steps + 1, dtype=x.dtype, device=x.device)   # as BPTT's steps 1..T
     events = input_events(x, model.steps)
