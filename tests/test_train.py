@@ -320,6 +320,45 @@ def test_bad_dropout_is_refused(bad, match):
         make_config(**bad)
 
 
+@pytest.mark.parametrize("method", ["bptt", "eventprop"])
+def test_complement_latency_channels(method, tmp_path):
+    """``--complement``: each feature also as ``1 - x`` on a second channel, so a dark feature
+    fires early there; ``fc_in`` takes 2F + 1 channels and ``load_run`` rebuilds the model."""
+    import spikeforge as sf
+    from spikeforge.train.cli import build_parser
+    from spikeforge.train.event_model import input_events
+    from spikeforge.train.model import Classifier, spike_input
+
+    assert build_parser().parse_args(["train", "--complement"]).complement is True
+    x = torch.tensor([[0.0, 1.0, 0.25]])
+    s = spike_input(x, 12, complement=True)                          # window 9: value v at round((1 - v) * 8)
+    assert s.shape == (12, 1, 7) and torch.equal(s.sum(0), torch.tensor([[0.0, 1, 1, 1, 0, 1, 1]]))
+    first = s[:, 0].argmax(0)                                        # channel 4 (1 - 1 = 0) is silent
+    assert first[[1, 2, 3, 5]].tolist() == [0, 6, 0, 2] and torch.equal(s[..., [0, 1, 2, 6]], spike_input(x, 12))
+    ev = input_events(x, 12, complement=True)                        # exact times: (1 - v) * 8
+    assert sorted(zip(ev.index[0].tolist(), ev.times[0].tolist())) == [(1, 0.0), (2, 6.0), (3, 0.0), (5, 2.0),
+                                                                       (6, 0.0)]
+    cfg = make_config(method=method, encoding="latency", hidden=8, complement=True, epochs=1)
+    model = Classifier(3, 2, cfg)
+    assert model.fc_in.in_features == 7
+    out = model(torch.rand(4, 3))
+    assert (out.run.first if method == "eventprop" else out).shape[-2:] == (4, 2)
+    train(make_config(method=method, encoding="latency", hidden=8, steps=8, epochs=1, batch_size=500,
+                      complement=True, train_size=500 if method == "eventprop" else None),
+          tmp_path / "run", quiet=True, plots=False)
+    loaded, lcfg = sf.load_run(tmp_path / "run")
+    assert lcfg.complement and loaded.fc_in.in_features == 9
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(complement=True), "complement adds the latency code of 1 - x.*got encoding current"),
+    (dict(complement=1, encoding="latency"), "complement must be true or false, got 1"),
+])
+def test_bad_complement_is_refused(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(**bad)
+
+
 def test_eventprop_keeps_the_neuron_a_user_names():
     cfg = make_config(method="eventprop", neuron="LIF")
     assert cfg.neuron == "LIF" and "tau_syn" not in cfg.neuron_params

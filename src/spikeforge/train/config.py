@@ -117,6 +117,7 @@ class TrainConfig:
     tau_out: float = 10.0               # time constant of the LI readout
     input_scale: float = 10.0           # scale of the first layer's initial weights
     input_tau: float | None = None      # latency input: synaptic time constant (None: no decay)
+    complement: bool = False            # latency input: each feature x also as 1 - x on a second channel (ON/OFF)
     train_size: int | None = None      # yinyang: generated training samples (None: the published 5000)
     epochs: int = 40
     batch_size: int = 128
@@ -172,8 +173,12 @@ class TrainConfig:
                               f"yinyang, got {self.train_size!r} with dataset {self.dataset.value}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.recurrent, bool):
-            raise ConfigError(f"recurrent must be true or false, got {self.recurrent!r}")
+        for name in ("recurrent", "complement"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.complement and self.encoding is not Encoding.LATENCY:
+            raise ConfigError(f"complement adds the latency code of 1 - x to each feature: it needs encoding "
+                              f"latency, got encoding {self.encoding.value}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         _check_device(self.device)

@@ -24,7 +24,7 @@ from ..learning import eventprop
 from ..neurons import REGISTRY
 from .config import ConfigError, Encoding, Loss, Precision, TrainConfig, neuron_kwargs
 
-__all__ = ["init_eventprop", "event_forward", "EventOutput", "check_eventprop"]
+__all__ = ["init_eventprop", "event_forward", "EventOutput", "check_eventprop", "latency_channels"]
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,18 @@ def init_eventprop(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     return readout
 
 
-def input_events(x: Tensor, steps: int) -> eventprop.Events:
-    """Features (B, F) in [0, 1] -> one spike per feature and a bias spike at 0, in steps."""
-    with_bias = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-    times = encoding.latency_times(with_bias, steps, threshold=0.0, window=max(3 * steps // 4, 1), rounded=False)
+def latency_channels(x: Tensor, complement: bool) -> Tensor:
+    """Features (B, F) in [0, 1] -> the values the latency code turns into spike times: the
+    features, with ``complement`` their complements ``1 - x`` (ON/OFF channels: a dark feature
+    fires early on its second channel, where the first one fires late or never), and a constant
+    1, the bias channel."""
+    return torch.cat([x, *([1 - x] if complement else []), torch.ones_like(x[:, :1])], dim=1)
+
+
+def input_events(x: Tensor, steps: int, complement: bool = False) -> eventprop.Events:
+    """Features (B, F) in [0, 1] -> one spike per channel of ``latency_channels``, in steps."""
+    times = encoding.latency_times(latency_channels(x, complement), steps, threshold=0.0,
+                                   window=max(3 * steps // 4, 1), rounded=False)
     return eventprop.Events.from_times(times.to(x.dtype))
 
 
@@ -82,7 +90,7 @@ def event_forward(model: nn.Module, x: Tensor, return_spikes: bool = False):
     net = model.network()             # fc_in -> hidden (-> drop) -> fc_out -> readout
     first_only = model.loss is Loss.FIRST_SPIKE
     record = torch.arange(1, model.steps + 1, dtype=x.dtype, device=x.device)   # as BPTT's steps 1..T
-    events = input_events(x, model.steps)
+    events = input_events(x, model.steps, model.complement)
     run = eventprop.run(net, events, float(model.steps), record=record, max_spikes=1 if first_only else None)
     if not return_spikes:
         penalty = eventprop.silent_penalty(net, run, float(model.steps)) if model.training \

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import encoding, functional, losses, neurons
-from .event_model import EventOutput
+from .event_model import EventOutput, latency_channels
 from .. import nn as snn
 from .. import surrogate as sg
 from .config import ConfigError, Encoding, Frames, Loss, Method, TrainConfig, neuron_kwargs
@@ -38,13 +38,13 @@ def make_surrogate(name: str, alpha: float | None) -> sg.Surrogate:
         raise ConfigError(f"surrogate_alpha: {e}") from e
 
 
-def spike_input(x: Tensor, steps: int) -> Tensor:
-    """Features in [0, 1] (B, F) to spikes (T, B, F + 1): ``spikeforge.encoding.latency``
-    with the spike times spread over the first ``3T/4`` steps (feature ``v`` at step
-    ``round((1 - v) * (3T/4 - 1))``, 0 silent); the last channel is a constant 1, a bias
-    spike at step 0. The last quarter of the window leaves time for the answer."""
-    with_bias = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-    return encoding.latency(with_bias, steps, threshold=0.0, window=max(3 * steps // 4, 1))
+def spike_input(x: Tensor, steps: int, complement: bool = False) -> Tensor:
+    """Features in [0, 1] (B, F) to spikes (T, B, F + 1), or (T, B, 2F + 1) with ``complement``:
+    ``spikeforge.encoding.latency`` of ``latency_channels(x, complement)`` with the spike times
+    spread over the first ``3T/4`` steps (value ``v`` at step ``round((1 - v) * (3T/4 - 1))``,
+    0 silent); the last channel is a constant 1, a bias spike at step 0. The last quarter of
+    the window leaves time for the answer."""
+    return encoding.latency(latency_channels(x, complement), steps, threshold=0.0, window=max(3 * steps // 4, 1))
 
 
 def synaptic_current(s: Tensor, tau: float | None, backend: str | None = None) -> Tensor:
@@ -66,9 +66,9 @@ class Classifier(nn.Module):
     def __init__(self, n_in: int, n_classes: int, cfg: TrainConfig) -> None:
         super().__init__()
         self.steps, self.encoding, self.input_tau = cfg.steps, cfg.encoding, cfg.input_tau
-        self.loss, self.backend, self.method = cfg.loss, cfg.backend, cfg.method
+        self.loss, self.backend, self.method, self.complement = cfg.loss, cfg.backend, cfg.method, cfg.complement
         linear = snn.SpikeLinear if cfg.frames is Frames.BINARY else nn.Linear
-        self.fc_in = linear(n_in + self.extra_inputs(cfg), cfg.hidden)
+        self.fc_in = linear(self.input_channels(n_in, cfg), cfg.hidden)
         kw = neuron_kwargs(cfg)
         surrogate = make_surrogate(cfg.surrogate, cfg.surrogate_alpha)
         try:
@@ -93,16 +93,20 @@ class Classifier(nn.Module):
             self.fc_in.bias.mul_(cfg.input_scale)
 
     @staticmethod
-    def extra_inputs(cfg: TrainConfig) -> int:
-        """Input channels the model adds to the features (the latency code's bias channel)."""
-        return 1 if cfg.encoding is Encoding.LATENCY else 0
+    def input_channels(n_in: int, cfg: TrainConfig) -> int:
+        """``fc_in``'s inputs for ``n_in`` features: under ``Encoding.LATENCY`` the features
+        (and their complements, ``cfg.complement``) and the bias channel."""
+        if cfg.encoding is not Encoding.LATENCY:
+            return n_in
+        return n_in * (2 if cfg.complement else 1) + 1
 
     def current(self, x: Tensor) -> Tensor:
         """The hidden layer's input current (T, B, H)."""
         if x.dim() == 3:                           # a sequence already (events)
             return self.fc_in(x)
         if self.encoding is Encoding.LATENCY:
-            return self.fc_in(synaptic_current(spike_input(x, self.steps), self.input_tau, self.backend))
+            return self.fc_in(synaptic_current(spike_input(x, self.steps, self.complement), self.input_tau,
+                                                  self.backend))
         return encoding.direct(self.fc_in(x), self.steps)    # constant current: project once
 
     def forward(self, x: Tensor, return_spikes: bool = False):

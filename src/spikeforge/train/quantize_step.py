@@ -60,7 +60,7 @@ def _events(cfg: TrainConfig, x: Tensor) -> Tensor:
     """A batch as the integer network's input: event counts (T, B, channels), on the CPU."""
     from .model import spike_input
 
-    x = x.transpose(0, 1) if x.dim() == 3 else spike_input(x, cfg.steps)
+    x = x.transpose(0, 1) if x.dim() == 3 else spike_input(x, cfg.steps, cfg.complement)
     return x.detach().to("cpu", torch.float64)
 
 

@@ -178,7 +178,8 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str | torch.de
         return trainer.model.to(dev).eval(), cfg
     if not all(isinstance(weights.get(k), torch.Tensor) for k in ("fc_in.weight", "fc_out.weight")):
         raise CheckpointError(f"{path} does not hold the weights of a spikeforge.train.Classifier")
-    n_in = weights["fc_in.weight"].shape[1] - Classifier.extra_inputs(cfg)
+    fixed = Classifier.input_channels(0, cfg)          # fc_in's inputs: fixed + per_feature * features
+    n_in = (weights["fc_in.weight"].shape[1] - fixed) // (Classifier.input_channels(1, cfg) - fixed)
     model = Classifier(n_in, weights["fc_out.weight"].shape[0], cfg)
     try:
         model.load_state_dict(weights)
