@@ -145,14 +145,15 @@ def test_config_files(tmp_path):
 
 def test_eventprop_defaults_on_yinyang_train_longer_on_generated_points():
     """EventProp on Yin-Yang trains 10 epochs on 64 000 generated points (RESULTS.md 12c); digits keeps
-    its 60 epochs over its fixed split, with dropout 0.25 of the hidden spikes; an explicit train_size or
+    its 60 epochs over its fixed split, with ON/OFF input channels and dropout 0.4 of the hidden spikes; an explicit train_size or
     epochs wins."""
     cfg = make_config(method="eventprop")
     assert (cfg.train_size, cfg.epochs) == (64000, 10)
     assert (make_config(method="eventprop", dataset="digits").train_size, make_config(method="eventprop",
             dataset="digits").epochs) == (None, 60)
     assert make_config(method="eventprop", train_size=5000, epochs=3).train_size == 5000
-    assert make_config(method="eventprop", dataset="digits").dropout == 0.25 and cfg.dropout == 0.0
+    digits = make_config(method="eventprop", dataset="digits")
+    assert (digits.dropout, digits.complement) == (0.4, True) and (cfg.dropout, cfg.complement) == (0.0, False)
     assert make_config().train_size is None
 
 
@@ -330,6 +331,8 @@ def test_complement_latency_channels(method, tmp_path):
     from spikeforge.train.model import Classifier, spike_input
 
     assert build_parser().parse_args(["train", "--complement"]).complement is True
+    assert build_parser().parse_args(["train", "--no-complement"]).complement is False
+    assert build_parser().parse_args(["train"]).complement is None                  # the config's default
     x = torch.tensor([[0.0, 1.0, 0.25]])
     s = spike_input(x, 12, complement=True)                          # window 9: value v at round((1 - v) * 8)
     assert s.shape == (12, 1, 7) and torch.equal(s.sum(0), torch.tensor([[0.0, 1, 1, 1, 0, 1, 1]]))

@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recurrent weights within the hidden layer (spikeforge.nn.Recurrent)")
     t.add_argument("--dropout", type=float, metavar="P", help="in training, drop each hidden spike with "
                    "probability P (nn.Dropout; bptt and eventprop; default 0)")
-    t.add_argument("--complement", action="store_true", default=None,
+    t.add_argument("--complement", action=argparse.BooleanOptionalAction, default=None,
                    help="latency input: each feature x also fires on a second channel at the time of 1 - x "
-                        "(ON/OFF), so that dark features fire early too")
+                        "(ON/OFF), so that dark features fire early too (default: on for eventprop on digits)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="fp32 (default) or bf16: torch.autocast to bfloat16 on CPU and GPU")
     t.add_argument("--quantize", choices=["xylo"], help="after training, map the model onto Xylo's integer "

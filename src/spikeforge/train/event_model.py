@@ -1,9 +1,9 @@
 """The trainer's ``Classifier`` under ``method eventprop``: the same modules (``fc_in ->
 hidden -> fc_out -> readout``), run event by event by ``spikeforge.learning.eventprop``.
 
-Input: each feature in [0, 1] becomes one spike at the (real, not rounded) time that
-``encoding.latency_times(..., rounded=False)`` gives, in steps over the first ``3T/4`` of the window, plus a
-bias spike at 0 (as ``spike_input`` for BPTT). Time is in steps (the neurons' ``dt = 1``),
+Input: each feature in [0, 1] (and with ``complement`` its complement ``1 - x``) becomes one spike at the
+(real, not rounded) time that ``encoding.latency_times(..., rounded=False)`` gives, in steps over the first
+``3T/4`` of the window, plus a bias spike at 0 (as ``spike_input`` for BPTT). Time is in steps (the neurons' ``dt = 1``),
 so the same weights run in the time-stepped simulation too (``Classifier.network()``).
 Hidden neurons that fire on no sample of a batch get no exact gradient; in training the loss
 adds ``eventprop.silent_penalty`` for them (it pulls their membrane back to threshold).
