@@ -145,7 +145,7 @@ def test_config_files(tmp_path):
 
 def test_eventprop_defaults_on_yinyang_train_longer_on_generated_points():
     """EventProp on Yin-Yang trains 10 epochs on 64 000 generated points (RESULTS.md 12c); digits keeps
-    its 60 epochs over its fixed split, with ON/OFF input channels and dropout 0.4 of the hidden spikes; an explicit train_size or
+    its 60 epochs over its fixed split, with ON/OFF input channels and dropout 0.5 of the hidden spikes; an explicit train_size or
     epochs wins."""
     cfg = make_config(method="eventprop")
     assert (cfg.train_size, cfg.epochs) == (64000, 10)
@@ -153,7 +153,7 @@ def test_eventprop_defaults_on_yinyang_train_longer_on_generated_points():
             dataset="digits").epochs) == (None, 60)
     assert make_config(method="eventprop", train_size=5000, epochs=3).train_size == 5000
     digits = make_config(method="eventprop", dataset="digits")
-    assert (digits.dropout, digits.complement) == (0.4, True) and (cfg.dropout, cfg.complement) == (0.0, False)
+    assert (digits.dropout, digits.complement) == (0.5, True) and (cfg.dropout, cfg.complement) == (0.0, False)
     assert make_config().train_size is None
 
 
