@@ -14,8 +14,7 @@ __all__ = ["main", "build_parser"]
 
 _TRAIN_OPTIONS = ("dataset", "epochs", "batch_size", "lr", "seed", "neuron", "surrogate", "backend", "device",
                   "encoding", "loss", "method", "steps", "hidden", "recurrent", "data_root", "precision", "frames",
-                  "workers", "cache", "quantize", "qat_epochs", "train_size", "dropout",
-                  "complement")
+                  "workers", "cache", "quantize", "qat_epochs", "train_size", "dropout", "complement")
 
 
 class UsageError(Exception):
