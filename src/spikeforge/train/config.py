@@ -247,8 +247,8 @@ METHOD_DEFAULTS: dict[Method, dict[str, Any]] = {
 }
 # digits: 64 inputs spread over the window; this scale gives ~0.4 hidden spikes per neuron at the start;
 # ON/OFF input channels, so that dark pixels fire before the first output spike decides, and dropout of hidden
-# spikes against over-fitting (RESULTS.md 12c, session 9: 97.31 % mean of seeds 0-2, 96.93 % with dropout 0.4;
-# without complement and with dropout 0.25, 95.17 %; with neither, 92.20 %).
+# spikes against over-fitting (RESULTS.md 12c, session 9: 97.31 % mean of seeds 0-2, 97.12 % of
+# fresh seeds 3-5, 96.93 % with dropout 0.4; without complement and with dropout 0.25, 95.17 %; with neither, 92.20 %).
 # Yin-Yang: 64 000 generated training points for 10 epochs (20 000 Adam steps, as the GeNN reference's
 # long run on fresh points; RESULTS.md 12c, session 7: 98.53 % mean of 3 seeds against 97.70 % for 60
 # epochs over the published 5 000)
