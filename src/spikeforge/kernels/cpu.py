@@ -31,6 +31,13 @@ from .trace import UnsupportedGraph, trace
 # conditional selects scalar.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
          "-fno-trapping-math"]
+# gcc vectorises with 256-bit registers even where the CPU has AVX-512. 512-bit ones made the kernels
+# with many operations per element up to 30 % faster on an AVX-512 Xeon, and the memory-bound ones with
+# few up to 16 % slower (benchmarks/RESULTS.md 19h): a neuron kernel takes WIDE when its traced
+# forward and backward steps have at least WIDE_MIN_OPS operations; the sparse kernels always do.
+# Each lane computes what it did before; without AVX-512 (or off x86) WIDE changes nothing.
+WIDE = ["-mprefer-vector-width=512"] if os.uname().machine in ("x86_64", "amd64", "AMD64") else []
+WIDE_MIN_OPS = 48
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
 # recomputed states per backward segment and thread. 2 MiB (4 L2 caches here) measured 0-16 % faster
@@ -58,18 +65,19 @@ def _compiler_id(cc: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else cc
 
 
-def build(src: str) -> ctypes.CDLL:
-    """Compile ``src`` (or reuse the cached library) and load it."""
+def build(src: str, extra: list[str] | tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Compile ``src`` with ``FLAGS`` and ``extra`` (or reuse the cached library) and load it."""
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found: install gcc or set CC")
-    h = hashlib.sha256("\n".join([src, " ".join(FLAGS), _compiler_id(cc), os.uname().machine]).encode())
+    flags = [*FLAGS, *extra]
+    h = hashlib.sha256("\n".join([src, " ".join(flags), _compiler_id(cc), os.uname().machine]).encode())
     so = cache_dir() / f"sf_{h.hexdigest()[:20]}.so"
     if not so.exists():  # concurrent builds of one source are harmless: the rename is atomic
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             c = Path(tmp) / "k.c"
             c.write_text(src)
-            r = subprocess.run([cc, *FLAGS, str(c), "-o", str(Path(tmp) / "k.so"), "-lm"],
+            r = subprocess.run([cc, *flags, str(c), "-o", str(Path(tmp) / "k.so"), "-lm"],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"compiling a generated kernel failed:\n{r.stderr[-2000:]}")
@@ -80,9 +88,16 @@ def build(src: str) -> ctypes.CDLL:
 def prebuild(items, workers: int | None = None) -> None:
     """Compile the kernels of ``(spec, surrogate, dtype, layout[, want])`` items in parallel,
     so that first calls find them cached (warm-up, test suites)."""
-    sources = [csource.source(trace(spec, sur, dtype), *rest) for spec, sur, dtype, *rest in items]
+    traced = [(trace(spec, sur, dtype), rest) for spec, sur, dtype, *rest in items]
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        list(pool.map(build, sources))
+        list(pool.map(lambda a: build(csource.source(a[0], *a[1]), width(a[0])), traced))
+
+
+def width(tr) -> list[str]:
+    """The vector-width flags of a traced neuron's kernels: ``WIDE`` for at least ``WIDE_MIN_OPS``
+    operations in its forward and backward steps together."""
+    ops = sum(n.op == "call_function" for g in (tr.forward, tr.backward) for n in g.graph.nodes)
+    return WIDE if ops >= WIDE_MIN_OPS else []
 
 
 def segment_steps(n_state: int, itemsize: int, segment_bytes: int | None = None) -> int:
@@ -107,7 +122,7 @@ class Kernel:
         self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
         self.K = segment_steps(self.tr.n_state, dtype.itemsize)
-        self.lib = build(csource.source(self.tr, layout, self.want))
+        self.lib = build(csource.source(self.tr, layout, self.want), width(self.tr))
         i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int
         self.lib.sf_forward.argtypes = [i64, i64, i64, i32, ptr, ptr, ptrs, ptrs, i64, i64, ptrs]

@@ -125,10 +125,10 @@ def load(header: str, body: str, restypes: dict[str, type | None]) -> ctypes.CDL
     ``_f32``/``_f64``) into one library and set the return type of each function prefix in
     ``restypes``; or why it cannot be built (the sparse kernels of SpikeLinear and SpikeConv2d)."""
     try:
-        from .cpu import build as build_c
+        from .cpu import WIDE, build as build_c
 
         lib = build_c(header + "".join(body.replace("scalar_t", c).replace("_SUF", "_" + s)
-                                       for c, s in (("float", "f32"), ("double", "f64"))))
+                                       for c, s in (("float", "f32"), ("double", "f64"))), WIDE)
     except Exception as e:  # no compiler, or it failed: reported, never silent
         return f"its kernel cannot be built: {type(e).__name__}: {e}"
     for s in DTYPES.values():
