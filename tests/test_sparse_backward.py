@@ -12,7 +12,7 @@ import spikeforge as sf
 from spikeforge.kernels import sparse_backward as K
 from spikeforge.neurons import IF, LIF, PLIF, CubaLIF, QIF, Reset
 from spikeforge.nn.sparse import SparseMode, spike_linear
-from spikeforge.nn.sparse_backward import WeightGrad, active_fraction, sparse_spiking_linear
+from spikeforge.nn.sparse_backward import WeightGrad, active_fraction, sparse_spiking_conv2d, sparse_spiking_linear
 from spikeforge.nn.spiking_linear import Backward, SpikingLinear
 from spikeforge.surrogate import Custom, PiecewiseQuadratic, Sigmoid, Triangle
 
@@ -258,3 +258,104 @@ def test_real_valued_input_and_a_silent_layer(how):
     z = sparse_spiking_linear(x, silent, None, LIF(), {"tau": 2.0}, surrogate=sur, weight_grad=how)
     assert active_fraction(z) == 0
     assert torch.equal(torch.autograd.grad((z * gz).sum(), silent)[0], torch.zeros_like(w))
+
+
+# -- the convolution synapse ------------------------------------------------------------------
+
+def conv_reference(spec, params, sur, x, w, b, **conv):
+    """conv2d at each step + the neuron on the reference backend, the reset detached."""
+    d = type(spec)(**{**{f: getattr(spec, f) for f in spec.options()}, "detach_reset": True})
+    y = F.conv2d(x.flatten(0, 1), w, b, **conv)
+    z, *_ = sf.functional.run(d, y.view(x.shape[0], x.shape[1], -1), params=params, surrogate=sur,
+                              backend="reference")
+    return z.view(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+def conv_data(seed, density, c=4, o1=6, o2=4, groups=1, k=3):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(6, 2, c, 9, 8, generator=g, dtype=torch.float64) < density).to(torch.float64)
+    w = lambda o, i: (torch.randn(o, i, k, k, generator=g, dtype=torch.float64) * 4.0 / (i * k * k) ** 0.5)  # noqa: E731
+    return x, [w(o1, c // groups).requires_grad_(), (torch.randn(o1, generator=g, dtype=torch.float64) * 0.1)
+               .requires_grad_(), w(o2, o1 // groups).requires_grad_()]
+
+
+CONVS = [dict(stride=1, padding=1), dict(stride=2, padding=0, groups=2), dict(stride=1, padding=2, dilation=2),
+         dict(stride=1, padding="same", k=2)]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")   # torch's, in the reference
+@pytest.mark.parametrize("conv", CONVS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("density", [0.08, 0.5])      # the scattering kernels, and F.conv2d above the crossover
+@pytest.mark.parametrize("spec,params", [(LIF(), {"tau": 2.0}), (IF(reset=Reset.SOFT), {})],
+                         ids=["LIF", "IF-soft"])
+def test_conv_gradients_equal_dense_where_surrogate_nonzero(conv, density, spec, params):
+    """Two sparse convolution layers against F.conv2d + the reference neuron: spikes equal; weight
+    and bias gradients equal; the first layer's output gradient equal at its active entries (the
+    second layer computes its input gradient only there) and the direct term elsewhere."""
+    conv = dict(conv)
+    k, groups = conv.pop("k", 3), conv.get("groups", 1)
+    x, ws = conv_data(11, density, groups=groups, k=k)
+    sur = Triangle(2.0)
+    r1 = conv_reference(spec, params, sur, x, ws[0], ws[1], **conv)
+    r2 = conv_reference(spec, params, sur, r1, ws[2], None, **conv)
+    s1 = sparse_spiking_conv2d(x, ws[0], ws[1], spec, params, surrogate=sur, **conv)
+    s2 = sparse_spiking_conv2d(s1, ws[2], None, spec, params, surrogate=sur, **conv)
+    assert torch.equal(r1, s1) and torch.equal(r2, s2)
+    assert 0 < active_fraction(s1) < 1 and 0 < active_fraction(s2) < 1
+    g = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(r1.shape, generator=g, dtype=x.dtype), torch.randn(r2.shape, generator=g, dtype=x.dtype)
+    ref, got = grads(r1, r2, ws, g1, g2), grads(s1, s2, ws, g1, g2)
+    for a, b in zip(ref[:3], got[:3]):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    off, idx = s1._sf_active_set
+    rows = torch.repeat_interleave(torch.arange(off.numel() - 1), off.diff())
+    mask = torch.zeros(off.numel() - 1, r1[0, 0].numel(), dtype=torch.bool)
+    mask[rows, idx.long()] = True
+    mask = mask.view(r1.shape)
+    padded = conv["padding"] == "same"     # asymmetric padding: the input gradient is computed densely
+    torch.testing.assert_close(got[3][mask], ref[3][mask], rtol=1e-10, atol=1e-12)
+    if padded:
+        torch.testing.assert_close(got[3], ref[3], rtol=1e-10, atol=1e-12)
+    else:
+        assert torch.equal(got[3][~mask], g1[~mask])
+
+
+def test_conv_input_gradient_is_dense_for_other_input_and_threads():
+    """A real-valued input (not a sparse layer's output): grad x equal to the dense one everywhere;
+    float32 on 2 threads (samples split between the threads)."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.rand(8, 4, 3, 12, 12, generator=g, dtype=torch.float64) * 0.8
+    w = (torch.randn(8, 3, 3, 3, generator=g, dtype=torch.float64) * 0.6).requires_grad_()
+    gz = torch.randn(8, 4, 8, 12, 12, generator=g, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        xr, xs = (x.to(dtype).requires_grad_() for _ in range(2))
+        wd = w.detach().to(dtype).requires_grad_()
+        r = conv_reference(LIF(), {"tau": 2.0}, Triangle(1.0), xr, wd, None, padding=1)
+        gr = torch.autograd.grad((r * gz.to(dtype)).sum(), (xr, wd))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            s = sparse_spiking_conv2d(xs, wd, None, LIF(), {"tau": 2.0}, surrogate=Triangle(1.0), padding=1)
+            gs = torch.autograd.grad((s * gz.to(dtype)).sum(), (xs, wd))
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(r, s) and 0 < active_fraction(s) < 1
+        tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+        for a, b in zip(gr, gs):
+            assert a.abs().max() > 0
+            torch.testing.assert_close(b, a, **tol)
+
+
+def test_conv_refuses_bad_input():
+    x, ws = conv_data(3, 0.1)
+    with pytest.raises(ValueError, match=r"x must be a \(T, B, C, H, W\) tensor"):
+        sparse_spiking_conv2d(x[0], ws[0], ws[1], LIF(), None)
+    with pytest.raises(ValueError, match=r"input must have shape \(N, 6, H, W\)"):
+        sparse_spiking_conv2d(x, ws[2], None, LIF(), None)
+    with pytest.raises(ValueError, match=r"bias must be \(6,\)"):
+        sparse_spiking_conv2d(x, ws[0], ws[1][:3], LIF(), None)
+    with pytest.raises(ValueError, match="weight must be a tensor of x's dtype"):
+        sparse_spiking_conv2d(x, ws[0].float(), None, LIF(), None)
+    with pytest.raises(K.NotSparse, match="CubaLIF: .*single-state"):
+        sparse_spiking_conv2d(x, ws[0], ws[1], CubaLIF(), None, surrogate=Triangle(1.0))

@@ -227,7 +227,7 @@ def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor
     return gx
 
 
-def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor, x_csr: tuple | None,
+def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor | None, x_csr: tuple | None,
              prev: tuple | None, want_gi: bool, by_trace: tuple | None = None) -> tuple:
     """``(gI or None, gW or None, gb, gx or None)`` for gz (T, B, N); ``spikes`` = (off, idx), the
     spikes' CSR (``forward_sets``; ``None`` when the reset's slope is 1), ``active`` = (off, idx,
@@ -238,9 +238,11 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     earlier spike, which stops the adjoint);
     else with ``x_csr`` = (off, idx) of a {0, 1} input by scattering the input's spikes
     (O(nnz(x) N)); else ``want_gi`` returns ``gI`` (R, N) for a dense product. ``prev`` = (off,
-    idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere."""
+    idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere.
+    ``weight`` (N, IN) is read only for ``gx`` and ``by_trace`` (``None``: another synapse, such as
+    a convolution, forms both from ``gI``)."""
     T, B, N = gz.shape
-    IN, dt = weight.shape[1], gz.dtype
+    IN, dt = (weight.shape[1] if weight is not None else 0), gz.dtype
     (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
     gz = gz.contiguous()
     wt = weight.detach().t().contiguous() if prev is not None else gz   # (W^T is read only for gx)

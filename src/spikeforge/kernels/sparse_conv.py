@@ -24,10 +24,11 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ._sparse_backward_c import DOT
 from ._threads import threads
 from .sparse import DTYPES, _p, load
 
-__all__ = ["DTYPES", "Formulation", "Geometry", "build", "forward", "grad_weight"]
+__all__ = ["DTYPES", "Formulation", "Geometry", "build", "forward", "grad_weight", "grad_input_at"]
 
 _PARALLEL_MIN = 1 << 16    # input elements below which one thread runs the kernels
 
@@ -55,7 +56,7 @@ static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil,
   return t < n ? t : -1;
 }
 """
-_SOURCE = r"""
+_SOURCE = DOT + r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
 #define TW (NV * (int64_t)(32 / sizeof(scalar_t)))
@@ -221,6 +222,41 @@ void sf_spc_grad_weight_SUF(GEOM, int threads, const int64_t* restrict off, cons
     }
   }
 }
+/* gx (N, C, H, W) at the entries (CSR poff/pidx over the N samples, columns c * H * W + h * W + w)
+   that the layer which produced x reads, 0 elsewhere: gx[n, c, h, w] = the sum over the taps (kh, kw)
+   that reach an output (oh, ow) of dot(wt[c, kh, kw, :], g[n, c's group's outputs, oh, ow]). Samples
+   in parallel; each thread copies a sample's gradient channels-last into its scratch (P x O) first. */
+void sf_spc_grad_input_at_SUF(GEOM, int threads, const int64_t* restrict poff, const int32_t* restrict pidx,
+                              const scalar_t* restrict wt, const scalar_t* restrict g, scalar_t* restrict gx,
+                              scalar_t* restrict scratch) {
+  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W;
+  #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t n = 0; n < N; n++) {
+    scalar_t* restrict gxn = gx + n * C * HW;
+    memset(gxn, 0, C * HW * sizeof(scalar_t));
+    if (poff[n + 1] == poff[n]) continue;
+    scalar_t* restrict gt = scratch + (int64_t)omp_get_thread_num() * P * O;
+    for (int64_t p0 = 0; p0 < P; p0 += 64)
+      for (int64_t t = 0; t < O; t++) {
+        const scalar_t* restrict gr = g + (n * O + t) * P;
+        for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = gr[p];
+      }
+    for (int64_t k = poff[n]; k < poff[n + 1]; k++) {
+      const int64_t e = pidx[k], c = e / HW, h = (e - c * HW) / W, w = (e - c * HW) % W, go = (c / CG) * OG;
+      const scalar_t* restrict wc = wt + c * KH * KW * OG;
+      scalar_t s = 0;
+      for (int64_t kh = 0; kh < KH; kh++) {
+        const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
+        if (oh < 0) continue;
+        for (int64_t kw = 0; kw < KW; kw++) {
+          const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
+          if (ow >= 0) s += dot_SUF(wc + (kh * KW + kw) * OG, gt + (oh * OW + ow) * O + go, OG);
+        }
+      }
+      gxn[e] = s;
+    }
+  }
+}
 #undef GEOM
 #undef V
 #undef TW
@@ -254,7 +290,7 @@ class Geometry:
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes in one library), or why they cannot be built."""
     return load(_HEADER, _SOURCE, {"sf_spc_forward": None, "sf_spc_forward_gather": None,
-                                   "sf_spc_grad_weight": None})
+                                   "sf_spc_grad_weight": None, "sf_spc_grad_input_at": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -262,6 +298,11 @@ def _fn(name: str, dtype: torch.dtype):
     if isinstance(lib, str):
         raise RuntimeError(f"SpikeConv2d's sparse path: {lib}")
     return getattr(lib, f"sf_spc_{name}_{DTYPES[dtype]}")
+
+
+def _taps_last(weight: Tensor, geo: Geometry) -> Tensor:
+    """(G*OG, CG, KH, KW) -> (G, CG, KH, KW, OG) = (C, KH, KW, OG): a tap's output vector contiguous."""
+    return weight.detach().reshape(geo.groups, geo.og, -1, geo.kh, geo.kw).permute(0, 2, 3, 4, 1).contiguous()
 
 
 def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Geometry) -> tuple[Tensor, Tensor]:
@@ -272,8 +313,7 @@ def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Ge
     nt = ctypes.c_int(max(1, min(threads(x.numel(), _PARALLEL_MIN).value, geo.n)))  # scratch per thread
     idx = torch.empty(int(off[-1]), dtype=torch.int32)
     y = torch.empty(geo.n, out, geo.oh, geo.ow, dtype=x.dtype)
-    # (G*OG, CG, KH, KW) -> (G, CG, KH, KW, OG) = (C, KH, KW, OG): a tap's output vector contiguous
-    wt = weight.detach().reshape(geo.groups, geo.og, -1, geo.kh, geo.kw).permute(0, 2, 3, 4, 1).contiguous()
+    wt = _taps_last(weight, geo)
     b = None if bias is None else bias.detach().contiguous()
     scratch = torch.empty(nt.value * geo.oh * geo.ow * out, dtype=x.dtype)
     if FORMULATION is Formulation.GATHER:
@@ -297,3 +337,15 @@ def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, geo: Geometry) -> Tensor:
     cg = geo.c // geo.groups
     return gwt.reshape(geo.groups, cg, geo.kh, geo.kw, geo.og).permute(0, 4, 1, 2, 3).reshape(
         geo.groups * geo.og, cg, geo.kh, geo.kw)
+
+
+def grad_input_at(off: Tensor, idx: Tensor, gy: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
+    """The input gradient (N, C, H, W) of the convolution at the entries of the CSR ``(off,
+    idx)`` over the N samples (columns ``c * H * W + h * W + w``), 0 elsewhere, from the contiguous
+    output gradient ``gy`` (N, O, OH, OW): what a sparse spiking layer before this one reads."""
+    nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.n)))
+    wt = _taps_last(weight, geo)
+    gx = torch.empty(geo.n, geo.c, geo.h, geo.w, dtype=gy.dtype)
+    scratch = torch.empty(nt.value * gy[0].numel(), dtype=gy.dtype)
+    _fn("grad_input_at", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(wt), _p(gy), _p(gx), _p(scratch))
+    return gx

@@ -14,6 +14,13 @@ spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, e
   entry, so the others are left 0), else equal to the dense one everywhere.
 
 Its module form is ``SpikingLinear(..., backward=Backward.SPARSE)`` (``nn.spiking_linear``).
+
+``sparse_spiking_conv2d(x, weight, bias, spec, params, stride=..., padding=...)`` is the same
+for a 2-D convolution: ``x`` (T, B, C, H, W), spikes (T, B, out, OH, OW). The membrane adjoint
+is the same reverse scan; the weight gradient scatters a {0, 1} input's events (the kernel of
+``SpikeConv2d``; torch's dense weight gradient for other input), and ``grad x`` is computed only
+at the active entries of the ``sparse_spiking_conv2d`` that produced ``x`` (torch's transposed
+convolution, dense, otherwise).
 """
 from __future__ import annotations
 
@@ -26,12 +33,15 @@ from torch import Tensor
 from .. import functional as SF
 from ..kernels import sparse as _spl
 from ..kernels import sparse_backward as K
+from ..kernels import sparse_conv as _spc
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_SET as _ATTR
 from .sparse import CROSSOVER_TRAIN
+from .sparse_conv import CROSSOVER_TRAIN as CONV_CROSSOVER_TRAIN
+from .sparse_conv import _geometry
 
-__all__ = ["sparse_spiking_linear", "WeightGrad", "active_fraction"]
+__all__ = ["sparse_spiking_linear", "sparse_spiking_conv2d", "WeightGrad", "active_fraction"]
 
 
 
@@ -81,6 +91,15 @@ def _weight_source(how, x2, csr, off, idx, a, g1, T, B, N):
     return (how, csr) if how is WeightGrad.SCATTER else (how, (x2,))
 
 
+def _neuron(y3: Tensor, spec, params, surrogate, width: float, backend, coef) -> tuple:
+    """``(z, off, idx, sg, soff, sidx)``: the neuron's spikes for the synaptic input ``y3`` (T, B, N),
+    run from rest by its fused kernel, and its active set (``kernels.sparse_backward.forward_sets``)."""
+    z, _, trace, _ = SF.run(spec, y3, None, params, surrogate=surrogate, backend=backend, record=True)
+    v0 = SF.rest_state(spec, params, y3[0])[0]
+    form = K.fire_form(spec, params, y3.shape[2], y3.dtype)
+    return (z, *K.forward_sets(y3, trace[0], v0, form, z, surrogate, width, K.gated(coef[2])))
+
+
 class _SparseSpikingLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how, coef):
@@ -88,12 +107,8 @@ class _SparseSpikingLinear(torch.autograd.Function):
         N = weight.shape[0]
         x2 = x.detach().reshape(T * B, IN).contiguous()
         y2, csr = _linear(x2, weight, bias, how is WeightGrad.SCATTER)
-        y3 = y2.view(T, B, N)
-        z, _, trace, _ = SF.run(spec, y3, None, params, surrogate=surrogate, backend=backend, record=True)
-        v0 = SF.rest_state(spec, params, y3[0])[0]
+        z, off, idx, sg, soff, sidx = _neuron(y2.view(T, B, N), spec, params, surrogate, width, backend, coef)
         a, c, g1 = coef
-        off, idx, sg, soff, sidx = K.forward_sets(y3, trace[0], v0, K.fire_form(spec, params, N, x.dtype), z,
-                                                  surrogate, width, K.gated(g1))
         mode, wsrc = _weight_source(how, x2, csr, off, idx, a, g1, T, B, N)
         ctx.save_for_backward(weight, soff, sidx, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
         ctx.shape, ctx.mode, ctx.has_prev, ctx.has_bias = (T, B, IN, N), mode, prev is not None, bias is not None
@@ -133,6 +148,18 @@ def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
         raise ValueError(f"bias must be ({weight.shape[0]},) of dtype {x.dtype}, got {tuple(bias.shape)} {bias.dtype}")
 
 
+def _setup(spec, params, surrogate, cutoff, n: int, dtype) -> tuple:
+    """``(surrogate, width, params, coef)`` for ``n`` neurons; refuses an unsupported neuron or
+    surrogate before any work."""
+    surrogate = Triangle(1.0) if surrogate is None else surrogate
+    if not isinstance(surrogate, Surrogate):
+        raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
+    width = K.cutoff_of(surrogate, cutoff)
+    p = SF.make_params(spec, params if isinstance(params, dict) or params is None else dict(zip(spec.params, params)),
+                       features=(n,), dtype=dtype)
+    return surrogate, width, p, K.linear_form(spec, p, n, dtype)
+
+
 def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: NeuronSpec, params=None, *,
                           surrogate: Surrogate | None = None, cutoff: float | None = None,
                           backend: str | None = None, weight_grad: WeightGrad = WeightGrad.AUTO) -> Tensor:
@@ -143,21 +170,88 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     _check(x, weight, bias)
     if not isinstance(weight_grad, WeightGrad):
         raise ValueError(f"weight_grad must be a spikeforge.nn.sparse_backward.WeightGrad, got {weight_grad!r}")
-    surrogate = Triangle(1.0) if surrogate is None else surrogate
-    if not isinstance(surrogate, Surrogate):
-        raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
-    width = K.cutoff_of(surrogate, cutoff)
-    p = SF.make_params(spec, params if isinstance(params, dict) or params is None else dict(zip(spec.params, params)),
-                       features=(weight.shape[0],), dtype=x.dtype)
-    coef = K.linear_form(spec, p, weight.shape[0], x.dtype)   # refuses an unsupported neuron before any work
+    surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, weight.shape[0], x.dtype)
     z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
                                              getattr(x, _ATTR, None), weight_grad, coef)
     setattr(z, _ATTR, (off, idx))
     return z
 
 
+class _SparseSpikingConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, coef, geo, pad):
+        T, B = x.shape[:2]
+        x4 = x.detach().reshape(T * B, *x.shape[2:])
+        xp = (x4 if pad is None else F.pad(x4, pad)).contiguous()
+        w, b = weight.detach(), None if bias is None else bias.detach()
+        off, bad = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
+        if bad == 0 and int(off[-1]) < CONV_CROSSOVER_TRAIN * xp.numel():   # SpikeConv2d's kernels
+            y, idx = _spc.forward(xp, off, w, b, geo)
+            wsrc = (off, idx)
+        else:
+            y, wsrc = F.conv2d(xp, w, b, geo.stride, geo.pad, geo.dilation, geo.groups), (xp,)
+        z, off, idx, sg, soff, sidx = _neuron(y.view(T, B, -1), spec, params, surrogate, width, backend, coef)
+        ctx.save_for_backward(weight, soff, sidx, off, idx, sg, *coef, *wsrc, *(prev if prev is not None else ()))
+        ctx.geo, ctx.pad, ctx.x_shape, ctx.has_prev, ctx.has_bias = geo, pad, x.shape, prev is not None, bias is not None
+        ctx.scatter = len(wsrc) == 2
+        ctx.mark_non_differentiable(off, idx)
+        return z.view(T, B, *y.shape[1:]), off, idx
+
+    @staticmethod
+    def backward(ctx, gz, _goff, _gidx):
+        weight, soff, sidx, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
+        geo, x_shape = ctx.geo, ctx.x_shape
+        spikes = (soff, sidx) if soff.numel() else None
+        gi, _, gb, _ = K.backward(gz.reshape(x_shape[0], x_shape[1], -1), spikes, (off, idx, sg), (a, c, g1), None,
+                                  None, None, want_gi=True)
+        gy = gi.view(geo.n, geo.groups * geo.og, geo.oh, geo.ow)
+        args = (geo.stride, geo.pad, geo.dilation, geo.groups)
+        gx = gw = None
+        if ctx.needs_input_grad[1]:
+            gw = (_spc.grad_weight(rest[0], rest[1], gy, geo) if ctx.scatter
+                  else torch.nn.grad.conv2d_weight(rest[0], weight.shape, gy, *args))
+        if ctx.needs_input_grad[0]:
+            if ctx.has_prev and ctx.pad is None:
+                gx = _spc.grad_input_at(rest[-2], rest[-1], gy, weight, geo)
+            else:
+                gx = torch.nn.grad.conv2d_input((geo.n, geo.c, geo.h, geo.w), weight.detach(), gy, *args)
+                if ctx.pad is not None:   # (left, right, top, bottom) added before the convolution
+                    left, right, top, bottom = ctx.pad
+                    gx = gx[:, :, top:geo.h - bottom, left:geo.w - right]
+            gx = gx.reshape(x_shape)
+        gb = gb.view(geo.groups * geo.og, -1).sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None, None, None, None, None, None, None
+
+
+def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: NeuronSpec, params=None, *,
+                          stride=1, padding=0, dilation=1, groups: int = 1, surrogate: Surrogate | None = None,
+                          cutoff: float | None = None, backend: str | None = None) -> Tensor:
+    """Spikes (T, B, out, OH, OW) of ``spec`` driven by ``conv2d(x[t], weight, bias, stride, padding,
+    dilation, groups)`` at each step, from rest, with the sparse backward (module docstring).
+    ``x`` is (T, B, C, H, W); the neuron's parameters are scalars or one value per output entry
+    (out * OH * OW, flattened); ``surrogate`` and ``cutoff`` as in ``sparse_spiking_linear``."""
+    if not isinstance(x, Tensor) or x.dim() != 5:
+        raise ValueError(f"x must be a (T, B, C, H, W) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if x.device.type != "cpu" or x.dtype not in _spl.DTYPES:
+        raise ValueError(f"x must be a CPU float32/float64 tensor for the sparse backward, got {x.dtype} on {x.device}")
+    if not isinstance(weight, Tensor) or weight.dtype != x.dtype or weight.device != x.device:
+        raise ValueError(f"weight must be a tensor of x's dtype {x.dtype} on the CPU, got "
+                         f"{weight.dtype if isinstance(weight, Tensor) else type(weight).__name__}")
+    pad, geo = _geometry(x.detach().flatten(0, 1), weight, stride, padding, dilation, groups)
+    out = geo.groups * geo.og
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (out,) or bias.dtype != x.dtype):
+        raise ValueError(f"bias must be ({out},) of dtype {x.dtype}, got "
+                         f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
+    surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, out * geo.oh * geo.ow, x.dtype)
+    z, off, idx = _SparseSpikingConv2d.apply(x, weight, bias, spec, p, surrogate, width, backend,
+                                             getattr(x, _ATTR, None), coef, geo, pad)
+    setattr(z, _ATTR, (off, idx))
+    return z
+
+
 def active_fraction(z: Tensor) -> float | None:
     """The fraction of (t, b, j) entries that were active in the layer that produced ``z``
-    (``None`` when ``z`` is not the output of ``sparse_spiking_linear``)."""
+    (``None`` when ``z`` is not the output of ``sparse_spiking_linear`` or ``sparse_spiking_conv2d``)."""
     s = getattr(z, _ATTR, None)
     return None if s is None else s[1].numel() / z.numel()
