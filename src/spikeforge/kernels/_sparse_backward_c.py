@@ -1,27 +1,7 @@
 """The C source of ``spikeforge.kernels.sparse_backward`` (compiled by ``kernels.sparse.load``:
 ``scalar_t`` becomes float and double, ``_SUF`` the dtype suffix)."""
 
-# dot(w, g) over n contiguous entries in vector lanes (two accumulators) and a scalar tail; shared
-# with kernels.sparse_conv
-DOT = r"""
-typedef scalar_t VD_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
-static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t n) {
-  const int64_t vw = (int64_t)(32 / sizeof(scalar_t));
-  VD_SUF acc0 = {0}, acc1 = {0};
-  int64_t j = 0;
-  for (; j + 2 * vw <= n; j += 2 * vw) {
-    acc0 += *(const VD_SUF*)(w + j) * *(const VD_SUF*)(g + j);
-    acc1 += *(const VD_SUF*)(w + j + vw) * *(const VD_SUF*)(g + j + vw);
-  }
-  acc0 += acc1;
-  scalar_t s = 0;
-  for (int u = 0; u < vw; u++) s += acc0[u];
-  for (; j < n; j++) s += w[j] * g[j];
-  return s;
-}
-"""
-
-_SOURCE = DOT + r"""
+_SOURCE = r"""
 /* The spike function's argument of row r = (t, b), from the affine form u = au v + cu y + eu with v
    the state before the step (the recorded trace's row r - B, or v0 at t = 0). */
 #define SF_U(j) (au[j] * vp[j] + cu[j] * yr[j] + eu[j])
@@ -81,6 +61,10 @@ void sf_sbw_trace_SUF(int64_t T, int64_t B, int64_t IN, int threads, scalar_t a,
     }
 }
 
+typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
+#define V V_SUF
+#define VW ((int64_t)(32 / sizeof(scalar_t)))
+
 /* gW (N, IN) from the coefficients the backward recorded: for each neuron j (in parallel), over its
    active entries k (perm, grouped by j at joff): gW[j] += coef[k] tr[rows[k]] - fval[k] tr[frow[k]]
    (the second term where frow[k] >= 0). Row j stays in cache while its entries add up. */
@@ -106,6 +90,20 @@ void sf_sbw_gw_SUF(int64_t N, int64_t IN, int threads, const int64_t* restrict j
       }
     }
   }
+}
+
+static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
+  V acc0 = {0}, acc1 = {0};
+  int64_t j = 0;
+  for (; j + 2 * VW <= N; j += 2 * VW) {
+    acc0 += *(const V*)(w + j) * *(const V*)(g + j);
+    acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
+  }
+  acc0 += acc1;
+  scalar_t s = 0;
+  for (int u = 0; u < VW; u++) s += acc0[u];
+  for (; j < N; j++) s += w[j] * g[j];
+  return s;
 }
 
 /* gx (R, IN): gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k], k in off[r]..off[r + 1] (the
@@ -204,6 +202,8 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
     FTZ_OFF
   }
 }
+#undef V
+#undef VW
 """
 # FTZ_ON/OFF: the backward's adjoints decay geometrically through the leak; where one would become
 # subnormal (|x| < 1.2e-38 in float32) it is flushed to 0, which costs nothing instead of a microcode

@@ -24,7 +24,6 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ._sparse_backward_c import DOT
 from ._threads import threads
 from .sparse import DTYPES, _p, load
 
@@ -56,10 +55,11 @@ static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil,
   return t < n ? t : -1;
 }
 """
-_SOURCE = DOT + r"""
+_SOURCE = r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
-#define TW (NV * (int64_t)(32 / sizeof(scalar_t)))
+#define VL ((int64_t)(32 / sizeof(scalar_t)))
+#define TW (NV * VL)
 /* Geometry: N, C, H, W, G, OG (outputs per group), KH, KW, OH, OW, SH, SW, PH, PW, DH, DW. */
 #define GEOM int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t OG, int64_t KH, \
   int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW
@@ -244,21 +244,28 @@ void sf_spc_grad_input_at_SUF(GEOM, int threads, const int64_t* restrict poff, c
     for (int64_t k = poff[n]; k < poff[n + 1]; k++) {
       const int64_t e = pidx[k], c = e / HW, h = (e - c * HW) / W, w = (e - c * HW) % W, go = (c / CG) * OG;
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
+      V acc = {0};        /* the taps' products summed lane-wise, reduced once */
       scalar_t s = 0;
       for (int64_t kh = 0; kh < KH; kh++) {
         const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
         if (oh < 0) continue;
         for (int64_t kw = 0; kw < KW; kw++) {
           const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
-          if (ow >= 0) s += dot_SUF(wc + (kh * KW + kw) * OG, gt + (oh * OW + ow) * O + go, OG);
+          if (ow < 0) continue;
+          const scalar_t* restrict a = wc + (kh * KW + kw) * OG, * restrict b = gt + (oh * OW + ow) * O + go;
+          int64_t j = 0;
+          for (; j + VL <= OG; j += VL) acc += *(const V*)(a + j) * *(const V*)(b + j);
+          for (; j < OG; j++) s += a[j] * b[j];
         }
       }
+      for (int u = 0; u < VL; u++) s += acc[u];
       gxn[e] = s;
     }
   }
 }
 #undef GEOM
 #undef V
+#undef VL
 #undef TW
 """
 
