@@ -72,14 +72,11 @@ def _param_decls(layout: tuple[bool, ...]) -> tuple[list[str], list[str]]:
     return decls, exprs
 
 
-# Work buffers on 64-byte boundaries (malloc's large blocks start 16 bytes past a page): a vector
-# load that straddles two cache lines costs two (RESULTS.md 19h).
 _HEAD = """#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 typedef {ctype} scalar_t;
-static inline void* sf_alloc(size_t n) {{ return aligned_alloc(64, (n + 63) / 64 * 64); }}
 """
 
 # Subnormal numbers flushed to zero (inputs and results) while a kernel runs, on x86: a silent
@@ -154,7 +151,7 @@ _ITEMS = """    const int64_t M = B * N;
     for (int64_t w = 0; w < nrb * ncb; ++w) {{
         const int64_t b0 = (w / ncb) * rows, f0 = (w % ncb) * cols;
         const int64_t nr = B - b0 < rows ? B - b0 : rows, len = N - f0 < cols ? N - f0 : cols, E = nr * len;
-        scalar_t* buf = (scalar_t*)sf_alloc(sizeof(scalar_t) * ({nbuf}) * E);
+        scalar_t* buf = (scalar_t*)malloc(sizeof(scalar_t) * ({nbuf}) * E);
 {body}
         free(buf);
     }}
