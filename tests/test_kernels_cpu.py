@@ -418,3 +418,20 @@ def test_subnormals_flush_to_zero_in_the_kernels_only(dtype):
     low = cpu[~normal].detach()       # no subnormal there; within the smallest normal number of the reference
     assert ((low == 0) | (low.abs() >= tiny)).all() and ((low - ref[~normal]).abs() <= tiny).all()
     assert (torch.tensor(tiny, dtype=dtype) / 4).item() != 0.0        # the flags are back
+
+
+def test_vector_width_follows_the_traced_operation_count():
+    """512-bit vectors (``cpu.WIDE``) for kernels with at least ``WIDE_MIN_OPS`` traced operations, 256-bit
+    for the memory-bound ones with fewer; the flags are part of the cached library's name."""
+    from spikeforge.kernels.trace import trace
+    from spikeforge.neurons import EIF, LI
+
+    def ops(tr):
+        return sum(n.op == "call_function" for g in (tr.forward, tr.backward) for n in g.graph.nodes)
+    few, many = trace(LI(), ATan(), torch.float32), trace(EIF(), ATan(), torch.float32)
+    assert ops(few) < cpu.WIDE_MIN_OPS <= ops(many)
+    assert cpu.width(few) == [] and cpu.width(many) == cpu.WIDE
+    assert cpu.WIDE == (["-mprefer-vector-width=512"] if os.uname().machine in ("x86_64", "amd64", "AMD64") else [])
+    if cpu.WIDE:
+        src = "int sf_probe(void) { return 1; }\n"
+        assert cpu.build(src)._name != cpu.build(src, cpu.WIDE)._name
