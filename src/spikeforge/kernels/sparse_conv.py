@@ -54,12 +54,25 @@ static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil,
   t /= str;
   return t < n ? t : -1;
 }
+/* The taps (kh, kw) through which input position (h, w) reaches an output (oh, ow), the statement after
+   it run for each (needs the geometry's names in scope). */
+#define SF_TAPS(h, w)                                                                 \
+  for (int64_t kh = 0, oh; kh < KH; kh++)                                             \
+    if ((oh = sf_spc_out(h, kh, PH, DH, SH, OH)) >= 0)                                \
+      for (int64_t kw = 0, ow; kw < KW; kw++)                                         \
+        if ((ow = sf_spc_out(w, kw, PW, DW, SW, OW)) >= 0)
 """
 _SOURCE = r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
 #define VL ((int64_t)(32 / sizeof(scalar_t)))
 #define TW (NV * VL)
+/* g (O, P) -> gt (P, O), in blocks of 64 positions */
+static inline void channels_last_SUF(const scalar_t* restrict g, scalar_t* restrict gt, int64_t O, int64_t P) {
+  for (int64_t p0 = 0; p0 < P; p0 += 64)
+    for (int64_t t = 0; t < O; t++)
+      for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = g[t * P + p];
+}
 /* Geometry: N, C, H, W, G, OG (outputs per group), KH, KW, OH, OW, SH, SW, PH, PW, DH, DW. */
 #define GEOM int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t OG, int64_t KH, \
   int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW
@@ -82,23 +95,17 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
       const int64_t go = (c / CG) * OG;
       for (int64_t q = 0; q < end; q++) {
         const int64_t h = o[q] / W, w = o[q] % W;
-        for (int64_t kh = 0; kh < KH; kh++) {
-          const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
-          if (oh < 0) continue;
-          for (int64_t kw = 0; kw < KW; kw++) {
-            const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
-            if (ow < 0) continue;
-            scalar_t* restrict a = acc + (oh * OW + ow) * O + go;
-            const scalar_t* restrict v = wc + (kh * KW + kw) * OG;
-            if (OG % TW == 0)
-              for (int64_t t0 = 0; t0 < OG; t0 += TW) {
-                V* restrict av = (V*)(a + t0);
-                const V* restrict vv = (const V*)(v + t0);
-                UNROLL for (int u = 0; u < NV; u++) av[u] += vv[u];
-              }
-            else
-              for (int64_t t = 0; t < OG; t++) a[t] += v[t];
-          }
+        SF_TAPS(h, w) {
+          scalar_t* restrict a = acc + (oh * OW + ow) * O + go;
+          const scalar_t* restrict v = wc + (kh * KW + kw) * OG;
+          if (OG % TW == 0)
+            for (int64_t t0 = 0; t0 < OG; t0 += TW) {
+              V* restrict av = (V*)(a + t0);
+              const V* restrict vv = (const V*)(v + t0);
+              UNROLL for (int u = 0; u < NV; u++) av[u] += vv[u];
+            }
+          else
+            for (int64_t t = 0; t < OG; t++) a[t] += v[t];
         }
       }
     }
@@ -134,16 +141,10 @@ void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, co
         }
         for (int64_t q = 0; q < end; q++) {
           const int64_t h = o[q] / W, w = o[q] % W;
-          for (int64_t kh = 0; kh < KH; kh++) {
-            const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
-            if (oh < 0) continue;
-            for (int64_t kw = 0; kw < KW; kw++) {
-              const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
-              if (ow < 0) continue;
-              const int64_t pg = (oh * OW + ow) * G + g;
-              if (pass == 0) cnt[pg + 1]++;
-              else lst[cnt[pg]++] = (int32_t)((c * KH + kh) * KW + kw);
-            }
+          SF_TAPS(h, w) {
+            const int64_t pg = (oh * OW + ow) * G + g;
+            if (pass == 0) cnt[pg + 1]++;
+            else lst[cnt[pg]++] = (int32_t)((c * KH + kh) * KW + kw);
           }
         }
       }
@@ -196,26 +197,16 @@ void sf_spc_grad_weight_SUF(GEOM, int threads, const int64_t* restrict off, cons
     scalar_t* restrict gt = scratch + id * P * O;
     for (int64_t n = 0; n < N; n++) {
       if (off[n * C + c1] == off[n * C + c0]) continue;     /* no event of this thread's channels */
-      for (int64_t p0 = 0; p0 < P; p0 += 64)                /* g[n] (O, P) -> gt (P, O), in blocks */
-        for (int64_t t = 0; t < O; t++) {
-          const scalar_t* restrict gr = g + (n * O + t) * P;
-          for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = gr[p];
-        }
+      channels_last_SUF(g + n * O * P, gt, O, P);
       for (int64_t c = c0; c < c1; c++) {
         scalar_t* restrict gc = gwt + c * KH * KW * OG;
         const int64_t go = (c / CG) * OG, r = n * C + c;
         for (int64_t q = off[r]; q < off[r + 1]; q++) {
           const int64_t h = idx[q] / W, w = idx[q] % W;
-          for (int64_t kh = 0; kh < KH; kh++) {
-            const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
-            if (oh < 0) continue;
-            for (int64_t kw = 0; kw < KW; kw++) {
-              const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
-              if (ow < 0) continue;
-              const scalar_t* restrict s = gt + (oh * OW + ow) * O + go;
-              scalar_t* restrict v = gc + (kh * KW + kw) * OG;
-              for (int64_t t = 0; t < OG; t++) v[t] += s[t];
-            }
+          SF_TAPS(h, w) {
+            const scalar_t* restrict s = gt + (oh * OW + ow) * O + go;
+            scalar_t* restrict v = gc + (kh * KW + kw) * OG;
+            for (int64_t t = 0; t < OG; t++) v[t] += s[t];
           }
         }
       }
@@ -236,27 +227,17 @@ void sf_spc_grad_input_at_SUF(GEOM, int threads, const int64_t* restrict poff, c
     memset(gxn, 0, C * HW * sizeof(scalar_t));
     if (poff[n + 1] == poff[n]) continue;
     scalar_t* restrict gt = scratch + (int64_t)omp_get_thread_num() * P * O;
-    for (int64_t p0 = 0; p0 < P; p0 += 64)
-      for (int64_t t = 0; t < O; t++) {
-        const scalar_t* restrict gr = g + (n * O + t) * P;
-        for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = gr[p];
-      }
+    channels_last_SUF(g + n * O * P, gt, O, P);
     for (int64_t k = poff[n]; k < poff[n + 1]; k++) {
       const int64_t e = pidx[k], c = e / HW, h = (e - c * HW) / W, w = (e - c * HW) % W, go = (c / CG) * OG;
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
       V acc = {0};        /* the taps' products summed lane-wise, reduced once */
       scalar_t s = 0;
-      for (int64_t kh = 0; kh < KH; kh++) {
-        const int64_t oh = sf_spc_out(h, kh, PH, DH, SH, OH);
-        if (oh < 0) continue;
-        for (int64_t kw = 0; kw < KW; kw++) {
-          const int64_t ow = sf_spc_out(w, kw, PW, DW, SW, OW);
-          if (ow < 0) continue;
-          const scalar_t* restrict a = wc + (kh * KW + kw) * OG, * restrict b = gt + (oh * OW + ow) * O + go;
-          int64_t j = 0;
-          for (; j + VL <= OG; j += VL) acc += *(const V*)(a + j) * *(const V*)(b + j);
-          for (; j < OG; j++) s += a[j] * b[j];
-        }
+      SF_TAPS(h, w) {
+        const scalar_t* restrict a = wc + (kh * KW + kw) * OG, * restrict b = gt + (oh * OW + ow) * O + go;
+        int64_t j = 0;
+        for (; j + VL <= OG; j += VL) acc += *(const V*)(a + j) * *(const V*)(b + j);
+        for (; j < OG; j++) s += a[j] * b[j];
       }
       for (int u = 0; u < VL; u++) s += acc[u];
       gxn[e] = s;
