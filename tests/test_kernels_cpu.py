@@ -435,3 +435,32 @@ def test_vector_width_follows_the_traced_operation_count():
     if cpu.WIDE:
         src = "int sf_probe(void) { return 1; }\n"
         assert cpu.build(src)._name != cpu.build(src, cpu.WIDE)._name
+
+
+def test_clamp_to_number_bounds_keeps_nan_and_signed_zero_as_torch():
+    """clamp/clamp_min/clamp_max with number bounds print as one compare and select each: NaN in x
+    stays NaN, and x is kept where it equals a bound (-0.0 stays -0.0), bit for bit as torch."""
+    from dataclasses import dataclass
+
+    from spikeforge.neurons import NeuronSpec, Param
+
+    @dataclass(frozen=True)
+    class Clamped(NeuronSpec):
+        state = ("a", "b", "c")
+        params = {"w": Param(0.5)}
+
+        def step(self, x, s, p, fire):
+            return fire(x - 9.0), (torch.clamp(x, 0.0, 1.0), torch.clamp_min(x, -0.0), torch.clamp_max(x, 0.0))
+
+    vals = [-0.0, 0.0, 1.0, -1.0, float("nan"), 0.5, 2.0, -3.0, float("inf"), -float("inf")]
+    x = torch.tensor(vals * 7).view(1, 1, -1).expand(3, 2, -1).contiguous()
+    previous = F.set_validation(False)
+    try:
+        _, ref, _, _ = F.run(Clamped(), x, backend="reference")
+        _, got, _, _ = F.run(Clamped(), x, backend="cpu")
+    finally:
+        F.set_validation(previous)
+    for r, g in zip(ref, got):
+        assert torch.equal(r.isnan(), g.isnan()) and r.isnan().any()
+        keep = ~r.isnan()
+        assert torch.equal(r[keep], g[keep]) and torch.equal(r[keep].signbit(), g[keep].signbit())

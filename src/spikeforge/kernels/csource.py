@@ -36,6 +36,10 @@ def _ctype(dtype: torch.dtype) -> str:
 # vectorise when both of a clamp's bounds are variables.)
 _MAX = "(({0}) > ({1}) ? ({0}) : ({1}) >= ({0}) ? ({1}) : ({0}) + ({1}))"
 _MIN = "(({0}) < ({1}) ? ({0}) : ({1}) <= ({0}) ? ({1}) : ({0}) + ({1}))"
+# clamp to a number bound {1} (never NaN): one compare and select each (x86's max/min instructions),
+# NaN in x kept, and x kept where it equals the bound, as torch.clamp does (-0.0 stays -0.0)
+_MAX_X = "(({1}) > ({0}) ? ({1}) : ({0}))"
+_MIN_X = "(({1}) < ({0}) ? ({1}) : ({0}))"
 
 
 def c_target(dtype: torch.dtype) -> Target:
@@ -53,7 +57,7 @@ def c_target(dtype: torch.dtype) -> Target:
         aten.where.self: "({0} ? {1} : {2})",
         aten.maximum.default: _MAX, aten.minimum.default: _MIN,
         aten.pow.Tensor_Scalar: f"pow{f}({{0}}, {{1}})", aten.sign.default: "(({0} > 0) - ({0} < 0))",
-        "cast": "(({t})({0}))", "max": _MAX, "min": _MIN,
+        "cast": "(({t})({0}))", "max": _MAX, "min": _MIN, "max_x": _MAX_X, "min_x": _MIN_X,
     })
     return Target(ops=ops, const=c_const, typename=_ctype,
                   declare=lambda name, expr, dt: f"const {_ctype(dt)} {name} = {expr};")

@@ -162,10 +162,13 @@ def _clamp(n, env, target, dtype) -> str:
     lo, hi = (n.args[1:] + (None, None))[:2]
     if n.target in (aten.clamp_max.default, aten.clamp_max.Tensor):
         lo, hi = None, n.args[1]
-    if lo is not None:
-        x = target.ops["max"].format(x, _fmt_arg(lo, env, target, dtype))
-    if hi is not None:
-        x = target.ops["min"].format(x, _fmt_arg(hi, env, target, dtype))
+    for bound, op in ((lo, "max"), (hi, "min")):
+        if bound is None:
+            continue
+        # a number bound is never NaN: the target's cheaper "max_x"/"min_x" (NaN only from x), if it has one
+        number = isinstance(bound, (int, float)) and not isinstance(bound, bool) and not math.isnan(bound)
+        key = op + "_x" if number and op + "_x" in target.ops else op
+        x = target.ops[key].format(x, _fmt_arg(bound, env, target, dtype))
     return x
 
 
