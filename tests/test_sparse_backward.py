@@ -179,6 +179,27 @@ def test_float32_and_module():
     torch.testing.assert_close(m1.linear.weight.grad, gw, rtol=1e-4, atol=1e-5)
 
 
+def test_per_neuron_parameters_and_the_narrow_probe():
+    """A leak and threshold per neuron (probed at every neuron) and scalar ones (probed at
+    ``PROBE_POINTS`` neurons and repeated): both give the dense gradient."""
+    x, ws = data(seed=9)
+    g = torch.Generator().manual_seed(10)
+    for params in ({"tau": torch.linspace(1.5, 4.0, H, dtype=torch.float64),
+                    "v_threshold": torch.linspace(0.8, 1.2, H, dtype=torch.float64)}, {"tau": 3.0}):
+        d = LIF(detach_reset=True)
+        r, *_ = sf.functional.run(d, F.linear(x, ws[0], ws[1]), params=params, surrogate=Triangle(2.0),
+                                  backend="reference")
+        s = sparse_spiking_linear(x, ws[0], ws[1], LIF(), params, surrogate=Triangle(2.0))
+        gz = torch.randn(r.shape, generator=g, dtype=x.dtype)
+        want, got = torch.autograd.grad((r * gz).sum(), ws[0]), torch.autograd.grad((s * gz).sum(), ws[0])
+        assert torch.equal(r, s) and 0 < active_fraction(s) < 1
+        torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+    p = LIF.Params(*(torch.tensor(v, dtype=torch.float64) for v in (4.0, 0.0, 1.0, 1.0, 0.0)))
+    a, c, g1 = K.linear_form(LIF(), p, 1000, torch.float64)
+    assert a.shape == (1000,) and a.is_contiguous() and bool((a == 0.75).all()) and bool((c == 0.25).all())
+    assert K._probe_width(p, 1000) == K.PROBE_POINTS
+
+
 def test_linear_form_reads_the_leak_and_reset_slope():
     a, c, g1 = K.linear_form(LIF(), LIF.Params(*(torch.tensor(v) for v in (4.0, 0.0, 1.0, 1.0, 0.0))), 3,
                              torch.float64)

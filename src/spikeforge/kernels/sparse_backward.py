@@ -93,6 +93,7 @@ def linear_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
         if isinstance(p, Tensor) and p.requires_grad:
             raise NotSparse(f"{_name(spec)}: parameter {name} requires a gradient, which the sparse backward "
                             f"does not compute; detach it or use the dense backward")
+    n, full = _probe_width(params, n), n
     p64 = type(params)(*(torch.as_tensor(p).detach().double().expand(n) for p in params))
 
     def h(v, x, spikes: bool):
@@ -111,13 +112,14 @@ def linear_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
     r0 = h(0.0, 0.0, True)
     sv, sx = h(1.0, 0.0, True) - r0, h(0.0, 1.0, True) - r0
     g1 = torch.where(a.abs() >= c.abs(), sv / torch.where(a == 0, 1.0, a), sx / torch.where(c == 0, 1.0, c))
-    return a.to(dtype), c.to(dtype), g1.to(dtype)
+    return tuple(_widen(t, full, dtype) for t in (a, c, g1))
 
 
 def fire_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """``(au, cu, eu)``, each (n,): the argument the step passes to the spike function is
     ``u = au v + cu I + eu`` (probed like ``linear_form``; one call of the spike function per
     step is required)."""
+    n, full = _probe_width(params, n), n
     p64 = type(params)(*(torch.as_tensor(p).detach().double().expand(n) for p in params))
 
     def u(v, x):
@@ -133,7 +135,22 @@ def fire_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor,
         return box[0]
 
     e = u(0.0, 0.0)
-    return (u(1.0, 0.0) - e).to(dtype), (u(0.0, 1.0) - e).to(dtype), e.to(dtype)
+    return tuple(_widen(t, full, dtype) for t in (u(1.0, 0.0) - e, u(0.0, 1.0) - e, e))
+
+
+#: probe points when every parameter is one number (the coefficients are then the same for all neurons)
+PROBE_POINTS = 64
+
+
+def _probe_width(params, n: int) -> int:
+    """How many neurons to probe: all ``n`` when a parameter has one value per neuron, else
+    ``PROBE_POINTS`` (a 128 k-neuron conv layer's probes took 20 ms per call at full width)."""
+    return n if any(torch.as_tensor(p).numel() > 1 for p in params) else min(n, PROBE_POINTS)
+
+
+def _widen(t: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """``t`` (probed neurons) as ``n`` contiguous values of ``dtype`` (the first repeated when narrower)."""
+    return (t if t.numel() == n else t[:1].expand(n)).to(dtype).contiguous()
 
 
 def cutoff_of(surrogate, cutoff: float | None) -> float:
