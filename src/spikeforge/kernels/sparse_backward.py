@@ -93,18 +93,17 @@ def linear_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
         if isinstance(p, Tensor) and p.requires_grad:
             raise NotSparse(f"{_name(spec)}: parameter {name} requires a gradient, which the sparse backward "
                             f"does not compute; detach it or use the dense backward")
-    n, full = _probe_width(params, n), n
-    p64 = type(params)(*(torch.as_tensor(p).detach().double().expand(n) for p in params))
+    p64, m = _probe_params(params, n)
 
     def h(v, x, spikes: bool):
         fire = (lambda u: torch.ones_like(u)) if spikes else (lambda u: torch.zeros_like(u))
-        return spec.step(x + torch.zeros(n, dtype=torch.float64), (v + torch.zeros(n, dtype=torch.float64),),
+        return spec.step(x + torch.zeros(m, dtype=torch.float64), (v + torch.zeros(m, dtype=torch.float64),),
                          p64, fire)[1][0]
 
     d = h(0.0, 0.0, False)
     a, c = h(1.0, 0.0, False) - d, h(0.0, 1.0, False) - d
     g = torch.Generator().manual_seed(0)
-    v, x = torch.randn(n, generator=g, dtype=torch.float64), torch.randn(n, generator=g, dtype=torch.float64)
+    v, x = torch.randn(m, generator=g, dtype=torch.float64), torch.randn(m, generator=g, dtype=torch.float64)
     err = (h(v, x, False) - (a * v + c * x + d)).abs()
     if not bool((err <= 1e-9 * (1 + (a * v).abs() + (c * x).abs() + d.abs())).all()):
         raise NotSparse(f"{_name(spec)}: its membrane step is not affine in the membrane and the input, so "
@@ -112,15 +111,14 @@ def linear_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
     r0 = h(0.0, 0.0, True)
     sv, sx = h(1.0, 0.0, True) - r0, h(0.0, 1.0, True) - r0
     g1 = torch.where(a.abs() >= c.abs(), sv / torch.where(a == 0, 1.0, a), sx / torch.where(c == 0, 1.0, c))
-    return tuple(_widen(t, full, dtype) for t in (a, c, g1))
+    return tuple(_widen(t, n, dtype) for t in (a, c, g1))
 
 
 def fire_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """``(au, cu, eu)``, each (n,): the argument the step passes to the spike function is
     ``u = au v + cu I + eu`` (probed like ``linear_form``; one call of the spike function per
     step is required)."""
-    n, full = _probe_width(params, n), n
-    p64 = type(params)(*(torch.as_tensor(p).detach().double().expand(n) for p in params))
+    p64, m = _probe_params(params, n)
 
     def u(v, x):
         box = []
@@ -128,14 +126,14 @@ def fire_form(spec, params, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor,
         def fire(arg):
             box.append(arg)
             return torch.zeros_like(arg)
-        spec.step(x + torch.zeros(n, dtype=torch.float64), (v + torch.zeros(n, dtype=torch.float64),), p64, fire)
+        spec.step(x + torch.zeros(m, dtype=torch.float64), (v + torch.zeros(m, dtype=torch.float64),), p64, fire)
         if len(box) != 1:
             raise NotSparse(f"{_name(spec)}: its step calls the spike function {len(box)} times; the sparse "
                             f"backward needs exactly one threshold per step")
         return box[0]
 
     e = u(0.0, 0.0)
-    return tuple(_widen(t, full, dtype) for t in (u(1.0, 0.0) - e, u(0.0, 1.0) - e, e))
+    return tuple(_widen(t, n, dtype) for t in (u(1.0, 0.0) - e, u(0.0, 1.0) - e, e))
 
 
 #: probe points when every parameter is one number (the coefficients are then the same for all neurons)
@@ -146,6 +144,12 @@ def _probe_width(params, n: int) -> int:
     """How many neurons to probe: all ``n`` when a parameter has one value per neuron, else
     ``PROBE_POINTS`` (a 128 k-neuron conv layer's probes took 20 ms per call at full width)."""
     return n if any(torch.as_tensor(p).numel() > 1 for p in params) else min(n, PROBE_POINTS)
+
+
+def _probe_params(params, n: int) -> tuple:
+    """``(params in float64 at the probe width, that width)`` for probing ``n`` neurons' step."""
+    m = _probe_width(params, n)
+    return type(params)(*(torch.as_tensor(p).detach().double().expand(m) for p in params)), m
 
 
 def _widen(t: Tensor, n: int, dtype: torch.dtype) -> Tensor:

@@ -177,23 +177,29 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     return z
 
 
+def _conv(xp: Tensor, weight: Tensor, bias: Tensor | None, geo) -> tuple:
+    """``(y, csr)`` as ``_linear`` for the convolution of the (padded) input ``xp`` (N, C, H, W):
+    ``SpikeConv2d``'s kernels for a {0, 1} input below its crossover, else ``F.conv2d``."""
+    w, b = weight.detach(), None if bias is None else bias.detach()
+    off, bad = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
+    if bad == 0 and int(off[-1]) < CONV_CROSSOVER_TRAIN * xp.numel():
+        y, idx = _spc.forward(xp, off, w, b, geo)
+        return y, (off, idx)
+    return F.conv2d(xp, w, b, geo.stride, geo.pad, geo.dilation, geo.groups), None
+
+
 class _SparseSpikingConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, coef, geo, pad):
         T, B = x.shape[:2]
         x4 = x.detach().reshape(T * B, *x.shape[2:])
         xp = (x4 if pad is None else F.pad(x4, pad)).contiguous()
-        w, b = weight.detach(), None if bias is None else bias.detach()
-        off, bad = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
-        if bad == 0 and int(off[-1]) < CONV_CROSSOVER_TRAIN * xp.numel():   # SpikeConv2d's kernels
-            y, idx = _spc.forward(xp, off, w, b, geo)
-            wsrc = (off, idx)
-        else:
-            y, wsrc = F.conv2d(xp, w, b, geo.stride, geo.pad, geo.dilation, geo.groups), (xp,)
+        y, csr = _conv(xp, weight, bias, geo)
+        wsrc = csr if csr is not None else (xp,)
         z, off, idx, sg, soff, sidx = _neuron(y.view(T, B, -1), spec, params, surrogate, width, backend, coef)
         ctx.save_for_backward(weight, soff, sidx, off, idx, sg, *coef, *wsrc, *(prev if prev is not None else ()))
         ctx.geo, ctx.pad, ctx.x_shape, ctx.has_prev, ctx.has_bias = geo, pad, x.shape, prev is not None, bias is not None
-        ctx.scatter = len(wsrc) == 2
+        ctx.scatter = csr is not None
         ctx.mark_non_differentiable(off, idx)
         return z.view(T, B, *y.shape[1:]), off, idx
 
