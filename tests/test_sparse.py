@@ -76,6 +76,31 @@ def test_matches_linear_blocks_threads_and_edges(shape, dtype):
     assert m.last_path == "sparse"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("out", [1, 32, 64, 130, 256])
+def test_packed_weight_layout_and_round_trip(out, dtype):
+    # the kernels read W^T in column tiles of kernels.sparse.tile(dtype) outputs, each tile (in, tile)
+    # contiguous, the narrower last tile (in, rest) after them
+    from spikeforge.kernels import sparse as K
+    w = torch.randn(out, 24, dtype=dtype)
+    p, tw = K.packed(w), K.tile(dtype)
+    assert tw * w.element_size() == 256 and p.shape == (out * 24,)
+    full = out // tw * tw
+    for j0 in range(0, full, tw):
+        assert torch.equal(p[j0 * 24:(j0 + tw) * 24].view(24, tw), w[j0:j0 + tw].t())
+    assert torch.equal(p[full * 24:].view(24, out - full), w[full:].t())
+    assert torch.equal(K.unpacked(p, out, 24), w)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_power_of_two_layer_with_several_tiles(dtype):
+    # in and out powers of two (the rows of W^T a power of two apart), several column tiles and a
+    # narrower last one
+    for out in (256, 200):
+        ref, m = pair(128, out, dtype=dtype)
+        assert_same(ref, m, spikes((3, 40, 128), 0.1, dtype), dtype)
+
+
 def test_weight_gradient_accumulates_and_frozen_weight():
     ref, m = pair(30, 20)
     x = spikes((6, 30), 0.2)

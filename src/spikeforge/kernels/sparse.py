@@ -17,6 +17,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ..allocator import empty
 from ._threads import threads
 
 __all__ = ["DTYPES", "build", "count_active", "forward", "grad_weight"]
@@ -72,7 +73,7 @@ void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
         V a[NV];
         UNROLL for (int u = 0; u < NV; u++) a[u] = bias ? ((const V*)(bias + j0))[u] : (V){0};
         for (int64_t q = off[n]; q < off[n + 1]; q++) {
-          const V* w = (const V*)(wt + (int64_t)idx[q] * OUT + j0);
+          const V* w = (const V*)(wt + j0 * IN + (int64_t)idx[q] * TW);
           UNROLL for (int u = 0; u < NV; u++) a[u] += w[u];
         }
         UNROLL for (int u = 0; u < NV; u++) ((V*)(y + n * OUT + j0))[u] = a[u];
@@ -81,33 +82,35 @@ void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
       scalar_t* restrict yr = y + n * OUT;
       for (int64_t t = j0; t < OUT; t++) yr[t] = bias ? bias[t] : 0;
       for (int64_t q = off[n]; q < off[n + 1]; q++) {
-        const scalar_t* restrict w = wt + (int64_t)idx[q] * OUT;
+        const scalar_t* restrict w = wt + j0 * IN + (int64_t)idx[q] * (OUT - j0) - j0;
         for (int64_t t = j0; t < OUT; t++) yr[t] += w[t];
       }
     }
   }
 }
 
-/* gwt (IN, OUT) = x^T g from the CSR of x; output tiles in parallel, no two threads share one. */
+/* x^T g from the CSR of x, written as `packed` lays out W^T (each output tile (IN, width)
+   contiguous); output tiles in parallel, no two threads share one. */
 void sf_spl_grad_weight_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
                             const int64_t* restrict off, const int32_t* restrict idx,
-                            const scalar_t* restrict g, scalar_t* restrict gwt) {
+                            const scalar_t* restrict g, scalar_t* restrict gwp) {
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t j0 = 0; j0 < OUT; j0 += TW) {
     int64_t m = OUT - j0 < TW ? OUT - j0 : TW;
-    for (int64_t i = 0; i < IN; i++) memset(gwt + i * OUT + j0, 0, m * sizeof(scalar_t));
+    scalar_t* restrict gt = gwp + j0 * IN;
+    memset(gt, 0, IN * m * sizeof(scalar_t));
     for (int64_t n = 0; n < N; n++) {
       const scalar_t* restrict gr = g + n * OUT + j0;
       if (m == TW) {
         V h[NV];
         UNROLL for (int u = 0; u < NV; u++) h[u] = ((const V*)gr)[u];
         for (int64_t q = off[n]; q < off[n + 1]; q++) {
-          V* o = (V*)(gwt + (int64_t)idx[q] * OUT + j0);
+          V* o = (V*)(gt + (int64_t)idx[q] * TW);
           UNROLL for (int u = 0; u < NV; u++) o[u] += h[u];
         }
       } else {
         for (int64_t q = off[n]; q < off[n + 1]; q++) {
-          scalar_t* restrict o = gwt + (int64_t)idx[q] * OUT + j0;
+          scalar_t* restrict o = gt + (int64_t)idx[q] * m;
           for (int64_t t = 0; t < m; t++) o[t] += gr[t];
         }
       }
@@ -166,14 +169,43 @@ def count_active(x2: Tensor) -> tuple[Tensor, int]:
     return off, int(bad)
 
 
+def tile(dtype: torch.dtype) -> int:
+    """The kernels' output tile width (``TW``) in elements: 8 vectors of 32 bytes."""
+    return 256 // dtype.itemsize
+
+
+def packed(w: Tensor) -> Tensor:
+    """``w`` (out, in) as its transpose cut into column tiles of ``tile`` outputs, each tile
+    (in, tile) contiguous, then the narrower last tile (in, rest): one copy, and each tile the
+    kernels read is one contiguous block (rows of ``w.t()`` a power-of-two apart would share
+    cache sets)."""
+    out, k = w.shape
+    tw = tile(w.dtype)
+    full = out // tw * tw
+    p = empty((out * k,), w.dtype)
+    p[:full * k].view(full // tw, k, tw).copy_(w[:full].view(full // tw, tw, k).transpose(1, 2))
+    p[full * k:].view(k, out - full).copy_(w[full:].t())
+    return p
+
+
+def unpacked(p: Tensor, out: int, k: int) -> Tensor:
+    """The (out, in) matrix whose ``packed`` form is ``p``."""
+    tw = tile(p.dtype)
+    full = out // tw * tw
+    w = torch.empty(out, k, dtype=p.dtype)
+    w[:full].view(full // tw, tw, k).copy_(p[:full * k].view(full // tw, k, tw).transpose(1, 2))
+    w[full:].copy_(p[full * k:].view(k, out - full).t())
+    return w
+
+
 def forward(x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(y, idx)``: ``y = x2 W^T + bias`` (N, out) from the active entries of the {0, 1} input
     ``x2`` (N, in) whose row offsets ``count_active`` gave, and their indices ``idx`` (the
     CSR that ``grad_weight`` reads)."""
     (n, k), out = x2.shape, weight.shape[0]
     idx = torch.empty(int(off[-1]), dtype=torch.int32)
-    y = torch.empty(n, out, dtype=x2.dtype)
-    wt = weight.detach().t().contiguous()
+    y = empty((n, out), x2.dtype)
+    wt = packed(weight.detach())
     b = None if bias is None else bias.detach().contiguous()
     _fn("forward", x2.dtype)(c_int64(n), c_int64(k), c_int64(out), threads(x2.numel(), _PARALLEL_MIN),
                              _p(x2), _p(off), _p(idx), _p(wt), _p(b), _p(y))
@@ -184,7 +216,7 @@ def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, in_features: int) -> Tenso
     """The weight gradient ``gy^T x`` (out, in) from the CSR ``(off, idx)`` of a {0, 1} input
     and the contiguous output gradient ``gy`` (N, out)."""
     n, out = gy.shape
-    gwt = torch.empty(in_features, out, dtype=gy.dtype)
+    gwp = empty((in_features * out,), gy.dtype)
     _fn("grad_weight", gy.dtype)(c_int64(n), c_int64(in_features), c_int64(out),
-                                 threads(gy.numel(), _PARALLEL_MIN), _p(off), _p(idx), _p(gy), _p(gwt))
-    return gwt.t()
+                                 threads(gy.numel(), _PARALLEL_MIN), _p(off), _p(idx), _p(gy), _p(gwp))
+    return unpacked(gwp, out, in_features)

@@ -24,6 +24,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ..allocator import empty
 from ._threads import threads
 from .sparse import DTYPES, _p, load
 
@@ -67,11 +68,27 @@ typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t))
 #define V V_SUF
 #define VL ((int64_t)(32 / sizeof(scalar_t)))
 #define TW (NV * VL)
-/* g (O, P) -> gt (P, O), in blocks of 64 positions */
-static inline void channels_last_SUF(const scalar_t* restrict g, scalar_t* restrict gt, int64_t O, int64_t P) {
-  for (int64_t p0 = 0; p0 < P; p0 += 64)
-    for (int64_t t = 0; t < O; t++)
-      for (int64_t p = p0; p < P && p < p0 + 64; p++) gt[p * O + t] = g[t * P + p];
+/* dst (C, R) = src (R, C) transposed, plus bias[c] on dst row c (NULL: none): 8 x 8 blocks (transposed
+   in registers), the edges element by element. Moves the per-sample scratch between channels-last and
+   channels-first. */
+static inline void transpose_SUF(const scalar_t* restrict src, scalar_t* restrict dst,
+                                 const scalar_t* restrict bias, int64_t R, int64_t C) {
+  const int64_t R8 = R & ~(int64_t)7, C8 = C & ~(int64_t)7;
+  for (int64_t c0 = 0; c0 < C8; c0 += 8) {
+    scalar_t b[8];
+    for (int j = 0; j < 8; j++) b[j] = bias ? bias[c0 + j] : 0;
+    for (int64_t r0 = 0; r0 < R8; r0 += 8) {
+      scalar_t blk[8][8];
+      for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++) blk[j][i] = src[(r0 + i) * C + c0 + j];
+      for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 8; i++) dst[(c0 + j) * R + r0 + i] = blk[j][i] + b[j];
+    }
+    for (int64_t r = R8; r < R; r++)
+      for (int j = 0; j < 8; j++) dst[(c0 + j) * R + r] = src[r * C + c0 + j] + b[j];
+  }
+  for (int64_t c = C8; c < C; c++)
+    for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c] + (bias ? bias[c] : 0);
 }
 /* Geometry: N, C, H, W, G, OG (outputs per group), KH, KW, OH, OW, SH, SW, PH, PW, DH, DW. */
 #define GEOM int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t OG, int64_t KH, \
@@ -109,11 +126,7 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
         }
       }
     }
-    for (int64_t t = 0; t < O; t++) {
-      scalar_t* restrict yr = y + (n * O + t) * P;
-      const scalar_t b = bias ? bias[t] : 0;
-      for (int64_t p = 0; p < P; p++) yr[p] = acc[p * O + t] + b;
-    }
+    transpose_SUF(acc, y + n * O * P, bias, P, O);
   }
 }
 
@@ -174,11 +187,7 @@ void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, co
           }
         }
       }
-    for (int64_t t = 0; t < O; t++) {
-      scalar_t* restrict yr = y + (n * O + t) * P;
-      const scalar_t b = bias ? bias[t] : 0;
-      for (int64_t p = 0; p < P; p++) yr[p] = acc[p * O + t] + b;
-    }
+    transpose_SUF(acc, y + n * O * P, bias, P, O);
   }
 }
 
@@ -197,7 +206,7 @@ void sf_spc_grad_weight_SUF(GEOM, int threads, const int64_t* restrict off, cons
     scalar_t* restrict gt = scratch + id * P * O;
     for (int64_t n = 0; n < N; n++) {
       if (off[n * C + c1] == off[n * C + c0]) continue;     /* no event of this thread's channels */
-      channels_last_SUF(g + n * O * P, gt, O, P);
+      transpose_SUF(g + n * O * P, gt, 0, O, P);
       for (int64_t c = c0; c < c1; c++) {
         scalar_t* restrict gc = gwt + c * KH * KW * OG;
         const int64_t go = (c / CG) * OG, r = n * C + c;
@@ -227,7 +236,7 @@ void sf_spc_grad_input_at_SUF(GEOM, int threads, const int64_t* restrict poff, c
     memset(gxn, 0, C * HW * sizeof(scalar_t));
     if (poff[n + 1] == poff[n]) continue;
     scalar_t* restrict gt = scratch + (int64_t)omp_get_thread_num() * P * O;
-    channels_last_SUF(g + n * O * P, gt, O, P);
+    transpose_SUF(g + n * O * P, gt, 0, O, P);
     for (int64_t k = poff[n]; k < poff[n + 1]; k++) {
       const int64_t e = pidx[k], c = e / HW, h = (e - c * HW) / W, w = (e - c * HW) % W, go = (c / CG) * OG;
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
@@ -300,10 +309,10 @@ def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Ge
     out = geo.groups * geo.og
     nt = ctypes.c_int(max(1, min(threads(x.numel(), _PARALLEL_MIN).value, geo.n)))  # scratch per thread
     idx = torch.empty(int(off[-1]), dtype=torch.int32)
-    y = torch.empty(geo.n, out, geo.oh, geo.ow, dtype=x.dtype)
+    y = empty((geo.n, out, geo.oh, geo.ow), x.dtype)
     wt = _taps_last(weight, geo)
     b = None if bias is None else bias.detach().contiguous()
-    scratch = torch.empty(nt.value * geo.oh * geo.ow * out, dtype=x.dtype)
+    scratch = empty((nt.value * geo.oh * geo.ow * out,), x.dtype)
     if FORMULATION is Formulation.GATHER:
         per_sample = off[::geo.c].diff().max().item() if geo.n else 0
         per_thread = geo.oh * geo.ow * geo.groups + 1 + per_sample * geo.kh * geo.kw
@@ -320,7 +329,7 @@ def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, geo: Geometry) -> Tensor:
     input and the contiguous output gradient ``gy`` (N, O, OH, OW)."""
     nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.c)))
     gwt = torch.empty(geo.c, geo.kh, geo.kw, geo.og, dtype=gy.dtype)
-    scratch = torch.empty(nt.value * gy[0].numel(), dtype=gy.dtype)
+    scratch = empty((nt.value * gy[0].numel(),), gy.dtype)
     _fn("grad_weight", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(gy), _p(gwt), _p(scratch))
     cg = geo.c // geo.groups
     return gwt.reshape(geo.groups, cg, geo.kh, geo.kw, geo.og).permute(0, 4, 1, 2, 3).reshape(
@@ -333,7 +342,7 @@ def grad_input_at(off: Tensor, idx: Tensor, gy: Tensor, weight: Tensor, geo: Geo
     output gradient ``gy`` (N, O, OH, OW): what a sparse spiking layer before this one reads."""
     nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.n)))
     wt = _taps_last(weight, geo)
-    gx = torch.empty(geo.n, geo.c, geo.h, geo.w, dtype=gy.dtype)
-    scratch = torch.empty(nt.value * gy[0].numel(), dtype=gy.dtype)
+    gx = empty((geo.n, geo.c, geo.h, geo.w), gy.dtype)
+    scratch = empty((nt.value * gy[0].numel(),), gy.dtype)
     _fn("grad_input_at", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(wt), _p(gy), _p(gx), _p(scratch))
     return gx
