@@ -42,11 +42,12 @@ __all__ = ["SparseMode", "SpikeLinear", "spike_linear", "count_active",
 log = logging.getLogger("spikeforge")
 
 # Densities (fraction of nonzero inputs) below which the sparse path beats F.linear on this
-# project's 2-core CPU (float32, 2 threads), measured by benchmarks/sparse_linear.py and
-# recorded in benchmarks/RESULTS_sparse.md: the smallest crossover over the five sizes
-# measured (8000x2048->2048, the largest, has it: 0.153 forward, 0.129 forward+backward with
-# the input's gradient, 0.122 without), rounded down. Smaller layers cross at 0.18-0.34.
-CROSSOVER_FORWARD = 0.15   # forward only (inference, or no gradient for the weight)
+# project's 2-core CPUs (float32, 2 threads), measured by benchmarks/sparse_linear.py and
+# recorded in benchmarks/RESULTS_sparse.md: the smallest crossover over the five sizes measured
+# on either host, rounded down. AMD EPYC (2026-11-24): 0.153-0.34 forward, 0.122-0.31 forward +
+# backward (the smallest at 8000x2048->2048); Intel Xeon with AVX-512 (2026-12-03, W^T packed in
+# column tiles, two runs): 0.140-0.262 forward, 0.143-0.209 forward + backward.
+CROSSOVER_FORWARD = 0.14   # forward only (inference, or no gradient for the weight)
 CROSSOVER_TRAIN = 0.12     # forward + backward with a weight gradient
 # Below this many multiply-adds of the dense product (rows x in x out) AUTO stays dense without
 # counting: per-call overheads win there (same benchmark, tiny sizes at 5 % density: 2M

@@ -37,20 +37,21 @@ __all__ = ["SpikeConv2d", "spike_conv2d", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN"
 
 log = logging.getLogger("spikeforge")
 
-# Densities below which the sparse path beats F.conv2d on this project's 2-core CPU (float32,
-# 2 threads), measured by benchmarks/sparse_conv.py in two runs on 2026-12-02 (load average 5-12
-# from other jobs; same-run ratios) and recorded in benchmarks/RESULTS_sparse.md: the smallest
-# crossover of the three large layers (N x C x H x W -> O: 32x64x32x32->128, 16x64x32x32->128 and
-# 32x128x16x16->256, 3x3) over both runs, rounded down: forward 0.136-0.227, forward + backward
-# 0.147-0.210.
-CROSSOVER_FORWARD = 0.13   # forward only (inference, or no gradient for the weight)
-CROSSOVER_TRAIN = 0.14     # forward + backward with a weight gradient
+# Densities below which the sparse path beats F.conv2d on this project's 2-core CPUs (float32,
+# 2 threads), measured by benchmarks/sparse_conv.py and recorded in benchmarks/RESULTS_sparse.md:
+# the smallest crossover of the three large layers (N x C x H x W -> O: 32x64x32x32->128,
+# 16x64x32x32->128 and 32x128x16x16->256, 3x3) on either host, rounded down. AMD EPYC (two runs,
+# 2026-12-02): forward 0.136-0.227, forward + backward 0.147-0.210; Intel Xeon with AVX-512
+# (2026-12-03, the kernels of that day): forward 0.111-0.150, forward + backward 0.137-0.183.
+CROSSOVER_FORWARD = 0.11   # forward only (inference, or no gradient for the weight)
+CROSSOVER_TRAIN = 0.13     # forward + backward with a weight gradient
 # Below these many multiply-adds of the dense convolution AUTO stays dense without counting.
 # Forward only: a 19 M multiply-add layer (8x32x16x16->32) ran 0.5-2.2x as fast as F.conv2d at
-# 0.5-5 % density, the 1.2-2.4 G layers 1.8-7x; with a weight gradient the 19 M layer ran 1.8-2.9x
-# (torch's backward is slow on small layers) and a 9.4 M one (32x2x32x32->16) 1.0-1.6x.
+# 0.5-5 % density on the AMD host, the 1.2-2.4 G layers 1.8-7x. With a weight gradient the 19 M
+# layer ran 1.8-2.9x as fast there but 0.88-0.99x at 5-15 % on the Intel host (crossover 4.6 %),
+# and a 9.4 M one (32x2x32x32->16) 1.0-1.6x there and 0.8-0.9x on Intel at every density.
 MIN_WORK_FORWARD = 100_000_000
-MIN_WORK = 10_000_000
+MIN_WORK = 20_000_000
 _ERRORS: set = set()
 
 
