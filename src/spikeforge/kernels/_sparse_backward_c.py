@@ -11,37 +11,60 @@ _SOURCE = r"""
   const scalar_t* restrict yr = y + r * N;                                   \
   const scalar_t* restrict zr = z + r * N;
 
-/* Per row: how many entries are active (|u| < w) and how many spiked (z != 0). */
+/* Per row: how many entries are active (|u| < w) and how many spiked (z != 0), and both as bit masks
+   (NW = ceil(N / 64) words per row: bit j % 64 of word j / 64; smask NULL: spikes not wanted). */
 void sf_sbw_fcount_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict y,
                        const scalar_t* restrict vtr, const scalar_t* restrict v0,
                        const scalar_t* restrict au, const scalar_t* restrict cu,
                        const scalar_t* restrict eu, const scalar_t* restrict z, scalar_t w,
+                       uint64_t* restrict amask, uint64_t* restrict smask,
                        int64_t* restrict cnt, int64_t* restrict scnt) {
+  const int64_t NW = (N + 63) / 64;
   #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < T * B; r++) {
     SF_ROW
     int64_t k = 0, m = 0;
-    for (int64_t j = 0; j < N; j++) { scalar_t u = SF_U(j); k += (u < w) & (u > -w); m += zr[j] != 0; }
+    for (int64_t q = 0; q < NW; q++) {
+      const int64_t j0 = q * 64, n = N - j0 < 64 ? N - j0 : 64;
+      uint64_t am = 0, sm = 0;
+      for (int64_t i = 0; i < n; i++) {
+        scalar_t u = SF_U(j0 + i);
+        am |= (uint64_t)((u < w) & (u > -w)) << i;
+        sm |= (uint64_t)(zr[j0 + i] != 0) << i;
+      }
+      amask[r * NW + q] = am;
+      if (smask) smask[r * NW + q] = sm;
+      k += __builtin_popcountll(am);
+      m += __builtin_popcountll(sm);
+    }
     cnt[r] = k;
     scnt[r] = m;
   }
 }
 
-/* The active entries' columns and u (at offsets off) and the spikes' columns (at soff; none if NULL). */
+/* From the masks: the active entries' columns and u (at offsets off) and the spikes' columns (at soff;
+   none if NULL); u is computed again at the active entries only. */
 void sf_sbw_fcompact_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict y,
                          const scalar_t* restrict vtr, const scalar_t* restrict v0,
                          const scalar_t* restrict au, const scalar_t* restrict cu,
-                         const scalar_t* restrict eu, const scalar_t* restrict z, scalar_t w,
+                         const scalar_t* restrict eu, const scalar_t* restrict z,
+                         const uint64_t* restrict amask, const uint64_t* restrict smask,
                          const int64_t* restrict off, int32_t* restrict idx, scalar_t* restrict uk,
                          const int64_t* restrict soff, int32_t* restrict sidx) {
+  const int64_t NW = (N + 63) / 64;
   #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < T * B; r++) {
     SF_ROW
+    (void)zr;
     int64_t k = off[r], m = soff ? soff[r] : 0;
-    for (int64_t j = 0; j < N; j++) {
-      scalar_t u = SF_U(j);
-      if ((u < w) & (u > -w)) { idx[k] = (int32_t)j; uk[k] = u; k++; }
-      if (soff && zr[j] != 0) sidx[m++] = (int32_t)j;
+    for (int64_t q = 0; q < NW; q++) {
+      for (uint64_t am = amask[r * NW + q]; am; am &= am - 1) {
+        int64_t j = q * 64 + __builtin_ctzll(am);
+        idx[k] = (int32_t)j;
+        uk[k++] = SF_U(j);
+      }
+      if (soff)
+        for (uint64_t sm = smask[r * NW + q]; sm; sm &= sm - 1) sidx[m++] = (int32_t)(q * 64 + __builtin_ctzll(sm));
     }
   }
 }

@@ -184,17 +184,19 @@ def forward_sets(y3: Tensor, vtr: Tensor, v0: Tensor, form: tuple, z: Tensor, su
     R, th = T * B, threads(y3.numel(), _PARALLEL_MIN)
     w = y3.new_tensor(width * (1 + SLACK)).item()
     scalar = ctypes.c_float if y3.dtype == torch.float32 else ctypes.c_double
-    common = (c_int64(T), c_int64(B), c_int64(N), th, _p(y3), _p(vtr), _p(v0), _p(au), _p(cu), _p(eu), _p(z),
-              scalar(w))
+    common = (c_int64(T), c_int64(B), c_int64(N), th, _p(y3), _p(vtr), _p(v0), _p(au), _p(cu), _p(eu), _p(z))
     cnt, scnt = torch.empty(R, dtype=torch.int64), torch.empty(R, dtype=torch.int64)
-    _fn("fcount", y3.dtype)(*common, _p(cnt), _p(scnt))
+    amask = torch.empty(R, (N + 63) // 64, dtype=torch.int64)   # bit masks (uint64 in the kernels)
+    smask = torch.empty_like(amask) if gated else None
+    _fn("fcount", y3.dtype)(*common, scalar(w), _p(amask), _opt(smask), _p(cnt), _p(scnt))
     off, soff = torch.zeros(R + 1, dtype=torch.int64), torch.zeros(R + 1 if gated else 0, dtype=torch.int64)
     torch.cumsum(cnt, 0, out=off[1:])
     if gated:
         torch.cumsum(scnt, 0, out=soff[1:])
     idx, uk = torch.empty(int(off[-1]), dtype=torch.int32), torch.empty(int(off[-1]), dtype=y3.dtype)
     sidx = torch.empty(int(soff[-1]) if gated else 0, dtype=torch.int32)
-    _fn("fcompact", y3.dtype)(*common, _p(off), _p(idx), _p(uk), _opt(soff if gated else None), _opt(sidx))
+    _fn("fcompact", y3.dtype)(*common, _p(amask), _opt(smask), _p(off), _p(idx), _p(uk),
+                              _opt(soff if gated else None), _opt(sidx))
     sg = torch.where(uk.abs() < width, surrogate.grad(uk), torch.zeros_like(uk))
     return off, idx, sg.contiguous(), soff, sidx
 
