@@ -77,18 +77,21 @@ def test_matches_linear_blocks_threads_and_edges(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("out", [1, 32, 64, 130, 256])
+@pytest.mark.parametrize("out", [1, 20, 32, 64, 130, 256])
 def test_packed_weight_layout_and_round_trip(out, dtype):
-    # the kernels read W^T in column tiles of kernels.sparse.tile(dtype) outputs, each tile (in, tile)
-    # contiguous, the narrower last tile (in, rest) after them
+    # the kernels read W^T in column tiles of kernels.sparse.tile(dtype) outputs, each tile (in, tile) contiguous,
+    # then the narrower last tile (in, rest) with its rows zero-padded to whole 32-byte vectors
     from spikeforge.kernels import sparse as K
     w = torch.randn(out, 24, dtype=dtype)
-    p, tw = K.packed(w), K.tile(dtype)
-    assert tw * w.element_size() == 256 and p.shape == (out * 24,)
+    p, tw, vl = K.packed(w), K.tile(dtype), 32 // w.element_size()
+    assert tw * w.element_size() == 256
     full = out // tw * tw
+    pad = -(-(out - full) // vl) * vl
+    assert p.shape == ((full + pad) * 24,)
     for j0 in range(0, full, tw):
         assert torch.equal(p[j0 * 24:(j0 + tw) * 24].view(24, tw), w[j0:j0 + tw].t())
-    assert torch.equal(p[full * 24:].view(24, out - full), w[full:].t())
+    last = p[full * 24:].view(24, pad)
+    assert torch.equal(last[:, :out - full], w[full:].t()) and not last[:, out - full:].any()
     assert torch.equal(K.unpacked(p, out, 24), w)
 
 

@@ -32,10 +32,26 @@ _HEADER = r"""
 #define RB 512                                 /* rows per block, sharing a W^T tile in cache */
 #define UNROLL _Pragma("GCC unroll 8")
 """
-_SOURCE = r"""
+# The positions of the nonzeros of a row, shared with the conv kernels (``scalar_t``/``_SUF`` as in ``load``).
+NONZEROS = r"""
+/* The positions of the nonzeros of x[0..n) into o, in order; returns how many. 64 entries at a time: a bit
+   mask of one comparison each (vectorised), then one store per set bit. */
+static inline int64_t sf_nonzeros_SUF(const scalar_t* restrict x, int64_t n, int32_t* restrict o) {
+  int64_t k = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    const int64_t m = n - i0 < 64 ? n - i0 : 64;
+    uint64_t b = 0;
+    for (int64_t i = 0; i < m; i++) b |= (uint64_t)(x[i0 + i] != 0) << i;
+    for (; b; b &= b - 1) o[k++] = (int32_t)(i0 + __builtin_ctzll(b));
+  }
+  return k;
+}
+"""
+_SOURCE = NONZEROS + r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
-#define TW (NV * (int64_t)(32 / sizeof(scalar_t)))
+#define VL ((int64_t)(32 / sizeof(scalar_t)))
+#define TW (NV * VL)
 
 /* Per-row nonzero counts; returns how many entries are neither 0 nor 1 (NaN included). */
 int64_t sf_spl_count_SUF(int64_t N, int64_t IN, int threads, const scalar_t* restrict x,
@@ -60,14 +76,7 @@ void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n0 = 0; n0 < N; n0 += RB) {
     int64_t n1 = n0 + RB < N ? n0 + RB : N, j0 = 0;
-    for (int64_t n = n0; n < n1; n++) {
-      const scalar_t* restrict xr = x + n * IN;
-      int32_t* restrict o = idx + off[n];
-      for (int64_t i = 0, k = 0, end = off[n + 1] - off[n]; i < IN && k < end; i++) {
-        o[k] = (int32_t)i;
-        k += xr[i] != 0;
-      }
-    }
+    for (int64_t n = n0; n < n1; n++) sf_nonzeros_SUF(x + n * IN, IN, idx + off[n]);
     for (; j0 + TW <= OUT; j0 += TW)
       for (int64_t n = n0; n < n1; n++) {
         V a[NV];
@@ -78,12 +87,20 @@ void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
         }
         UNROLL for (int u = 0; u < NV; u++) ((V*)(y + n * OUT + j0))[u] = a[u];
       }
-    for (int64_t n = n0; n < n1 && j0 < OUT; n++) {   /* the last, narrower tile */
-      scalar_t* restrict yr = y + n * OUT;
-      for (int64_t t = j0; t < OUT; t++) yr[t] = bias ? bias[t] : 0;
-      for (int64_t q = off[n]; q < off[n + 1]; q++) {
-        const scalar_t* restrict w = wt + j0 * IN + (int64_t)idx[q] * (OUT - j0) - j0;
-        for (int64_t t = j0; t < OUT; t++) yr[t] += w[t];
+    if (j0 < OUT) {   /* the last, narrower tile: NT vectors, its rows padded to NT * VL in wt */
+      const int64_t m = OUT - j0, nt = (m + VL - 1) / VL;
+      const scalar_t* restrict wl = wt + j0 * IN;
+      for (int64_t n = n0; n < n1; n++) {
+        scalar_t buf[TW] = {0};
+        for (int64_t t = 0; t < m; t++) buf[t] = bias ? bias[j0 + t] : 0;
+        V a[NV];
+        for (int u = 0; u < nt; u++) a[u] = ((const V*)buf)[u];
+        for (int64_t q = off[n]; q < off[n + 1]; q++) {
+          const V* w = (const V*)(wl + (int64_t)idx[q] * nt * VL);
+          for (int u = 0; u < nt; u++) a[u] += w[u];
+        }
+        for (int u = 0; u < nt; u++) ((V*)buf)[u] = a[u];
+        memcpy(y + n * OUT + j0, buf, m * sizeof(scalar_t));
       }
     }
   }
@@ -96,28 +113,32 @@ void sf_spl_grad_weight_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
                             const scalar_t* restrict g, scalar_t* restrict gwp) {
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t j0 = 0; j0 < OUT; j0 += TW) {
-    int64_t m = OUT - j0 < TW ? OUT - j0 : TW;
+    const int64_t m = OUT - j0 < TW ? OUT - j0 : TW, nt = (m + VL - 1) / VL, w = nt * VL;
     scalar_t* restrict gt = gwp + j0 * IN;
-    memset(gt, 0, IN * m * sizeof(scalar_t));
+    memset(gt, 0, IN * w * sizeof(scalar_t));
     for (int64_t n = 0; n < N; n++) {
       const scalar_t* restrict gr = g + n * OUT + j0;
+      V h[NV];
       if (m == TW) {
-        V h[NV];
         UNROLL for (int u = 0; u < NV; u++) h[u] = ((const V*)gr)[u];
         for (int64_t q = off[n]; q < off[n + 1]; q++) {
           V* o = (V*)(gt + (int64_t)idx[q] * TW);
           UNROLL for (int u = 0; u < NV; u++) o[u] += h[u];
         }
-      } else {
+      } else {   /* the last, narrower tile: rows padded to w */
+        scalar_t buf[TW] = {0};
+        memcpy(buf, gr, m * sizeof(scalar_t));
+        for (int u = 0; u < nt; u++) h[u] = ((const V*)buf)[u];
         for (int64_t q = off[n]; q < off[n + 1]; q++) {
-          scalar_t* restrict o = gt + (int64_t)idx[q] * m;
-          for (int64_t t = 0; t < m; t++) o[t] += gr[t];
+          V* o = (V*)(gt + (int64_t)idx[q] * w);
+          for (int u = 0; u < nt; u++) o[u] += h[u];
         }
       }
     }
   }
 }
 #undef V
+#undef VL
 #undef TW
 """
 
@@ -174,27 +195,35 @@ def tile(dtype: torch.dtype) -> int:
     return 256 // dtype.itemsize
 
 
+def _tiles(out: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """``(full, rest, padded)``: the outputs in whole tiles, those of the narrower last tile, and its
+    width rounded up to whole 32-byte vectors."""
+    tw, vl = tile(dtype), 32 // dtype.itemsize
+    full = out // tw * tw
+    return full, out - full, -(-(out - full) // vl) * vl
+
+
 def packed(w: Tensor) -> Tensor:
     """``w`` (out, in) as its transpose cut into column tiles of ``tile`` outputs, each tile
-    (in, tile) contiguous, then the narrower last tile (in, rest): one copy, and each tile the
-    kernels read is one contiguous block (rows of ``w.t()`` a power-of-two apart would share
-    cache sets)."""
+    (in, tile) contiguous, then the narrower last tile (in, rest), its rows zero-padded to whole
+    vectors: one copy, and each tile the kernels read is one contiguous block (rows of ``w.t()`` a
+    power of two apart would share cache sets)."""
     out, k = w.shape
-    tw = tile(w.dtype)
-    full = out // tw * tw
-    p = empty((out * k,), w.dtype)
+    tw, (full, rest, pad) = tile(w.dtype), _tiles(out, w.dtype)
+    p = empty((full * k + pad * k,), w.dtype)
     p[:full * k].view(full // tw, k, tw).copy_(w[:full].view(full // tw, tw, k).transpose(1, 2))
-    p[full * k:].view(k, out - full).copy_(w[full:].t())
+    last = p[full * k:].view(k, pad)
+    last[:, :rest].copy_(w[full:].t())
+    last[:, rest:].zero_()
     return p
 
 
 def unpacked(p: Tensor, out: int, k: int) -> Tensor:
     """The (out, in) matrix whose ``packed`` form is ``p``."""
-    tw = tile(p.dtype)
-    full = out // tw * tw
+    tw, (full, rest, pad) = tile(p.dtype), _tiles(out, p.dtype)
     w = torch.empty(out, k, dtype=p.dtype)
     w[:full].view(full // tw, tw, k).copy_(p[:full * k].view(full // tw, k, tw).transpose(1, 2))
-    w[full:].copy_(p[full * k:].view(k, out - full).t())
+    w[full:].copy_(p[full * k:].view(k, pad)[:, :rest].t())
     return w
 
 
@@ -216,7 +245,8 @@ def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, in_features: int) -> Tenso
     """The weight gradient ``gy^T x`` (out, in) from the CSR ``(off, idx)`` of a {0, 1} input
     and the contiguous output gradient ``gy`` (N, out)."""
     n, out = gy.shape
-    gwp = empty((in_features * out,), gy.dtype)
+    full, _, pad = _tiles(out, gy.dtype)
+    gwp = empty(((full + pad) * in_features,), gy.dtype)
     _fn("grad_weight", gy.dtype)(c_int64(n), c_int64(in_features), c_int64(out),
                                  threads(gy.numel(), _PARALLEL_MIN), _p(off), _p(idx), _p(gy), _p(gwp))
     return unpacked(gwp, out, in_features)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..allocator import empty
 from ._threads import threads
-from .sparse import DTYPES, _p, load
+from .sparse import DTYPES, NONZEROS, _p, load
 
 __all__ = ["DTYPES", "Formulation", "Geometry", "build", "forward", "grad_weight", "grad_input_at"]
 
@@ -63,7 +63,7 @@ static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil,
       for (int64_t kw = 0, ow; kw < KW; kw++)                                         \
         if ((ow = sf_spc_out(w, kw, PW, DW, SW, OW)) >= 0)
 """
-_SOURCE = r"""
+_SOURCE = NONZEROS + r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
 #define VL ((int64_t)(32 / sizeof(scalar_t)))
@@ -105,9 +105,8 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
     memset(acc, 0, P * O * sizeof(scalar_t));
     for (int64_t c = 0; c < C; c++) {
       const int64_t r = n * C + c, end = off[r + 1] - off[r];
-      const scalar_t* restrict xr = x + r * HW;
       int32_t* restrict o = idx + off[r];
-      for (int64_t i = 0, k = 0; i < HW && k < end; i++) { o[k] = (int32_t)i; k += xr[i] != 0; }
+      sf_nonzeros_SUF(x + r * HW, HW, o);
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
       const int64_t go = (c / CG) * OG;
       for (int64_t q = 0; q < end; q++) {
@@ -148,10 +147,7 @@ void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, co
       for (int64_t c = 0; c < C; c++) {
         const int64_t r = n * C + c, end = off[r + 1] - off[r], g = c / CG;
         int32_t* restrict o = idx + off[r];
-        if (pass == 0) {
-          const scalar_t* restrict xr = x + r * HW;
-          for (int64_t i = 0, k = 0; i < HW && k < end; i++) { o[k] = (int32_t)i; k += xr[i] != 0; }
-        }
+        if (pass == 0) sf_nonzeros_SUF(x + r * HW, HW, o);
         for (int64_t q = 0; q < end; q++) {
           const int64_t h = o[q] / W, w = o[q] % W;
           SF_TAPS(h, w) {
