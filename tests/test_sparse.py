@@ -143,6 +143,7 @@ def test_auto_switches_at_the_crossover(monkeypatch, grad):
     monkeypatch.setattr(sparse, name, 0.3)
     monkeypatch.setattr(sparse, other, 0.0 if grad else 1.0)  # must not be the one consulted
     monkeypatch.setattr(sparse, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse, "NARROW_OUT", 0)   # the narrow-layer scaling: its own test
     ref, m = pair(10, 8, mode=SparseMode.AUTO)
     for dens, path in ((0.2, "sparse"), (0.4, "dense")):
         x = torch.zeros(4, 5, 10, dtype=torch.float64)
@@ -160,6 +161,43 @@ def test_auto_measured_crossover_is_used():
     m(spikes((256, 256), 0.5 * min(sparse.CROSSOVER_TRAIN, sparse.CROSSOVER_FORWARD), torch.float32))
     assert m.last_path == "sparse"
     m(spikes((256, 256), min(1.0, 2 * max(sparse.CROSSOVER_TRAIN, sparse.CROSSOVER_FORWARD)), torch.float32))
+    assert m.last_path == "dense"
+
+
+def test_crossover_is_lower_for_narrow_layers():
+    for train, base in ((True, sparse.CROSSOVER_TRAIN), (False, sparse.CROSSOVER_FORWARD)):
+        assert sparse.crossover(train, sparse.NARROW_OUT) == 0.0 == sparse.crossover(train, 1)
+        assert sparse.crossover(train, 2 * sparse.NARROW_OUT) == pytest.approx(base / 2)
+        assert 0.9 * base < sparse.crossover(train, 4096) < base
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_auto_keeps_narrow_layers_dense_without_counting(grad):
+    # 20 outputs: slower sparse at every density measured; a wide layer at the same density goes sparse
+    x = spikes((3, 1000, 512), 0.02, torch.float32)
+    for out, path in ((20, "dense"), (256, "sparse")):
+        ref, m = pair(512, out, mode=SparseMode.AUTO, dtype=torch.float32)
+        assert x.shape[0] * x.shape[1] * 512 * out >= sparse.MIN_WORK
+        with torch.set_grad_enabled(grad):
+            y = m(x)
+        assert m.last_path == path
+        assert (m.last_density is None) == (path == "dense")
+        torch.testing.assert_close(y.detach(), ref(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_after_a_sparse_spiking_layer_keeps_the_wide_threshold():
+    # the sparse path then also computes the input gradient only where that layer reads it
+    from spikeforge.neurons import LIF
+    from spikeforge.nn.sparse_backward import sparse_spiking_linear
+    torch.manual_seed(0)
+    w1 = (torch.randn(256, 64) * 0.4).requires_grad_()
+    z = sparse_spiking_linear(spikes((40, 64, 64), 0.05, torch.float32), w1, None, LIF(), {"tau": 2.0})
+    assert 0 < z.mean() < sparse.CROSSOVER_TRAIN
+    ref, m = pair(256, 20, mode=SparseMode.AUTO, dtype=torch.float32)
+    assert z.numel() * 20 >= sparse.MIN_WORK and sparse.crossover(True, 20) == 0
+    m(z)
+    assert m.last_path == "sparse"
+    m(z.detach())   # no active set: the narrow rule applies
     assert m.last_path == "dense"
 
 
@@ -209,6 +247,7 @@ def test_sparse_rejects_what_it_cannot_run(monkeypatch, caplog):
         m(x)
     m.mode = SparseMode.AUTO
     monkeypatch.setattr(sparse, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse, "NARROW_OUT", 0)
     with caplog.at_level(logging.WARNING, logger="spikeforge"):
         m(x)
     assert m.last_path == "dense" and "no compiler" in caplog.text

@@ -15,9 +15,10 @@ the weight gradient.
 kernel and raises ``ValueError`` if the input holds a value other than 0 and 1 (the check is
 part of the counting pass, free) or cannot run it (not a CPU float32/float64 tensor, no C
 compiler); ``SparseMode.AUTO`` runs the counting pass and takes the sparse path only for a
-{0, 1} input on CPU whose density is below the measured crossover (``CROSSOVER_FORWARD``
-without a weight gradient, ``CROSSOVER_TRAIN`` with one) and whose product is not tiny
-(``MIN_WORK``). ``module.last_path`` says which path ran ('dense' or 'sparse') and
+{0, 1} input on CPU whose density is below the measured crossover (``crossover``:
+``CROSSOVER_FORWARD`` without a weight gradient, ``CROSSOVER_TRAIN`` with one, lower for layers
+with few outputs, none at ``NARROW_OUT`` or fewer, except after a sparse spiking layer) and whose
+product is not tiny (``MIN_WORK``). ``module.last_path`` says which path ran ('dense' or 'sparse') and
 ``module.last_density`` the density it measured (``None`` when it did not count).
 Formulations measured and the crossovers: benchmarks/sparse_linear.py, benchmarks/RESULTS_sparse.md.
 """
@@ -36,8 +37,8 @@ from ..kernels import sparse_backward as _sbw
 from ..kernels.sparse import build as _build
 from ..kernels.sparse import count_active
 
-__all__ = ["SparseMode", "SpikeLinear", "spike_linear", "count_active",
-           "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "MIN_WORK"]
+__all__ = ["SparseMode", "SpikeLinear", "spike_linear", "count_active", "crossover",
+           "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "NARROW_OUT", "MIN_WORK"]
 
 log = logging.getLogger("spikeforge")
 
@@ -49,6 +50,13 @@ log = logging.getLogger("spikeforge")
 # column tiles, two runs): 0.140-0.262 forward, 0.143-0.209 forward + backward.
 CROSSOVER_FORWARD = 0.14   # forward only (inference, or no gradient for the weight)
 CROSSOVER_TRAIN = 0.12     # forward + backward with a weight gradient
+# A narrow layer crosses lower: the sparse kernels also scan every input entry (finding the spikes),
+# a cost per input that the product with few outputs does not repay. AUTO's threshold is the crossover
+# above times (1 - NARROW_OUT / out_features), 0 (dense, not counted) at NARROW_OUT outputs or fewer.
+# Measured on the Intel host (2026-12-03, benchmarks/sparse_linear.py, 8000 rows, 256-1024 inputs):
+# crossovers forward / forward + backward 0.01 / 0.04 at 32 outputs, 0.01 / 0.07 at 40, 0.06 / 0.10 at
+# 64, >= 0.1 at 128; 20 outputs were slower sparse at every density from 0.01 (0.5x forward).
+NARROW_OUT = 40
 # Below this many multiply-adds of the dense product (rows x in x out) AUTO stays dense without
 # counting: per-call overheads win there (same benchmark, tiny sizes at 5 % density: 2M
 # multiply-adds ran 0.6-0.7x as fast as dense, 13M and 17M ran 1.3-1.4x as fast).
@@ -64,6 +72,18 @@ class SparseMode(enum.Enum):
     AUTO = "auto"      # sparse below the measured crossover density, for {0, 1} CPU input
     DENSE = "dense"    # always F.linear
     SPARSE = "sparse"  # always the spike kernel; non-binary input raises ValueError
+
+
+def crossover(train: bool, out_features: int, narrow: bool = True) -> float:
+    """The density of nonzero inputs below which ``SparseMode.AUTO`` takes the sparse path for a
+    layer with ``out_features`` outputs: ``CROSSOVER_TRAIN`` (with a weight gradient) or
+    ``CROSSOVER_FORWARD``, scaled down for narrow layers (``NARROW_OUT``) unless ``narrow`` is
+    False (the input is a sparse spiking layer's output whose gradient is wanted: the sparse path
+    then also skips most of the input gradient's product, which a narrow layer's forward does not;
+    measured for 256 -> 20 after a sparse layer, forward + backward 1.2 against 1.7-1.9 ms at
+    3200 rows, 4.4 against 4.0 ms at 16000)."""
+    base = CROSSOVER_TRAIN if train else CROSSOVER_FORWARD
+    return base * max(0.0, 1.0 - NARROW_OUT / max(1, out_features)) if narrow else base
 
 
 def _unsupported(x: Tensor, weight: Tensor) -> str | None:
@@ -122,7 +142,11 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     nonzero inputs (``None`` when it was not counted)."""
     if not isinstance(mode, SparseMode):
         raise TypeError(f"mode must be a SparseMode, got {mode!r}")
-    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and x.numel() * weight.shape[0] < MIN_WORK):
+    train = torch.is_grad_enabled() and weight.requires_grad
+    narrow = not (torch.is_grad_enabled() and x.requires_grad and getattr(x, ACTIVE_SET, None) is not None)
+    limit = crossover(train, weight.shape[0], narrow)
+    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and (x.numel() * weight.shape[0] < MIN_WORK
+                                                                 or limit <= 0)):
         return F.linear(x, weight, bias), "dense", None
     reason = _unsupported(x, weight)
     if reason is not None:
@@ -140,8 +164,7 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
             raise ValueError(f"SpikeLinear's sparse path needs binary input (every value 0 or 1); "
                              f"{bad} of {x2.numel()} values are neither (use SparseMode.AUTO or DENSE)")
         return _sparse(x, x2, off, weight, bias), "sparse", density
-    train = torch.is_grad_enabled() and weight.requires_grad
-    if bad or density >= (CROSSOVER_TRAIN if train else CROSSOVER_FORWARD):
+    if bad or density >= limit:
         return F.linear(x, weight, bias), "dense", density
     return _sparse(x, x2, off, weight, bias), "sparse", density
 
@@ -150,8 +173,9 @@ class SpikeLinear(nn.Linear):
     """``nn.Linear`` (same parameters, initialisation and state dict) whose product skips the
     zeros of a binary spike input ``(..., in_features)``, e.g. ``(T, B, in)`` or ``(N, in)``.
 
-    ``mode``: ``SparseMode.AUTO`` (sparse below the measured crossover density, for {0, 1}
-    input on CPU and products of at least ``MIN_WORK`` multiply-adds), ``DENSE`` or ``SPARSE``
+    ``mode``: ``SparseMode.AUTO`` (sparse below the measured crossover density, ``crossover``,
+    for {0, 1} input on CPU, more than ``NARROW_OUT`` outputs and products of at least ``MIN_WORK``
+    multiply-adds), ``DENSE`` or ``SPARSE``
     (raises ``ValueError`` on input that is not all 0/1).
     After each call ``last_path`` is 'dense' or 'sparse' and ``last_density`` the measured
     fraction of nonzero inputs (``None`` if not counted)."""

@@ -37,7 +37,7 @@ from ..kernels import sparse_conv as _spc
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_SET as _ATTR
-from .sparse import CROSSOVER_TRAIN
+from .sparse import crossover
 from .sparse_conv import CROSSOVER_TRAIN as CONV_CROSSOVER_TRAIN
 from .sparse_conv import _geometry
 
@@ -50,7 +50,7 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
     enough for the scatter kernels (``SpikeLinear``'s crossover; any density if ``scatter``), else
     ``None``."""
     off, bad = _spl.count_active(x2)
-    if bad == 0 and (scatter or int(off[-1]) < CROSSOVER_TRAIN * x2.numel()):
+    if bad == 0 and (scatter or int(off[-1]) < crossover(True, weight.shape[0]) * x2.numel()):
         y, idx = _spl.forward(x2, off, weight.detach(), None if bias is None else bias.detach())
         return y, (off, idx)
     return F.linear(x2, weight.detach(), None if bias is None else bias.detach()), None
