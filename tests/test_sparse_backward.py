@@ -162,6 +162,26 @@ def test_scattered_weight_gradient_on_two_threads(dtype):
     torch.testing.assert_close(got, want, **tol)
 
 
+@pytest.mark.parametrize("how", [WeightGrad.SCATTER, WeightGrad.DENSE])
+@pytest.mark.parametrize("spec", [LIF(), LIF(reset=Reset.SOFT)], ids=["hard", "soft"])
+def test_wide_layer_runs_the_backward_in_column_blocks(spec, how):
+    """More neurons than one column block of the backward kernel (8192): gradients still equal."""
+    g = torch.Generator().manual_seed(5)
+    n = 2 * 8192 + 100
+    x = (torch.rand(4, 3, 7, generator=g, dtype=torch.float64) < 0.4).double()
+    w = (torch.randn(n, 7, generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    b = (torch.randn(n, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    gz = torch.randn(4, 3, n, generator=g, dtype=torch.float64)
+    d = type(spec)(**{**{f: getattr(spec, f) for f in spec.options()}, "detach_reset": True})
+    ref, *_ = sf.functional.run(d, F.linear(x, w, b), params={"tau": 2.0}, surrogate=Triangle(2.0),
+                                backend="reference")
+    want = torch.autograd.grad((ref * gz).sum(), (w, b))
+    z = sparse_spiking_linear(x, w, b, spec, {"tau": 2.0}, surrogate=Triangle(2.0), weight_grad=how)
+    assert torch.equal(z, ref) and 0.05 < active_fraction(z) < 0.95 and z.any()
+    for got, exp in zip(torch.autograd.grad((z * gz).sum(), (w, b)), want):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
+
+
 def test_float32_and_module():
     torch.manual_seed(0)
     m1 = SpikingLinear(IN, H, sf.nn.LIF(tau=2.0, surrogate=Triangle(1.0)), backward=Backward.SPARSE)

@@ -150,7 +150,10 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
    dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
    entries (CSR poff/pidx; none when poff is NULL), 0 elsewhere (row r zeroed here). Each thread adds into its own slice of
    gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
-   state's gradient. */
+   state's gradient. Wide layers run the time loop once per block of SF_NB neurons (their rows of
+   a, c, dv, the adjoint and gb stay in L2; each row's CSR ranges are walked by a cursor per step,
+   curs_p (threads, 2 T)); the input gradient and the trace coefficients need whole rows. */
+#define SF_NB 8192
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
                          const int64_t* restrict off, const int32_t* restrict idx,
                          const scalar_t* restrict sg, const scalar_t* restrict gz,
@@ -162,7 +165,9 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
                          int32_t* restrict frow, int64_t* restrict lastk_p,
                          const scalar_t* restrict wt, scalar_t* restrict dv,
                          scalar_t* restrict gwt_p, scalar_t* restrict gb_p,
-                         scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work) {
+                         scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work,
+                         int64_t* restrict curs_p) {
+  const int64_t NB = (poff || coef || N <= SF_NB) ? N : SF_NB;
   #pragma omp parallel num_threads(threads)
   {
     FTZ_ON
@@ -173,58 +178,69 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
     scalar_t* restrict gb = gb_p + (int64_t)tid * N;
     scalar_t* restrict h = work + (int64_t)tid * 2 * N;
     scalar_t* restrict pend = h + N;
+    int64_t* restrict cur = curs_p + (int64_t)tid * 2 * T;   /* per step: the next active entry, spike */
+    int64_t* restrict scur = cur + T;
     #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; b++) {
       scalar_t* restrict d = dv + b * N;
-      for (int64_t j = 0; j < N; j++) pend[j] = 0;
-      for (int64_t t = T - 1; t >= 0; t--) {
-        int64_t r = t * B + b;
-        for (int64_t j = 0; j < N; j++) h[j] = d[j];
-        if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
-          for (int64_t q = soff[r]; q < soff[r + 1]; q++) h[sidx[q]] *= g1[sidx[q]];
-        if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
-                               decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
-          for (int64_t q = soff[r]; q < soff[r + 1]; q++) {
-            int64_t j = sidx[q];
-            if (pend[j] != 0) {
-              fval[lastk[j]] = pend[j] * apow[ptime[j] - t];
-              frow[lastk[j]] = (int32_t)r;
-              pend[j] = 0;
+      for (int64_t t = 0; t < T; t++) { cur[t] = off[t * B + b]; scur[t] = soff ? soff[t * B + b] : 0; }
+      for (int64_t j0 = 0; j0 < N; j0 += NB) {
+        const int64_t j1 = j0 + NB < N ? j0 + NB : N;
+        for (int64_t j = j0; j < j1; j++) pend[j] = 0;
+        for (int64_t t = T - 1; t >= 0; t--) {
+          int64_t r = t * B + b, q0 = scur[t], q1 = q0, k1 = cur[t];
+          if (soff) while (q1 < soff[r + 1] && sidx[q1] < j1) q1++;
+          while (k1 < off[r + 1] && idx[k1] < j1) k1++;
+          for (int64_t j = j0; j < j1; j++) h[j] = d[j];
+          if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
+            for (int64_t q = q0; q < q1; q++) h[sidx[q]] *= g1[sidx[q]];
+          if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
+                                 decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
+            for (int64_t q = q0; q < q1; q++) {
+              int64_t j = sidx[q];
+              if (pend[j] != 0) {
+                fval[lastk[j]] = pend[j] * apow[ptime[j] - t];
+                frow[lastk[j]] = (int32_t)r;
+                pend[j] = 0;
+              }
+            }
+          const scalar_t* restrict gzr = gz + r * N;
+          for (int64_t k = cur[t]; k < k1; k++) {
+            int64_t j = idx[k];
+            scalar_t ds = gzr[j] * sg[k];
+            h[j] += ds;
+            if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
+              scalar_t e = c[j] * ds;
+              coef[k] = e;
+              frow[k] = -1;
+              if (hard && e != 0) {
+                pend[j] = pend[j] != 0 ? pend[j] * apow[ptime[j] - t] + e : e;
+                ptime[j] = t;
+                lastk[j] = k;
+              }
             }
           }
-        const scalar_t* restrict gzr = gz + r * N;
-        for (int64_t k = off[r]; k < off[r + 1]; k++) {
-          int64_t j = idx[k];
-          scalar_t ds = gzr[j] * sg[k];
-          h[j] += ds;
-          if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
-            scalar_t e = c[j] * ds;
-            coef[k] = e;
-            frow[k] = -1;
-            if (hard && e != 0) {
-              pend[j] = pend[j] != 0 ? pend[j] * apow[ptime[j] - t] + e : e;
-              ptime[j] = t;
-              lastk[j] = k;
+          cur[t] = k1;
+          scur[t] = q1;
+          for (int64_t j = j0; j < j1; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
+          if (gi) for (int64_t j = j0; j < j1; j++) gi[r * N + j] = h[j];
+          if (xoff)
+            for (int64_t q = xoff[r]; q < xoff[r + 1]; q++) {
+              scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
+              for (int64_t j = j0; j < j1; j++) o[j] += h[j];
             }
+          if (poff) {   /* NB = N here */
+            for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
+            for (int64_t k = poff[r]; k < poff[r + 1]; k++)
+              gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
           }
-        }
-        for (int64_t j = 0; j < N; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
-        if (gi) for (int64_t j = 0; j < N; j++) gi[r * N + j] = h[j];
-        if (xoff)
-          for (int64_t q = xoff[r]; q < xoff[r + 1]; q++) {
-            scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
-            for (int64_t j = 0; j < N; j++) o[j] += h[j];
-          }
-        if (poff) {
-          for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
-          for (int64_t k = poff[r]; k < poff[r + 1]; k++)
-            gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
         }
       }
     }
     FTZ_OFF
   }
 }
+#undef SF_NB
 #undef V
 #undef VW
 """

@@ -281,6 +281,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     soff, sidx = spikes if spikes is not None else (None, None)
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
     gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
+    curs = torch.empty(nt, 2 * T, dtype=torch.int64)   # per-step CSR cursors (column blocks of wide layers)
     gx = empty((T * B, IN), dt) if prev is not None else None   # pooled; the kernel zeroes each row
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
@@ -289,7 +290,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
                         _p(sg), _p(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
                         _opt(lastk),
-                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work))
+                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs))
     gW = (gwt[0] if nt == 1 else gwt.sum(0)).t() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
