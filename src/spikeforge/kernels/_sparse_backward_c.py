@@ -115,18 +115,48 @@ void sf_sbw_gw_SUF(int64_t N, int64_t IN, int threads, const int64_t* restrict j
   }
 }
 
-static inline scalar_t dot_SUF(const scalar_t* restrict w, const scalar_t* restrict g, int64_t N) {
-  V acc0 = {0}, acc1 = {0};
-  int64_t j = 0;
-  for (; j + 2 * VW <= N; j += 2 * VW) {
-    acc0 += *(const V*)(w + j) * *(const V*)(g + j);
-    acc1 += *(const V*)(w + j + VW) * *(const V*)(g + j + VW);
-  }
-  acc0 += acc1;
+static inline scalar_t hsum_SUF(V a) {
   scalar_t s = 0;
-  for (int u = 0; u < VW; u++) s += acc0[u];
-  for (; j < N; j++) s += w[j] * g[j];
+  for (int u = 0; u < VW; u++) s += a[u];
   return s;
+}
+
+/* A row of gx (0 elsewhere): row[i] = dot(W^T[i], g) for the n columns i = idx[0..n), four rows of W^T at
+   a time (four independent sums hide the latency of the additions). */
+static inline void dots_SUF(const scalar_t* restrict wt, const int32_t* restrict idx, int64_t n,
+                            const scalar_t* restrict g, int64_t N, int64_t IN, scalar_t* restrict row) {
+  for (int64_t i = 0; i < IN; i++) row[i] = 0;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const scalar_t* restrict w0 = wt + (int64_t)idx[k] * N;
+    const scalar_t* restrict w1 = wt + (int64_t)idx[k + 1] * N;
+    const scalar_t* restrict w2 = wt + (int64_t)idx[k + 2] * N;
+    const scalar_t* restrict w3 = wt + (int64_t)idx[k + 3] * N;
+    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t j = 0;
+    for (; j + VW <= N; j += VW) {
+      V gv = *(const V*)(g + j);
+      a0 += *(const V*)(w0 + j) * gv;
+      a1 += *(const V*)(w1 + j) * gv;
+      a2 += *(const V*)(w2 + j) * gv;
+      a3 += *(const V*)(w3 + j) * gv;
+    }
+    scalar_t s0 = hsum_SUF(a0), s1 = hsum_SUF(a1), s2 = hsum_SUF(a2), s3 = hsum_SUF(a3);
+    for (; j < N; j++) { s0 += w0[j] * g[j]; s1 += w1[j] * g[j]; s2 += w2[j] * g[j]; s3 += w3[j] * g[j]; }
+    row[idx[k]] = s0; row[idx[k + 1]] = s1; row[idx[k + 2]] = s2; row[idx[k + 3]] = s3;
+  }
+  for (; k < n; k++) {
+    const scalar_t* restrict w0 = wt + (int64_t)idx[k] * N;
+    V a0 = {0}, a1 = {0};
+    int64_t j = 0;
+    for (; j + 2 * VW <= N; j += 2 * VW) {
+      a0 += *(const V*)(w0 + j) * *(const V*)(g + j);
+      a1 += *(const V*)(w0 + j + VW) * *(const V*)(g + j + VW);
+    }
+    scalar_t s0 = hsum_SUF(a0 + a1);
+    for (; j < N; j++) s0 += w0[j] * g[j];
+    row[idx[k]] = s0;
+  }
 }
 
 /* gx (R, IN): gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k], k in off[r]..off[r + 1] (the
@@ -136,11 +166,7 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
                    const int32_t* restrict idx, const scalar_t* restrict wt, const scalar_t* restrict g,
                    scalar_t* restrict gx) {
   #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < R; r++) {
-    for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
-    for (int64_t k = off[r]; k < off[r + 1]; k++)
-      gx[r * IN + idx[k]] = dot_SUF(wt + (int64_t)idx[k] * N, g + r * N, N);
-  }
+  for (int64_t r = 0; r < R; r++) dots_SUF(wt, idx + off[r], off[r + 1] - off[r], g + r * N, N, IN, gx + r * IN);
 }
 
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
@@ -229,11 +255,8 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
               scalar_t* restrict o = gw + (int64_t)xidx[q] * N;
               for (int64_t j = j0; j < j1; j++) o[j] += h[j];
             }
-          if (poff) {   /* NB = N here */
-            for (int64_t i = 0; i < IN; i++) gx[r * IN + i] = 0;
-            for (int64_t k = poff[r]; k < poff[r + 1]; k++)
-              gx[r * IN + pidx[k]] = dot_SUF(wt + (int64_t)pidx[k] * N, h, N);
-          }
+          if (poff)   /* NB = N here */
+            dots_SUF(wt, pidx + poff[r], poff[r + 1] - poff[r], h, N, IN, gx + r * IN);
         }
       }
     }
