@@ -35,6 +35,7 @@ from .layers import TimeDistributed as TimeDistributed
 from .layers import TimeDropout as TimeDropout
 from .sparse import SpikeLinear as SpikeLinear
 from .spiking_linear import SpikingLinear as SpikingLinear
+from .spiking_conv import SpikingConv2d as SpikingConv2d
 from .sparse_conv import SpikeConv2d as SpikeConv2d
 from .sparse import SparseMode as SparseMode
 from .stream import reset as reset

@@ -16,7 +16,8 @@ spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, e
 Its module form is ``SpikingLinear(..., backward=Backward.SPARSE)`` (``nn.spiking_linear``).
 
 ``sparse_spiking_conv2d(x, weight, bias, spec, params, stride=..., padding=...)`` is the same
-for a 2-D convolution: ``x`` (T, B, C, H, W), spikes (T, B, out, OH, OW). The membrane adjoint
+for a 2-D convolution (module form: ``SpikingConv2d(..., backward=Backward.SPARSE)``):
+``x`` (T, B, C, H, W), spikes (T, B, out, OH, OW). The membrane adjoint
 is the same reverse scan; the weight gradient scatters a {0, 1} input's events (the kernel of
 ``SpikeConv2d``; torch's dense weight gradient for other input), and ``grad x`` is computed only
 at the active entries of the ``sparse_spiking_conv2d`` that produced ``x`` (torch's transposed

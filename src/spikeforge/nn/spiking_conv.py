@@ -1,0 +1,96 @@
+"""``SpikingConv2d``: a 2-D convolution and the neuron layer it drives, as one module.
+
+``SpikingConv2d(in_channels, out_channels, kernel_size, neuron, stride=..., padding=...)``
+computes ``neuron(TimeDistributed(Conv2d(...))(x))`` on a sequence ``x`` of shape
+(T, B, C, H, W) (or (B, T, C, H, W) with the neuron's ``batch_first``). Its parameters are
+the pair's (``conv.weight``, ``conv.bias``, ``neuron.<param>``), so a state dict moves between
+the two forms. ``backward=Backward.DENSE`` runs exactly that pair; ``Backward.SPARSE`` runs
+``spikeforge.nn.sparse_backward.sparse_spiking_conv2d`` (IF/LIF, surrogates of bounded support,
+each sequence from rest): the same spikes, and the sparse spiking backward of Perez-Nieves &
+Goodman (2021), whose gradients equal the dense ones with the reset detached where the surrogate
+is nonzero. ``step(x_t)`` is the pair on one step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .neuron import Neuron, where
+from .spiking_linear import Backward
+
+__all__ = ["SpikingConv2d"]
+
+
+class SpikingConv2d(nn.Module):
+    """``neuron(TimeDistributed(Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+    dilation, groups, bias)))`` (see the module docstring). ``neuron``: a neuron module
+    (``sf.nn.LIF(...)``); ``backward``: ``Backward.DENSE`` or ``Backward.SPARSE``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, neuron: Neuron, *, stride=1,
+                 padding=0, dilation=1, groups: int = 1, bias: bool = True,
+                 backward: Backward = Backward.DENSE) -> None:
+        super().__init__()
+        if not isinstance(neuron, Neuron):
+            raise TypeError(f"neuron must be a spikeforge neuron module (e.g. sf.nn.LIF()), got "
+                            f"{type(neuron).__name__}")
+        if not isinstance(backward, Backward):
+            raise ValueError(f"backward must be a spikeforge.nn.spiking_linear.Backward, got {backward!r}")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=groups, bias=bias)
+        self.neuron = neuron
+        self.backward_strategy = backward
+
+    @property
+    def last_backend(self) -> str | None:
+        return self.neuron.last_backend
+
+    @property
+    def state(self):
+        return self.neuron.state
+
+    def forward(self, x: Tensor) -> Tensor:
+        nrn = self.neuron
+        if nrn.batch_first and isinstance(x, Tensor) and x.dim() >= 2:
+            x = x.transpose(0, 1)
+        if not isinstance(x, Tensor) or x.dim() != 5 or x.shape[2] != self.conv.in_channels:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{where(self)}: x must have shape (T, B, {self.conv.in_channels}, H, W), got {got}")
+        if self.backward_strategy is Backward.SPARSE:
+            z = self._sparse(x)
+            return z.transpose(0, 1) if nrn.batch_first else z
+        y = self.conv(x.flatten(0, 1))
+        y = y.view(*x.shape[:2], *y.shape[1:])
+        return nrn(y.transpose(0, 1) if nrn.batch_first else y)   # the neuron's layout in and out
+
+    def _sparse(self, x: Tensor) -> Tensor:
+        """``backward=Backward.SPARSE``: ``sparse_spiking_conv2d`` with the neuron's spec, parameters
+        (a per-channel or per-entry value broadcast to the output's (out, OH, OW) and flattened),
+        surrogate and backend."""
+        from .sparse_backward import sparse_spiking_conv2d
+        from .sparse_conv import _geometry
+
+        nrn, conv = self.neuron, self.conv
+        if nrn.carry_state:
+            raise ValueError(f"{where(self)}: backward=Backward.SPARSE runs each sequence from rest; "
+                             f"carry_state=True is not supported")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"{where(self)}: backward=Backward.SPARSE takes padding_mode='zeros', got "
+                             f"{conv.padding_mode!r}")
+        args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+        _, geo = _geometry(x[0].detach(), conv.weight, args["stride"], args["padding"], args["dilation"],
+                           args["groups"])
+        shape = (conv.out_channels, geo.oh, geo.ow)
+        params = {k: v if v.numel() == 1 else torch.broadcast_to(v, shape).reshape(-1)
+                  for k, v in nrn.params()._asdict().items()}
+        return sparse_spiking_conv2d(x, conv.weight, conv.bias, nrn.spec, params, surrogate=nrn.surrogate,
+                                     backend=nrn.backend, **args)
+
+    def step(self, x: Tensor) -> Tensor:
+        """One step (B, C, H, W): the pair (the neuron carries its state)."""
+        return self.neuron.step(self.conv(x))
+
+    def reset(self) -> None:
+        self.neuron.reset()
+
+    def extra_repr(self) -> str:
+        return f"backward={self.backward_strategy.name}"

@@ -1,0 +1,100 @@
+"""SpikingConv2d: the dense form equals TimeDistributed(Conv2d) -> neuron (values, gradients,
+state dict, streaming); the sparse form gives the same spikes and the gradients of the pair
+with the reset detached (bounded surrogate); bad arguments are named."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import spikeforge as sf
+from spikeforge.nn import SpikingConv2d
+from spikeforge.nn.spiking_linear import Backward
+from spikeforge.surrogate import Triangle
+
+T, B, C, O, S = 6, 2, 3, 5, 7
+
+
+def data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(T, B, C, S, S, generator=g, dtype=torch.float64) < 0.3).double()
+
+
+def layer(backward=Backward.DENSE, detach_reset=False, seed=0, **neuron):
+    torch.manual_seed(seed)
+    nrn = sf.nn.LIF(tau=2.0, surrogate=Triangle(1.5), detach_reset=detach_reset, **neuron)
+    m = SpikingConv2d(C, O, 3, nrn, padding=1, stride=1, backward=backward).double()
+    with torch.no_grad():
+        m.conv.weight.mul_(4.0)
+    return m
+
+
+def pair(m):
+    """The unfused twin of ``m``: TimeDistributed(Conv2d) and the same neuron."""
+    return lambda x: m.neuron(sf.nn.TimeDistributed(m.conv)(x))
+
+
+def grads(f, x, params, gz):
+    x = x.detach().requires_grad_()
+    z = f(x)
+    return (z.detach(), *torch.autograd.grad((z * gz).sum(), (x, *params)))
+
+
+def test_dense_form_is_the_pair():
+    m, x = layer(), data()
+    gz = torch.randn(T, B, O, S, S, dtype=torch.float64)
+    params = (m.conv.weight, m.conv.bias)
+    got, want = grads(m, x, params, gz), grads(pair(m), x, params, gz)
+    assert 0 < got[0].mean() < 0.5
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("v_threshold", [1.0, torch.tensor([0.8, 1.0, 1.2, 0.9, 1.1]).view(O, 1, 1)],
+                         ids=["scalar", "per-channel"])
+def test_sparse_form_gives_the_same_spikes_and_the_detached_gradient(v_threshold):
+    x = data(1)
+    sparse = layer(Backward.SPARSE, v_threshold=v_threshold)
+    dense = layer(Backward.DENSE, detach_reset=True, v_threshold=v_threshold)
+    dense.load_state_dict(sparse.state_dict())
+    gz = torch.randn(T, B, O, S, S, dtype=torch.float64)
+    got = grads(sparse, x, (sparse.conv.weight, sparse.conv.bias), gz)
+    want = grads(dense, x, (dense.conv.weight, dense.conv.bias), gz)
+    assert torch.equal(got[0], want[0]) and got[0].any()
+    for a, b in zip(got[1:], want[1:]):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_first_state_dict_and_step():
+    m = layer()
+    m.neuron.batch_first = True
+    x = data(2)
+    z = m(x.transpose(0, 1))
+    m.neuron.batch_first = False
+    assert torch.equal(z, m(x).transpose(0, 1))
+    sparse = layer(Backward.SPARSE, seed=3)
+    assert set(sparse.state_dict()) == set(m.state_dict()) >= {"conv.weight", "conv.bias"}
+    sparse.load_state_dict(m.state_dict())
+    assert torch.equal(sparse(x), m(x))
+    m.reset()
+    steps = torch.stack([m.step(x[t]) for t in range(T)])
+    assert torch.equal(steps, m(x))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="neuron must be a spikeforge neuron module"):
+        SpikingConv2d(C, O, 3, torch.nn.ReLU())
+    with pytest.raises(ValueError, match="backward must be"):
+        SpikingConv2d(C, O, 3, sf.nn.LIF(), backward="sparse")
+    m = layer()
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 3, H, W\)"):
+        m(torch.zeros(B, C, S, S, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 3, H, W\)"):
+        m(torch.zeros(T, B, C + 1, S, S, dtype=torch.float64))
+    carry = SpikingConv2d(C, O, 3, sf.nn.LIF(carry_state=True), backward=Backward.SPARSE).double()
+    with pytest.raises(ValueError, match="carry_state=True"):
+        carry(data())
+    reflect = layer(Backward.SPARSE)
+    reflect.conv.padding_mode = "reflect"
+    with pytest.raises(ValueError, match="padding_mode='zeros'"):
+        reflect(data())
