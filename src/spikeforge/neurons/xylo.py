@@ -83,9 +83,11 @@ def _shift_factor(dash: Tensor) -> Tensor:
 
 
 def floor_ratio(v: Tensor, th: Tensor, q: Tensor) -> Tensor:
-    """``floor(v / th)`` for integers ``v`` and ``th >= 1`` from ``q``, the floor of a division
-    that may be off by one ulp (Triton's float32 division on GPUs is approximate): one step of
-    correction, exact because ``q * th`` and ``(q + 1) * th`` are integers below 2^17."""
+    """``floor(v / th)`` for integers ``v`` and ``th >= 1`` from ``q``, the floor of a quotient
+    that may be off by an ulp (the step computes ``v * (1 / th)``, which the fused kernels turn
+    into one multiplication for a scalar threshold; Triton's float32 division on GPUs is
+    approximate too): one step of correction, exact because ``q * th`` and ``(q + 1) * th`` are
+    integers below 2^17."""
     return q + (v >= (q + 1.0) * th).to(v.dtype) - (v < q * th).to(v.dtype)
 
 
@@ -123,9 +125,9 @@ class XyloLIF(NeuronSpec):
             v = _sat(v + dv)
         else:
             v = _sat(v - _decay(v, p.dash_mem, st) + i + p.bias)
-        th = p.threshold
-        z = fire((v - th) / th)
-        n = z * torch.clamp(floor_ratio(v, th, _floor(v / th, st)), 1.0, self.population.cap)
+        th, rth = p.threshold, 1.0 / p.threshold   # no division per step (neuron alone 80 -> 72 ms, RESULTS §19i)
+        z = fire((v - th) * rth)
+        n = z * torch.clamp(floor_ratio(v, th, _floor(v * rth, st)), 1.0, self.population.cap)
         return n, (i, v - n * th)
 
 
