@@ -170,6 +170,7 @@ def test_auto_switches_at_the_crossover(monkeypatch, grad):
     monkeypatch.setattr(sparse_conv, name, 0.3)
     monkeypatch.setattr(sparse_conv, other, 0.0 if grad else 1.0)  # must not be the one consulted
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "NARROW_OUT", 0)   # few outputs: their own test
     monkeypatch.setattr(sparse_conv, "MIN_WORK_FORWARD", 0)
     ref, m = pair(2, 3, 3, padding=1, mode=SparseMode.AUTO)
     for dens, path in ((0.2, "sparse"), (0.4, "dense")):
@@ -185,7 +186,8 @@ def test_auto_switches_at_the_crossover(monkeypatch, grad):
 def test_auto_measured_crossover_is_used():
     _, m = pair(16, 32, 3, padding=1, mode=SparseMode.AUTO, dtype=torch.float32)
     assert sparse_conv.MIN_WORK <= 8 * 32 * 16 * 9 * 24 * 24 < sparse_conv.MIN_WORK_FORWARD
-    low = 0.5 * min(sparse_conv.CROSSOVER_TRAIN, sparse_conv.CROSSOVER_FORWARD)
+    low = 0.5 * sparse_conv.crossover(True, 32)
+    assert low > 0.01
     m(spikes((8, 16, 24, 24), low, torch.float32))
     assert m.last_path == "sparse"
     high = min(1.0, 2 * max(sparse_conv.CROSSOVER_TRAIN, sparse_conv.CROSSOVER_FORWARD))
@@ -196,11 +198,25 @@ def test_auto_measured_crossover_is_used():
     assert (m.last_path, m.last_density) == ("dense", None)
 
 
+def test_crossover_is_lower_for_few_outputs_per_group():
+    for train, base in ((True, sparse_conv.CROSSOVER_TRAIN), (False, sparse_conv.CROSSOVER_FORWARD)):
+        assert sparse_conv.crossover(train, sparse_conv.NARROW_OUT) == 0.0
+        assert sparse_conv.crossover(train, 2 * sparse_conv.NARROW_OUT) == pytest.approx(base / 2)
+        assert 0.9 * base < sparse_conv.crossover(train, 512) < base
+    # 16 outputs per group stay dense (not even counted) where 64 go sparse, at the same density
+    x = spikes((8, 32, 24, 24), 0.03, torch.float32)
+    for out, groups, path in ((16, 1, "dense"), (64, 1, "sparse"), (64, 4, "dense")):
+        _, m = pair(32, out, 3, padding=1, groups=groups, mode=SparseMode.AUTO, dtype=torch.float32)
+        m(x)
+        assert (m.last_path, m.last_density is None) == (path, path == "dense")
+
+
 def test_auto_stays_dense_for_tiny_convolutions_and_other_dtypes(monkeypatch):
     _, m = pair(2, 3, 3, mode=SparseMode.AUTO)
     m(spikes((1, 2, 6, 6), 0.01))
     assert (m.last_path, m.last_density) == ("dense", None)
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "NARROW_OUT", 0)   # few outputs: their own test
     monkeypatch.setattr(sparse_conv, "MIN_WORK_FORWARD", 0)
     ref, m = pair(2, 3, 3, mode=SparseMode.AUTO, dtype=torch.bfloat16)
     x = spikes((1, 2, 6, 6), 0.05, torch.bfloat16)
@@ -211,6 +227,7 @@ def test_auto_stays_dense_for_tiny_convolutions_and_other_dtypes(monkeypatch):
 def test_non_cpu_tensors_dense_in_auto_error_in_sparse(monkeypatch):
     # the meta device stands in for CUDA here: the same "not a CPU tensor" branch
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "NARROW_OUT", 0)   # few outputs: their own test
     m = SpikeConv2d(2, 3, 3, mode=SparseMode.AUTO, device="meta")
     x = torch.empty(2, 2, 6, 6, device="meta")
     assert m(x).shape == (2, 3, 4, 4) and m.last_path == "dense"
@@ -221,6 +238,7 @@ def test_non_cpu_tensors_dense_in_auto_error_in_sparse(monkeypatch):
 
 def test_non_binary_input_dense_in_auto_error_in_sparse(monkeypatch):
     monkeypatch.setattr(sparse_conv, "MIN_WORK", 0)
+    monkeypatch.setattr(sparse_conv, "NARROW_OUT", 0)   # few outputs: their own test
     ref, m = pair(2, 3, 3, mode=SparseMode.AUTO)
     x = spikes((3, 2, 6, 6), 0.05) * 0.5
     assert x.count_nonzero() > 0

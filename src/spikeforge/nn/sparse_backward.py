@@ -39,7 +39,7 @@ from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_SET as _ATTR
 from .sparse import crossover
-from .sparse_conv import CROSSOVER_TRAIN as CONV_CROSSOVER_TRAIN
+from .sparse_conv import crossover as conv_crossover
 from .sparse_conv import _geometry
 
 __all__ = ["sparse_spiking_linear", "sparse_spiking_conv2d", "WeightGrad", "active_fraction"]
@@ -183,7 +183,7 @@ def _conv(xp: Tensor, weight: Tensor, bias: Tensor | None, geo) -> tuple:
     ``SpikeConv2d``'s kernels for a {0, 1} input below its crossover, else ``F.conv2d``."""
     w, b = weight.detach(), None if bias is None else bias.detach()
     off, bad = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
-    if bad == 0 and int(off[-1]) < CONV_CROSSOVER_TRAIN * xp.numel():
+    if bad == 0 and int(off[-1]) < conv_crossover(True, geo.og) * xp.numel():
         y, idx = _spc.forward(xp, off, w, b, geo)
         return y, (off, idx)
     return F.conv2d(xp, w, b, geo.stride, geo.pad, geo.dilation, geo.groups), None

@@ -16,8 +16,9 @@ come from ``SpikeLinear``'s counting pass on the (N*C, H*W) view of the input.
 ``SparseMode.SPARSE`` always runs the kernel and raises ``ValueError`` for an input value other
 than 0 and 1 or a tensor it cannot take (not a CPU float32/float64 tensor, no C compiler);
 ``SparseMode.AUTO`` takes the sparse path only for a {0, 1} CPU input whose density is below
-the measured crossover (``CROSSOVER_FORWARD`` without a weight gradient, ``CROSSOVER_TRAIN``
-with one) and whose convolution is not small (``MIN_WORK_FORWARD`` / ``MIN_WORK`` multiply-adds). ``last_path`` and
+the measured crossover (``crossover``: ``CROSSOVER_FORWARD`` without a weight gradient,
+``CROSSOVER_TRAIN`` with one, lower for few output channels per group, none at ``NARROW_OUT`` or
+fewer) and whose convolution is not small (``MIN_WORK_FORWARD`` / ``MIN_WORK`` multiply-adds). ``last_path`` and
 ``last_density`` report what ran. Crossovers: benchmarks/sparse_conv.py, benchmarks/RESULTS_sparse.md.
 """
 from __future__ import annotations
@@ -31,9 +32,10 @@ from torch.nn.modules.utils import _pair
 
 from ..kernels import sparse_conv as _kernel
 from ..kernels.sparse import count_active
-from .sparse import SparseMode, _unsupported
+from .sparse import SparseMode, _unsupported, narrowed
 
-__all__ = ["SpikeConv2d", "spike_conv2d", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "MIN_WORK", "MIN_WORK_FORWARD"]
+__all__ = ["SpikeConv2d", "spike_conv2d", "crossover", "CROSSOVER_FORWARD", "CROSSOVER_TRAIN", "NARROW_OUT", "MIN_WORK",
+           "MIN_WORK_FORWARD"]
 
 log = logging.getLogger("spikeforge")
 
@@ -52,6 +54,11 @@ CROSSOVER_TRAIN = 0.13     # forward + backward with a weight gradient
 # and a 9.4 M one (32x2x32x32->16) 1.0-1.6x there and 0.8-0.9x on Intel at every density.
 MIN_WORK_FORWARD = 100_000_000
 MIN_WORK = 20_000_000
+# Few outputs per group cross lower, as for SpikeLinear (nn.sparse.narrowed): AUTO's threshold is the
+# crossover above times (1 - NARROW_OUT / (out_channels / groups)). Measured on the Intel host
+# (2026-12-03, 32 x 64 x 32 x 32, 3x3): forward / forward + backward crossovers 0.039 / 0.024 at 16
+# outputs, 0.061 / 0.061 at 32; 0.092 / >= 0.1 at 64 (16 inputs); 0.11-0.15 / 0.14-0.18 at 128-256.
+NARROW_OUT = 20
 _ERRORS: set = set()
 
 
@@ -131,6 +138,13 @@ def _fallback(reason: str, mode: SparseMode) -> None:
         log.warning("spikeforge: SpikeConv2d runs dense (sparse path: %s)", reason)
 
 
+def crossover(train: bool, out_per_group: int) -> float:
+    """The density of nonzero inputs below which ``SparseMode.AUTO`` takes the sparse path for a
+    convolution with ``out_per_group`` output channels per group: ``CROSSOVER_TRAIN`` (with a
+    weight gradient) or ``CROSSOVER_FORWARD``, scaled down for few outputs (``NARROW_OUT``)."""
+    return narrowed(CROSSOVER_TRAIN if train else CROSSOVER_FORWARD, out_per_group, NARROW_OUT)
+
+
 def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
                  groups: int = 1, mode: SparseMode = SparseMode.AUTO) -> tuple[Tensor, str, float | None]:
     """``F.conv2d(x, weight, bias, stride, padding, dilation, groups)`` for ``x`` of shape
@@ -148,7 +162,9 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     work = geo.n * geo.og * geo.groups * geo.oh * geo.ow * (geo.c // geo.groups) * geo.kh * geo.kw
     train = torch.is_grad_enabled() and weight.requires_grad
-    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and work < (MIN_WORK if train else MIN_WORK_FORWARD)):
+    limit = crossover(train, geo.og)
+    if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and (work < (MIN_WORK if train else MIN_WORK_FORWARD)
+                                                                 or limit <= 0)):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
     reason = _unsupported(x, weight)
     if reason is None and bias is not None and (bias.dtype != x.dtype or bias.device.type != "cpu"):
@@ -162,7 +178,7 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
     if mode is SparseMode.SPARSE and bad:
         raise ValueError(f"SpikeConv2d's sparse path needs binary input (every value 0 or 1); "
                          f"{bad} of {xp.numel()} values are neither (use SparseMode.AUTO or DENSE)")
-    if mode is SparseMode.AUTO and (bad or density >= (CROSSOVER_TRAIN if train else CROSSOVER_FORWARD)):
+    if mode is SparseMode.AUTO and (bad or density >= limit):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", density
     return _SpikeConv2dFn.apply(xp, off, weight, bias, geo), "sparse", density
 
