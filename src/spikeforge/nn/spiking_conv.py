@@ -16,12 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from .neuron import Neuron, where
-from .spiking_linear import Backward
+from .spiking_linear import Backward, _NeuronLayer
 
 __all__ = ["SpikingConv2d"]
 
 
-class SpikingConv2d(nn.Module):
+class SpikingConv2d(_NeuronLayer):
     """``neuron(TimeDistributed(Conv2d(in_channels, out_channels, kernel_size, stride, padding,
     dilation, groups, bias)))`` (see the module docstring). ``neuron``: a neuron module
     (``sf.nn.LIF(...)``); ``backward``: ``Backward.DENSE`` or ``Backward.SPARSE``."""
@@ -30,23 +30,11 @@ class SpikingConv2d(nn.Module):
                  padding=0, dilation=1, groups: int = 1, bias: bool = True,
                  backward: Backward = Backward.DENSE) -> None:
         super().__init__()
-        if not isinstance(neuron, Neuron):
-            raise TypeError(f"neuron must be a spikeforge neuron module (e.g. sf.nn.LIF()), got "
-                            f"{type(neuron).__name__}")
-        if not isinstance(backward, Backward):
-            raise ValueError(f"backward must be a spikeforge.nn.spiking_linear.Backward, got {backward!r}")
+        self._check(neuron, backward)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, bias=bias)
         self.neuron = neuron
         self.backward_strategy = backward
-
-    @property
-    def last_backend(self) -> str | None:
-        return self.neuron.last_backend
-
-    @property
-    def state(self):
-        return self.neuron.state
 
     def forward(self, x: Tensor) -> Tensor:
         nrn = self.neuron
@@ -88,9 +76,6 @@ class SpikingConv2d(nn.Module):
     def step(self, x: Tensor) -> Tensor:
         """One step (B, C, H, W): the pair (the neuron carries its state)."""
         return self.neuron.step(self.conv(x))
-
-    def reset(self) -> None:
-        self.neuron.reset()
 
     def extra_repr(self) -> str:
         return f"backward={self.backward_strategy.name}"

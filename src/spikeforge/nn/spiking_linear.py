@@ -274,28 +274,17 @@ def _check_linear(x, weight, bias, chunk) -> None:
         raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
 
 
-class SpikingLinear(nn.Module):
-    """``neuron(TimeDistributed(Linear(in_features, out_features, bias)))`` run fused (see
-    the module docstring). ``neuron``: a neuron module (``sf.nn.LIF(...)``); ``chunk``:
-    time steps per chunk (``None``: automatic); ``backward``: a ``Backward`` strategy."""
+class _NeuronLayer(nn.Module):
+    """What a synapse fused with its neuron module (``self.neuron``) shares: the argument checks,
+    the neuron's state and backend, reset."""
 
-    def __init__(self, in_features: int, out_features: int, neuron: Neuron, *, bias: bool = True,
-                 chunk: int | None = None, backward: Backward = Backward.DENSE) -> None:
-        super().__init__()
+    @staticmethod
+    def _check(neuron, backward) -> None:
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a spikeforge neuron module (e.g. sf.nn.LIF()), got "
                             f"{type(neuron).__name__}")
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
         if not isinstance(backward, Backward):
             raise ValueError(f"backward must be a spikeforge.nn.spiking_linear.Backward, got {backward!r}")
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
-        self.neuron = neuron
-        self.chunk, self.backward_strategy = chunk, backward
-        self.last_fused = None     # did the last call run fused?
 
     @property
     def last_backend(self) -> str | None:
@@ -304,6 +293,29 @@ class SpikingLinear(nn.Module):
     @property
     def state(self):
         return self.neuron.state
+
+    def reset(self) -> None:
+        self.neuron.reset()
+
+
+class SpikingLinear(_NeuronLayer):
+    """``neuron(TimeDistributed(Linear(in_features, out_features, bias)))`` run fused (see
+    the module docstring). ``neuron``: a neuron module (``sf.nn.LIF(...)``); ``chunk``:
+    time steps per chunk (``None``: automatic); ``backward``: a ``Backward`` strategy."""
+
+    def __init__(self, in_features: int, out_features: int, neuron: Neuron, *, bias: bool = True,
+                 chunk: int | None = None, backward: Backward = Backward.DENSE) -> None:
+        super().__init__()
+        self._check(neuron, backward)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.neuron = neuron
+        self.chunk, self.backward_strategy = chunk, backward
+        self.last_fused = None     # did the last call run fused?
 
     def forward(self, x: Tensor) -> Tensor:
         nrn = self.neuron
@@ -350,9 +362,6 @@ class SpikingLinear(nn.Module):
     def step(self, x: Tensor) -> Tensor:
         """One step (B, in_features): the unfused pair (the neuron carries its state)."""
         return self.neuron.step(self.linear(x))
-
-    def reset(self) -> None:
-        self.neuron.reset()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.linear.in_features}, out_features={self.linear.out_features}, "
