@@ -4,8 +4,10 @@ For a binary input ``x`` (N, in): one pass counts each row's nonzeros and the en
 are not 0 or 1 (``count_active``); a second pass writes the active indices (CSR, kept for
 backward) and, for blocks of rows, adds the active rows of ``W^T`` tile by tile (a tile of 8
 vectors of the output stays in registers; a block of rows reuses one column tile of ``W^T``
-from cache) (``forward``). The weight gradient (``grad_weight``) runs over the same column
-tiles in parallel, so no two threads write one. Both dtypes live in one library, compiled on
+from cache) (``forward``). ``W^T`` is copied tile by tile (``packed``: each column tile one
+contiguous block, so that its rows do not share cache sets as the rows of a power-of-two-wide
+``W^T`` do). The weight gradient (``grad_weight``) runs over the same column tiles in parallel,
+so no two threads write one, in the packed layout (``unpacked`` turns it back). Both dtypes live in one library, compiled on
 first use with the fused CPU backend's ``build`` and cached on disk.
 """
 from __future__ import annotations
