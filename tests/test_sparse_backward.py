@@ -280,6 +280,9 @@ def test_spiking_linear_backward_sparse_runs_it():
     carry = SpikingLinear(IN, H, sf.nn.LIF(carry_state=True, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
     with pytest.raises(ValueError, match="carry_state=True is not supported"):
         carry(x)
+    rec = SpikingLinear(IN, H, sf.nn.LIF(record=True, surrogate=Triangle(1.0)), backward=Backward.SPARSE)
+    with pytest.raises(ValueError, match="record=True is not supported"):
+        rec(x)
 
 
 @pytest.mark.parametrize("how", [WeightGrad.AUTO, WeightGrad.TRACE, WeightGrad.DENSE])

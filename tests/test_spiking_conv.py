@@ -94,6 +94,9 @@ def test_bad_arguments_are_named():
     carry = SpikingConv2d(C, O, 3, sf.nn.LIF(carry_state=True), backward=Backward.SPARSE).double()
     with pytest.raises(ValueError, match="carry_state=True"):
         carry(data())
+    rec = SpikingConv2d(C, O, 3, sf.nn.LIF(record=True), backward=Backward.SPARSE).double()
+    with pytest.raises(ValueError, match="record=True is not supported"):
+        rec(data())
     reflect = layer(Backward.SPARSE)
     reflect.conv.padding_mode = "reflect"
     with pytest.raises(ValueError, match="padding_mode='zeros'"):

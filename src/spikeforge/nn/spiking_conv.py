@@ -57,10 +57,7 @@ class SpikingConv2d(_NeuronLayer):
         from .sparse_backward import sparse_spiking_conv2d
         from .sparse_conv import _geometry
 
-        nrn, conv = self.neuron, self.conv
-        if nrn.carry_state:
-            raise ValueError(f"{where(self)}: backward=Backward.SPARSE runs each sequence from rest; "
-                             f"carry_state=True is not supported")
+        nrn, conv = self._sparse_neuron(), self.conv
         if conv.padding_mode != "zeros":
             raise ValueError(f"{where(self)}: backward=Backward.SPARSE takes padding_mode='zeros', got "
                              f"{conv.padding_mode!r}")

@@ -297,6 +297,14 @@ class _NeuronLayer(nn.Module):
     def reset(self) -> None:
         self.neuron.reset()
 
+    def _sparse_neuron(self) -> Neuron:
+        """The neuron, refused for ``Backward.SPARSE`` where it asks for what that path cannot do."""
+        nrn = self.neuron
+        for flag, why in (("carry_state", "runs each sequence from rest"), ("record", "keeps no per-step states")):
+            if getattr(nrn, flag):
+                raise ValueError(f"{where(self)}: backward=Backward.SPARSE {why}; {flag}=True is not supported")
+        return nrn
+
 
 class SpikingLinear(_NeuronLayer):
     """``neuron(TimeDistributed(Linear(in_features, out_features, bias)))`` run fused (see
@@ -350,10 +358,7 @@ class SpikingLinear(_NeuronLayer):
         takes the neuron's spec, parameters, surrogate (bounded support) and backend."""
         from .sparse_backward import sparse_spiking_linear
 
-        nrn = self.neuron
-        if nrn.carry_state:
-            raise ValueError(f"{where(self)}: backward=Backward.SPARSE runs each sequence from rest; "
-                             f"carry_state=True is not supported")
+        nrn = self._sparse_neuron()
         z = sparse_spiking_linear(x, self.linear.weight, self.linear.bias, nrn.spec, nrn.params(),
                                   surrogate=nrn.surrogate, backend=nrn.backend)
         self.last_fused = False
