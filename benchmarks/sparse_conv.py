@@ -84,7 +84,7 @@ def measure(layer, d, reps) -> dict:
         "dense_fwd": _fwd(_dense, x, w, b), "sparse_fwd": _fwd(_sparse, x, w, b),
         "dense_train": _train(_dense, x, w, b, gy), "sparse_train": _train(_sparse, x, w, b, gy),
         "dense_train_w": _train(_dense, x, w, b, gy, False), "sparse_train_w": _train(_sparse, x, w, b, gy, False),
-        "count_pass": lambda: count_active(x.view(n * c, h * wd)),
+        "count_pass": lambda: count_active(x.view(n * c, h * wd), mask=True),
     }, reps)
     t["max_abs_err"] = err
     return t

@@ -103,7 +103,7 @@ def measure(n, k, out, d, reps) -> dict:
         "dense_train": _train(_dense, x, w, b, gy), "sparse_train": _train(_sparse, x, w, b, gy),
         "dense_train_w": _train(_dense, x, w, b, gy, False),
         "sparse_train_w": _train(_sparse, x, w, b, gy, False),
-        "count_pass": lambda: count_active(x), "count_nonzero": lambda: torch.count_nonzero(x),
+        "count_pass": lambda: count_active(x, mask=True), "count_nonzero": lambda: torch.count_nonzero(x),
     }, reps)
     t["max_abs_err"] = err
     return t

@@ -95,6 +95,31 @@ def test_packed_weight_layout_and_round_trip(out, dtype):
     assert torch.equal(K.unpacked(p, out, 24), w)
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n=st.integers(0, 5), k=st.integers(0, 200), density=st.floats(0.0, 1.0), seed=st.integers(0, 1000),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_count_pass_bit_masks_and_the_forward_from_them(n, k, density, seed, dtype):
+    # bit i % 64 of word i // 64 of row r is x[r, i] != 0; forward from the masks equals forward from x
+    from spikeforge.kernels import sparse as K
+    x = spikes((n, k), density, dtype, seed)
+    if n and k and seed % 7 == 0:
+        x[0, 0] = float("nan")   # not 0 or 1: counted as nonzero and as bad
+    off, bad = K.count_active(x)
+    off2, bad2, mask = K.count_active(x, mask=True)
+    assert torch.equal(off, off2) and bad == bad2 and mask.shape == (n, -(-k // 64))
+    bits = torch.zeros(n, mask.shape[1] * 64, dtype=torch.bool)
+    for r in range(n):
+        for q in range(mask.shape[1]):
+            w = int(mask[r, q]) & (2 ** 64 - 1)
+            bits[r, q * 64:(q + 1) * 64] = torch.tensor([(w >> i) & 1 == 1 for i in range(64)])
+    assert torch.equal(bits[:, :k], x != 0) and not bits[:, k:].any()
+    if bad == 0 and k:
+        w = torch.randn(70, k, dtype=dtype)
+        y1, i1 = K.forward(x, off, w, None)
+        y2, i2 = K.forward(x, off, w, None, mask)
+        assert torch.equal(i1, i2) and torch.equal(y1, y2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_power_of_two_layer_with_several_tiles(dtype):
     # in and out powers of two (the rows of W^T a power of two apart), several column tiles and a

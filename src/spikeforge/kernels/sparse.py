@@ -48,6 +48,12 @@ static inline int64_t sf_nonzeros_SUF(const scalar_t* restrict x, int64_t n, int
   }
   return k;
 }
+/* The positions of the set bits of the nw words m (bit i of word q: position 64 q + i) into o, in order. */
+static inline void sf_bits_SUF(const uint64_t* restrict m, int64_t nw, int32_t* restrict o) {
+  int64_t k = 0;
+  for (int64_t q = 0; q < nw; q++)
+    for (uint64_t b = m[q]; b; b &= b - 1) o[k++] = (int32_t)(q * 64 + __builtin_ctzll(b));
+}
 """
 _SOURCE = NONZEROS + r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
@@ -55,15 +61,26 @@ typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t))
 #define VL ((int64_t)(32 / sizeof(scalar_t)))
 #define TW (NV * VL)
 
-/* Per-row nonzero counts; returns how many entries are neither 0 nor 1 (NaN included). */
+/* Per-row nonzero counts, and (mask not NULL) the nonzeros as bit masks, ceil(IN / 64) words per row;
+   returns how many entries are neither 0 nor 1 (NaN included). */
 int64_t sf_spl_count_SUF(int64_t N, int64_t IN, int threads, const scalar_t* restrict x,
-                         int64_t* restrict cnt) {
+                         int64_t* restrict cnt, uint64_t* restrict mask) {
+  const int64_t NW = (IN + 63) / 64;
   int64_t bad = 0;
   #pragma omp parallel for num_threads(threads) schedule(static) reduction(+:bad)
   for (int64_t n = 0; n < N; n++) {
     const scalar_t* restrict xr = x + n * IN;
     int64_t k = 0, b = 0;
-    for (int64_t i = 0; i < IN; i++) { k += xr[i] != 0; b += (xr[i] != 0) & (xr[i] != 1); }
+    if (mask)
+      for (int64_t q = 0; q < NW; q++) {
+        const int64_t i0 = q * 64, m = IN - i0 < 64 ? IN - i0 : 64;
+        uint64_t w = 0;
+        for (int64_t i = 0; i < m; i++) { w |= (uint64_t)(xr[i0 + i] != 0) << i; b += (xr[i0 + i] != 0) & (xr[i0 + i] != 1); }
+        mask[n * NW + q] = w;
+        k += __builtin_popcountll(w);
+      }
+    else
+      for (int64_t i = 0; i < IN; i++) { k += xr[i] != 0; b += (xr[i] != 0) & (xr[i] != 1); }
     cnt[n] = k;
     bad += b;
   }
@@ -74,11 +91,13 @@ int64_t sf_spl_count_SUF(int64_t N, int64_t IN, int threads, const scalar_t* res
 void sf_spl_forward_SUF(int64_t N, int64_t IN, int64_t OUT, int threads,
                         const scalar_t* restrict x, const int64_t* restrict off,
                         int32_t* restrict idx, const scalar_t* restrict wt,
-                        const scalar_t* restrict bias, scalar_t* restrict y) {
+                        const scalar_t* restrict bias, scalar_t* restrict y, const uint64_t* restrict mask) {
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n0 = 0; n0 < N; n0 += RB) {
     int64_t n1 = n0 + RB < N ? n0 + RB : N, j0 = 0;
-    for (int64_t n = n0; n < n1; n++) sf_nonzeros_SUF(x + n * IN, IN, idx + off[n]);
+    for (int64_t n = n0; n < n1; n++)
+      if (mask) sf_bits_SUF(mask + n * ((IN + 63) / 64), (IN + 63) / 64, idx + off[n]);
+      else sf_nonzeros_SUF(x + n * IN, IN, idx + off[n]);
     for (; j0 + TW <= OUT; j0 += TW)
       for (int64_t n = n0; n < n1; n++) {
         V a[NV];
@@ -181,15 +200,18 @@ def _p(t: Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(0 if t is None else t.data_ptr())
 
 
-def count_active(x2: Tensor) -> tuple[Tensor, int]:
+def count_active(x2: Tensor, mask: bool = False):
     """For a contiguous (N, in) CPU float tensor: CSR row offsets (N + 1,) of its nonzeros and
-    the number of entries that are neither 0 nor 1. One pass over ``x2``."""
+    the number of entries that are neither 0 nor 1, ``(off, bad)``; with ``mask`` also the
+    nonzeros as bit masks (N, ceil(in / 64)) for ``forward``, ``(off, bad, mask)``. One pass over ``x2``."""
     n, k = x2.shape
     cnt = torch.empty(n, dtype=torch.int64)
-    bad = _fn("count", x2.dtype)(c_int64(n), c_int64(k), threads(x2.numel(), _PARALLEL_MIN), _p(x2), _p(cnt))
+    bits = torch.empty(n, -(-k // 64), dtype=torch.int64) if mask else None   # uint64 in the kernel
+    bad = _fn("count", x2.dtype)(c_int64(n), c_int64(k), threads(x2.numel(), _PARALLEL_MIN), _p(x2), _p(cnt),
+                                 _p(bits))
     off = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(cnt, 0, out=off[1:])
-    return off, int(bad)
+    return (off, int(bad), bits) if mask else (off, int(bad))
 
 
 def tile(dtype: torch.dtype) -> int:
@@ -229,17 +251,18 @@ def unpacked(p: Tensor, out: int, k: int) -> Tensor:
     return w
 
 
-def forward(x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+def forward(x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None,
+            mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(y, idx)``: ``y = x2 W^T + bias`` (N, out) from the active entries of the {0, 1} input
-    ``x2`` (N, in) whose row offsets ``count_active`` gave, and their indices ``idx`` (the
-    CSR that ``grad_weight`` reads)."""
+    ``x2`` (N, in) whose row offsets (and, if given, bit masks: then ``x2`` is not read again)
+    ``count_active`` gave, and their indices ``idx`` (the CSR that ``grad_weight`` reads)."""
     (n, k), out = x2.shape, weight.shape[0]
     idx = torch.empty(int(off[-1]), dtype=torch.int32)
     y = empty((n, out), x2.dtype)
     wt = packed(weight.detach())
     b = None if bias is None else bias.detach().contiguous()
     _fn("forward", x2.dtype)(c_int64(n), c_int64(k), c_int64(out), threads(x2.numel(), _PARALLEL_MIN),
-                             _p(x2), _p(off), _p(idx), _p(wt), _p(b), _p(y))
+                             _p(x2), _p(off), _p(idx), _p(wt), _p(b), _p(y), _p(mask))
     return y, idx
 
 

@@ -97,8 +97,9 @@ static inline void transpose_SUF(const scalar_t* restrict src, scalar_t* restric
 /* Active positions of every (n, c) plane (CSR, offsets `off`) and y (N, G*OG, OH, OW). */
 void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int64_t* restrict off,
                         int32_t* restrict idx, const scalar_t* restrict wt,
-                        const scalar_t* restrict bias, scalar_t* restrict y, scalar_t* restrict scratch) {
-  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W;
+                        const scalar_t* restrict bias, scalar_t* restrict y, scalar_t* restrict scratch,
+                        const uint64_t* restrict mask) {
+  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W, NW = (HW + 63) / 64;
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n = 0; n < N; n++) {
     scalar_t* restrict acc = scratch + (int64_t)omp_get_thread_num() * P * O;
@@ -106,7 +107,7 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
     for (int64_t c = 0; c < C; c++) {
       const int64_t r = n * C + c, end = off[r + 1] - off[r];
       int32_t* restrict o = idx + off[r];
-      sf_nonzeros_SUF(x + r * HW, HW, o);
+      if (mask) sf_bits_SUF(mask + r * NW, NW, o); else sf_nonzeros_SUF(x + r * HW, HW, o);
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
       const int64_t go = (c / CG) * OG;
       for (int64_t q = 0; q < end; q++) {
@@ -135,8 +136,8 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
 void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, const int64_t* restrict off,
                                int32_t* restrict idx, const scalar_t* restrict wt,
                                const scalar_t* restrict bias, scalar_t* restrict y, scalar_t* restrict scratch,
-                               int32_t* restrict iscratch, int64_t per_thread) {
-  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W, KK = KH * KW;
+                               int32_t* restrict iscratch, int64_t per_thread, const uint64_t* restrict mask) {
+  const int64_t O = G * OG, CG = C / G, P = OH * OW, HW = H * W, KK = KH * KW, NW = (HW + 63) / 64;
   #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t n = 0; n < N; n++) {
     scalar_t* restrict acc = scratch + (int64_t)omp_get_thread_num() * P * O;
@@ -147,7 +148,9 @@ void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, co
       for (int64_t c = 0; c < C; c++) {
         const int64_t r = n * C + c, end = off[r + 1] - off[r], g = c / CG;
         int32_t* restrict o = idx + off[r];
-        if (pass == 0) sf_nonzeros_SUF(x + r * HW, HW, o);
+        if (pass == 0) {
+          if (mask) sf_bits_SUF(mask + r * NW, NW, o); else sf_nonzeros_SUF(x + r * HW, HW, o);
+        }
         for (int64_t q = 0; q < end; q++) {
           const int64_t h = o[q] / W, w = o[q] % W;
           SF_TAPS(h, w) {
@@ -298,10 +301,11 @@ def _taps_last(weight: Tensor, geo: Geometry) -> Tensor:
     return weight.detach().reshape(geo.groups, geo.og, -1, geo.kh, geo.kw).permute(0, 2, 3, 4, 1).contiguous()
 
 
-def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Geometry) -> tuple[Tensor, Tensor]:
+def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Geometry,
+            mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(y, idx)``: the convolution of the contiguous {0, 1} input ``x`` (N, C, H, W) whose
-    (n, c) plane offsets ``count_active`` gave, and the planes' active positions ``idx``
-    (the CSR that ``grad_weight`` reads)."""
+    (n, c) plane offsets (and, if given, bit masks) ``count_active`` gave on its (N * C, H * W)
+    view, and the planes' active positions ``idx`` (the CSR that ``grad_weight`` reads)."""
     out = geo.groups * geo.og
     nt = ctypes.c_int(max(1, min(threads(x.numel(), _PARALLEL_MIN).value, geo.n)))  # scratch per thread
     idx = torch.empty(int(off[-1]), dtype=torch.int32)
@@ -314,9 +318,10 @@ def forward(x: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, geo: Ge
         per_thread = geo.oh * geo.ow * geo.groups + 1 + per_sample * geo.kh * geo.kw
         iscratch = torch.empty(nt.value * per_thread, dtype=torch.int32)
         _fn("forward_gather", x.dtype)(*geo.args(), nt, _p(x), _p(off), _p(idx), _p(wt), _p(b), _p(y),
-                                       _p(scratch), _p(iscratch), c_int64(per_thread))
+                                       _p(scratch), _p(iscratch), c_int64(per_thread), _p(mask))
     else:
-        _fn("forward", x.dtype)(*geo.args(), nt, _p(x), _p(off), _p(idx), _p(wt), _p(b), _p(y), _p(scratch))
+        _fn("forward", x.dtype)(*geo.args(), nt, _p(x), _p(off), _p(idx), _p(wt), _p(b), _p(y), _p(scratch),
+                                _p(mask))
     return y, idx
 
 

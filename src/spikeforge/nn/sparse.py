@@ -105,8 +105,8 @@ def _unsupported(x: Tensor, weight: Tensor) -> str | None:
 
 class _SpikeLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x2, off, weight, bias, read):
-        y, idx = _kernel.forward(x2, off, weight, bias)
+    def forward(ctx, x2, off, weight, bias, read, mask):
+        y, idx = _kernel.forward(x2, off, weight, bias, mask)
         ctx.save_for_backward(off, idx, weight, *(read or ()))
         ctx.in_features = x2.shape[1]
         return y
@@ -121,7 +121,7 @@ class _SpikeLinearFn(torch.autograd.Function):
             gx = _sbw.grad_input_at(gy, weight, *read) if read else gy @ weight
         gw = _kernel.grad_weight(off, idx, gy, ctx.in_features) if ctx.needs_input_grad[2] else None
         gb = gy.sum(0) if ctx.needs_input_grad[3] else None
-        return gx, None, gw, gb, None
+        return gx, None, gw, gb, None, None
 
 
 def _active_set(x: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
@@ -137,8 +137,8 @@ def _flat(x: Tensor, weight: Tensor) -> Tensor:
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
 
 
-def _sparse(x: Tensor, x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    y = _SpikeLinearFn.apply(x2, off, weight, bias, _active_set(x, x2.shape[0]))
+def _sparse(x: Tensor, x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor) -> Tensor:
+    y = _SpikeLinearFn.apply(x2, off, weight, bias, _active_set(x, x2.shape[0]), mask)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -164,16 +164,16 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
             log.warning("spikeforge: SpikeLinear runs dense (sparse path: %s)", reason)
         return F.linear(x, weight, bias), "dense", None
     x2 = _flat(x, weight)
-    off, bad = count_active(x2)
+    off, bad, mask = count_active(x2, mask=True)
     density = int(off[-1]) / max(1, x2.numel())
     if mode is SparseMode.SPARSE:
         if bad:
             raise ValueError(f"SpikeLinear's sparse path needs binary input (every value 0 or 1); "
                              f"{bad} of {x2.numel()} values are neither (use SparseMode.AUTO or DENSE)")
-        return _sparse(x, x2, off, weight, bias), "sparse", density
+        return _sparse(x, x2, off, weight, bias, mask), "sparse", density
     if bad or density >= limit:
         return F.linear(x, weight, bias), "dense", density
-    return _sparse(x, x2, off, weight, bias), "sparse", density
+    return _sparse(x, x2, off, weight, bias, mask), "sparse", density
 
 
 class SpikeLinear(nn.Linear):

@@ -50,9 +50,9 @@ def _linear(x2: Tensor, weight: Tensor, bias: Tensor | None, scatter: bool):
     """``(y, csr)``: the product, and the CSR ``(off, idx)`` of ``x2`` when it is {0, 1} and sparse
     enough for the scatter kernels (``SpikeLinear``'s crossover; any density if ``scatter``), else
     ``None``."""
-    off, bad = _spl.count_active(x2)
+    off, bad, mask = _spl.count_active(x2, mask=True)
     if bad == 0 and (scatter or int(off[-1]) < crossover(True, weight.shape[0]) * x2.numel()):
-        y, idx = _spl.forward(x2, off, weight.detach(), None if bias is None else bias.detach())
+        y, idx = _spl.forward(x2, off, weight.detach(), None if bias is None else bias.detach(), mask)
         return y, (off, idx)
     return F.linear(x2, weight.detach(), None if bias is None else bias.detach()), None
 
@@ -182,9 +182,9 @@ def _conv(xp: Tensor, weight: Tensor, bias: Tensor | None, geo) -> tuple:
     """``(y, csr)`` as ``_linear`` for the convolution of the (padded) input ``xp`` (N, C, H, W):
     ``SpikeConv2d``'s kernels for a {0, 1} input below its crossover, else ``F.conv2d``."""
     w, b = weight.detach(), None if bias is None else bias.detach()
-    off, bad = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
+    off, bad, mask = _spl.count_active(xp.view(geo.n * geo.c, geo.h * geo.w), mask=True)
     if bad == 0 and int(off[-1]) < conv_crossover(True, geo.og) * xp.numel():
-        y, idx = _spc.forward(xp, off, w, b, geo)
+        y, idx = _spc.forward(xp, off, w, b, geo, mask)
         return y, (off, idx)
     return F.conv2d(xp, w, b, geo.stride, geo.pad, geo.dilation, geo.groups), None
 

@@ -109,8 +109,8 @@ def _geometry(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int)
 
 class _SpikeConv2dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, off, weight, bias, geo):
-        y, idx = _kernel.forward(x, off, weight, bias, geo)
+    def forward(ctx, x, off, weight, bias, geo, mask):
+        y, idx = _kernel.forward(x, off, weight, bias, geo, mask)
         ctx.save_for_backward(off, idx, weight)
         ctx.geo, ctx.x_shape = geo, x.shape
         return y
@@ -127,7 +127,7 @@ class _SpikeConv2dFn(torch.autograd.Function):
             gw = _kernel.grad_weight(off, idx, gy, geo)
         if ctx.needs_input_grad[3]:
             gb = gy.sum((0, 2, 3))
-        return gx, None, gw, gb, None
+        return gx, None, gw, gb, None, None
 
 
 def _fallback(reason: str, mode: SparseMode) -> None:
@@ -173,14 +173,14 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1
         _fallback(reason, mode)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", None
     xp = (x if pad is None else F.pad(x, pad)).contiguous()
-    off, bad = count_active(xp.view(geo.n * geo.c, geo.h * geo.w))
+    off, bad, mask = count_active(xp.view(geo.n * geo.c, geo.h * geo.w), mask=True)
     density = int(off[-1]) / max(1, x.numel())
     if mode is SparseMode.SPARSE and bad:
         raise ValueError(f"SpikeConv2d's sparse path needs binary input (every value 0 or 1); "
                          f"{bad} of {xp.numel()} values are neither (use SparseMode.AUTO or DENSE)")
     if mode is SparseMode.AUTO and (bad or density >= limit):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups), "dense", density
-    return _SpikeConv2dFn.apply(xp, off, weight, bias, geo), "sparse", density
+    return _SpikeConv2dFn.apply(xp, off, weight, bias, geo, mask), "sparse", density
 
 
 class SpikeConv2d(nn.Conv2d):
