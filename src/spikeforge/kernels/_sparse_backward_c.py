@@ -1,7 +1,8 @@
 """The C source of ``spikeforge.kernels.sparse_backward`` (compiled by ``kernels.sparse.load``:
 ``scalar_t`` becomes float and double, ``_SUF`` the dtype suffix)."""
+from .sparse import NONZEROS
 
-_SOURCE = r"""
+_SOURCE = NONZEROS + r"""
 /* The spike function's argument of row r = (t, b), from the affine form u = au v + cu y + eu with v
    the state before the step (the recorded trace's row r - B, or v0 at t = 0). */
 #define SF_U(j) (au[j] * vp[j] + cu[j] * yr[j] + eu[j])
@@ -56,16 +57,9 @@ void sf_sbw_fcompact_SUF(int64_t T, int64_t B, int64_t N, int threads, const sca
   for (int64_t r = 0; r < T * B; r++) {
     SF_ROW
     (void)zr;
-    int64_t k = off[r], m = soff ? soff[r] : 0;
-    for (int64_t q = 0; q < NW; q++) {
-      for (uint64_t am = amask[r * NW + q]; am; am &= am - 1) {
-        int64_t j = q * 64 + __builtin_ctzll(am);
-        idx[k] = (int32_t)j;
-        uk[k++] = SF_U(j);
-      }
-      if (soff)
-        for (uint64_t sm = smask[r * NW + q]; sm; sm &= sm - 1) sidx[m++] = (int32_t)(q * 64 + __builtin_ctzll(sm));
-    }
+    sf_bits_SUF(amask + r * NW, NW, idx + off[r]);
+    for (int64_t k = off[r]; k < off[r + 1]; k++) uk[k] = SF_U(idx[k]);
+    if (soff) sf_bits_SUF(smask + r * NW, NW, sidx + soff[r]);
   }
 }
 #undef SF_ROW

@@ -150,7 +150,7 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     if not isinstance(mode, SparseMode):
         raise TypeError(f"mode must be a SparseMode, got {mode!r}")
     train = torch.is_grad_enabled() and weight.requires_grad
-    narrow = not (torch.is_grad_enabled() and x.requires_grad and getattr(x, ACTIVE_SET, None) is not None)
+    narrow = not (torch.is_grad_enabled() and x.requires_grad and _active_set(x, math.prod(x.shape[:-1])) is not None)
     limit = crossover(train, weight.shape[0], narrow)
     if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and (x.numel() * weight.shape[0] < MIN_WORK
                                                                  or limit <= 0)):

@@ -235,8 +235,10 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
                           cutoff: float | None = None, backend: str | None = None) -> Tensor:
     """Spikes (T, B, out, OH, OW) of ``spec`` driven by ``conv2d(x[t], weight, bias, stride, padding,
     dilation, groups)`` at each step, from rest, with the sparse backward (module docstring).
-    ``x`` is (T, B, C, H, W); the neuron's parameters are scalars or one value per output entry
-    (out * OH * OW, flattened); ``surrogate`` and ``cutoff`` as in ``sparse_spiking_linear``."""
+    ``x`` is (T, B, C, H, W); the neuron's parameters are scalars, one value per output entry
+    (out * OH * OW, flattened), or tensors of two or more dimensions that broadcast to the output's
+    (out, OH, OW) (e.g. one per channel, (out, 1, 1)); ``surrogate`` and ``cutoff`` as in
+    ``sparse_spiking_linear``."""
     if not isinstance(x, Tensor) or x.dim() != 5:
         raise ValueError(f"x must be a (T, B, C, H, W) tensor, got "
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
@@ -250,6 +252,11 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (out,) or bias.dtype != x.dtype):
         raise ValueError(f"bias must be ({out},) of dtype {x.dtype}, got "
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
+    if params is not None and not isinstance(params, dict):
+        params = dict(zip(spec.params, params))
+    shape = (out, geo.oh, geo.ow)
+    params = params and {k: torch.broadcast_to(v, shape).reshape(-1) if isinstance(v, Tensor) and v.dim() > 1 else v
+                         for k, v in params.items()}
     surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, out * geo.oh * geo.ow, x.dtype)
     z, off, idx = _SparseSpikingConv2d.apply(x, weight, bias, spec, p, surrogate, width, backend,
                                              getattr(x, _ATTR, None), coef, geo, pad)

@@ -12,7 +12,6 @@ is nonzero. ``step(x_t)`` is the pair on one step.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .neuron import Neuron, where
@@ -52,23 +51,16 @@ class SpikingConv2d(_NeuronLayer):
 
     def _sparse(self, x: Tensor) -> Tensor:
         """``backward=Backward.SPARSE``: ``sparse_spiking_conv2d`` with the neuron's spec, parameters
-        (a per-channel or per-entry value broadcast to the output's (out, OH, OW) and flattened),
-        surrogate and backend."""
+        (which it broadcasts to the output's (out, OH, OW)), surrogate and backend."""
         from .sparse_backward import sparse_spiking_conv2d
-        from .sparse_conv import _geometry
 
         nrn, conv = self._sparse_neuron(), self.conv
         if conv.padding_mode != "zeros":
             raise ValueError(f"{where(self)}: backward=Backward.SPARSE takes padding_mode='zeros', got "
                              f"{conv.padding_mode!r}")
-        args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
-        _, geo = _geometry(x[0].detach(), conv.weight, args["stride"], args["padding"], args["dilation"],
-                           args["groups"])
-        shape = (conv.out_channels, geo.oh, geo.ow)
-        params = {k: v if v.numel() == 1 else torch.broadcast_to(v, shape).reshape(-1)
-                  for k, v in nrn.params()._asdict().items()}
-        return sparse_spiking_conv2d(x, conv.weight, conv.bias, nrn.spec, params, surrogate=nrn.surrogate,
-                                     backend=nrn.backend, **args)
+        return sparse_spiking_conv2d(x, conv.weight, conv.bias, nrn.spec, nrn.params(), surrogate=nrn.surrogate,
+                                     backend=nrn.backend, stride=conv.stride, padding=conv.padding,
+                                     dilation=conv.dilation, groups=conv.groups)
 
     def step(self, x: Tensor) -> Tensor:
         """One step (B, C, H, W): the pair (the neuron carries its state)."""
