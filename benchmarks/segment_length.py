@@ -17,7 +17,7 @@ import _common as C
 def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> dict[int, tuple[float, float]]:
     import torch
     import spikeforge as sf
-    from spikeforge.kernels import _fused, cpu
+    from spikeforge.kernels import _fused, cpu, csource
 
     mod = getattr(sf.nn, name)(backend="cpu")
     gen = torch.Generator().manual_seed(0)
@@ -34,7 +34,7 @@ def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> d
 
     one()
     kernels = list(_fused._KERNELS.values())
-    ks = {s: cpu.segment_steps(len(mod.spec.state), x.element_size(), s) for s in sizes}
+    ks = {s: cpu.segment_steps(csource.step_values(kernels[0].tr, kernels[0].want), x.element_size(), s) for s in sizes}
     times: dict[int, list] = {s: [] for s in sizes}
     for rep in range(reps + 1):
         for s in sizes:

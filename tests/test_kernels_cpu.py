@@ -160,17 +160,20 @@ def test_inference_path_matches_without_grad():
         torch.testing.assert_close(a, b, **TOL[torch.float32])
 
 
-def _grads_both(spec, x, s0, params, loss_fn, record=False):
-    """Gradients of ``loss_fn(z, final_state)`` w.r.t. x, initial state and params on both backends."""
+def _grads_both(spec, x, s0, params, loss_fn, record=False, wanted=None):
+    """Gradients of ``loss_fn(z, final_state)`` w.r.t. x, initial state and params on both backends
+    (``wanted``: which of these leaves require grad; default all)."""
     out = {}
     for b in ("reference", "cpu"):
-        leaves = [t.detach().clone().requires_grad_() for t in (x, *s0, *params)]
+        tensors = (x, *s0, *params)
+        wants = wanted or [True] * len(tensors)
+        leaves = [t.detach().clone().requires_grad_(w) for t, w in zip(tensors, wants)]
         ns = len(s0)
         z, s, _, _ = F.run(spec, leaves[0], tuple(leaves[1: 1 + ns]), spec.Params(*leaves[1 + ns:]),
                            backend=b, record=record)
-        g = torch.autograd.grad(loss_fn(z, s), leaves, allow_unused=True)
+        g = torch.autograd.grad(loss_fn(z, s), [v for v in leaves if v.requires_grad], allow_unused=True)
         # a parameter the reference graph never touches (ALIF's adaptation at T = 1) gets None
-        out[b] = [torch.zeros_like(v) if d is None else d for d, v in zip(g, leaves)]
+        out[b] = [torch.zeros_like(v) if d is None else d for d, v in zip(g, [v for v in leaves if v.requires_grad])]
     return out
 
 
@@ -212,22 +215,27 @@ def _segment_length(K):
         yield seen
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(neuron=st.sampled_from(sorted(REGISTRY)), T=st.integers(1, 14), K=st.integers(2, 5),
-       state_noise=st.sampled_from([0.0, 0.05]))
-def test_recomputed_backward_matches_for_any_segment_length(neuron, T, K, state_noise):
+       state_noise=st.sampled_from([0.0, 0.05]), grads=st.sampled_from(["all", "x", "x and state", "params"]))
+def test_recomputed_backward_matches_for_any_segment_length(neuron, T, K, state_noise, grads):
     """Without record the CPU backward rebuilds K-step segments from checkpoints: any T, K
-    (T < K, T a multiple of K or not) gives the reference gradients. The C calls really get
-    that K: forward saves (T - 1) // K checkpoints, backward rebuilds K-step segments."""
+    (T < K, T a multiple of K or not) gives the reference gradients, for any set of wanted
+    gradients (the values kept from the recomputation depend on it: csource.kept). The C calls
+    really get that K: forward saves (T - 1) // K checkpoints, backward rebuilds K-step segments."""
     from conftest import default_params, separated_input
 
     spec, dtype = REGISTRY[neuron](), torch.float64
     assume(cpu.csource.recomputes(cpu.trace(spec, sf.surrogate.ATan(), dtype)))  # else backward has no segments
     x, s0 = separated_input(neuron, (T, 2, 3), dtype, state_noise=state_noise)
     params = list(default_params(REGISTRY[neuron], dtype))
+    ns, n = len(s0), 1 + len(s0) + len(params)
+    wanted = {"all": [True] * n, "x": [True] + [False] * (n - 1), "x and state": [True] * (1 + ns) + [False] * len(params),
+              "params": [False] * (1 + ns) + [True] * len(params)}[grads]
     w = torch.randn(x.shape, generator=torch.Generator().manual_seed(T), dtype=dtype)
     with _segment_length(K) as seen:
-        out = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s))
+        out = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s),
+                          wanted=wanted)
     assert seen == [("forward", K, (T - 1) // K), ("backward", K)]
     for a, b in zip(out["cpu"], out["reference"]):
         torch.testing.assert_close(a, b, **TOL[dtype])
@@ -469,3 +477,38 @@ def test_clamp_maximum_minimum_keep_nan_and_signed_zero_as_torch():
         assert torch.equal(r[keep], g[keep])
         if k < 3:   # the number bounds
             assert torch.equal(r[keep].signbit(), g[keep].signbit())
+
+
+def _reverse_loop(src: str) -> str:
+    """The generated backward's reverse-time step loop (up to the end of its segment loop)."""
+    start = src.index("for (int64_t t = t1 - 1; t >= t0; --t)")
+    lines = src[start:].splitlines()
+    return "\n".join(lines[: _loop_end(lines, 0) + 1])
+
+
+@pytest.mark.parametrize("neuron", sorted(REGISTRY))
+def test_reverse_step_reads_x_once_and_keeps_costly_values(neuron):
+    """A recomputing backward keeps values from the segment's recomputation (csource.kept): with
+    only x's gradient wanted, its reverse step reads no x (x is streamed once per backward, not
+    twice), and no exp is evaluated there (EIF: 2 of 3 evaluations per element and step left)."""
+    spec, dtype = REGISTRY[neuron](), torch.float32
+    tr = cpu.trace(spec, ATan(), dtype)
+    if not cpu.csource.recomputes(tr):
+        pytest.skip(f"{neuron}'s backward reads no state: it has no recomputation to keep values from")
+    want = (True,) + (False,) * tr.n_params
+    src = cpu.csource.backward_source(tr, (False,) * tr.n_params, cpu.csource.c_target(dtype), want)
+    rev = _reverse_loop(src)
+    assert not re.search(r"\bxt\[i\]", rev) and "sf_exp" not in rev
+    keep, _ = cpu.csource.kept(tr, want)
+    assert cpu.csource.step_values(tr, want) == tr.n_state + len(keep)
+    if neuron == "EIF":  # exp, and the membrane before the spike
+        assert "exp" in keep and len(keep) == 2
+        # with every gradient wanted, a parameter's gradient reads x (r's); the exp is still kept
+        assert cpu.csource.kept(tr)[0] == ["exp"]
+
+
+def test_kept_values_make_the_segment_shorter():
+    """Kept values share the segment's bytes with the states: K = SEGMENT_BYTES / (values per step)."""
+    k = cpu.Kernel(REGISTRY["EIF"](), ATan(), torch.float32, (False,) * len(REGISTRY["EIF"].params),
+                   (True,) + (False,) * len(REGISTRY["EIF"].params))
+    assert cpu.csource.step_values(k.tr, k.want) == 3 and k.K == cpu.segment_steps(3, 4)

@@ -100,11 +100,12 @@ def width(tr) -> list[str]:
     return WIDE if ops >= WIDE_MIN_OPS else []
 
 
-def segment_steps(n_state: int, itemsize: int, segment_bytes: int | None = None) -> int:
+def segment_steps(values: int, itemsize: int, segment_bytes: int | None = None) -> int:
     """K, the steps of one backward segment (and the checkpoint interval): as many as fit
-    ``segment_bytes`` (default ``SEGMENT_BYTES``) of recomputed states per work item, at least 2."""
+    ``segment_bytes`` (default ``SEGMENT_BYTES``) of ``values`` recomputed values per element
+    and step (``csource.step_values``), per work item; at least 2."""
     size = SEGMENT_BYTES if segment_bytes is None else segment_bytes
-    return max(2, size // (n_state * csource.CHUNK * itemsize))
+    return max(2, size // (values * csource.CHUNK * itemsize))
 
 
 class Kernel:
@@ -121,7 +122,7 @@ class Kernel:
         self.tr = trace(spec, surrogate, dtype)
         self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
-        self.K = segment_steps(self.tr.n_state, dtype.itemsize)
+        self.K = segment_steps(csource.step_values(self.tr, self.want), dtype.itemsize)
         self.lib = build(csource.source(self.tr, layout, self.want), width(self.tr))
         i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int

@@ -100,13 +100,17 @@ static inline void sf_ftz_off(unsigned int c) { (void)c; }
 """
 
 # exp(x) = 2^k exp(r) with x = k ln2 + r (Cody-Waite, ln2 in two parts), exp(r) by its Taylor
-# polynomial, 2^k built in the exponent bits (k found by the add-1.5*2^m rounding trick).
+# polynomial (Horner with fused multiply-adds: one rounding each, in vector lanes and scalar tails
+# alike), 2^(k - 1) built in the exponent bits (k found by the add-1.5*2^m rounding trick).
+# x is first clamped to [lo, hi], chosen so that the exponent bits alone give the limits: at lo,
+# k is the lowest exponent and 2^(k - 1) is 0, so the result is 0 (no subnormals); at hi, it
+# overflows to inf. NaN passes the clamps and stays NaN. No selects after the polynomial.
 # Per C type: (name, int type, suffix, hi, lo, log2(e), rounding magic, its bits, ln2 high, ln2 low,
-# degree, exponent bias - 1, mantissa bits). Below lo the result flushes to 0 (no subnormals).
+# degree, exponent bias - 1, mantissa bits).
 _EXP_CONSTANTS = {
-    "float": ("sf_expf", "int32_t", "f", "88.72283935546875", "-86.5", "1.44269504088896341", "12582912.0",
+    "float": ("sf_expf", "int32_t", "f", "89.0", "-87.0", "1.44269504088896341", "12582912.0",
               "0x4B400000", "0.693359375", "-2.12194440e-4", 7, 126, 23),
-    "double": ("sf_exp", "int64_t", "", "709.782712893384", "-708.0", "1.4426950408889634074",
+    "double": ("sf_exp", "int64_t", "", "710.0", "-708.5", "1.4426950408889634074",
                "6755399441055744.0", "0x4338000000000000LL", "6.93147180369123816490e-01",
                "1.90821492927058770002e-10", 13, 1022, 52),
 }
@@ -115,22 +119,21 @@ _EXP_CONSTANTS = {
 def _exp_source(ctype: str) -> str:
     name, itype, f, hi, lo, log2e, magic, magic_bits, ln2hi, ln2lo, degree, bias, shift = _EXP_CONSTANTS[ctype]
     horner = [f"    {ctype} p = 1.0{f} / {math.factorial(degree)}.0{f};"]
-    horner += [f"    p = p * r + 1.0{f} / {math.factorial(k)}.0{f};" for k in range(degree - 1, -1, -1)]
+    horner += [f"    p = fma{f}(p, r, 1.0{f} / {math.factorial(k)}.0{f});" for k in range(degree - 1, -1, -1)]
     return "\n".join([
         f"static inline {ctype} {name}({ctype} x) {{",
-        f"    const {ctype} hi = {hi}{f}, lo = {lo}{f};",
-        f"    const {ctype} xc = x > hi ? hi : (x < lo ? lo : x);",
-        f"    {ctype} kf = xc * {log2e}{f} + {magic}{f};",
+        f"    {ctype} xc = {hi}{f} < x ? {hi}{f} : x;",
+        f"    xc = {lo}{f} > xc ? {lo}{f} : xc;",
+        f"    {ctype} kf = fma{f}(xc, {log2e}{f}, {magic}{f});",
         f"    {itype} kb;",
         "    memcpy(&kb, &kf, sizeof kb);",
         f"    kf = kf - {magic}{f};",
-        f"    const {ctype} r = (xc - kf * {ln2hi}{f}) - kf * {ln2lo}{f};",
+        f"    const {ctype} r = fma{f}(-kf, {ln2lo}{f}, fma{f}(-kf, {ln2hi}{f}, xc));",
         *horner,
         f"    const {itype} e = (kb - {magic_bits} + {bias}) << {shift};  /* 2^(k - 1) */",
         f"    {ctype} s;",
         "    memcpy(&s, &e, sizeof s);",
-        f"    const {ctype} y = (p * s) * 2.0{f};",
-        f"    return x > hi ? INFINITY : (x < lo ? 0.0{f} : y);",
+        f"    return (p * s) * 2.0{f};",
         "}", ""])
 
 
@@ -225,6 +228,89 @@ def recomputes(tr: Traced) -> bool:
     return any(tr.backward_reads()[1: 1 + tr.n_state])
 
 
+# What `kept` keeps: "costly" values and the "x" cut (benchmarks/kept_values.py compares subsets).
+KEEP = frozenset({"costly", "x"})
+
+# Operations worth keeping from a segment's recomputation for the reverse step rather than
+# evaluating again (each is many vector instructions, or a division).
+_COSTLY = {aten.exp.default, aten.log.default, aten.atan.default, aten.erf.default, aten.tanh.default,
+           aten.sqrt.default, aten.rsqrt.default, aten.sigmoid.default, aten.reciprocal.default,
+           aten.div.Tensor, aten.pow.Tensor_Scalar}
+
+
+def _keys(graph: torch.fx.Graph, n_in: int) -> dict[str, tuple]:
+    """A structural key per node: the op and its arguments' keys; the first ``n_in``
+    placeholders (x, states, parameters) by position, any later one as never equal."""
+    keys, k = {}, 0
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            keys[n.name] = ("in", k) if k < n_in else ("other", n.name)
+            k += 1
+        elif n.op == "call_function":
+            args = tuple(keys[a.name] if isinstance(a, torch.fx.Node) else ("c", repr(a)) for a in n.args)
+            keys[n.name] = (str(n.target), args, tuple(sorted((a, repr(b)) for a, b in n.kwargs.items())))
+        else:
+            keys[n.name] = ("other", n.name)
+    return keys
+
+
+def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], dict[str, int]]:
+    """Values of the step that a recomputing backward keeps from the segment's recomputation
+    (where the forward step computes them anyway) in its buffer, next to the states, so that
+    its reverse step reads them instead of computing them again: ``(forward nodes, {backward
+    node: index in the first list})``, for the gradients in ``want`` (as ``backward_source``).
+
+    Kept are (1) the costly values (``_COSTLY``: EIF's exp is then evaluated twice per element
+    and step instead of three times) and (2), when the reverse step would still read x, the one
+    value that cuts x off with the least left to recompute (EIF's and LIF's membrane before the
+    spike), so that x is streamed from memory once per backward instead of twice. Values that
+    depend on parameters only are not kept (they are hoisted out of the loops)."""
+    if not recomputes(tr):
+        return [], {}
+    n_in, ns = 1 + tr.n_state + tr.n_params, tr.n_state
+    want = want or (True,) * (1 + tr.n_params)
+    fkeys, bkeys = _keys(tr.forward.graph, n_in), _keys(tr.backward.graph, n_in)
+    fph = [n for n in tr.forward.graph.nodes if n.op == "placeholder"]
+    varying, forward = {n.name for n in fph[: 1 + ns]}, {}  # forward nodes that depend on x or a state, by key
+    for n in tr.forward.graph.nodes:
+        if n.op == "call_function" and any(a.name in varying for a in n.all_input_nodes):
+            varying.add(n.name)
+            forward.setdefault(fkeys[n.name], n.name)
+    nodes = list(tr.backward.graph.nodes)
+    match = {n.name: forward[bkeys[n.name]] for n in nodes if bkeys[n.name] in forward}
+    outs = next(n for n in nodes if n.op == "output").args[0]  # (gx, *gstate, *gparams)
+    wanted = [o.name for i, o in enumerate(outs) if isinstance(o, torch.fx.Node) and (i <= ns and (i or want[0])
+                                                                                     or i > ns and want[i - ns])]
+
+    def live(cut: set) -> set:
+        """Nodes the reverse step evaluates or reads when the values ``cut`` are kept."""
+        need = set(wanted)
+        for n in reversed(nodes):
+            if n.name in need and n.name not in cut:
+                need.update(a.name for a in n.all_input_nodes)
+        return need
+
+    x, target = nodes[0].name, {n.name: n.target for n in nodes}
+    cut = {b for b in match if target[b] in _COSTLY} if "costly" in KEEP else set()
+    if "x" in KEEP and x in live(cut):
+        from_x = {x}
+        for n in nodes:
+            if any(a.name in from_x for a in n.all_input_nodes):
+                from_x.add(n.name)
+        options = [(sum(m in match for m in live(cut | {b})), k, b) for k, b in enumerate(match)
+                   if b in from_x and b not in cut and x not in live(cut | {b})]
+        if options:
+            cut.add(min(options)[2])
+    need = live(cut)
+    fwd = list(dict.fromkeys(match[b] for b in match if b in cut and b in need))
+    return fwd, {b: fwd.index(match[b]) for b in match if match[b] in fwd}
+
+
+def step_values(tr: Traced, want: tuple[bool, ...] | None = None) -> int:
+    """Values a backward segment holds per element and step: the states and the kept values."""
+    return tr.n_state + len(kept(tr, want)[0])
+
+
 def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: tuple[bool, ...] | None = None) -> str:
     """``want[0]``: write grad x; ``want[1 + k]``: accumulate the gradient of parameter k
     (default: all). Gradients nobody wants cost nothing."""
@@ -232,10 +318,14 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     want = want or (True,) * (1 + np_)
     acc = [k for k in range(np_) if want[1 + k]]
     recompute = recomputes(tr)
+    keep, reads = kept(tr, want)
+    nq = ns + len(keep)   # per step of a segment: the pre-step states, then the kept values
     decls, pexpr = _param_decls(layout)
     inputs = (["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)] + pexpr + ["gzt[i]"]
               + [f"g{k}[loc + i]" for k in range(ns)])
-    lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype)
+    given = {b: f"q[{ns + j} * E + loc + i]" for b, j in reads.items()}
+    lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype, given=given,
+                               used=[want[0], *([True] * ns), *want[1:]])
     stores = [f"gxt[i] = {_or0(outs[0])};"] if want[0] else []
     stores += [f"g{k}[loc + i] = {_or0(outs[1 + k])};" for k in range(ns)]
     stores += [f"a{k}[loc + i] += {_or0(outs[1 + ns + k])};" for k in acc]
@@ -249,19 +339,22 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     names = ([(f"g{k}", k) for k in range(ns)] + [(f"a{k}", ns + j) for j, k in enumerate(acc)]
              + [("seg", ns + na)])
     segment = []
-    if recompute:  # rebuild the segment's pre-step states from the saved state before it
+    if recompute:  # rebuild the segment's pre-step states (and kept values) from the saved state before it
         flines, fouts = printer.emit(tr.forward.graph, ["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)]
                                      + pexpr, target, tr.dtype)
+        # with kept values, the last step runs too (for them); its next state goes to a spare slot
+        last = " + 1 < t1" if not keep else " < t1"
+        fstores = ([f"q1[{k} * E + loc + i] = {fouts[1 + k]};" for k in range(ns)]
+                   + [f"q[{ns + j} * E + loc + i] = n_{f};" for j, f in enumerate(keep)])
         segment = [
             "            {",
             "                scalar_t* restrict q = seg;",
             *(_rows(f"q[{k} * E + loc + i] = c ? saved[{k}][(c - 1) * M + off + i] : state0[{k}][off + i];",
                     indent=16) for k in range(ns)),
             "            }",
-            "            for (int64_t t = t0; t + 1 < t1; ++t) {",
-            f"                scalar_t* restrict q = seg + (t - t0) * {ns} * E, * restrict q1 = q + {ns} * E;",
-            _rows("\n".join(flines + [f"q1[{k} * E + loc + i] = {fouts[1 + k]};" for k in range(ns)]), indent=16,
-                  pre="const scalar_t* restrict xt = x + t * M + off;"),
+            f"            for (int64_t t = t0; t{last}; ++t) {{",
+            f"                scalar_t* restrict q = seg + (t - t0) * {nq} * E, * restrict q1 = q + {nq} * E;",
+            _rows("\n".join(flines + fstores), indent=16, pre="const scalar_t* restrict xt = x + t * M + off;"),
             "            }"]
     body = "\n".join([
         _locals(names if recompute else names[: ns + na]),
@@ -271,13 +364,13 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         "            const int64_t t0 = c * K, t1 = t0 + K < T ? t0 + K : T;",
         *segment,
         "            for (int64_t t = t1 - 1; t >= t0; --t) {",
-        "                const scalar_t* restrict q = " + ("seg + (t - t0) * " + f"{ns} * E;" if recompute else "0;"),
+        "                const scalar_t* restrict q = " + (f"seg + (t - t0) * {nq} * E;" if recompute else "0;"),
         _rows("\n".join(lines + stores), pre=pointers, indent=16),
         "            }",
         "        }",
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
         *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
-    nbuf = f"{ns + na} + {ns} * K" if recompute else str(max(ns + na, 1))
+    nbuf = (f"{ns + na} + {nq} * K" + (f" + {ns}" if keep else "")) if recompute else str(max(ns + na, 1))
     items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body, reduction="")
     return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
             "   recomputed from the state saved before it (saved[k][c - 1], or state0), then walked\n"

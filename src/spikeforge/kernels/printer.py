@@ -90,20 +90,33 @@ def _val_dtype(n: torch.fx.Node, default):
 
 
 def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype: torch.dtype,
-         prefix: str = "n_") -> tuple[list[str], list[str | None]]:
-    """Lines computing every node, and the expressions of the graph's outputs.
+         prefix: str = "n_", given: dict[str, str] | None = None,
+         used: list[bool] | None = None) -> tuple[list[str], list[str | None]]:
+    """Lines computing the nodes that the used outputs need, and the expressions of the outputs
+    (``None`` for an unused one).
 
-    ``inputs[i]`` is the expression for the i-th placeholder (``None`` if unused)."""
-    env, lines = {}, []
+    ``inputs[i]`` is the expression for the i-th placeholder (``None`` if unused); ``given``
+    maps node names to expressions that stand for them (values computed elsewhere); ``used[k]``
+    says whether output k is wanted (default: all)."""
+    env, lines, given = {}, [], given or {}
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     for n, expr in zip(placeholders, inputs):
         env[n.name] = expr if expr is not None else "<unused>"
+    out = next(n for n in graph.nodes if n.op == "output")
+    wanted = [o for k, o in enumerate(out.args[0]) if isinstance(o, torch.fx.Node) and (used is None or used[k])]
+    need = {o.name for o in wanted}
+    for n in reversed(graph.nodes):
+        if n.name in need and n.name not in given:
+            need.update(a.name for a in n.all_input_nodes)
     for n in graph.nodes:
         if n.op == "placeholder":
             continue
         if n.op == "output":
-            outs = [env[o.name] if isinstance(o, torch.fx.Node) else None for o in n.args[0]]
+            outs = [env[o.name] if isinstance(o, torch.fx.Node) and (used is None or used[k]) else None
+                    for k, o in enumerate(n.args[0])]
             return lines, outs
+        if n.name not in need:
+            continue
         if n.op == "get_attr":   # a tensor literal in the step, e.g. torch.tensor(1.5)
             value = getattr(graph.owning_module, n.target, None) if graph.owning_module is not None else None
             if not (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()):
@@ -113,6 +126,9 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
             continue
         if n.op != "call_function":
             raise UnsupportedGraph(f"graph node {n.op} {n.target} cannot be printed")
+        if n.name in given:
+            env[n.name] = given[n.name]
+            continue
         name, dt = f"{prefix}{n.name}", _val_dtype(n, dtype)
         if not (dt.is_floating_point or dt == torch.bool):
             raise UnsupportedGraph(f"operation {n.target} gives a {dt} value; the kernels compute floats and bools")

@@ -1,0 +1,87 @@
+"""Values the fused CPU backward keeps from its recomputation (issue 15 §4; ``kernels.csource.kept``):
+forward + backward of one neuron alone (T=500, B=16, n=4096, float32, the cpu backend, only x's
+gradient wanted), with kernels built for each ``--variants`` entry (a set of ``csource.KEEP`` kinds:
+``none``, ``costly``, ``costly+x``), interleaved in one process; medians of the forward and backward ms.
+
+    .venv/bin/python benchmarks/kept_values.py --variants none,costly,costly+x --reps 10
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import _common as C
+
+
+def kinds(variant: str) -> frozenset:
+    return frozenset() if variant == "none" else frozenset(variant.split("+"))
+
+
+def measure(name: str, variants: list[str], reps: int, T: int, B: int, n: int) -> dict[str, tuple]:
+    import torch
+    import spikeforge as sf
+    from spikeforge.kernels import _fused, cpu, csource
+
+    mod = getattr(sf.nn, name)(backend="cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(T, B, n, generator=gen) * 0.5 + 0.3).requires_grad_()
+    gz = torch.randn(T, B, n, generator=gen)
+
+    def one() -> tuple[float, float]:
+        x.grad = None
+        t0 = time.perf_counter()
+        z = mod(x)
+        t1 = time.perf_counter()
+        z.backward(gz)
+        return t1 - t0, time.perf_counter() - t1
+
+    _fused._KERNELS.clear()
+    one()
+    (key, k0), = _fused._KERNELS.items()
+    built = {}
+    default = csource.KEEP
+    try:
+        for v in variants:
+            csource.KEEP = kinds(v)
+            built[v] = (cpu.Kernel(k0.tr.spec, k0.tr.surrogate, k0.tr.dtype, k0.layout, k0.want),
+                        ", ".join(csource.kept(k0.tr, k0.want)[0]) or "-")
+    finally:
+        csource.KEEP = default
+    times: dict[str, list] = {v: [] for v in variants}
+    for rep in range(reps + 1):
+        for v in variants:
+            _fused._KERNELS[key] = built[v][0]
+            one()
+            if rep:
+                times[v].append(one())
+    _fused._KERNELS.clear()
+    return {v: (built[v][0].K, built[v][1], statistics.median(f for f, _ in t) * 1e3,
+                statistics.median(b for _, b in t) * 1e3) for v, t in times.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", default="none,costly,costly+x")
+    ap.add_argument("--neurons", default="IF,LIF,PLIF,LI,ALIF,CubaLIF,CubaLI,Izhikevich,QIF,EIF,XyloLIF")
+    ap.add_argument("--reps", type=C.positive_int, default=10)
+    ap.add_argument("--threads", type=C.positive_int, default=2)
+    a = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(a.threads)
+    variants = a.variants.split(",")
+    rows = []
+    for name in a.neurons.split(","):
+        res = measure(name, variants, a.reps, 500, 16, 4096)
+        base = res[variants[0]][2] + res[variants[0]][3]
+        for v, (k, nodes, f, b) in res.items():
+            rows.append([name, v, nodes, str(k), C.fmt(f, ".1f"), C.fmt(b, ".1f"), C.fmt(f + b, ".1f"),
+                         C.fmt((f + b) / base, ".3f")])
+    print(f"# kept values: neuron alone, T=500, B=16, n=4096, float32, cpu backend, grad of x only, {a.reps} "
+          f"interleaved reps, medians; ratio = total / total of {variants[0]}")
+    print(f"# {C.machine_info(a.threads, False, torch.__version__, False)}")
+    print(C.markdown_table(["neuron", "variant", "kept (traced nodes)", "K", "fwd ms", "bwd ms", "total ms", "ratio"], rows))
+
+
+if __name__ == "__main__":
+    main()
