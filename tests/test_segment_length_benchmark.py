@@ -15,10 +15,12 @@ from spikeforge.kernels import _fused, cpu, csource  # noqa: E402
 
 
 def test_measure_sets_k_from_the_segment_size_and_leaves_the_default():
+    # CubaLIF with only x's gradient wanted: a segment step holds its 2 states and 1 kept value (csource.kept)
     res = segment_length.measure("CubaLIF", [1 << 19, 1 << 21], reps=1, T=6, B=2, n=8)
-    assert [k for k, _, _ in res.values()] == [(1 << 19) // (2 * csource.CHUNK * 4),
-                                               (1 << 21) // (2 * csource.CHUNK * 4)]
+    assert [k for k, _, _ in res.values()] == [(1 << 19) // (3 * csource.CHUNK * 4),
+                                               (1 << 21) // (3 * csource.CHUNK * 4)]
     assert all(f > 0 and b > 0 for _, f, b in res.values())
     assert not _fused._KERNELS
     sf.nn.CubaLIF(backend="cpu")(torch.rand(3, 2, 4, requires_grad=True)).sum().backward()
-    assert [k.K for k in _fused._KERNELS.values()] == [cpu.SEGMENT_BYTES // (2 * csource.CHUNK * 4)]
+    (k,) = _fused._KERNELS.values()
+    assert csource.step_values(k.tr, k.want) == 3 and k.K == cpu.SEGMENT_BYTES // (3 * csource.CHUNK * 4)

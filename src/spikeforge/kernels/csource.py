@@ -118,8 +118,10 @@ _EXP_CONSTANTS = {
 
 def _exp_source(ctype: str) -> str:
     name, itype, f, hi, lo, log2e, magic, magic_bits, ln2hi, ln2lo, degree, bias, shift = _EXP_CONSTANTS[ctype]
-    horner = [f"    {ctype} p = 1.0{f} / {math.factorial(degree)}.0{f};"]
-    horner += [f"    p = fma{f}(p, r, 1.0{f} / {math.factorial(k)}.0{f});" for k in range(degree - 1, -1, -1)]
+    # coefficients 2 / k!: p = 2 exp(r) exactly as twice the polynomial (scaling by 2 is exact), so
+    # 2^(k - 1), which reaches the exponent bits' ends, needs no further product
+    horner = [f"    {ctype} p = 2.0{f} / {math.factorial(degree)}.0{f};"]
+    horner += [f"    p = fma{f}(p, r, 2.0{f} / {math.factorial(k)}.0{f});" for k in range(degree - 1, -1, -1)]
     return "\n".join([
         f"static inline {ctype} {name}({ctype} x) {{",
         f"    {ctype} xc = {hi}{f} < x ? {hi}{f} : x;",
@@ -133,7 +135,7 @@ def _exp_source(ctype: str) -> str:
         f"    const {itype} e = (kb - {magic_bits} + {bias}) << {shift};  /* 2^(k - 1) */",
         f"    {ctype} s;",
         "    memcpy(&s, &e, sizeof s);",
-        f"    return (p * s) * 2.0{f};",
+        f"    return p * s;",
         "}", ""])
 
 

@@ -1,0 +1,20 @@
+"""benchmarks/kept_values.py: each variant builds its own kernel (what it keeps, its K), on a tiny
+shape, and csource.KEEP and the kernel cache are left as they were."""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+import kept_values  # noqa: E402
+
+from spikeforge.kernels import _fused, cpu, csource  # noqa: E402
+
+
+def test_variants_keep_what_they_name_and_restore_the_default():
+    before = csource.KEEP
+    res = kept_values.measure("EIF", ["none", "costly", "costly+x"], reps=1, T=6, B=2, n=8)
+    assert [nodes for _, nodes, _, _ in res.values()] == ["-", "exp", "exp, add_2"]
+    assert [k for k, _, _, _ in res.values()] == [cpu.segment_steps(v, 4) for v in (1, 2, 3)]
+    assert all(f > 0 and b > 0 for _, _, f, b in res.values())
+    assert csource.KEEP == before and not _fused._KERNELS
