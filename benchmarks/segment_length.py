@@ -32,6 +32,7 @@ def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> d
         z.backward(gz)
         return t1 - t0, time.perf_counter() - t1
 
+    _fused._KERNELS.clear()   # so that the kernels below are this neuron's
     one()
     kernels = list(_fused._KERNELS.values())
     ks = {s: cpu.segment_steps(csource.step_values(kernels[0].tr, kernels[0].want), x.element_size(), s) for s in sizes}

@@ -71,7 +71,26 @@ class ReluAdaptiveLIF(NeuronSpec):
         return z, (h * (1.0 - z), a)
 
 
-CUSTOM_NEURONS = {cls.__name__: cls for cls in (RefractoryLIF, BoundedLIF, ReluAdaptiveLIF)}
+@dataclass(frozen=True)
+class GatedLIF(NeuronSpec):
+    """A LIF whose input only opens a gate: ``h = v + dt/tau (1 - v)`` where ``x > x_gate``,
+    else ``v - dt/tau v``; ``z = H(h - v_threshold)``, soft reset. x reaches the state's gradient
+    through a comparison only (the fused backward keeps that boolean, not x: csource.kept)."""
+
+    dt: float = 1.0
+
+    state = ("v",)
+    params = {"tau": Param(2.0, "time", positive=True), "v_threshold": Param(0.6, "potential"),
+              "x_gate": Param(0.5, "current")}
+
+    def step(self, x, s, p, fire):
+        v = s[0]
+        h = torch.where(x > p.x_gate, v + self.dt / p.tau * (1.0 - v), v - self.dt / p.tau * v)
+        z = fire(h - p.v_threshold)
+        return z, (h - p.v_threshold * z,)
+
+
+CUSTOM_NEURONS = {cls.__name__: cls for cls in (RefractoryLIF, BoundedLIF, ReluAdaptiveLIF, GatedLIF)}
 
 
 # One step per supported op: u = OPS[op](x, w) with x the input and w a parameter (0.5 by

@@ -512,3 +512,27 @@ def test_kept_values_make_the_segment_shorter():
     k = cpu.Kernel(REGISTRY["EIF"](), ATan(), torch.float32, (False,) * len(REGISTRY["EIF"].params),
                    (True,) + (False,) * len(REGISTRY["EIF"].params))
     assert cpu.csource.step_values(k.tr, k.want) == 3 and k.K == cpu.segment_steps(3, 4)
+
+
+def test_a_kept_boolean_is_read_back_as_a_boolean():
+    """GatedLIF's input reaches the state's gradient through a comparison only: the recomputation keeps
+    that boolean (stored as 0/1 in the segment buffer, read back as a truth value), and the gradients
+    still equal the reference's for any segment length."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from custom_neurons import GatedLIF
+
+    spec, dtype = GatedLIF(), torch.float64
+    tr = cpu.trace(spec, ATan(), dtype)
+    assert cpu.csource.kept(tr)[0] == ["gt"]
+    src = cpu.csource.backward_source(tr, (False,) * tr.n_params, cpu.csource.c_target(dtype))
+    assert "(q[1 * E + loc + i] != 0)" in _reverse_loop(src) and not re.search(r"\bxt\[i\]", _reverse_loop(src))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(11, 2, 5, generator=gen, dtype=dtype)
+    s0 = (torch.rand(2, 5, generator=gen, dtype=dtype) * 0.5,)
+    params = [torch.tensor(v.default, dtype=dtype) for v in spec.params.values()]
+    w = torch.randn(x.shape, generator=gen, dtype=dtype)
+    for K in (2, 3, 20):
+        with _segment_length(K):
+            out = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + (s[0] ** 2).sum())
+        for a, b in zip(out["cpu"], out["reference"]):
+            torch.testing.assert_close(a, b, **TOL[dtype])

@@ -37,7 +37,10 @@ def _ctype(dtype: torch.dtype) -> str:
 _MAX = "(({0}) > ({1}) ? ({0}) : ({1}) >= ({0}) ? ({1}) : ({0}) + ({1}))"
 _MIN = "(({0}) < ({1}) ? ({0}) : ({1}) <= ({0}) ? ({1}) : ({0}) + ({1}))"
 # clamp to a number bound {1} (never NaN): one compare and select each (x86's max/min instructions),
-# NaN in x kept, and x kept where it equals the bound, as torch.clamp does (-0.0 stays -0.0)
+# NaN in x kept, and x kept where it equals the bound, as torch.clamp does (-0.0 stays -0.0). The
+# bound is a variable that gcc cannot fold (`sf_opaque`, declared before the loops: c_target's
+# `bound`): with a literal, gcc moves the constant to the comparison's right, no longer sees
+# vmaxps/vminps, and a clamp took 5 instructions (three compares and two blends) instead of 2.
 _MAX_X = "(({1}) > ({0}) ? ({1}) : ({0}))"
 _MIN_X = "(({1}) < ({0}) ? ({1}) : ({0}))"
 
@@ -60,7 +63,18 @@ def c_target(dtype: torch.dtype) -> Target:
         "cast": "(({t})({0}))", "max": _MAX, "min": _MIN, "max_x": _MAX_X, "min_x": _MIN_X,
     })
     return Target(ops=ops, const=c_const, typename=_ctype,
-                  declare=lambda name, expr, dt: f"const {_ctype(dt)} {name} = {expr};")
+                  declare=lambda name, expr, dt: f"const {_ctype(dt)} {name} = {expr};", bound=_Bounds())
+
+
+class _Bounds(dict):
+    """Clamp bound literal -> the name of its opaque variable (see _MAX_X), named as the printer asks."""
+
+    def __call__(self, literal: str) -> str:
+        return self.setdefault(literal, f"k{len(self)}")
+
+    def decls(self) -> list[str]:
+        """Their declarations, before a kernel's loops."""
+        return [f"const scalar_t {name} = sf_opaque({lit});" for lit, name in self.items()]
 
 
 def _param_decls(layout: tuple[bool, ...]) -> tuple[list[str], list[str]]:
@@ -81,6 +95,8 @@ _HEAD = """#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 typedef {ctype} scalar_t;
+/* c, as a value the compiler cannot fold (a clamp's bound: see _MAX_X) */
+static inline scalar_t sf_opaque(scalar_t c) {{ __asm__("" : "+m"(c)); return c; }}
 """
 
 # Subnormal numbers flushed to zero (inputs and results) while a kernel runs, on x86: a silent
@@ -213,7 +229,7 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
         "            }",
         "        }",
         *(_rows(f"state[{k}][off + i] = s{k}[loc + i];") for k in range(ns))])
-    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=max(ns, 1), body=body,
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls + target.bound.decls(), 4), nbuf=max(ns, 1), body=body,
                           reduction=" reduction(|:bad)")
     return ("/* Forward: the state after step t is saved at (t + 1) / K - 1 when K divides t + 1,\n"
             "   for the first nsave such steps (K = 1, nsave = T: the whole trace). Returns 1 if some\n"
@@ -287,8 +303,8 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
     def live(cut: set) -> set:
         """Nodes the reverse step evaluates or reads when the values ``cut`` are kept."""
         need = set(wanted)
-        for n in reversed(nodes):
-            if n.name in need and n.name not in cut:
+        for n in reversed(nodes):   # a constant (zeros_like(x): x's zero gradient) reads no input
+            if n.name in need and n.name not in cut and n.target not in printer.CONSTANTS:
                 need.update(a.name for a in n.all_input_nodes)
         return need
 
@@ -325,7 +341,9 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     decls, pexpr = _param_decls(layout)
     inputs = (["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)] + pexpr + ["gzt[i]"]
               + [f"g{k}[loc + i]" for k in range(ns)])
-    given = {b: f"q[{ns + j} * E + loc + i]" for b, j in reads.items()}
+    bools = {n.name for n in tr.backward.graph.nodes if printer._val_dtype(n, tr.dtype) == torch.bool}
+    given = {b: f"(q[{ns + j} * E + loc + i] != 0)" if b in bools else f"q[{ns + j} * E + loc + i]"
+             for b, j in reads.items()}
     lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype, given=given,
                                used=[want[0], *([True] * ns), *want[1:]])
     stores = [f"gxt[i] = {_or0(outs[0])};"] if want[0] else []
@@ -373,7 +391,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
         *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
     nbuf = (f"{ns + na} + {nq} * K" + (f" + {ns}" if keep else "")) if recompute else str(max(ns + na, 1))
-    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls, 4), nbuf=nbuf, body=body, reduction="")
+    items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls + target.bound.decls(), 4), nbuf=nbuf, body=body,
+                          reduction="")
     return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
             "   recomputed from the state saved before it (saved[k][c - 1], or state0), then walked\n"
             "   backwards. gz may be broadcast over time and batch (strides gsT, gsB). */\n"

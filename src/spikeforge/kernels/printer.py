@@ -66,12 +66,15 @@ CLAMPS = {aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default, aten.cl
 
 @dataclass(frozen=True)
 class Target:
-    """A language: op templates, scalar constants, the declaration of one value."""
+    """A language: op templates, scalar constants, the declaration of one value, and
+    optionally ``bound``: the expression that stands for a clamp's number bound (default:
+    the number itself)."""
 
     ops: dict
     const: Callable[[float, torch.dtype], str]
     declare: Callable[[str, str, torch.dtype], str]
     typename: Callable[[torch.dtype], str]
+    bound: Callable[[str], str] | None = None
 
 
 def _fmt_arg(a, env, target, dtype):
@@ -106,7 +109,7 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
     wanted = [o for k, o in enumerate(out.args[0]) if isinstance(o, torch.fx.Node) and (used is None or used[k])]
     need = {o.name for o in wanted}
     for n in reversed(graph.nodes):
-        if n.name in need and n.name not in given:
+        if n.name in need and n.name not in given and n.target not in CONSTANTS:
             need.update(a.name for a in n.all_input_nodes)
     for n in graph.nodes:
         if n.op == "placeholder":
@@ -184,7 +187,8 @@ def _clamp(n, env, target, dtype) -> str:
         # a number bound is never NaN: the target's cheaper "max_x"/"min_x" (NaN only from x), if it has one
         number = isinstance(bound, (int, float)) and not isinstance(bound, bool) and not math.isnan(bound)
         key = op + "_x" if number and op + "_x" in target.ops else op
-        x = target.ops[key].format(x, _fmt_arg(bound, env, target, dtype))
+        b = _fmt_arg(bound, env, target, dtype)
+        x = target.ops[key].format(x, target.bound(b) if key != op and target.bound is not None else b)
     return x
 
 
