@@ -37,14 +37,19 @@ def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> d
     kernels = list(_fused._KERNELS.values())
     ks = {s: cpu.segment_steps(csource.step_values(kernels[0].tr, kernels[0].want), x.element_size(), s) for s in sizes}
     times: dict[int, list] = {s: [] for s in sizes}
-    for rep in range(reps + 1):
-        for s in sizes:
-            for k in kernels:
-                k.K = ks[s]
-            one()
-            if rep:
-                times[s].append(one())
-    _fused._KERNELS.clear()
+    default = [k.K for k in kernels]   # the kernel objects are cached (kernels.cpu.CPU.kernel): restored below
+    try:
+        for rep in range(reps + 1):
+            for s in sizes:
+                for k in kernels:
+                    k.K = ks[s]
+                one()
+                if rep:
+                    times[s].append(one())
+    finally:
+        for k, K in zip(kernels, default):
+            k.K = K
+        _fused._KERNELS.clear()
     return {s: (ks[s], statistics.median(f for f, _ in v) * 1e3, statistics.median(b for _, b in v) * 1e3)
             for s, v in times.items()}
 

@@ -40,10 +40,12 @@ WIDE = ["-mprefer-vector-width=512"] if os.uname().machine in ("x86_64", "amd64"
 WIDE_MIN_OPS = 48
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
-# recomputed states per backward segment and thread. 2 MiB (4 L2 caches here) measured 0-16 % faster
-# per forward + backward than 512 KiB (fewer checkpoints written and read: two-state neurons gained most;
-# benchmarks/RESULTS.md 19f); 4 MiB was no faster
-SEGMENT_BYTES = 1 << 21
+# recomputed values (states and kept values, csource.step_values) per backward segment and thread.
+# 2 MiB measured 0-16 % faster per forward + backward than 512 KiB on an AMD host with 512 KiB L2
+# caches (fewer checkpoints written and read: two-state neurons gained most; benchmarks/RESULTS.md 19f),
+# where 4 MiB was no faster; on an Intel host with 2 MiB L2 caches, once backward kept values too, 4 MiB
+# was 1-4 % faster than 2 MiB for the two-state neurons and the same for the others (RESULTS.md 19k)
+SEGMENT_BYTES = 1 << 22
 
 
 def compiler() -> str | None:
