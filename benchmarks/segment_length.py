@@ -1,7 +1,7 @@
 """The fused CPU backward's segment length (issue 15 §4): forward + backward of one neuron
 alone (T=500, B=16, n=4096, float32, the cpu backend), with its kernel's checkpoint interval K
-set to the values that ``--segment-bytes`` give (``kernels.cpu.segment_steps``, the rule the
-kernels apply to ``SEGMENT_BYTES``), interleaved in one process; medians of the forward and backward ms.
+set to the values that ``--segment-bytes`` (per state variable) give (``kernels.cpu.segment_steps``,
+the rule the kernels apply to ``SEGMENT_BYTES``), interleaved in one process; medians of the forward and backward ms.
 
     .venv/bin/python benchmarks/segment_length.py --segment-bytes 524288,2097152 --reps 10
 """
@@ -35,7 +35,8 @@ def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> d
     _fused._KERNELS.clear()   # so that the kernels below are this neuron's
     one()
     kernels = list(_fused._KERNELS.values())
-    ks = {s: cpu.segment_steps(csource.step_values(kernels[0].tr, kernels[0].want), x.element_size(), s) for s in sizes}
+    tr, want = kernels[0].tr, kernels[0].want
+    ks = {s: cpu.segment_steps(csource.step_values(tr, want), tr.n_state, x.element_size(), s) for s in sizes}
     times: dict[int, list] = {s: [] for s in sizes}
     default = [k.K for k in kernels]   # the kernel objects are cached (kernels.cpu.CPU.kernel): restored below
     try:
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
     print(f"# segment length: neuron alone, T=500, B=16, n=4096, float32, cpu backend, {a.reps} interleaved reps, "
           f"medians; ratio = total / total at {base} bytes")
     print(f"# {C.machine_info(a.threads, False, torch.__version__, False)}")
-    print(C.markdown_table(["neuron", "segment bytes", "K", "fwd ms", "bwd ms", "total ms", "ratio"], rows))
+    print(C.markdown_table(["neuron", "segment bytes per state", "K", "fwd ms", "bwd ms", "total ms", "ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,6 @@ def test_variants_keep_what_they_name_and_restore_the_default():
     before = csource.KEEP
     res = kept_values.measure("EIF", ["none", "costly", "costly+x"], reps=1, T=6, B=2, n=8)
     assert [nodes for _, nodes, _, _ in res.values()] == ["-", "exp", "exp, add_2"]
-    assert [k for k, _, _, _ in res.values()] == [cpu.segment_steps(v, 4) for v in (1, 2, 3)]
+    assert [k for k, _, _, _ in res.values()] == [cpu.segment_steps(v, 1, 4) for v in (1, 2, 3)]
     assert all(f > 0 and b > 0 for _, _, f, b in res.values())
     assert csource.KEEP == before and not _fused._KERNELS

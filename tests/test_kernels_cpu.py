@@ -508,10 +508,10 @@ def test_reverse_step_reads_x_once_and_keeps_costly_values(neuron):
 
 
 def test_kept_values_make_the_segment_shorter():
-    """Kept values share the segment's bytes with the states: K = SEGMENT_BYTES / (values per step)."""
+    """Kept values share the segment's bytes with the states: K = states x SEGMENT_BYTES / (values per step)."""
     k = cpu.Kernel(REGISTRY["EIF"](), ATan(), torch.float32, (False,) * len(REGISTRY["EIF"].params),
                    (True,) + (False,) * len(REGISTRY["EIF"].params))
-    assert cpu.csource.step_values(k.tr, k.want) == 3 and k.K == cpu.segment_steps(3, 4)
+    assert cpu.csource.step_values(k.tr, k.want) == 3 and k.K == cpu.segment_steps(3, 1, 4)
 
 
 def test_a_kept_boolean_is_read_back_as_a_boolean():

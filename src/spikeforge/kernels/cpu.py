@@ -40,12 +40,13 @@ WIDE = ["-mprefer-vector-width=512"] if os.uname().machine in ("x86_64", "amd64"
 WIDE_MIN_OPS = 48
 _DTYPES = (torch.float32, torch.float64)
 _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the call
-# recomputed values (states and kept values, csource.step_values) per backward segment and thread.
-# 2 MiB measured 0-16 % faster per forward + backward than 512 KiB on an AMD host with 512 KiB L2
-# caches (fewer checkpoints written and read: two-state neurons gained most; benchmarks/RESULTS.md 19f),
-# where 4 MiB was no faster; on an Intel host with 2 MiB L2 caches, once backward kept values too, 4 MiB
-# was 1-4 % faster than 2 MiB for the two-state neurons and the same for the others (RESULTS.md 19k)
-SEGMENT_BYTES = 1 << 22
+# recomputed values (states and kept values, csource.step_values) per backward segment and thread, per
+# state variable. 2 MiB measured 0-16 % faster per forward + backward than 512 KiB on an AMD host with
+# 512 KiB L2 caches (fewer checkpoints written and read: two-state neurons gained most; benchmarks/
+# RESULTS.md 19f), where 4 MiB was no faster for one state; on an Intel host with 2 MiB L2 caches, once
+# backward kept values too, 4 MiB was 1-4 % faster than 2 MiB for the two-state neurons and 0-1 % slower
+# for the one-state ones (RESULTS.md 19k): hence per state variable
+SEGMENT_BYTES = 1 << 21
 
 
 def compiler() -> str | None:
@@ -102,11 +103,11 @@ def width(tr) -> list[str]:
     return WIDE if ops >= WIDE_MIN_OPS else []
 
 
-def segment_steps(values: int, itemsize: int, segment_bytes: int | None = None) -> int:
+def segment_steps(values: int, states: int, itemsize: int, segment_bytes: int | None = None) -> int:
     """K, the steps of one backward segment (and the checkpoint interval): as many as fit
-    ``segment_bytes`` (default ``SEGMENT_BYTES``) of ``values`` recomputed values per element
-    and step (``csource.step_values``), per work item; at least 2."""
-    size = SEGMENT_BYTES if segment_bytes is None else segment_bytes
+    ``states`` times ``segment_bytes`` (default ``SEGMENT_BYTES``) of ``values`` recomputed values
+    per element and step (``csource.step_values``), per work item; at least 2."""
+    size = (SEGMENT_BYTES if segment_bytes is None else segment_bytes) * states
     return max(2, size // (values * csource.CHUNK * itemsize))
 
 
@@ -124,7 +125,7 @@ class Kernel:
         self.tr = trace(spec, surrogate, dtype)
         self.layout, self.want = layout, want or (True,) * (1 + self.tr.n_params)
         self.reads_x, self.recompute = self.tr.backward_reads()[0], csource.recomputes(self.tr)
-        self.K = segment_steps(csource.step_values(self.tr, self.want), dtype.itemsize)
+        self.K = segment_steps(csource.step_values(self.tr, self.want), self.tr.n_state, dtype.itemsize)
         self.lib = build(csource.source(self.tr, layout, self.want), width(self.tr))
         i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int
