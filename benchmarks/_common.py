@@ -170,6 +170,33 @@ def best_of_rounds(keys: list, rounds: int, run_one) -> dict:
     return best
 
 
+def neuron_pass(name: str, T: int, B: int, n: int):
+    """``(one, kernels)`` for ``sf.nn.<name>(backend="cpu")`` on x (T, B, n) = 0.3 + 0.5 randn:
+    ``one()`` runs one forward and backward with a fixed output gradient and returns their
+    seconds; ``kernels`` are the fused kernel objects it ran (the kernel cache is cleared first,
+    so they are this neuron's; ``one`` has run once)."""
+    import torch
+    import spikeforge as sf
+    from spikeforge.kernels import _fused
+
+    mod = getattr(sf.nn, name)(backend="cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(T, B, n, generator=gen) * 0.5 + 0.3).requires_grad_()
+    gz = torch.randn(T, B, n, generator=gen)
+
+    def one() -> tuple[float, float]:
+        x.grad = None
+        t0 = time.perf_counter()
+        z = mod(x)
+        t1 = time.perf_counter()
+        z.backward(gz)
+        return t1 - t0, time.perf_counter() - t1
+
+    _fused._KERNELS.clear()
+    one()
+    return one, list(_fused._KERNELS.items())
+
+
 def machine_info(threads: int, malloc_tuned: bool, torch_version: str, omp_passive: bool = False) -> str:
     cpu = platform.processor() or "?"
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import _common as C
 
@@ -19,26 +18,9 @@ def kinds(variant: str) -> frozenset:
 
 
 def measure(name: str, variants: list[str], reps: int, T: int, B: int, n: int) -> dict[str, tuple]:
-    import torch
-    import spikeforge as sf
     from spikeforge.kernels import _fused, cpu, csource
 
-    mod = getattr(sf.nn, name)(backend="cpu")
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.randn(T, B, n, generator=gen) * 0.5 + 0.3).requires_grad_()
-    gz = torch.randn(T, B, n, generator=gen)
-
-    def one() -> tuple[float, float]:
-        x.grad = None
-        t0 = time.perf_counter()
-        z = mod(x)
-        t1 = time.perf_counter()
-        z.backward(gz)
-        return t1 - t0, time.perf_counter() - t1
-
-    _fused._KERNELS.clear()
-    one()
-    (key, k0), = _fused._KERNELS.items()
+    one, ((key, k0),) = C.neuron_pass(name, T, B, n)
     built = {}
     default = csource.KEEP
     try:

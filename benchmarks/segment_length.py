@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import _common as C
 
 
 def measure(name: str, sizes: list[int], reps: int, T: int, B: int, n: int) -> dict[int, tuple[float, float]]:
-    import torch
-    import spikeforge as sf
     from spikeforge.kernels import _fused, cpu, csource
 
-    mod = getattr(sf.nn, name)(backend="cpu")
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.randn(T, B, n, generator=gen) * 0.5 + 0.3).requires_grad_()
-    gz = torch.randn(T, B, n, generator=gen)
-
-    def one() -> tuple[float, float]:
-        x.grad = None
-        t0 = time.perf_counter()
-        z = mod(x)
-        t1 = time.perf_counter()
-        z.backward(gz)
-        return t1 - t0, time.perf_counter() - t1
-
-    _fused._KERNELS.clear()   # so that the kernels below are this neuron's
-    one()
-    kernels = list(_fused._KERNELS.values())
+    one, named = C.neuron_pass(name, T, B, n)
+    kernels = [k for _, k in named]
     tr, want = kernels[0].tr, kernels[0].want
-    ks = {s: cpu.segment_steps(csource.step_values(tr, want), tr.n_state, x.element_size(), s) for s in sizes}
+    ks = {s: cpu.segment_steps(csource.step_values(tr, want), tr.n_state, tr.dtype.itemsize, s) for s in sizes}
     times: dict[int, list] = {s: [] for s in sizes}
     default = [k.K for k in kernels]   # the kernel objects are cached (kernels.cpu.CPU.kernel): restored below
     try:
