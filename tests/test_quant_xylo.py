@@ -139,3 +139,23 @@ def test_network_equals_xylosim_arithmetic(core):
                 for name, a, ref in zip(("spikes", "i_syn", "v_mem"), mine, (w["z"], w["i"], w["v"])):
                     assert torch.equal(a[:, b], torch.tensor(ref, dtype=torch.float64)), (seed, layer.name, name)
     assert deliveries == {"summed", "per-event"}
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_decay_is_the_shift_or_the_sign_with_the_same_gradient(straight_through):
+    """``_decay`` writes xylosim's "u >> dash, or sign(u) where that is 0" as ``u > 0`` where the
+    shift is 0 (it is 0 only for u >= 0): values and gradients equal the sign form's, at 0, at
+    -0.0, at both ends of the 16-bit range and around every shift's 0/1 boundary."""
+    from spikeforge.neurons.xylo import _decay, _floor, _shift_factor
+
+    u0 = torch.cat([torch.arange(-40.0, 41.0), torch.tensor([-0.0, -32768.0, 32767.0, 1023.0, 1024.0])])
+    for dash in range(0, 16):
+        d = torch.tensor(float(dash))
+        u1, u2 = u0.clone().requires_grad_(), u0.clone().requires_grad_()
+        new = _decay(u1, d, straight_through)
+        q = _floor(u2 * _shift_factor(d), straight_through)
+        old = torch.where(q == 0, torch.sign(u2), q)
+        assert torch.equal(new, old), dash
+        w = torch.linspace(-1, 1, u0.numel())
+        (g1,), (g2,) = torch.autograd.grad((new * w).sum(), u1), torch.autograd.grad((old * w).sum(), u2)
+        assert torch.equal(g1, g2), dash

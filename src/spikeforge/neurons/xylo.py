@@ -92,9 +92,11 @@ def floor_ratio(v: Tensor, th: Tensor, q: Tensor) -> Tensor:
 
 
 def _decay(u: Tensor, dash: Tensor, straight_through: bool) -> Tensor:
-    """xylosim's ``decay``: ``u >> dash``, or the sign of ``u`` where that is 0."""
+    """xylosim's ``decay``: ``u >> dash``, or the sign of ``u`` where that is 0. The shift is 0
+    only where ``u >= 0`` (the floor of a negative number is -1 or less), so that sign is
+    ``u > 0``: 5 instead of 8 vector instructions in the fused kernels; same values and gradients."""
     d = _floor(u * _shift_factor(dash), straight_through)
-    return torch.where(d == 0, torch.sign(u), d)
+    return torch.where(d == 0, (u > 0).to(u.dtype), d)
 
 
 @register_neuron
