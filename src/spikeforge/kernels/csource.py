@@ -272,6 +272,20 @@ def _keys(graph: torch.fx.Graph, n_in: int) -> dict[str, tuple]:
     return keys
 
 
+def _descendants(graph: torch.fx.Graph, roots: list[str]) -> set[str]:
+    """Names of ``roots`` and of every node that depends on one of them."""
+    out = set(roots)
+    for n in graph.nodes:
+        if any(a.name in out for a in n.all_input_nodes):
+            out.add(n.name)
+    return out
+
+
+def _used(want: tuple[bool, ...], ns: int) -> list[bool]:
+    """Which outputs of the backward graph (gx, *gstate, *gparams) the gradients ``want`` use."""
+    return [want[0], *([True] * ns), *want[1:]]
+
+
 def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], dict[str, int]]:
     """Values of the step that a recomputing backward keeps from the segment's recomputation
     (where the forward step computes them anyway) in its buffer, next to the states, so that
@@ -288,33 +302,25 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
     n_in, ns = 1 + tr.n_state + tr.n_params, tr.n_state
     want = want or (True,) * (1 + tr.n_params)
     fkeys, bkeys = _keys(tr.forward.graph, n_in), _keys(tr.backward.graph, n_in)
-    fph = [n for n in tr.forward.graph.nodes if n.op == "placeholder"]
-    varying, forward = {n.name for n in fph[: 1 + ns]}, {}  # forward nodes that depend on x or a state, by key
+    fph = [n.name for n in tr.forward.graph.nodes if n.op == "placeholder"]
+    varying = _descendants(tr.forward.graph, fph[: 1 + ns])   # depend on x or a state
+    forward = {}   # those forward nodes, by key
     for n in tr.forward.graph.nodes:
-        if n.op == "call_function" and any(a.name in varying for a in n.all_input_nodes):
-            varying.add(n.name)
+        if n.op == "call_function" and n.name in varying:
             forward.setdefault(fkeys[n.name], n.name)
     nodes = list(tr.backward.graph.nodes)
     match = {n.name: forward[bkeys[n.name]] for n in nodes if bkeys[n.name] in forward}
     outs = next(n for n in nodes if n.op == "output").args[0]  # (gx, *gstate, *gparams)
-    wanted = [o.name for i, o in enumerate(outs) if isinstance(o, torch.fx.Node) and (i <= ns and (i or want[0])
-                                                                                     or i > ns and want[i - ns])]
+    wanted = [o.name for o, u in zip(outs, _used(want, ns)) if u and isinstance(o, torch.fx.Node)]
 
     def live(cut: set) -> set:
         """Nodes the reverse step evaluates or reads when the values ``cut`` are kept."""
-        need = set(wanted)
-        for n in reversed(nodes):   # a constant (zeros_like(x): x's zero gradient) reads no input
-            if n.name in need and n.name not in cut and n.target not in printer.CONSTANTS:
-                need.update(a.name for a in n.all_input_nodes)
-        return need
+        return printer.needed(tr.backward.graph, wanted, cut)
 
     x, target = nodes[0].name, {n.name: n.target for n in nodes}
     cut = {b for b in match if target[b] in _COSTLY} if "costly" in KEEP else set()
     if "x" in KEEP and x in live(cut):
-        from_x = {x}
-        for n in nodes:
-            if any(a.name in from_x for a in n.all_input_nodes):
-                from_x.add(n.name)
+        from_x = _descendants(tr.backward.graph, [x])
         options = [(sum(m in match for m in live(cut | {b})), k, b) for k, b in enumerate(match)
                    if b in from_x and b not in cut and x not in live(cut | {b})]
         if options:
@@ -345,7 +351,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     given = {b: f"(q[{ns + j} * E + loc + i] != 0)" if b in bools else f"q[{ns + j} * E + loc + i]"
              for b, j in reads.items()}
     lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype, given=given,
-                               used=[want[0], *([True] * ns), *want[1:]])
+                               used=_used(want, ns))
     stores = [f"gxt[i] = {_or0(outs[0])};"] if want[0] else []
     stores += [f"g{k}[loc + i] = {_or0(outs[1 + k])};" for k in range(ns)]
     stores += [f"a{k}[loc + i] += {_or0(outs[1 + ns + k])};" for k in acc]

@@ -92,6 +92,17 @@ def _val_dtype(n: torch.fx.Node, default):
     return v.dtype if isinstance(v, torch.Tensor) else default
 
 
+def needed(graph: torch.fx.Graph, outputs: list[str], given) -> set[str]:
+    """Names of the nodes that computing ``outputs`` evaluates or reads, when the nodes in
+    ``given`` come from elsewhere (their inputs are not needed); a constant such as
+    ``zeros_like(x)`` reads no input."""
+    need = set(outputs)
+    for n in reversed(graph.nodes):
+        if n.name in need and n.name not in given and n.target not in CONSTANTS:
+            need.update(a.name for a in n.all_input_nodes)
+    return need
+
+
 def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype: torch.dtype,
          prefix: str = "n_", given: dict[str, str] | None = None,
          used: list[bool] | None = None) -> tuple[list[str], list[str | None]]:
@@ -106,11 +117,8 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
     for n, expr in zip(placeholders, inputs):
         env[n.name] = expr if expr is not None else "<unused>"
     out = next(n for n in graph.nodes if n.op == "output")
-    wanted = [o for k, o in enumerate(out.args[0]) if isinstance(o, torch.fx.Node) and (used is None or used[k])]
-    need = {o.name for o in wanted}
-    for n in reversed(graph.nodes):
-        if n.name in need and n.name not in given and n.target not in CONSTANTS:
-            need.update(a.name for a in n.all_input_nodes)
+    need = needed(graph, [o.name for k, o in enumerate(out.args[0])
+                          if isinstance(o, torch.fx.Node) and (used is None or used[k])], given)
     for n in graph.nodes:
         if n.op == "placeholder":
             continue
