@@ -71,17 +71,29 @@ def test_neuron_equals_xylosim_arithmetic(core, population, backend, dtype):
     assert (trace.i_syn.abs() >= 32700).any() and (trace.i_syn <= -32700).any()
 
 
-def test_spike_count_survives_an_inexact_division():
-    """The count is floor(v / threshold) even from a quotient's floor that is one off (as an
-    approximate GPU division can make it at exact multiples)."""
-    from spikeforge.neurons.xylo import floor_ratio
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spike_count_is_exact_for_every_16_bit_state_even_from_an_inexact_reciprocal(dtype):
+    """The count is floor(v / threshold) for every 16-bit v and thresholds over the whole range,
+    from 1 / threshold rounded correctly or up to 4 ulps off (as an approximate GPU division
+    makes it), with and without the straight-through gradient (same values)."""
+    from spikeforge.neurons.xylo import floor_quotient
 
-    th = torch.tensor([1.0, 7.0, 99.0, 32767.0]).repeat_interleave(5)
-    v = th * torch.tensor([0.0, 1.0, 3.0, 4.5, -2.0]).repeat(4)
-    exact = torch.floor(v / th)
-    for off in (-1.0, 0.0, 1.0):
-        assert torch.equal(floor_ratio(v.floor(), th, torch.floor(v.floor() / th) + off), torch.floor(v.floor() / th))
-    assert torch.equal(floor_ratio(v, th, exact), exact)
+    v = torch.arange(-32768, 32768, dtype=torch.float64)
+    for th in (1, 2, 3, 7, 10, 99, 127, 128, 255, 1000, 4095, 4097, 32767):
+        exact = torch.div(v, th, rounding_mode="floor").to(dtype)
+        r = torch.tensor(1.0 / th, dtype=dtype)
+        for ulps in range(-4, 5):
+            rth = r
+            for _ in range(abs(ulps)):
+                rth = torch.nextafter(rth, torch.tensor(ulps * float("inf"), dtype=dtype))
+            for st in (False, True):
+                got = floor_quotient(v.to(dtype), rth, st)
+                assert torch.equal(got, exact), (th, ulps, st)
+    # the straight-through gradient is the quotient's
+    v = torch.tensor([70.0, -3.0, 500.0], requires_grad=True)
+    th = torch.tensor(64.0, requires_grad=True)
+    floor_quotient(v, 1.0 / th, True).sum().backward()
+    assert torch.allclose(v.grad, torch.full((3,), 1 / 64)) and torch.allclose(th.grad, -v.detach().sum() / 64 ** 2)
 
 
 def test_straight_through_changes_gradients_not_values():

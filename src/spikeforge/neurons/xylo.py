@@ -82,13 +82,19 @@ def _shift_factor(dash: Tensor) -> Tensor:
     return out
 
 
-def floor_ratio(v: Tensor, th: Tensor, q: Tensor) -> Tensor:
-    """``floor(v / th)`` for integers ``v`` and ``th >= 1`` from ``q``, the floor of a quotient
-    that may be off by an ulp (the step computes ``v * (1 / th)``, which the fused kernels turn
-    into one multiplication for a scalar threshold; Triton's float32 division on GPUs is
-    approximate too): one step of correction, exact because ``q * th`` and ``(q + 1) * th`` are
-    integers below 2^17."""
-    return q + (v >= (q + 1.0) * th).to(v.dtype) - (v < q * th).to(v.dtype)
+def floor_quotient(v: Tensor, rth: Tensor, straight_through: bool) -> Tensor:
+    """``floor(v / th)`` for integers ``v`` (``|v| < 2^21``) and ``th >= 1`` from ``rth = 1 / th``
+    (correctly rounded, or a few ulps off as Triton's float32 division on GPUs is): ``(v + 0.5) / th``
+    lies at least ``0.5 / th`` from every integer, further than the rounding of ``(v + 0.5) * rth``
+    (about ``(v + 0.5) / th * 2^-22``), so its floor is exact: one addition where a correction step
+    of the quotient ``v * rth`` took eight operations (RESULTS §19m). With ``straight_through`` the
+    gradient is ``v * rth``'s, as for ``_floor``. (For a ``v`` that is not an integer, outside the
+    neuron's domain, this is ``floor((v + 0.5) / th)``.)"""
+    f = torch.floor((v + 0.5) * rth)
+    if not straight_through:
+        return f
+    u = v * rth
+    return u + (f - u).detach()
 
 
 def _decay(u: Tensor, dash: Tensor, straight_through: bool) -> Tensor:
@@ -129,7 +135,7 @@ class XyloLIF(NeuronSpec):
             v = _sat(v - _decay(v, p.dash_mem, st) + i + p.bias)
         th, rth = p.threshold, 1.0 / p.threshold   # no division per step (neuron alone 80 -> 72 ms, RESULTS §19i)
         z = fire((v - th) * rth)
-        n = z * torch.clamp(floor_ratio(v, th, _floor(v * rth, st)), 1.0, self.population.cap)
+        n = z * torch.clamp(floor_quotient(v, rth, st), 1.0, self.population.cap)
         return n, (i, v - n * th)
 
 
