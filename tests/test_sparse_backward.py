@@ -162,6 +162,49 @@ def test_scattered_weight_gradient_on_two_threads(dtype):
     torch.testing.assert_close(got, want, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("out", [70, 300])
+def test_grouped_scatter_flushes_by_rows_and_by_spikes(monkeypatch, dtype, threads, out):
+    """The scatter buffers rows of the current's gradient and adds them up by input spike: with
+    buffers of 3 rows, or of as many spikes as inputs, it flushes many times, and the weight
+    gradient equals the one scattered spike by spike and the dense reference's (column counts
+    that leave vector and scalar tails)."""
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(20, 5, 200, generator=g, dtype=torch.float64) < 0.3).to(dtype)
+    x[3] = 0   # rows without spikes are not buffered
+    w = (torch.randn(out, 200, generator=g, dtype=torch.float64) * 0.3).to(dtype).requires_grad_()
+    gz = torch.randn(20, 5, out, generator=g, dtype=torch.float64).to(dtype)
+    ref, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(x, w), params={"tau": 2.0}, surrogate=Triangle(1.0),
+                                backend="reference")
+    want = torch.autograd.grad((ref * gz).sum(), w)[0]
+
+    def grad_w():
+        z = sparse_spiking_linear(x, w, None, LIF(), {"tau": 2.0}, surrogate=Triangle(1.0),
+                                  weight_grad=WeightGrad.SCATTER)
+        assert torch.equal(z, ref)
+        return torch.autograd.grad((z * gz).sum(), w)[0]
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = {}
+        for key, (rows, spikes, group_max) in {"rows": (3, 1 << 16, 8192), "spikes": (1 << 20, 200, 8192),
+                                               "default": (K.GROUP_BYTES // (out * x.element_size()), 1 << 16, 8192),
+                                               "per spike": (1, 1, 0)}.items():
+            monkeypatch.setattr(K, "GROUP_BYTES", rows * out * x.element_size())
+            monkeypatch.setattr(K, "GROUP_SPIKES", spikes)
+            monkeypatch.setattr(K, "_GROUP_MAX", group_max)
+            got[key] = grad_w()
+    finally:
+        torch.set_num_threads(n)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    assert want.abs().max() > 0
+    for key, gw in got.items():
+        torch.testing.assert_close(gw, want, **tol, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(gw, got["per spike"], **tol)
+
+
 @pytest.mark.parametrize("how", [WeightGrad.SCATTER, WeightGrad.DENSE])
 @pytest.mark.parametrize("spec", [LIF(), LIF(reset=Reset.SOFT)], ids=["hard", "soft"])
 def test_wide_layer_runs_the_backward_in_column_blocks(spec, how):

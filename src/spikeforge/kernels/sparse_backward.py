@@ -51,6 +51,11 @@ __all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "ga
            "uniform_leak", "backward", "grad_input_at", "NotSparse"]
 
 _PARALLEL_MIN = 1 << 16
+#: the grouped weight-gradient scatter (``backward``) buffers up to this many bytes of gI rows per
+#: thread (in L2 beside a (IN, N) gradient slice) before adding them up by input spike
+GROUP_BYTES = 512 << 10
+GROUP_SPIKES = 1 << 16   # ... or input spikes (at least IN)
+_GROUP_MAX = 8192   # layers wider than this run in column blocks (the kernel's SF_NB) and scatter per spike
 #: the active test is |u| < support * (1 + SLACK): a boundary entry that rounding puts just
 #: outside is kept (its exact surrogate value, possibly 0, is used), never dropped
 SLACK = 1e-6
@@ -285,12 +290,20 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     gx = empty((T * B, IN), dt) if prev is not None else None   # pooled; the kernel zeroes each row
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
+    group = x_csr is not None and N <= _GROUP_MAX
+    hrows = max(1, min(T * B, GROUP_BYTES // (N * gz.element_size()))) if group else 0
+    lcap = max(IN, GROUP_SPIKES)
+    hb = empty((nt, hrows, N), dt) if group else None
+    hrow = torch.empty(nt, hrows, dtype=torch.int64) if group else None
+    lst = torch.empty(nt, lcap, dtype=torch.int32) if group else None
+    st = torch.empty(nt, IN + 1, dtype=torch.int32) if group else None
     po, pi = prev if prev is not None else (None, None)
     _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
                         _p(sg), _p(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
                         _opt(lastk),
-                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs))
+                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
+                        c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st))
     gW = (gwt[0] if nt == 1 else gwt.sum(0)).t() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
