@@ -166,6 +166,11 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
 typedef scalar_t W_SUF __attribute__((vector_size(64), aligned(sizeof(scalar_t)), may_alias));
 #define W W_SUF
 #define WW ((int64_t)(64 / sizeof(scalar_t)))
+#if defined(__AVX512F__)
+#define SF_ACC 16   /* accumulators (64-byte vectors) per pass over an input's rows: 32 registers */
+#else
+#define SF_ACC 4    /* 16 registers of 32 bytes */
+#endif
 
 /* The weight gradient's scatter for m buffered rows of gI (hb, row l is row rows[l] of the input's
    CSR xoff/xidx): gw[i] += the sum of hb[l] over the rows l where input i spiked. The spikes are
@@ -187,17 +192,17 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
     if (q0 == q1) continue;
     scalar_t* restrict o = gw + i * N;
     int64_t j = 0;
-    for (; j + 8 * WW <= N; j += 8 * WW) {
-      W a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (; j + SF_ACC * WW <= N; j += SF_ACC * WW) {
+      W acc[SF_ACC];
+      #pragma GCC unroll 16
+      for (int u = 0; u < SF_ACC; u++) acc[u] = (W){0};
       for (int32_t q = q0; q < q1; q++) {
         const scalar_t* restrict s = hb + (int64_t)lst[q] * N + j;
-        a0 += *(const W*)s; a1 += *(const W*)(s + WW); a2 += *(const W*)(s + 2 * WW);
-        a3 += *(const W*)(s + 3 * WW); a4 += *(const W*)(s + 4 * WW); a5 += *(const W*)(s + 5 * WW);
-        a6 += *(const W*)(s + 6 * WW); a7 += *(const W*)(s + 7 * WW);
+        #pragma GCC unroll 16
+        for (int u = 0; u < SF_ACC; u++) acc[u] += *(const W*)(s + u * WW);
       }
-      scalar_t* restrict p = o + j;
-      *(W*)p += a0; *(W*)(p + WW) += a1; *(W*)(p + 2 * WW) += a2; *(W*)(p + 3 * WW) += a3;
-      *(W*)(p + 4 * WW) += a4; *(W*)(p + 5 * WW) += a5; *(W*)(p + 6 * WW) += a6; *(W*)(p + 7 * WW) += a7;
+      #pragma GCC unroll 16
+      for (int u = 0; u < SF_ACC; u++) *(W*)(o + j + u * WW) += acc[u];
     }
     for (; j + WW <= N; j += WW) {
       W a = {0};
@@ -213,6 +218,7 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
 }
 #undef W
 #undef WW
+#undef SF_ACC
 
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
    dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
