@@ -130,12 +130,50 @@ def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_d
         assert torch.equal(got, full)
         return
     off, idx = z2._sf_active_set
+    # the readout hands the sparse layer its input gradient as a sparse COO tensor on that layer's
+    # active set (nothing written elsewhere), which the layer reads in place
+    assert got.is_sparse and got._nnz() == idx.numel()
+    got = got.to_dense()
     mask = torch.zeros(T * B, OUT, dtype=torch.bool)
     mask[torch.repeat_interleave(torch.arange(T * B), off.diff()), idx.long()] = True
     mask = mask.view(T, B, OUT)
     assert 0 < mask.sum() < mask.numel() / 2
     torch.testing.assert_close(got[mask], full[mask], rtol=1e-10, atol=1e-12)
     assert not got[~mask].any()
+
+
+def test_sparse_layers_pass_their_input_gradients_compactly(monkeypatch):
+    """Between sparse layers (and into a SpikeLinear readout) the input gradient travels as a sparse
+    COO tensor on the producing layer's active set, which that layer reads in place (never made
+    dense); a dense gradient from another use of the same output is added to it (autograd makes
+    the sum dense), and the gradients stay the reference's."""
+    x, ws = data(seed=3)
+    spec, params, sur = LIF(), {"tau": 2.0}, Triangle(2.0)
+    w3 = (torch.randn(5, OUT, generator=torch.Generator().manual_seed(4), dtype=x.dtype)).requires_grad_()
+    g = torch.randn(T, B, 5, generator=torch.Generator().manual_seed(6), dtype=x.dtype)
+    r1, r2 = dense_reference(spec, params, sur, x, ws)
+    ((F.linear(r2, w3)) * g).sum().backward()
+    want = [w.grad.clone() for w in (*ws, w3)]
+    for w in (*ws, w3):
+        w.grad = None
+    seen = []
+    to_dense = torch.Tensor.to_dense
+    monkeypatch.setattr(torch.Tensor, "to_dense", lambda t, *a, **k: seen.append(t.shape) or to_dense(t, *a, **k))
+    s1, s2 = sparse_pair(spec, params, sur, x, ws)
+    (spike_linear(s2, w3, None, SparseMode.SPARSE)[0] * g).sum().backward()
+    assert seen == []
+    for got, exp in zip((w.grad for w in (*ws, w3)), want):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
+    for w in (*ws, w3):
+        w.grad = None
+    # the first layer's output also feeds a dense term: its gradient arrives dense (the sum)
+    g1 = torch.randn(T, B, H, generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    s1, s2 = sparse_pair(spec, params, sur, x, ws)
+    ((spike_linear(s2, w3, None, SparseMode.SPARSE)[0] * g).sum() + (s1 * g1).sum()).backward()
+    r1, r2 = dense_reference(spec, params, sur, x, ws)
+    want = torch.autograd.grad((F.linear(r2, w3) * g).sum() + (r1 * g1).sum(), (*ws, w3))
+    for got, exp in zip((w.grad for w in (*ws, w3)), want):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -115,11 +115,13 @@ static inline scalar_t hsum_SUF(V a) {
   return s;
 }
 
-/* A row of gx (0 elsewhere): row[i] = dot(W^T[i], g) for the n columns i = idx[0..n), four rows of W^T at
-   a time (four independent sums hide the latency of the additions). */
+/* dot(W^T[i], g) for the n columns i = idx[0..n), four rows of W^T at a time (four independent sums
+   hide the latency of the additions): into a row of gx (row[i], 0 elsewhere; row NULL: none) and in
+   the entries' order (val[k]; NULL: none). */
 static inline void dots_SUF(const scalar_t* restrict wt, const int32_t* restrict idx, int64_t n,
-                            const scalar_t* restrict g, int64_t N, int64_t IN, scalar_t* restrict row) {
-  for (int64_t i = 0; i < IN; i++) row[i] = 0;
+                            const scalar_t* restrict g, int64_t N, int64_t IN, scalar_t* restrict row,
+                            scalar_t* restrict val) {
+  if (row) for (int64_t i = 0; i < IN; i++) row[i] = 0;
   int64_t k = 0;
   for (; k + 4 <= n; k += 4) {
     const scalar_t* restrict w0 = wt + (int64_t)idx[k] * N;
@@ -137,7 +139,8 @@ static inline void dots_SUF(const scalar_t* restrict wt, const int32_t* restrict
     }
     scalar_t s0 = hsum_SUF(a0), s1 = hsum_SUF(a1), s2 = hsum_SUF(a2), s3 = hsum_SUF(a3);
     for (; j < N; j++) { s0 += w0[j] * g[j]; s1 += w1[j] * g[j]; s2 += w2[j] * g[j]; s3 += w3[j] * g[j]; }
-    row[idx[k]] = s0; row[idx[k + 1]] = s1; row[idx[k + 2]] = s2; row[idx[k + 3]] = s3;
+    if (row) { row[idx[k]] = s0; row[idx[k + 1]] = s1; row[idx[k + 2]] = s2; row[idx[k + 3]] = s3; }
+    if (val) { val[k] = s0; val[k + 1] = s1; val[k + 2] = s2; val[k + 3] = s3; }
   }
   for (; k < n; k++) {
     const scalar_t* restrict w0 = wt + (int64_t)idx[k] * N;
@@ -149,18 +152,29 @@ static inline void dots_SUF(const scalar_t* restrict wt, const int32_t* restrict
     }
     scalar_t s0 = hsum_SUF(a0 + a1);
     for (; j < N; j++) s0 += w0[j] * g[j];
-    row[idx[k]] = s0;
+    if (row) row[idx[k]] = s0;
+    if (val) val[k] = s0;
   }
 }
 
 /* gx (R, IN): gx[r, i] = dot(W^T[i], g[r]) at the entries i = idx[k], k in off[r]..off[r + 1] (the
    active set of the layer that produced this layer's input), 0 elsewhere (each row is zeroed here,
-   while it is in cache, not by a separate pass). */
+   while it is in cache, not by a separate pass); or (gx NULL) only those values, vals[k]. */
 void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t* restrict off,
                    const int32_t* restrict idx, const scalar_t* restrict wt, const scalar_t* restrict g,
-                   scalar_t* restrict gx) {
+                   scalar_t* restrict gx, scalar_t* restrict vals) {
   #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < R; r++) dots_SUF(wt, idx + off[r], off[r + 1] - off[r], g + r * N, N, IN, gx + r * IN);
+  for (int64_t r = 0; r < R; r++)
+    dots_SUF(wt, idx + off[r], off[r + 1] - off[r], g + r * N, N, IN, gx ? gx + r * IN : 0, vals ? vals + off[r] : 0);
+}
+
+/* The COO indices (3, nA) of the CSR entries (off, idx) over rows r = t B + b of a (T, B, N) tensor:
+   t, b and the column of each entry, in the CSR's (lexicographic) order. */
+void sf_sbw_coo_SUF(int64_t R, int64_t B, const int64_t* restrict off, const int32_t* restrict idx,
+                    int64_t* restrict ind) {
+  const int64_t n = off[R];
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t k = off[r]; k < off[r + 1]; k++) { ind[k] = r / B; ind[n + k] = r % B; ind[2 * n + k] = idx[k]; }
 }
 
 typedef scalar_t W_SUF __attribute__((vector_size(64), aligned(sizeof(scalar_t)), may_alias));
@@ -232,7 +246,9 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
    curs_p (threads, 2 T)); the input gradient and the trace coefficients need whole rows. With hb_p
    (and whole rows), the scatter is grouped: each thread buffers its rows of gI that have input spikes
    (hb_p (threads, hrows, N), their row numbers in hrow_p) and adds them up by input in sf_flush when
-   hrows rows or lcap (>= IN) spikes are buffered (lst_p (threads, lcap), st_p (threads, IN + 1)). */
+   hrows rows or lcap (>= IN) spikes are buffered (lst_p (threads, lcap), st_p (threads, IN + 1)).
+   gzk: the output gradient given at the active entries only (their order; gz is not read);
+   gxk: gx written at the previous layer's active entries only (their order; gx NULL). */
 #define SF_NB 8192
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
                          const int64_t* restrict off, const int32_t* restrict idx,
@@ -248,7 +264,7 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
                          scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work,
                          int64_t* restrict curs_p, scalar_t* restrict hb_p, int64_t hrows,
                          int64_t* restrict hrow_p, int32_t* restrict lst_p, int64_t lcap,
-                         int32_t* restrict st_p) {
+                         int32_t* restrict st_p, const scalar_t* restrict gzk, scalar_t* restrict gxk) {
   const int64_t NB = (poff || coef || N <= SF_NB) ? N : SF_NB;
   const int grouped = hb_p && xoff && NB == N;
   #pragma omp parallel num_threads(threads)
@@ -298,10 +314,10 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
                 pend[j] = 0;
               }
             }
-          const scalar_t* restrict gzr = gz + r * N;
+          const scalar_t* restrict gzr = gz ? gz + r * N : 0;
           for (int64_t k = cur[t]; k < k1; k++) {
             int64_t j = idx[k];
-            scalar_t ds = gzr[j] * sg[k];
+            scalar_t ds = (gzk ? gzk[k] : gzr[j]) * sg[k];
             h[j] += ds;
             if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
               scalar_t e = c[j] * ds;
@@ -327,7 +343,7 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
               for (int64_t j = j0; j < j1; j++) o[j] += h[j];
             }
           if (poff)   /* NB = N here */
-            dots_SUF(wt, pidx + poff[r], poff[r + 1] - poff[r], h, N, IN, gx + r * IN);
+            dots_SUF(wt, pidx + poff[r], poff[r + 1] - poff[r], h, N, IN, gx ? gx + r * IN : 0, gxk ? gxk + poff[r] : 0);
         }
       }
     }

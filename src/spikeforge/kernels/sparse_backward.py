@@ -69,7 +69,7 @@ class NotSparse(ValueError):
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
     return load(_HEADER, _SOURCE, {"sf_sbw_fcount": None, "sf_sbw_fcompact": None, "sf_sbw_trace": None,
-                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None})
+                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None, "sf_sbw_coo": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -244,19 +244,29 @@ def uniform_leak(a: Tensor, g1: Tensor) -> float | None:
     return float(a[0])
 
 
-def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor) -> Tensor:
+def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor, compact: bool = False) -> Tensor:
     """``g @ weight`` (R, IN) at the entries (r, idx[k]) for k in off[r]:off[r + 1], 0 elsewhere: the
-    input gradient where the sparse layer that produced the input reads it."""
+    input gradient where the sparse layer that produced the input reads it; ``compact``: only those
+    values, (nnz,) in the entries' order."""
     (R, N), IN = g.shape, weight.shape[1]
     g, wt = g.contiguous(), weight.detach().t().contiguous()
-    gx = empty((R, IN), g.dtype)   # every row is zeroed by the kernel
+    gx = torch.empty(idx.numel(), dtype=g.dtype) if compact else empty((R, IN), g.dtype)   # rows zeroed by the kernel
     _fn("gx", g.dtype)(c_int64(R), c_int64(N), c_int64(IN), threads(idx.numel() * N, _PARALLEL_MIN), _p(off),
-                       _p(idx), _p(wt), _p(g), _p(gx))
+                       _p(idx), _p(wt), _p(g), _opt(None if compact else gx), _opt(gx if compact else None))
     return gx
 
 
+def coo_indices(off: Tensor, idx: Tensor, B: int) -> Tensor:
+    """The (3, nnz) int64 COO indices (t, b, column) of the CSR entries (off, idx) over the rows
+    r = t B + b of a (T, B, N) tensor, in the CSR's order (which is COO's coalesced order)."""
+    ind = torch.empty(3, idx.numel(), dtype=torch.int64)
+    _fn("coo", torch.float32)(c_int64(off.numel() - 1), c_int64(B), _p(off), _p(idx), _p(ind))
+    return ind
+
+
 def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weight: Tensor | None, x_csr: tuple | None,
-             prev: tuple | None, want_gi: bool, by_trace: tuple | None = None) -> tuple:
+             prev: tuple | None, want_gi: bool, by_trace: tuple | None = None, shape: tuple | None = None,
+             compact_gx: bool = False) -> tuple:
     """``(gI or None, gW or None, gb, gx or None)`` for gz (T, B, N); ``spikes`` = (off, idx), the
     spikes' CSR (``forward_sets``; ``None`` when the reset's slope is 1), ``active`` = (off, idx,
     sg) of this layer, ``coef`` = (a, c, g1) (``linear_form``). The weight gradient: with
@@ -266,15 +276,18 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     earlier spike, which stops the adjoint);
     else with ``x_csr`` = (off, idx) of a {0, 1} input by scattering the input's spikes
     (O(nnz(x) N)); else ``want_gi`` returns ``gI`` (R, N) for a dense product. ``prev`` = (off,
-    idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere.
+    idx) of the previous layer's active set gives ``gx`` (R, IN), exact there and 0 elsewhere (with
+    ``compact_gx``: only those values, in the set's order). ``gz`` may be given at this layer's
+    active entries only (1-D, in the set's order; ``shape`` = (T, B, N)).
     ``weight`` (N, IN) is read only for ``gx`` and ``by_trace`` (``None``: another synapse, such as
     a convolution, forms both from ``gI``)."""
-    T, B, N = gz.shape
+    T, B, N = shape if gz.dim() == 1 else gz.shape
     IN, dt = (weight.shape[1] if weight is not None else 0), gz.dtype
     (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
     gz = gz.contiguous()
-    wt = weight.detach().t().contiguous() if prev is not None else gz   # (W^T is read only for gx)
-    nt = threads(gz.numel() * max(1, IN // 16), _PARALLEL_MIN).value
+    gzk, gz = (gz, None) if gz.dim() == 1 else (None, gz)
+    wt = weight.detach().t().contiguous() if prev is not None else None   # (W^T is read only for gx)
+    nt = threads(T * B * N * max(1, IN // 16), _PARALLEL_MIN).value
     if by_trace is not None:
         x_csr = None
     gwt = torch.zeros(nt, IN, N, dtype=dt) if x_csr is not None else None
@@ -287,11 +300,15 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
     gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
     curs = torch.empty(nt, 2 * T, dtype=torch.int64)   # per-step CSR cursors (column blocks of wide layers)
-    gx = empty((T * B, IN), dt) if prev is not None else None   # pooled; the kernel zeroes each row
+    gx = gxk = None
+    if prev is not None and compact_gx:
+        gxk = torch.empty(prev[1].numel(), dtype=dt)
+    elif prev is not None:
+        gx = empty((T * B, IN), dt)   # pooled; the kernel zeroes each row
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
     group = x_csr is not None and N <= _GROUP_MAX
-    hrows = max(1, min(T * B, GROUP_BYTES // (N * gz.element_size()))) if group else 0
+    hrows = max(1, min(T * B, GROUP_BYTES // (N * sg.element_size()))) if group else 0
     lcap = max(IN, GROUP_SPIKES)
     hb = empty((nt, hrows, N), dt) if group else None
     hrow = torch.empty(nt, hrows, dtype=torch.int64) if group else None
@@ -299,14 +316,14 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     st = torch.empty(nt, IN + 1, dtype=torch.int32) if group else None
     po, pi = prev if prev is not None else (None, None)
     _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
-                        _p(sg), _p(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
+                        _p(sg), _opt(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
                         _opt(lastk),
-                        _p(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
-                        c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st))
+                        _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
+                        c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st), _opt(gzk), _opt(gxk))
     gW = (gwt[0] if nt == 1 else gwt.sum(0)).t() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
                       _p(coef), _p(fval), _p(frow), _p(tr), _p(gW))
-    return gi, gW, gb.sum(0), gx
+    return gi, gW, gb.sum(0), (gxk if compact_gx else gx)

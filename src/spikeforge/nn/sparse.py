@@ -65,6 +65,19 @@ _ERRORS: set = set()
 # On the output z of a layer with the sparse spiking backward: the CSR (off, idx) over its (t, b)
 # rows of the entries whose output gradient that layer reads (nn.sparse_backward).
 ACTIVE_SET = "_sf_active_set"
+# ... and a list holding the COO indices of that set once a layer after it has built them: such a layer
+# returns its input gradient as a sparse COO tensor on them (the values where the sparse layer reads
+# them, nothing else written), which the sparse layer's backward reads in place.
+ACTIVE_COO = "_sf_active_coo"
+
+
+def sparse_input_grad(shape: tuple, holder: list, off: Tensor, idx: Tensor, values: Tensor) -> Tensor:
+    """The input gradient given at the active set (off, idx) of the layer that produced the input
+    (``values``, in the set's order) as a sparse COO tensor of the input's ``shape`` (T, B, N),
+    on that layer's indices (``holder``: built by the first layer after it that needs them)."""
+    if not holder:
+        holder.append(_sbw.coo_indices(off, idx, shape[1]))
+    return torch.sparse_coo_tensor(holder[0], values, shape, is_coalesced=True, check_invariants=False)
 
 
 class SparseMode(enum.Enum):
@@ -105,10 +118,10 @@ def _unsupported(x: Tensor, weight: Tensor) -> str | None:
 
 class _SpikeLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x2, off, weight, bias, read, mask):
+    def forward(ctx, x, x2, off, weight, bias, read, mask, coo):
         y, idx = _kernel.forward(x2, off, weight, bias, mask)
         ctx.save_for_backward(off, idx, weight, *(read or ()))
-        ctx.in_features = x2.shape[1]
+        ctx.in_features, ctx.x_shape, ctx.coo = x2.shape[1], x.shape, coo
         return y
 
     @staticmethod
@@ -117,11 +130,13 @@ class _SpikeLinearFn(torch.autograd.Function):
         off, idx, weight, *read = ctx.saved_tensors
         gy = gy.contiguous()
         gx = None
-        if ctx.needs_input_grad[0]:
-            gx = _sbw.grad_input_at(gy, weight, *read) if read else gy @ weight
-        gw = _kernel.grad_weight(off, idx, gy, ctx.in_features) if ctx.needs_input_grad[2] else None
-        gb = gy.sum(0) if ctx.needs_input_grad[3] else None
-        return gx, None, gw, gb, None, None
+        if ctx.needs_input_grad[0] and read and ctx.coo is not None:
+            gx = sparse_input_grad(ctx.x_shape, ctx.coo, *read, _sbw.grad_input_at(gy, weight, *read, compact=True))
+        elif ctx.needs_input_grad[0]:
+            gx = (_sbw.grad_input_at(gy, weight, *read) if read else gy @ weight).view(ctx.x_shape)
+        gw = _kernel.grad_weight(off, idx, gy, ctx.in_features) if ctx.needs_input_grad[3] else None
+        gb = gy.sum(0) if ctx.needs_input_grad[4] else None
+        return gx, None, None, gw, gb, None, None, None
 
 
 def _active_set(x: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
@@ -138,7 +153,9 @@ def _flat(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _sparse(x: Tensor, x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor) -> Tensor:
-    y = _SpikeLinearFn.apply(x2, off, weight, bias, _active_set(x, x2.shape[0]), mask)
+    read = _active_set(x, x2.shape[0])
+    coo = getattr(x, ACTIVE_COO, None) if read is not None and x.dim() == 3 else None
+    y = _SpikeLinearFn.apply(x, x2.detach(), off, weight, bias, read, mask, coo)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 

@@ -37,7 +37,9 @@ from ..kernels import sparse_backward as K
 from ..kernels import sparse_conv as _spc
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
+from .sparse import ACTIVE_COO as _COO
 from .sparse import ACTIVE_SET as _ATTR
+from .sparse import sparse_input_grad
 from .sparse import crossover
 from .sparse_conv import crossover as conv_crossover
 from .sparse_conv import _geometry
@@ -103,7 +105,7 @@ def _neuron(y3: Tensor, spec, params, surrogate, width: float, backend, coef) ->
 
 class _SparseSpikingLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how, coef):
+    def forward(ctx, x, weight, bias, spec, params, surrogate, width, backend, prev, how, coef, coo_in, coo):
         T, B, IN = x.shape
         N = weight.shape[0]
         x2 = x.detach().reshape(T * B, IN).contiguous()
@@ -113,27 +115,38 @@ class _SparseSpikingLinear(torch.autograd.Function):
         mode, wsrc = _weight_source(how, x2, csr, off, idx, a, g1, T, B, N)
         ctx.save_for_backward(weight, soff, sidx, off, idx, sg, a, c, g1, *wsrc, *(prev if prev is not None else ()))
         ctx.shape, ctx.mode, ctx.has_prev, ctx.has_bias = (T, B, IN, N), mode, prev is not None, bias is not None
+        ctx.coo_in, ctx.coo = coo_in, coo   # the COO indices of the input's and of this layer's active set
         ctx.mark_non_differentiable(off, idx)
+        ctx.set_materialize_grads(False)
         return z, off, idx
 
     @staticmethod
     def backward(ctx, gz, _goff, _gidx):
+        if gz is None:
+            return (None,) * 13
         weight, soff, sidx, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
         T, B, IN, N = ctx.shape
+        if gz.is_sparse:   # from a layer after this one: its values in place if on this layer's active set
+            ours = ctx.coo and gz.is_coalesced() and gz._indices().data_ptr() == ctx.coo[0].data_ptr()
+            gz = gz._values() if ours else gz.to_dense()
         csr = (rest[0], rest[1]) if ctx.mode is WeightGrad.SCATTER else None
         by_trace = tuple(rest[:4]) if ctx.mode is WeightGrad.TRACE else None
         spikes = (soff, sidx) if soff.numel() else None
         prev = (rest[-2], rest[-1]) if ctx.has_prev and ctx.needs_input_grad[0] else None
+        compact = prev is not None and ctx.coo_in is not None
         gi, gw, gb, gx = K.backward(gz, spikes, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
-                                    want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None))
+                                    want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None),
+                                    shape=(T, B, N), compact_gx=compact)
         if not ctx.needs_input_grad[1]:
             gw = None
         elif ctx.mode is WeightGrad.DENSE:
             gw = gi.t() @ rest[0]
         gb = gb if ctx.has_bias and ctx.needs_input_grad[2] else None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and compact:
+            gx = sparse_input_grad((T, B, IN), ctx.coo_in, *prev, gx)
+        elif ctx.needs_input_grad[0]:
             gx = gx.view(T, B, IN) if prev is not None else (gi @ weight.detach()).view(T, B, IN)
-        return gx, gw, gb, None, None, None, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None, None, None, None, None
 
 
 def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -172,9 +185,11 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     if not isinstance(weight_grad, WeightGrad):
         raise ValueError(f"weight_grad must be a spikeforge.nn.sparse_backward.WeightGrad, got {weight_grad!r}")
     surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, weight.shape[0], x.dtype)
+    coo: list = []
     z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
-                                             getattr(x, _ATTR, None), weight_grad, coef)
+                                             getattr(x, _ATTR, None), weight_grad, coef, getattr(x, _COO, None), coo)
     setattr(z, _ATTR, (off, idx))
+    setattr(z, _COO, coo)
     return z
 
 
