@@ -168,6 +168,21 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
     dots_SUF(wt, idx + off[r], off[r + 1] - off[r], g + r * N, N, IN, gx ? gx + r * IN : 0, vals ? vals + off[r] : 0);
 }
 
+/* gw (N, IN) = the sum of the threads' slices gwt (nt, IN, N) (in the order torch's sum(0) takes),
+   transposed in 32 x 32 tiles: the weight's own layout, which autograd then keeps without a copy. */
+void sf_sbw_gwsum_SUF(int64_t nt, int64_t IN, int64_t N, const scalar_t* restrict gwt, scalar_t* restrict gw) {
+  for (int64_t i0 = 0; i0 < IN; i0 += 32)
+    for (int64_t j0 = 0; j0 < N; j0 += 32) {
+      const int64_t i1 = i0 + 32 < IN ? i0 + 32 : IN, j1 = j0 + 32 < N ? j0 + 32 : N;
+      for (int64_t j = j0; j < j1; j++)
+        for (int64_t i = i0; i < i1; i++) {
+          scalar_t s = gwt[i * N + j];
+          for (int64_t t = 1; t < nt; t++) s += gwt[(t * IN + i) * N + j];
+          gw[j * IN + i] = s;
+        }
+    }
+}
+
 /* The COO indices (3, nA) of the CSR entries (off, idx) over rows r = t B + b of a (T, B, N) tensor:
    t, b and the column of each entry, in the CSR's (lexicographic) order. */
 void sf_sbw_coo_SUF(int64_t R, int64_t B, const int64_t* restrict off, const int32_t* restrict idx,
@@ -240,8 +255,8 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
    (gwt[i] += gI for each active input i of row r, CSR xoff/xidx; or gI is written to `gi` for a
    dense product when xoff is NULL), and gx[r, i] = dot(W^T[i], gI) at the previous layer's active
    entries (CSR poff/pidx; none when poff is NULL), 0 elsewhere (row r zeroed here). Each thread adds into its own slice of
-   gwt_p (threads, IN, N) and gb_p (threads, N), zeroed by the caller; dv (B, N) holds the final
-   state's gradient. Wide layers run the time loop once per block of SF_NB neurons (their rows of
+   gwt_p (threads, IN, N) and gb_p (threads, N), which it zeroes first; dv (B, N) is the adjoint (0
+   after the last step). Wide layers run the time loop once per block of SF_NB neurons (their rows of
    a, c, dv, the adjoint and gb stay in L2; each row's CSR ranges are walked by a cursor per step,
    curs_p (threads, 2 T)); the input gradient and the trace coefficients need whole rows. With hb_p
    (and whole rows), the scatter is grouped: each thread buffers its rows of gI that have input spikes
@@ -275,6 +290,8 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
     int64_t* restrict lastk = lastk_p ? lastk_p + (int64_t)tid * 2 * N : 0;
     int64_t* restrict ptime = lastk ? lastk + N : 0;
     scalar_t* restrict gb = gb_p + (int64_t)tid * N;
+    for (int64_t j = 0; j < N; j++) gb[j] = 0;
+    if (gw) for (int64_t i = 0; i < IN * N; i++) gw[i] = 0;
     scalar_t* restrict hw = work + (int64_t)tid * 2 * N;
     scalar_t* restrict pend = hw + N;
     scalar_t* restrict hb = grouped ? hb_p + (int64_t)tid * hrows * N : 0;
@@ -287,6 +304,7 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
     #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; b++) {
       scalar_t* restrict d = dv + b * N;
+      for (int64_t j = 0; j < N; j++) d[j] = 0;
       for (int64_t t = 0; t < T; t++) { cur[t] = off[t * B + b]; scur[t] = soff ? soff[t * B + b] : 0; }
       for (int64_t j0 = 0; j0 < N; j0 += NB) {
         const int64_t j1 = j0 + NB < N ? j0 + NB : N;

@@ -69,7 +69,8 @@ class NotSparse(ValueError):
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
     return load(_HEADER, _SOURCE, {"sf_sbw_fcount": None, "sf_sbw_fcompact": None, "sf_sbw_trace": None,
-                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None, "sf_sbw_coo": None})
+                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None, "sf_sbw_coo": None,
+                                   "sf_sbw_gwsum": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -290,7 +291,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     nt = threads(T * B * N * max(1, IN // 16), _PARALLEL_MIN).value
     if by_trace is not None:
         x_csr = None
-    gwt = torch.zeros(nt, IN, N, dtype=dt) if x_csr is not None else None
+    gwt = empty((nt, IN, N), dt) if x_csr is not None else None   # each thread zeroes its slice
     hard, nA = ctypes.c_int(int(float(g1[0]) == 0)), idx.numel()
     coef, fval = (torch.empty(nA, dtype=dt), torch.empty(nA, dtype=dt)) if by_trace is not None else (None, None)
     frow = torch.empty(nA, dtype=torch.int32) if by_trace is not None else None
@@ -298,7 +299,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     tr, joff, perm, rows = by_trace if by_trace is not None else (None,) * 4
     soff, sidx = spikes if spikes is not None else (None, None)
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
-    gb, work, dv = torch.zeros(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.zeros(B, N, dtype=dt)
+    gb, work, dv = torch.empty(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.empty(B, N, dtype=dt)
     curs = torch.empty(nt, 2 * T, dtype=torch.int64)   # per-step CSR cursors (column blocks of wide layers)
     gx = gxk = None
     if prev is not None and compact_gx:
@@ -321,7 +322,10 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
                         _opt(lastk),
                         _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
                         c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st), _opt(gzk), _opt(gxk))
-    gW = (gwt[0] if nt == 1 else gwt.sum(0)).t() if gwt is not None else None
+    gW = None
+    if gwt is not None:
+        gW = torch.empty(N, IN, dtype=dt)
+        _fn("gwsum", dt)(c_int64(nt), c_int64(IN), c_int64(N), _p(gwt), _p(gW))
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
