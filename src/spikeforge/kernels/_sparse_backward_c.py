@@ -319,9 +319,9 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
           scalar_t* restrict h = grouped && ns ? hb + m * N : hw;   /* a row without input spikes adds nothing to gW */
           if (soff) while (q1 < soff[r + 1] && sidx[q1] < j1) q1++;
           while (k1 < off[r + 1] && idx[k1] < j1) k1++;
-          for (int64_t j = j0; j < j1; j++) h[j] = d[j];
+          /* dh is built in place in d, then split into gI (h) and the next dv (d) */
           if (soff)   /* the detached reset's slope at the spikes of row r (CSR soff/sidx) */
-            for (int64_t q = q0; q < q1; q++) h[sidx[q]] *= g1[sidx[q]];
+            for (int64_t q = q0; q < q1; q++) d[sidx[q]] *= g1[sidx[q]];
           if (coef && hard)   /* a spike at t ends the segment of the entries after it: their coefficients
                                  decayed to t (pend, kept at time ptime), times tr[t], are subtracted */
             for (int64_t q = q0; q < q1; q++) {
@@ -336,7 +336,7 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
           for (int64_t k = cur[t]; k < k1; k++) {
             int64_t j = idx[k];
             scalar_t ds = (gzk ? gzk[k] : gzr[j]) * sg[k];
-            h[j] += ds;
+            d[j] += ds;
             if (coef) {   /* gW[j] += c ds tr[t] (the input filtered by the leak up to t): sf_sbw_gw */
               scalar_t e = c[j] * ds;
               coef[k] = e;
@@ -350,7 +350,7 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
           }
           cur[t] = k1;
           scur[t] = q1;
-          for (int64_t j = j0; j < j1; j++) { scalar_t u = h[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
+          for (int64_t j = j0; j < j1; j++) { scalar_t u = d[j]; h[j] = c[j] * u; d[j] = a[j] * u; gb[j] += h[j]; }
           if (gi) for (int64_t j = j0; j < j1; j++) gi[r * N + j] = h[j];
           if (grouped && ns) {
             hrow[m++] = r;
