@@ -108,7 +108,8 @@ def measure(T: int, B: int, H: int, alpha: float, reps: int, warmup: int, clock,
             t2 = clock()
             if rep == 0:   # the second hidden layer's output gradient, for (b)
                 o, _, zz = run(x)
-                info[k + "_g2"] = torch.autograd.grad(F.cross_entropy(o.mean(0), y), zz)[0]
+                g2 = torch.autograd.grad(F.cross_entropy(o.mean(0), y), zz)[0]
+                info[k + "_g2"] = g2.to_dense() if g2.is_sparse else g2   # (b) gives every layer a dense one
             g2 = info[k + "_g2"]
             z1d = z1.detach().requires_grad_()
             if k == "sparse":

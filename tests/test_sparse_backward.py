@@ -105,11 +105,14 @@ def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
     torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("compact_below", [1, 10 ** 6])   # COO always / never
 @pytest.mark.parametrize("mode", [SparseMode.SPARSE, SparseMode.DENSE])
-def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_does(mode):
+def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_does(monkeypatch, mode, compact_below):
     """A SpikeLinear after a sparse layer computes its input gradient only at that layer's
-    active entries (0 elsewhere: that layer reads no other): every weight gradient equals the
-    one through a plain F.linear readout; with mode DENSE (F.linear) the input gradient is dense."""
+    active entries (0 elsewhere: that layer reads no other), as a sparse COO tensor on them when
+    they are few enough (``COMPACT_BELOW``): every weight gradient equals the one through a plain
+    F.linear readout; with mode DENSE (F.linear) the input gradient is dense."""
+    monkeypatch.setattr(sf.nn.sparse, "COMPACT_BELOW", compact_below)
     x, ws = data(seed=7)
     spec, params, sur = LIF(), {"tau": 2.0}, Triangle(2.0)
     w3 = (torch.randn(5, OUT, generator=torch.Generator().manual_seed(8), dtype=x.dtype)).requires_grad_()
@@ -132,7 +135,7 @@ def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_d
     off, idx = z2._sf_active_set
     # the readout hands the sparse layer its input gradient as a sparse COO tensor on that layer's
     # active set (nothing written elsewhere), which the layer reads in place
-    assert got.is_sparse and got._nnz() == idx.numel()
+    assert got.is_sparse == (compact_below == 1) and (not got.is_sparse or got._nnz() == idx.numel())
     got = got.to_dense()
     mask = torch.zeros(T * B, OUT, dtype=torch.bool)
     mask[torch.repeat_interleave(torch.arange(T * B), off.diff()), idx.long()] = True
@@ -147,6 +150,7 @@ def test_sparse_layers_pass_their_input_gradients_compactly(monkeypatch):
     COO tensor on the producing layer's active set, which that layer reads in place (never made
     dense); a dense gradient from another use of the same output is added to it (autograd makes
     the sum dense), and the gradients stay the reference's."""
+    monkeypatch.setattr(sf.nn.sparse, "COMPACT_BELOW", 1)   # COO at any activity
     x, ws = data(seed=3)
     spec, params, sur = LIF(), {"tau": 2.0}, Triangle(2.0)
     w3 = (torch.randn(5, OUT, generator=torch.Generator().manual_seed(4), dtype=x.dtype)).requires_grad_()

@@ -69,6 +69,17 @@ ACTIVE_SET = "_sf_active_set"
 # returns its input gradient as a sparse COO tensor on them (the values where the sparse layer reads
 # them, nothing else written), which the sparse layer's backward reads in place.
 ACTIVE_COO = "_sf_active_coo"
+# The COO form costs 3 indices and a value per entry (28 bytes in float32) against 4 bytes per element
+# of the dense gradient: it is taken below 1/COMPACT_BELOW of the elements. Measured on the SHD
+# network's backward (benchmarks/sparse_backward.py's, T = 500, one thread), COO against dense:
+# 107 / 72 ms at 50 % active entries, 34 / 34 at 12-15 %, 21 / 25 at 6-7 % (RESULTS.md 17h).
+COMPACT_BELOW = 8
+
+
+def compact(holder: list | None, idx: Tensor, numel: int) -> bool:
+    """Whether a layer after a sparse layer returns its input gradient in COO form on that layer's
+    active set (``idx``, ``holder``: ``sparse_input_grad``) rather than dense."""
+    return holder is not None and idx.numel() * COMPACT_BELOW <= numel
 
 
 def sparse_input_grad(shape: tuple, holder: list, off: Tensor, idx: Tensor, values: Tensor) -> Tensor:
@@ -130,7 +141,7 @@ class _SpikeLinearFn(torch.autograd.Function):
         off, idx, weight, *read = ctx.saved_tensors
         gy = gy.contiguous()
         gx = None
-        if ctx.needs_input_grad[0] and read and ctx.coo is not None:
+        if ctx.needs_input_grad[0] and read and compact(ctx.coo, read[1], math.prod(ctx.x_shape)):
             gx = sparse_input_grad(ctx.x_shape, ctx.coo, *read, _sbw.grad_input_at(gy, weight, *read, compact=True))
         elif ctx.needs_input_grad[0]:
             gx = (_sbw.grad_input_at(gy, weight, *read) if read else gy @ weight).view(ctx.x_shape)

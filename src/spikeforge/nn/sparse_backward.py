@@ -39,6 +39,7 @@ from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_COO as _COO
 from .sparse import ACTIVE_SET as _ATTR
+from .sparse import compact as _compact
 from .sparse import sparse_input_grad
 from .sparse import crossover
 from .sparse_conv import crossover as conv_crossover
@@ -133,7 +134,7 @@ class _SparseSpikingLinear(torch.autograd.Function):
         by_trace = tuple(rest[:4]) if ctx.mode is WeightGrad.TRACE else None
         spikes = (soff, sidx) if soff.numel() else None
         prev = (rest[-2], rest[-1]) if ctx.has_prev and ctx.needs_input_grad[0] else None
-        compact = prev is not None and ctx.coo_in is not None
+        compact = prev is not None and _compact(ctx.coo_in, prev[1], T * B * IN)
         gi, gw, gb, gx = K.backward(gz, spikes, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
                                     want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None),
                                     shape=(T, B, N), compact_gx=compact)
