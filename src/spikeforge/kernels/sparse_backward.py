@@ -21,8 +21,10 @@ Here: the forward runs the neuron's own fused kernel and records the active set 
 (CSR over the (t, b) rows: column indices and the surrogate derivative there; ``u`` is computed
 from the affine form below, equal to the step's own arithmetic up to rounding); the backward
 is one reverse scan of ``dh`` (C, O(T B N), no recomputation), ``gW`` by scattering the
-input's active entries (``kernels.sparse.grad_weight``, O(nnz(x) N)) for a {0, 1} input,
-and ``gx`` by one dot product per active entry of the previous layer (O(|A_prev| N)).
+input's spikes for a {0, 1} input (O(nnz(x) N); the gI rows buffered and summed per input,
+``GROUP_BYTES``), and ``gx`` by one dot product per active entry of the previous layer
+(O(|A_prev| N)), dense or only those values (``compact_gx``; ``nn.sparse.sparse_input_grad``
+makes them a sparse COO gradient, which the previous layer's backward takes as ``gz``).
 
 Which neurons: single-state spiking neurons whose sub-threshold step is affine in the
 membrane and the input (``h = a v + c I + d``: IF, LIF in both input forms, either reset);

@@ -11,7 +11,9 @@ spike-sparse kernel of ``SpikeLinear`` for a {0, 1} input below its crossover, e
   zero outside its support (or ``cutoff``);
 * ``grad x``: equal to the dense one at the active entries of the layer that produced ``x``
   when ``x`` is the output of another ``sparse_spiking_linear`` (that layer reads no other
-  entry, so the others are left 0), else equal to the dense one everywhere.
+  entry, so the others are left 0; below 1/8 of the entries, ``nn.sparse.COMPACT_BELOW``, it is
+  a sparse COO tensor on them, which that layer's backward reads in place), else equal to the
+  dense one everywhere.
 
 Its module form is ``SpikingLinear(..., backward=Backward.SPARSE)`` (``nn.spiking_linear``).
 
