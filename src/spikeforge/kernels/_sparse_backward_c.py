@@ -204,7 +204,7 @@ typedef scalar_t W_SUF __attribute__((vector_size(64), aligned(sizeof(scalar_t))
 /* The weight gradient's scatter for m buffered rows of gI (hb, row l is row rows[l] of the input's
    CSR xoff/xidx): gw[i] += the sum of hb[l] over the rows l where input i spiked. The spikes are
    grouped by input first (a counting sort into lst; st[i] ends up at the end of input i's run), so
-   each input's rows add up in registers, 8 vectors of columns at a time, and gw[i] is read and
+   each input's rows add up in registers, SF_ACC vectors of columns at a time, and gw[i] is read and
    written once per flush instead of once per spike (measured: the per-spike read-modify-write of
    gw rows from L2 was 2/3 of the layer's backward). */
 static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t* restrict xoff,
