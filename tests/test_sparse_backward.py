@@ -178,6 +178,21 @@ def test_sparse_layers_pass_their_input_gradients_compactly(monkeypatch):
     want = torch.autograd.grad((F.linear(r2, w3) * g).sum() + (r1 * g1).sum(), (*ws, w3))
     for got, exp in zip((w.grad for w in (*ws, w3)), want):
         torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
+    for w in (*ws, w3):
+        w.grad = None
+    # two sparse layers read the first one's output: autograd sums their two COO gradients (no longer
+    # on the layer's own indices), which that layer makes dense
+    w4 = (torch.randn(5, H, generator=torch.Generator().manual_seed(9), dtype=x.dtype)).requires_grad_()
+    g4 = torch.randn(T, B, 5, generator=torch.Generator().manual_seed(10), dtype=x.dtype)
+    seen.clear()
+    s1, s2 = sparse_pair(spec, params, sur, x, ws)
+    ((spike_linear(s2, w3, None, SparseMode.SPARSE)[0] * g).sum()
+     + (spike_linear(s1, w4, None, SparseMode.SPARSE)[0] * g4).sum()).backward()
+    assert seen == [s1.shape]
+    r1, r2 = dense_reference(spec, params, sur, x, ws)
+    want = torch.autograd.grad((F.linear(r2, w3) * g).sum() + (F.linear(r1, w4) * g4).sum(), (*ws, w3, w4))
+    for got, exp in zip((w.grad for w in (*ws, w3, w4)), want):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
