@@ -168,21 +168,6 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
     dots_SUF(wt, idx + off[r], off[r + 1] - off[r], g + r * N, N, IN, gx ? gx + r * IN : 0, vals ? vals + off[r] : 0);
 }
 
-/* gw (N, IN) = the sum of the threads' slices gwt (nt, IN, N) (in the order torch's sum(0) takes),
-   transposed in 32 x 32 tiles: the weight's own layout, which autograd then keeps without a copy. */
-void sf_sbw_gwsum_SUF(int64_t nt, int64_t IN, int64_t N, const scalar_t* restrict gwt, scalar_t* restrict gw) {
-  for (int64_t i0 = 0; i0 < IN; i0 += 32)
-    for (int64_t j0 = 0; j0 < N; j0 += 32) {
-      const int64_t i1 = i0 + 32 < IN ? i0 + 32 : IN, j1 = j0 + 32 < N ? j0 + 32 : N;
-      for (int64_t j = j0; j < j1; j++)
-        for (int64_t i = i0; i < i1; i++) {
-          scalar_t s = gwt[i * N + j];
-          for (int64_t t = 1; t < nt; t++) s += gwt[(t * IN + i) * N + j];
-          gw[j * IN + i] = s;
-        }
-    }
-}
-
 /* The COO indices (3, nA) of the CSR entries (off, idx) over rows r = t B + b of a (T, B, N) tensor:
    t, b and the column of each entry, in the CSR's (lexicographic) order. */
 void sf_sbw_coo_SUF(int64_t R, int64_t B, const int64_t* restrict off, const int32_t* restrict idx,

@@ -71,8 +71,7 @@ class NotSparse(ValueError):
 def build() -> ctypes.CDLL | str:
     """The compiled kernels (both dtypes, one library, the loader of ``kernels.sparse``), or why not."""
     return load(_HEADER, _SOURCE, {"sf_sbw_fcount": None, "sf_sbw_fcompact": None, "sf_sbw_trace": None,
-                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None, "sf_sbw_coo": None,
-                                   "sf_sbw_gwsum": None})
+                                   "sf_sbw_backward": None, "sf_sbw_gw": None, "sf_sbw_gx": None, "sf_sbw_coo": None})
 
 
 def _fn(name: str, dtype: torch.dtype):
@@ -324,10 +323,8 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
                         _opt(lastk),
                         _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
                         c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st), _opt(gzk), _opt(gxk))
-    gW = None
-    if gwt is not None:
-        gW = torch.empty(N, IN, dtype=dt)
-        _fn("gwsum", dt)(c_int64(nt), c_int64(IN), c_int64(N), _p(gwt), _p(gW))
+    # in the weight's layout: autograd would copy a transposed view into it anyway
+    gW = (gwt[0] if nt == 1 else gwt.sum(0)).t().contiguous() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
