@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import spikeforge as sf
 from spikeforge.kernels import sparse_backward as K
@@ -193,6 +195,55 @@ def test_sparse_layers_pass_their_input_gradients_compactly(monkeypatch):
     want = torch.autograd.grad((F.linear(r2, w3) * g).sum() + (F.linear(r1, w4) * g4).sum(), (*ws, w3, w4))
     for got, exp in zip((w.grad for w in (*ws, w3, w4)), want):
         torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(T=st.integers(1, 12), B=st.integers(1, 4), IN=st.integers(1, 70), N=st.integers(1, 300),
+       density=st.floats(0.0, 0.6), rows=st.integers(1, 9), spikes=st.integers(0, 40), seed=st.integers(0, 99))
+def test_grouped_scatter_equals_the_per_spike_scatter(T, B, IN, N, density, rows, spikes, seed):
+    """For any shape, density and buffer size (in rows of gI, and in spikes: at least IN), the
+    kernel's grouped weight-gradient scatter equals the one that adds gI to the weight-gradient
+    row of each input spike, and the bias gradient and the (compact) input gradient are
+    unchanged; ``coo_indices`` gives each entry's (t, b, column)."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, IN, generator=g, dtype=torch.float64) < density).double()
+    w = torch.randn(N, IN, generator=g, dtype=torch.float64)
+    # leak a, input coefficient c, reset slope 1 (no spikes' CSR: the adjoint is not gated)
+    coef = (torch.rand(N, generator=g, dtype=torch.float64), torch.rand(N, generator=g, dtype=torch.float64) + 0.5,
+            torch.ones(N, dtype=torch.float64))
+    # an arbitrary active set (CSR over the T B rows) with surrogate values, and the input's CSR
+    act = torch.rand(T * B, N, generator=g) < 0.2
+    off = torch.zeros(T * B + 1, dtype=torch.int64)
+    off[1:] = act.sum(1).cumsum(0)
+    idx = act.nonzero()[:, 1].to(torch.int32)
+    sg = torch.rand(idx.numel(), generator=g, dtype=torch.float64)
+    pm = torch.rand(T * B, IN, generator=g) < 0.3      # the previous layer's active set (over the inputs)
+    poff = torch.zeros(T * B + 1, dtype=torch.int64)
+    poff[1:] = pm.sum(1).cumsum(0)
+    pidx = pm.nonzero()[:, 1].to(torch.int32)
+    xm = x.view(T * B, IN) != 0
+    xoff = torch.zeros(T * B + 1, dtype=torch.int64)
+    xoff[1:] = xm.sum(1).cumsum(0)
+    xidx = xm.nonzero()[:, 1].to(torch.int32)
+    gz = torch.randn(T, B, N, generator=g, dtype=torch.float64)
+
+    def run(group_bytes, group_spikes, group_max):
+        saved = K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX
+        K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX = group_bytes, group_spikes, group_max
+        try:
+            return K.backward(gz, None, (off, idx, sg), coef, w, (xoff, xidx), (poff, pidx), False,
+                              compact_gx=True)
+        finally:
+            K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX = saved
+
+    _, gw0, gb0, gx0 = run(1, 1, 0)                           # per spike
+    _, gw1, gb1, gx1 = run(rows * N * 8, spikes, 8192)         # grouped, small buffers
+    torch.testing.assert_close(gw1, gw0, rtol=1e-12, atol=1e-12)
+    assert torch.equal(gb1, gb0) and torch.equal(gx1, gx0)
+    assert gw1.shape == (N, IN) and gw1.is_contiguous()
+    # the COO indices of a CSR set: (t, b, column) of each entry, in its order
+    rows_ = torch.repeat_interleave(torch.arange(T * B), poff.diff())
+    assert torch.equal(K.coo_indices(poff, pidx, B), torch.stack([rows_ // B, rows_ % B, pidx.long()]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
