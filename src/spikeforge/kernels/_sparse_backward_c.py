@@ -346,7 +346,8 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
               for (int64_t j = j0; j < j1; j++) o[j] += h[j];
             }
           if (poff)   /* NB = N here */
-            dots_SUF(wt, pidx + poff[r], poff[r + 1] - poff[r], h, N, IN, gx ? gx + r * IN : 0, gxk ? gxk + poff[r] : 0);
+            dots_SUF(wt, pidx + poff[r], poff[r + 1] - poff[r], h, N, IN, gx ? gx + r * IN : 0,
+                     gxk ? gxk + poff[r] : 0);
         }
       }
     }

@@ -302,11 +302,9 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     apow = (a[0].double() ** torch.arange(T + 1, dtype=torch.float64)).to(dt) if by_trace is not None else None
     gb, work, dv = torch.empty(nt, N, dtype=dt), torch.empty(nt, 2 * N, dtype=dt), torch.empty(B, N, dtype=dt)
     curs = torch.empty(nt, 2 * T, dtype=torch.int64)   # per-step CSR cursors (column blocks of wide layers)
-    gx = gxk = None
-    if prev is not None and compact_gx:
-        gxk = torch.empty(prev[1].numel(), dtype=dt)
-    elif prev is not None:
-        gx = empty((T * B, IN), dt)   # pooled; the kernel zeroes each row
+    gx = None   # compact: (nnz,) values at prev's entries; else (R, IN), pooled, each row zeroed by the kernel
+    if prev is not None:
+        gx = torch.empty(prev[1].numel(), dtype=dt) if compact_gx else empty((T * B, IN), dt)
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
     group = x_csr is not None and N <= _GROUP_MAX
@@ -320,13 +318,13 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     _fn("backward", dt)(c_int64(T), c_int64(B), c_int64(N), c_int64(IN), ctypes.c_int(nt), _p(off), _p(idx),
                         _p(sg), _opt(gz), _p(a), _p(c), _p(g1), _opt(xo), _opt(xi), _opt(po), _opt(pi),
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
-                        _opt(lastk),
-                        _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(gx), _opt(gi), _p(work), _p(curs), _opt(hb),
-                        c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st), _opt(gzk), _opt(gxk))
+                        _opt(lastk), _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(None if compact_gx else gx), _opt(gi),
+                        _p(work), _p(curs), _opt(hb), c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st),
+                        _opt(gzk), _opt(gx if compact_gx else None))
     # in the weight's layout: autograd would copy a transposed view into it anyway
     gW = (gwt[0] if nt == 1 else gwt.sum(0)).t().contiguous() if gwt is not None else None
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),
                       _p(coef), _p(fval), _p(frow), _p(tr), _p(gW))
-    return gi, gW, gb.sum(0), (gxk if compact_gx else gx)
+    return gi, gW, gb.sum(0), gx

@@ -136,16 +136,16 @@ class _SparseSpikingLinear(torch.autograd.Function):
         by_trace = tuple(rest[:4]) if ctx.mode is WeightGrad.TRACE else None
         spikes = (soff, sidx) if soff.numel() else None
         prev = (rest[-2], rest[-1]) if ctx.has_prev and ctx.needs_input_grad[0] else None
-        compact = prev is not None and _compact(ctx.coo_in, prev[1], T * B * IN)
+        coo_gx = prev is not None and _compact(ctx.coo_in, prev[1], T * B * IN)
         gi, gw, gb, gx = K.backward(gz, spikes, (off, idx, sg), (a, c, g1), weight, csr, prev, by_trace=by_trace,
                                     want_gi=ctx.mode is WeightGrad.DENSE or (ctx.needs_input_grad[0] and prev is None),
-                                    shape=(T, B, N), compact_gx=compact)
+                                    shape=(T, B, N), compact_gx=coo_gx)
         if not ctx.needs_input_grad[1]:
             gw = None
         elif ctx.mode is WeightGrad.DENSE:
             gw = gi.t() @ rest[0]
         gb = gb if ctx.has_bias and ctx.needs_input_grad[2] else None
-        if ctx.needs_input_grad[0] and compact:
+        if ctx.needs_input_grad[0] and coo_gx:
             gx = sparse_input_grad((T, B, IN), ctx.coo_in, *prev, gx)
         elif ctx.needs_input_grad[0]:
             gx = gx.view(T, B, IN) if prev is not None else (gi @ weight.detach()).view(T, B, IN)
