@@ -76,23 +76,47 @@ def test_matches_linear_blocks_threads_and_edges(shape, dtype):
     assert m.last_path == "sparse"
 
 
+def bits(t):
+    """The tensor's bit patterns (-0.0 and NaN payloads compare exactly)."""
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [24, 37])
 @pytest.mark.parametrize("out", [1, 20, 32, 64, 130, 256])
-def test_packed_weight_layout_and_round_trip(out, dtype):
+def test_packed_weight_layout_and_round_trip(out, k, dtype):
     # the kernels read W^T in column tiles of kernels.sparse.tile(dtype) outputs, each tile (in, tile) contiguous,
     # then the narrower last tile (in, rest) with its rows zero-padded to whole 32-byte vectors
     from spikeforge.kernels import sparse as K
-    w = torch.randn(out, 24, dtype=dtype)
+    w = torch.randn(out, k, dtype=dtype)
+    w[0, 0] = -0.0
     p, tw, vl = K.packed(w), K.tile(dtype), 32 // w.element_size()
     assert tw * w.element_size() == 256
     full = out // tw * tw
     pad = -(-(out - full) // vl) * vl
-    assert p.shape == ((full + pad) * 24,)
+    assert p.shape == ((full + pad) * k,)
     for j0 in range(0, full, tw):
-        assert torch.equal(p[j0 * 24:(j0 + tw) * 24].view(24, tw), w[j0:j0 + tw].t())
-    last = p[full * 24:].view(24, pad)
-    assert torch.equal(last[:, :out - full], w[full:].t()) and not last[:, out - full:].any()
-    assert torch.equal(K.unpacked(p, out, 24), w)
+        assert torch.equal(bits(p[j0 * k:(j0 + tw) * k].view(k, tw)), bits(w[j0:j0 + tw].t()))
+    last = p[full * k:].view(k, pad)
+    assert torch.equal(bits(last[:, :out - full]), bits(w[full:].t())) and not last[:, out - full:].any()
+    assert torch.equal(bits(K.unpacked(p, out, k)), bits(w))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(r=st.integers(0, 70), c=st.integers(0, 70), dtype=st.sampled_from([torch.float64, torch.float32]),
+       strided=st.booleans(), seed=st.integers(0, 1000))
+def test_transpose_is_bit_exact(r, c, dtype, strided, seed):
+    # 16 x 16 register blocks (float), 8 x 8 blocks and the edges: every bit kept (-0.0, NaN, inf)
+    from spikeforge.kernels import sparse as K
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn((c, r) if strided else (r, c), generator=g, dtype=dtype)
+    specials = torch.tensor([-0.0, float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    n = min(4, base.numel())
+    base.view(-1)[torch.randperm(base.numel(), generator=g)[:n]] = specials[:n]
+    w = base.t() if strided else base   # a transposed view: transpose() makes it contiguous first
+    out = K.transpose(w)
+    assert out.shape == (c, r) and out.is_contiguous()
+    assert torch.equal(bits(out), bits(w.t().contiguous()))
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

@@ -1,8 +1,8 @@
 """The C source of ``spikeforge.kernels.sparse_backward`` (compiled by ``kernels.sparse.load``:
 ``scalar_t`` becomes float and double, ``_SUF`` the dtype suffix)."""
-from .sparse import NONZEROS
+from .sparse import NONZEROS, TRANSPOSE
 
-_SOURCE = NONZEROS + r"""
+_SOURCE = NONZEROS + TRANSPOSE + r"""
 /* The spike function's argument of row r = (t, b), from the affine form u = au v + cu y + eu with v
    the state before the step (the recorded trace's row r - B, or v0 at t = 0). */
 #define SF_U(j) (au[j] * vp[j] + cu[j] * yr[j] + eu[j])
@@ -173,8 +173,10 @@ void sf_sbw_gx_SUF(int64_t R, int64_t N, int64_t IN, int threads, const int64_t*
 void sf_sbw_coo_SUF(int64_t R, int64_t B, const int64_t* restrict off, const int32_t* restrict idx,
                     int64_t* restrict ind) {
   const int64_t n = off[R];
-  for (int64_t r = 0; r < R; r++)
-    for (int64_t k = off[r]; k < off[r + 1]; k++) { ind[k] = r / B; ind[n + k] = r % B; ind[2 * n + k] = idx[k]; }
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t t = r / B, b = r - t * B;
+    for (int64_t k = off[r]; k < off[r + 1]; k++) { ind[k] = t; ind[n + k] = b; ind[2 * n + k] = idx[k]; }
+  }
 }
 
 typedef scalar_t W_SUF __attribute__((vector_size(64), aligned(sizeof(scalar_t)), may_alias));
@@ -248,7 +250,10 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
    (hb_p (threads, hrows, N), their row numbers in hrow_p) and adds them up by input in sf_flush when
    hrows rows or lcap (>= IN) spikes are buffered (lst_p (threads, lcap), st_p (threads, IN + 1)).
    gzk: the output gradient given at the active entries only (their order; gz is not read);
-   gxk: gx written at the previous layer's active entries only (their order; gx NULL). */
+   gxk: gx written at the previous layer's active entries only (their order; gx NULL);
+   gw (with gwt_p): the weight gradient (N, IN), the threads' slices summed and transposed at the end
+   in blocks of 16 inputs (the layer's own layout: torch's copy of the transposed view was ~10 % of
+   the whole network's sparse backward). */
 #define SF_NB 8192
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
                          const int64_t* restrict off, const int32_t* restrict idx,
@@ -264,7 +269,8 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
                          scalar_t* restrict gx, scalar_t* restrict gi, scalar_t* restrict work,
                          int64_t* restrict curs_p, scalar_t* restrict hb_p, int64_t hrows,
                          int64_t* restrict hrow_p, int32_t* restrict lst_p, int64_t lcap,
-                         int32_t* restrict st_p, const scalar_t* restrict gzk, scalar_t* restrict gxk) {
+                         int32_t* restrict st_p, const scalar_t* restrict gzk, scalar_t* restrict gxk,
+                         scalar_t* restrict gwo) {
   const int64_t NB = (poff || coef || N <= SF_NB) ? N : SF_NB;
   const int grouped = hb_p && xoff && NB == N;
   #pragma omp parallel num_threads(threads)
@@ -352,6 +358,20 @@ void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int thread
       }
     }
     if (grouped && m) sf_flush_SUF(m, hrow, xoff, xidx, hb, N, IN, st, lst, gw);
+    if (gwo) {
+      const int nth = omp_get_num_threads();
+      #pragma omp barrier
+      #pragma omp for schedule(static)
+      for (int64_t i0 = 0; i0 < IN; i0 += 16) {
+        const int64_t ni = IN - i0 < 16 ? IN - i0 : 16;
+        scalar_t* restrict s0 = gwt_p + i0 * N;
+        for (int p = 1; p < nth; p++) {
+          const scalar_t* restrict sp = gwt_p + (int64_t)p * IN * N + i0 * N;
+          for (int64_t e = 0; e < ni * N; e++) s0[e] += sp[e];
+        }
+        sf_transpose_SUF(s0, N, gwo + i0, IN, 0, ni, N);
+      }
+    }
     FTZ_OFF
   }
 }

@@ -47,7 +47,7 @@ from torch import Tensor
 from ..allocator import empty
 from ._threads import threads
 from ._sparse_backward_c import _HEADER, _SOURCE
-from .sparse import DTYPES, load
+from .sparse import DTYPES, load, transpose
 
 __all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace",
            "uniform_leak", "backward", "grad_input_at", "NotSparse"]
@@ -251,7 +251,7 @@ def grad_input_at(g: Tensor, weight: Tensor, off: Tensor, idx: Tensor, compact: 
     input gradient where the sparse layer that produced the input reads it; ``compact``: only those
     values, (nnz,) in the entries' order."""
     (R, N), IN = g.shape, weight.shape[1]
-    g, wt = g.contiguous(), weight.detach().t().contiguous()
+    g, wt = g.contiguous(), transpose(weight.detach())
     gx = torch.empty(idx.numel(), dtype=g.dtype) if compact else empty((R, IN), g.dtype)   # rows zeroed by the kernel
     _fn("gx", g.dtype)(c_int64(R), c_int64(N), c_int64(IN), threads(idx.numel() * N, _PARALLEL_MIN), _p(off),
                        _p(idx), _p(wt), _p(g), _opt(None if compact else gx), _opt(gx if compact else None))
@@ -288,11 +288,12 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
     (off, idx, sg), (a, c, g1) = active, (t.contiguous() for t in coef)
     gz = gz.contiguous()
     gzk, gz = (gz, None) if gz.dim() == 1 else (None, gz)
-    wt = weight.detach().t().contiguous() if prev is not None else None   # (W^T is read only for gx)
+    wt = transpose(weight.detach()) if prev is not None else None   # (W^T is read only for gx)
     nt = threads(T * B * N * max(1, IN // 16), _PARALLEL_MIN).value
     if by_trace is not None:
         x_csr = None
     gwt = empty((nt, IN, N), dt) if x_csr is not None else None   # each thread zeroes its slice
+    gW = torch.empty(N, IN, dtype=dt) if x_csr is not None else None   # in the weight's layout, from gwt
     hard, nA = ctypes.c_int(int(float(g1[0]) == 0)), idx.numel()
     coef, fval = (torch.empty(nA, dtype=dt), torch.empty(nA, dtype=dt)) if by_trace is not None else (None, None)
     frow = torch.empty(nA, dtype=torch.int32) if by_trace is not None else None
@@ -320,9 +321,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
                         hard, _opt(soff), _opt(sidx), _opt(apow), _opt(coef), _opt(fval), _opt(frow),
                         _opt(lastk), _opt(wt), _p(dv), _opt(gwt), _p(gb), _opt(None if compact_gx else gx), _opt(gi),
                         _p(work), _p(curs), _opt(hb), c_int64(hrows), _opt(hrow), _opt(lst), c_int64(lcap), _opt(st),
-                        _opt(gzk), _opt(gx if compact_gx else None))
-    # in the weight's layout: autograd would copy a transposed view into it anyway
-    gW = (gwt[0] if nt == 1 else gwt.sum(0)).t().contiguous() if gwt is not None else None
+                        _opt(gzk), _opt(gx if compact_gx else None), _opt(gW))
     if by_trace is not None:
         gW = torch.empty(N, IN, dtype=dt)
         _fn("gw", dt)(c_int64(N), c_int64(IN), threads(nA * IN, _PARALLEL_MIN), _p(joff), _p(perm), _p(rows),

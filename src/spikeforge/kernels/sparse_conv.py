@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..allocator import empty
 from ._threads import threads
-from .sparse import DTYPES, NONZEROS, _p, load
+from .sparse import DTYPES, NONZEROS, TRANSPOSE, _p, load
 
 __all__ = ["DTYPES", "Formulation", "Geometry", "build", "forward", "grad_weight", "grad_input_at"]
 
@@ -63,33 +63,11 @@ static inline int64_t sf_spc_out(int64_t i, int64_t k, int64_t pad, int64_t dil,
       for (int64_t kw = 0, ow; kw < KW; kw++)                                         \
         if ((ow = sf_spc_out(w, kw, PW, DW, SW, OW)) >= 0)
 """
-_SOURCE = NONZEROS + r"""
+_SOURCE = NONZEROS + TRANSPOSE + r"""
 typedef scalar_t V_SUF __attribute__((vector_size(32), aligned(sizeof(scalar_t)), may_alias));
 #define V V_SUF
 #define VL ((int64_t)(32 / sizeof(scalar_t)))
 #define TW (NV * VL)
-/* dst (C, R) = src (R, C) transposed, plus bias[c] on dst row c (NULL: none): 8 x 8 blocks (transposed
-   in registers), the edges element by element. Moves the per-sample scratch between channels-last and
-   channels-first. */
-static inline void transpose_SUF(const scalar_t* restrict src, scalar_t* restrict dst,
-                                 const scalar_t* restrict bias, int64_t R, int64_t C) {
-  const int64_t R8 = R & ~(int64_t)7, C8 = C & ~(int64_t)7;
-  for (int64_t c0 = 0; c0 < C8; c0 += 8) {
-    scalar_t b[8];
-    for (int j = 0; j < 8; j++) b[j] = bias ? bias[c0 + j] : 0;
-    for (int64_t r0 = 0; r0 < R8; r0 += 8) {
-      scalar_t blk[8][8];
-      for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 8; j++) blk[j][i] = src[(r0 + i) * C + c0 + j];
-      for (int j = 0; j < 8; j++)
-        for (int i = 0; i < 8; i++) dst[(c0 + j) * R + r0 + i] = blk[j][i] + b[j];
-    }
-    for (int64_t r = R8; r < R; r++)
-      for (int j = 0; j < 8; j++) dst[(c0 + j) * R + r] = src[r * C + c0 + j] + b[j];
-  }
-  for (int64_t c = C8; c < C; c++)
-    for (int64_t r = 0; r < R; r++) dst[c * R + r] = src[r * C + c] + (bias ? bias[c] : 0);
-}
 /* Geometry: N, C, H, W, G, OG (outputs per group), KH, KW, OH, OW, SH, SW, PH, PW, DH, DW. */
 #define GEOM int64_t N, int64_t C, int64_t H, int64_t W, int64_t G, int64_t OG, int64_t KH, \
   int64_t KW, int64_t OH, int64_t OW, int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW
@@ -126,7 +104,7 @@ void sf_spc_forward_SUF(GEOM, int threads, const scalar_t* restrict x, const int
         }
       }
     }
-    transpose_SUF(acc, y + n * O * P, bias, P, O);
+    sf_transpose_SUF(acc, O, y + n * O * P, P, bias, P, O);
   }
 }
 
@@ -186,7 +164,7 @@ void sf_spc_forward_gather_SUF(GEOM, int threads, const scalar_t* restrict x, co
           }
         }
       }
-    transpose_SUF(acc, y + n * O * P, bias, P, O);
+    sf_transpose_SUF(acc, O, y + n * O * P, P, bias, P, O);
   }
 }
 
@@ -205,7 +183,7 @@ void sf_spc_grad_weight_SUF(GEOM, int threads, const int64_t* restrict off, cons
     scalar_t* restrict gt = scratch + id * P * O;
     for (int64_t n = 0; n < N; n++) {
       if (off[n * C + c1] == off[n * C + c0]) continue;     /* no event of this thread's channels */
-      transpose_SUF(g + n * O * P, gt, 0, O, P);
+      sf_transpose_SUF(g + n * O * P, P, gt, O, 0, O, P);
       for (int64_t c = c0; c < c1; c++) {
         scalar_t* restrict gc = gwt + c * KH * KW * OG;
         const int64_t go = (c / CG) * OG, r = n * C + c;
@@ -235,7 +213,7 @@ void sf_spc_grad_input_at_SUF(GEOM, int threads, const int64_t* restrict poff, c
     memset(gxn, 0, C * HW * sizeof(scalar_t));
     if (poff[n + 1] == poff[n]) continue;
     scalar_t* restrict gt = scratch + (int64_t)omp_get_thread_num() * P * O;
-    transpose_SUF(g + n * O * P, gt, 0, O, P);
+    sf_transpose_SUF(g + n * O * P, P, gt, O, 0, O, P);
     for (int64_t k = poff[n]; k < poff[n + 1]; k++) {
       const int64_t e = pidx[k], c = e / HW, h = (e - c * HW) / W, w = (e - c * HW) % W, go = (c / CG) * OG;
       const scalar_t* restrict wc = wt + c * KH * KW * OG;
