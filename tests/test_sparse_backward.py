@@ -228,13 +228,13 @@ def test_grouped_scatter_equals_the_per_spike_scatter(T, B, IN, N, density, rows
     gz = torch.randn(T, B, N, generator=g, dtype=torch.float64)
 
     def run(group_bytes, group_spikes, group_max):
-        saved = K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX
-        K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX = group_bytes, group_spikes, group_max
+        saved = K.GROUP_BYTES, K.GROUP_SPIKES, K.BLOCK
+        K.GROUP_BYTES, K.GROUP_SPIKES, K.BLOCK = group_bytes, group_spikes, group_max
         try:
             return K.backward(gz, None, (off, idx, sg), coef, w, (xoff, xidx), (poff, pidx), False,
                               compact_gx=True)
         finally:
-            K.GROUP_BYTES, K.GROUP_SPIKES, K._GROUP_MAX = saved
+            K.GROUP_BYTES, K.GROUP_SPIKES, K.BLOCK = saved
 
     _, gw0, gb0, gx0 = run(1, 1, 0)                           # per spike
     _, gw1, gb1, gx1 = run(rows * N * 8, spikes, 8192)         # grouped, small buffers
@@ -302,7 +302,7 @@ def test_grouped_scatter_flushes_by_rows_and_by_spikes(monkeypatch, dtype, threa
                                                "per spike": (1, 1, 0)}.items():
             monkeypatch.setattr(K, "GROUP_BYTES", rows * out * x.element_size())
             monkeypatch.setattr(K, "GROUP_SPIKES", spikes)
-            monkeypatch.setattr(K, "_GROUP_MAX", group_max)
+            monkeypatch.setattr(K, "BLOCK", group_max)
             got[key] = grad_w()
     finally:
         torch.set_num_threads(n)

@@ -2,6 +2,10 @@
 ``scalar_t`` becomes float and double, ``_SUF`` the dtype suffix)."""
 from .sparse import NONZEROS, TRANSPOSE
 
+#: layers wider than this many neurons run the backward's time loop in column blocks of this width
+#: (and scatter the weight gradient per spike; ``sparse_backward.backward`` groups it only below)
+BLOCK = 8192
+
 _SOURCE = NONZEROS + TRANSPOSE + r"""
 /* The spike function's argument of row r = (t, b), from the affine form u = au v + cu y + eu with v
    the state before the step (the recorded trace's row r - B, or v0 at t = 0). */
@@ -254,7 +258,7 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
    gw (with gwt_p): the weight gradient (N, IN), the threads' slices summed and transposed at the end
    in blocks of 16 inputs (the layer's own layout: torch's copy of the transposed view was ~10 % of
    the whole network's sparse backward). */
-#define SF_NB 8192
+#define SF_NB """ + str(BLOCK) + r"""
 void sf_sbw_backward_SUF(int64_t T, int64_t B, int64_t N, int64_t IN, int threads,
                          const int64_t* restrict off, const int32_t* restrict idx,
                          const scalar_t* restrict sg, const scalar_t* restrict gz,

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..allocator import empty
 from ._threads import threads
-from ._sparse_backward_c import _HEADER, _SOURCE
+from ._sparse_backward_c import BLOCK, _HEADER, _SOURCE
 from .sparse import DTYPES, load, transpose
 
 __all__ = ["build", "linear_form", "cutoff_of", "fire_form", "forward_sets", "gated", "by_neuron", "leak_trace",
@@ -57,7 +57,6 @@ _PARALLEL_MIN = 1 << 16
 #: thread (in L2 beside a (IN, N) gradient slice) before adding them up by input spike
 GROUP_BYTES = 512 << 10
 GROUP_SPIKES = 1 << 16   # ... or input spikes (at least IN)
-_GROUP_MAX = 8192   # layers wider than this run in column blocks (the kernel's SF_NB) and scatter per spike
 #: the active test is |u| < support * (1 + SLACK): a boundary entry that rounding puts just
 #: outside is kept (its exact surrogate value, possibly 0, is used), never dropped
 SLACK = 1e-6
@@ -308,7 +307,7 @@ def backward(gz: Tensor, spikes: tuple | None, active: tuple, coef: tuple, weigh
         gx = torch.empty(prev[1].numel(), dtype=dt) if compact_gx else empty((T * B, IN), dt)
     gi = empty((T * B, N), dt) if want_gi else None
     xo, xi = x_csr if x_csr is not None else (None, None)
-    group = x_csr is not None and N <= _GROUP_MAX
+    group = x_csr is not None and N <= BLOCK   # wider: column blocks, per-spike scatter
     hrows = max(1, min(T * B, GROUP_BYTES // (N * sg.element_size()))) if group else 0
     lcap = max(IN, GROUP_SPIKES)
     hb = empty((nt, hrows, N), dt) if group else None
