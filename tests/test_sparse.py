@@ -102,6 +102,21 @@ def test_packed_weight_layout_and_round_trip(out, k, dtype):
     assert torch.equal(bits(K.unpacked(p, out, k)), bits(w))
 
 
+def test_transpose_without_register_shuffles():
+    # compilers without __builtin_shufflevector (GCC < 12) transpose float in 8 x 8 element blocks, as double
+    import ctypes
+    from spikeforge.kernels import sparse as K
+    from spikeforge.kernels.cpu import build
+    lib = build(K._HEADER + K._SOURCE.replace("scalar_t", "float").replace("_SUF", "_f32"), ["-DSF_T16=0"])
+    for r, c in [(1, 1), (16, 16), (37, 70), (700, 256)]:
+        w = torch.randn(r, c)
+        w[0, 0] = -0.0
+        out = torch.empty(c, r)
+        lib.sf_spl_transpose_f32(ctypes.c_int64(r), ctypes.c_int64(c), ctypes.c_int(1), ctypes.c_void_p(w.data_ptr()),
+                                 ctypes.c_void_p(out.data_ptr()))
+        assert torch.equal(bits(out), bits(w.t().contiguous()))
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(r=st.integers(0, 70), c=st.integers(0, 70), dtype=st.sampled_from([torch.float64, torch.float32]),
        strided=st.booleans(), seed=st.integers(0, 1000))
