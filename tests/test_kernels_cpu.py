@@ -536,3 +536,45 @@ def test_a_kept_boolean_is_read_back_as_a_boolean():
             out = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + (s[0] ** 2).sum())
         for a, b in zip(out["cpu"], out["reference"]):
             torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("neuron", sorted(REGISTRY))
+def test_streaming_stores_write_the_same_bits(neuron, dtype, monkeypatch):
+    """Outputs of at least cpu.STREAM_BYTES are written with streaming stores (through a row buffer,
+    with an unaligned head and a scalar tail) and the forward prefetches the next step's input:
+    z, the final state and every gradient are bit for bit those of ordinary stores, and match the
+    reference. 37 and 1100 neurons: rows that start and end off the vector alignment."""
+    from conftest import default_params, make_input, rest, separated_input
+
+    spec = REGISTRY[neuron]()
+    params = list(default_params(REGISTRY[neuron], dtype))
+    calls = []
+    real = cpu.streams
+    monkeypatch.setattr(cpu, "streams", lambda out: calls.append(real(out)) or real(out))
+
+    def run(x, s0, w):
+        leaves = [t.detach().clone().requires_grad_() for t in (x, *s0, *params)]
+        ns = len(s0)
+        z, s, _, _ = F.run(spec, leaves[0], tuple(leaves[1: 1 + ns]), spec.Params(*leaves[1 + ns:]), backend="cpu")
+        grads = torch.autograd.grad((z * w).sum() + sum((v * v).sum() for v in s), leaves, allow_unused=True)
+        return [z.detach(), *(v.detach() for v in s), *(g for g in grads if g is not None)]
+
+    for shape in [(7, 3, 37), (5, 2, 1100)]:
+        x = make_input(neuron, shape, dtype, seed=1)
+        s0 = rest(spec, default_params(REGISTRY[neuron], dtype), shape[1:], dtype)
+        w = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+        got = {}
+        for limit in (1 << 60, 0):
+            monkeypatch.setattr(cpu, "STREAM_BYTES", limit)
+            calls.clear()
+            got[limit] = run(x, s0, w)
+            assert calls and all(c == (limit == 0) for c in calls)   # every output streamed, or none
+        assert len(got[0]) == len(got[1 << 60])
+        for a, b in zip(got[0], got[1 << 60]):
+            assert torch.equal(a, b)
+    x, s0 = separated_input(neuron, (7, 3, 37), dtype)   # spikes that rounding cannot flip
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    ref = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s))
+    for a, b in zip(ref["cpu"], ref["reference"]):   # streamed (STREAM_BYTES is still 0)
+        torch.testing.assert_close(a, b, **TOL[dtype])

@@ -47,6 +47,8 @@ _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the
 # backward kept values too, 4 MiB was 1-4 % faster than 2 MiB for the two-state neurons and 0-1 % slower
 # for the one-state ones (RESULTS.md 19k): hence per state variable
 SEGMENT_BYTES = 1 << 21
+# Outputs (z, grad x) of at least this many bytes are written with streaming stores (csource._STREAM).
+STREAM_BYTES = 64 << 20
 
 
 def compiler() -> str | None:
@@ -129,10 +131,10 @@ class Kernel:
         self.lib = build(csource.source(self.tr, layout, self.want), width(self.tr))
         i64, i32, ptr, ptrs = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         self.lib.sf_forward.restype = ctypes.c_int
-        self.lib.sf_forward.argtypes = [i64, i64, i64, i32, ptr, ptr, ptrs, ptrs, i64, i64, ptrs]
+        self.lib.sf_forward.argtypes = [i64, i64, i64, i32, ptr, ptr, ptrs, ptrs, i64, i64, ptrs, i32]
         self.lib.sf_backward.restype = None
         self.lib.sf_backward.argtypes = [i64, i64, i64, i32, ptr, ptrs, ptrs, i64, ptrs, ptr, i64, i64, ptrs, ptrs,
-                                         ptr, ptrs]
+                                         ptr, ptrs, i32]
         self._nulls = _ptrs([None] * self.tr.n_state)
         self._param_ptrs: dict[tuple, ctypes.Array] = {}   # streaming passes the same parameters each step
 
@@ -163,7 +165,8 @@ class Kernel:
             block = empty((len(state), nsave, *x.shape[1:]), x.dtype) if nsave else None
             saved = list(block.unbind(0)) if nsave else [None] * len(state)
         bad = self.lib.sf_forward(T, B, N, _threads(T * B * N), x.data_ptr(), z.data_ptr(), _ptrs(final),
-                                  _ptrs(saved) if nsave else self._nulls, K, nsave, self._params(params))
+                                  _ptrs(saved) if nsave else self._nulls, K, nsave, self._params(params),
+                                  streams(z))
         if bad and _validation.enabled():
             raise _validation.not_finite("x")
         if record:
@@ -186,7 +189,7 @@ class Kernel:
         saved = list(saved) or [None] * len(state)
         self.lib.sf_backward(T, B, N, _threads(T * B * N), _addr(x), _ptrs(state), _ptrs(saved), K,
                              self._params(params), gz.data_ptr(), gsT, gsB, _ptrs(gstate), _ptrs(gtrace), _addr(gx),
-                             _ptrs(gp))
+                             _ptrs(gp), streams(gx))
         return gx, gstate, gp
 
     def _params(self, params) -> ctypes.Array:
@@ -197,6 +200,12 @@ class Kernel:
                 self._param_ptrs.clear()
             arr = self._param_ptrs[key] = _ptrs(params)
         return arr
+
+
+def streams(out) -> int:
+    """1 if the kernel writes ``out`` with streaming stores (``csource._STREAM``): at least
+    ``STREAM_BYTES``, far more than the caches hold."""
+    return int(out is not None and out.numel() * out.element_size() >= STREAM_BYTES)
 
 
 def _rows(g):

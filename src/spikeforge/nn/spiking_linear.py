@@ -38,7 +38,7 @@ from .. import functional as F
 from ..allocator import empty
 from .. import kernels
 from ..kernels._fused import flat_params
-from ..kernels.cpu import _ptrs, _rows
+from ..kernels.cpu import _ptrs, _rows, streams
 from .neuron import Neuron, where
 
 __all__ = ["SpikingLinear", "spiking_linear", "Backward"]
@@ -107,7 +107,8 @@ def _neuron_grads(s: _Saved, gz: Tensor, gfinal: list[Tensor], consume: Callable
         j0 = t0 // k.K
         k.lib.sf_backward(L, B, n, _threads(L * B * n), y, _ptrs([ck[j0] for ck in s.checkpoints]),
                           _ptrs([ck[j0 + 1] for ck in s.checkpoints]), k.K, pp,
-                          base.data_ptr() + t0 * sT * size, sT, sB, gst, gtr, gy.data_ptr(), _ptrs(gp_c))
+                          base.data_ptr() + t0 * sT * size, sT, sB, gst, gtr, gy.data_ptr(), _ptrs(gp_c),
+                          0)   # ordinary stores: the chunk's gradient is read next, from cache
         for a, g in zip(gpar, gp_c):
             if a is not None:
                 a.add_(g)
@@ -182,7 +183,7 @@ class _Fused(torch.autograd.Function):
                 ck[jf].copy_(ck[j0])
             bad |= kernel.lib.sf_forward(L, B, n, _threads(L * B * n), yc.data_ptr(), z[t0:t1].data_ptr(),
                                          _ptrs([ck[jf] for ck in cks]), _ptrs([ck[j0 + 1] for ck in cks]),
-                                         K, (L - 1) // K, pp)
+                                         K, (L - 1) // K, pp, streams(z))
         if bad and _validation.enabled():
             raise _validation.not_finite("the Linear's output (the neuron's input)")
         ctx.set_materialize_grads(False)
