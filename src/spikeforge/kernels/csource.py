@@ -196,7 +196,7 @@ _EXP_CONSTANTS = {
 
 def _exp_source(ctype: str) -> str:
     name, itype, f, hi, lo, log2e, magic, magic_bits, ln2hi, ln2lo, coef, bias, shift = _EXP_CONSTANTS[ctype]
-    lit = [c.replace(".0", f".0{f}") if "/" in c else c + f for c in coef]
+    lit = [c + f for c in coef]
     horner = [f"    {ctype} p = {lit[-1]};"] + [f"    p = fma{f}(p, r, {c});" for c in reversed(lit[:-1])]
     return "\n".join([
         f"static inline {ctype} {name}({ctype} x) {{",
@@ -250,8 +250,9 @@ def _rows(stmt: str, pre: str = "", indent: int = 8, post: str = "", simd: str =
     """A loop over the work item's rows and, inside, a vectorised loop over its neurons;
     ``off`` is the row's offset in a (B, N) slice and ``loc`` its offset in the local buffers.
     ``each``: when ``stream``, the loop runs in blocks of ``SB`` neurons [i0, i1) and ``each`` after
-    every block; otherwise the plain loop runs (a copy of it: one loop with a single block was
-    5-10 % slower for rows of 20 neurons; it costs ~20 % more compile time)."""
+    every block (so ``each`` runs only when streaming); otherwise the plain loop runs (a copy of it:
+    one loop with a single block was 5-10 % slower for rows of 20 neurons; it costs ~20 % more
+    compile time)."""
     pad = " " * indent
     body = "".join(f"{pad}        {ln}\n" for ln in stmt.splitlines() if ln)
     loop = f"{pad}    #pragma omp simd{simd}\n{pad}    for (int64_t i = 0; i < len; ++i) {{\n" + body + f"{pad}    }}\n"
@@ -293,7 +294,7 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
         "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
         _rows("\n".join(lines + stores), indent=12, simd=" reduction(+:chk)",
               post="if (chk != 0) bad = 1;\nif (stream && t + 1 < T) sf_prefetch(x + (t + 1) * M + off, len);",
-              each="if (stream) sf_stream(z + t * M + off + i0, zt + i0, i1 - i0);",
+              each="sf_stream(z + t * M + off + i0, zt + i0, i1 - i0);",
               pre="const scalar_t* restrict xt = x + t * M + off;\n"
                   "scalar_t* restrict zt = stream ? zrow + loc : z + t * M + off;\nscalar_t chk = 0;"),
         "            if (save >= 0) {",
@@ -465,7 +466,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         "            for (int64_t t = t1 - 1; t >= t0; --t) {",
         "                const scalar_t* restrict q = " + (f"seg + (t - t0) * {nq} * E;" if recompute else "0;"),
         _rows("\n".join(lines + stores), pre=pointers, indent=16,
-              each="if (gx && stream) sf_stream(gx + t * M + off + i0, gxt + i0, i1 - i0);" if want[0] else ""),
+              each="if (gx) sf_stream(gx + t * M + off + i0, gxt + i0, i1 - i0);" if want[0] else ""),
         "            }",
         "        }",
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
