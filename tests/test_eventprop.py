@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 import spikeforge as sf
@@ -54,13 +54,29 @@ def _loss(net, events, readout):
     return loss, counts
 
 
+def _central(net, events, readout, p, k, eps, counts):
+    """The central difference of the loss in entry k of parameter p at step eps, or None when
+    the perturbation changes a spike count."""
+    with torch.no_grad():
+        p.view(-1)[k] += eps
+    up, c_up = _loss(net, events, readout)
+    with torch.no_grad():
+        p.view(-1)[k] -= 2 * eps
+    down, c_down = _loss(net, events, readout)
+    with torch.no_grad():
+        p.view(-1)[k] += eps
+    return (up - down).item() / (2 * eps) if c_up == counts and c_down == counts else None
+
+
+@example(hidden="IF", reset="hard", recurrent=True, readout="CubaLI", seed=957)   # a kink within 1e-6
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])   # one example takes ~1 s: no shrinking
 @given(hidden=st.sampled_from(sorted(HIDDEN)), reset=st.sampled_from(["hard", "soft"]), recurrent=st.booleans(),
        readout=st.sampled_from(["LI", "CubaLI", "CubaLIF"]), seed=st.integers(0, 10_000))
 def test_gradients_equal_finite_differences(hidden, reset, recurrent, readout, seed):
     """Every parameter's EventProp gradient equals the central difference of the exact
-    event-based loss (relative 1e-4), wherever the perturbation changes no spike count."""
+    event-based loss (relative 1e-4), wherever the perturbation changes no spike count (at the
+    smaller of two steps where they disagree: a kink inside the larger one)."""
     net = _net(hidden, reset, recurrent, readout, seed)
     g = torch.Generator().manual_seed(seed)
     events = ep.Events.from_times(torch.rand(2, 3, generator=g, dtype=torch.float64) * 10.0)
@@ -73,17 +89,12 @@ def test_gradients_equal_finite_differences(hidden, reset, recurrent, readout, s
         grad = torch.zeros_like(p) if grad is None else grad
         for k in torch.randperm(p.numel(), generator=g)[:3].tolist():
             eps = 1e-6 * max(1.0, abs(p.view(-1)[k].item()))
-            with torch.no_grad():
-                p.view(-1)[k] += eps
-            up, c_up = _loss(net, events, readout)
-            with torch.no_grad():
-                p.view(-1)[k] -= 2 * eps
-            down, c_down = _loss(net, events, readout)
-            with torch.no_grad():
-                p.view(-1)[k] += eps
-            if c_up != counts or c_down != counts:
+            fds = [_central(net, events, readout, p, k, e, counts) for e in (eps, eps / 10)]
+            if None in fds:
                 continue                                  # a spike appears or vanishes: no derivative
-            fd = (up - down).item() / (2 * eps)
+            # two events can swap order within +-eps without a count changing (a kink, e.g. seed 957
+            # below): then the two scales disagree and the smaller one, on the smooth side, is used
+            fd = fds[0] if abs(fds[0] - fds[1]) <= 1e-4 * abs(fds[0]) + 1e-7 else fds[1]
             got = grad.reshape(-1)[k].item()
             assert abs(got - fd) <= 1e-4 * abs(fd) + 1e-7, f"{name}[{k}]: eventprop {got} vs finite difference {fd}"
             checked += 1
