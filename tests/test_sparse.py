@@ -102,12 +102,14 @@ def test_packed_weight_layout_and_round_trip(out, k, dtype):
     assert torch.equal(bits(K.unpacked(p, out, k)), bits(w))
 
 
-def test_transpose_without_register_shuffles():
-    # compilers without __builtin_shufflevector (GCC < 12) transpose float in 8 x 8 element blocks, as double
+@pytest.mark.parametrize("width", [0, 8, 16])
+def test_transpose_at_every_register_block_width(width):
+    # the machine picks one (16 with AVX-512, 8 with AVX, 0 without __builtin_shufflevector: 8 x 8
+    # element blocks, as double); each is generic C, so all three are built and checked here
     import ctypes
     from spikeforge.kernels import sparse as K
     from spikeforge.kernels.cpu import build
-    lib = build(K._HEADER + K._SOURCE.replace("scalar_t", "float").replace("_SUF", "_f32"), ["-DSF_T16=0"])
+    lib = build(K._HEADER + K._SOURCE.replace("scalar_t", "float").replace("_SUF", "_f32"), [f"-DSF_TB={width}"])
     for r, c in [(1, 1), (16, 16), (37, 70), (700, 256)]:
         w = torch.randn(r, c)
         w[0, 0] = -0.0

@@ -58,16 +58,26 @@ static inline void sf_bits_SUF(const uint64_t* restrict m, int64_t nw, int32_t* 
 # A matrix transposed (optionally plus a bias per output row), shared with the conv and
 # sparse-backward kernels (``scalar_t``/``_SUF`` as in ``load``).
 TRANSPOSE = r"""
-#ifndef SF_T16   /* once per library, not per dtype; 1 where the compiler has __builtin_shufflevector */
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-#define SF_T16 1
-typedef float sf_t16_v __attribute__((vector_size(64), aligned(4), may_alias));
+#ifndef SF_TB_ONCE   /* once per library, not per dtype */
+#define SF_TB_ONCE
+#ifndef SF_TB   /* the width of the float blocks transposed in registers: the machine's vector of floats
+                   (0: none; needs __builtin_shufflevector) */
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && defined(__AVX512F__)
+#define SF_TB 16
+#elif (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && defined(__AVX__)
+#define SF_TB 8   /* a 64-byte vector here is two registers: gcc went through the stack, 2x slower than torch */
+#else
+#define SF_TB 0
+#endif
+#endif
+#if SF_TB == 16
+typedef float sf_tb_v __attribute__((vector_size(64), aligned(4), may_alias));
 /* One 16 x 16 float block: dst row k = src column k (+ bias[k]), in registers (four rounds of shuffles
    that interleave 1, 2, 4 and 8 lanes of row pairs). */
-static inline void sf_t16(const float* restrict src, int64_t lds, float* restrict dst, int64_t ldd,
-                          const float* restrict bias) {
-  sf_t16_v a[16], b[16];
-  for (int i = 0; i < 16; i++) a[i] = *(const sf_t16_v*)(src + i * lds);
+static inline void sf_tblock(const float* restrict src, int64_t lds, float* restrict dst, int64_t ldd,
+                             const float* restrict bias) {
+  sf_tb_v a[16], b[16];
+  for (int i = 0; i < 16; i++) a[i] = *(const sf_tb_v*)(src + i * lds);
   for (int i = 0; i < 16; i += 2) {
     b[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
     b[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
@@ -86,30 +96,51 @@ static inline void sf_t16(const float* restrict src, int64_t lds, float* restric
     a[k] = __builtin_shufflevector(b[k], b[k + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
     a[k + 8] = __builtin_shufflevector(b[k], b[k + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
   }
-  if (bias) for (int k = 0; k < 16; k++) *(sf_t16_v*)(dst + k * ldd) = a[k] + bias[k];
-  else for (int k = 0; k < 16; k++) *(sf_t16_v*)(dst + k * ldd) = a[k];
+  if (bias) for (int k = 0; k < 16; k++) *(sf_tb_v*)(dst + k * ldd) = a[k] + bias[k];
+  else for (int k = 0; k < 16; k++) *(sf_tb_v*)(dst + k * ldd) = a[k];
 }
-#else
-#define SF_T16 0
+#elif SF_TB == 8
+typedef float sf_tb_v __attribute__((vector_size(32), aligned(4), may_alias));
+/* One 8 x 8 float block, as the 16 x 16 one with three rounds (1, 2 and 4 lanes). */
+static inline void sf_tblock(const float* restrict src, int64_t lds, float* restrict dst, int64_t ldd,
+                             const float* restrict bias) {
+  sf_tb_v a[8], b[8];
+  for (int i = 0; i < 8; i++) a[i] = *(const sf_tb_v*)(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    b[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+    b[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int k = i; k < i + 2; k++) {
+      a[k] = __builtin_shufflevector(b[k], b[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      a[k + 2] = __builtin_shufflevector(b[k], b[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int k = 0; k < 4; k++) {
+    b[k] = __builtin_shufflevector(a[k], a[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    b[k + 4] = __builtin_shufflevector(a[k], a[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+  if (bias) for (int k = 0; k < 8; k++) *(sf_tb_v*)(dst + k * ldd) = b[k] + bias[k];
+  else for (int k = 0; k < 8; k++) *(sf_tb_v*)(dst + k * ldd) = b[k];
+}
 #endif
 #endif
-/* dst[c ldd + r] = src[r lds + c] (+ bias[c]; bias NULL: none) for r < R, c < C. float: 16 x 16
-   blocks in registers (measured 25 us for 704 x 256, against 67 us for 8 x 8 blocks element by element
-   and ~105 us for torch's copy of a transposed view); double and the edges: 8 x 8 blocks element by
-   element. */
+/* dst[c ldd + r] = src[r lds + c] (+ bias[c]; bias NULL: none) for r < R, c < C. float: SF_TB x SF_TB
+   blocks in registers (704 x 256: 25 us with 16 x 16 on AVX-512 against 67 us element by element and
+   ~105 us for torch's copy of a transposed view; 46-59 us with 8 x 8 on AVX2 (Zen 3) against ~120 us
+   for torch's); double and the edges: 8 x 8 blocks element by element. */
 #define SF_T_PUT(d, v, c) ((d) = bias ? (v) + bias[c] : (v))   /* no bias: the value itself (-0.0 stays) */
 static inline void sf_transpose_SUF(const scalar_t* restrict src, int64_t lds, scalar_t* restrict dst,
                                     int64_t ldd, const scalar_t* restrict bias, int64_t R, int64_t C) {
   int64_t c0 = 0;
-#if SF_T16
+#if SF_TB
   if (sizeof(scalar_t) == 4)
-    for (; c0 + 16 <= C; c0 += 16) {
+    for (; c0 + SF_TB <= C; c0 += SF_TB) {
       int64_t r0 = 0;
-      for (; r0 + 16 <= R; r0 += 16)
-        sf_t16((const float*)(src + r0 * lds + c0), lds, (float*)(dst + c0 * ldd + r0), ldd,
-               (const float*)(bias ? bias + c0 : 0));
+      for (; r0 + SF_TB <= R; r0 += SF_TB)
+        sf_tblock((const float*)(src + r0 * lds + c0), lds, (float*)(dst + c0 * ldd + r0), ldd,
+                  (const float*)(bias ? bias + c0 : 0));
       for (; r0 < R; r0++)
-        for (int64_t j = 0; j < 16; j++) SF_T_PUT(dst[(c0 + j) * ldd + r0], src[r0 * lds + c0 + j], c0 + j);
+        for (int64_t j = 0; j < SF_TB; j++) SF_T_PUT(dst[(c0 + j) * ldd + r0], src[r0 * lds + c0 + j], c0 + j);
     }
 #endif
   const int64_t R8 = R & ~(int64_t)7;
@@ -322,8 +353,9 @@ def _tiles(out: int, dtype: torch.dtype) -> tuple[int, int, int]:
 
 
 def transpose(w: Tensor) -> Tensor:
-    """``w.t().contiguous()`` for a 2-D CPU float tensor: 16 x 16 blocks transposed in registers
-    (measured 25 us for 704 x 256 against ~105 us for torch's copy of the transposed view)."""
+    """``w.t().contiguous()`` for a 2-D CPU float tensor: blocks of the machine's vector width
+    transposed in registers (704 x 256: 25 us on AVX-512, 46-59 us on AVX2, against 105-120 us for
+    torch's copy of the transposed view)."""
     w = w.contiguous()
     r, c = w.shape
     out = torch.empty(c, r, dtype=w.dtype)
