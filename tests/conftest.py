@@ -17,11 +17,18 @@ from functools import cache
 
 import pytest
 import torch
+from hypothesis import settings
 
 import spikeforge
 from spikeforge import functional as F
 from spikeforge.neurons import REGISTRY
 from spikeforge.surrogate import BUILTIN, Custom
+
+# Property tests are deterministic (the same examples on every run and machine: a failure is
+# reproducible, never a lucky draw) and have no per-example deadline (a loaded 2-core CI machine
+# must not fail a correct test for being slow). Tests' own @settings keep these unless they say.
+settings.register_profile("spikeforge", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("spikeforge")
 
 NEURONS = sorted(REGISTRY)
 SPIKING = [n for n in NEURONS if REGISTRY[n].spiking]
