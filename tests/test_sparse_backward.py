@@ -278,6 +278,24 @@ def test_grouped_scatter_flushes_by_rows_and_by_spikes(monkeypatch, dtype, threa
     buffers of 3 rows, or of as many spikes as inputs, it flushes many times, and the weight
     gradient equals the one scattered spike by spike and the dense reference's (column counts
     that leave vector and scalar tails)."""
+    _check_grouped_scatter(monkeypatch, dtype, threads, out)
+
+
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_grouped_scatter_at_every_vector_width(monkeypatch, width):
+    """The flush's accumulators take the machine's vector width (64 bytes with AVX-512, 32 with
+    AVX, 16 otherwise); each is generic C, so all three are built and checked on any machine."""
+    from spikeforge.kernels import cpu
+    monkeypatch.setattr(cpu, "WIDE", [*cpu.WIDE, f"-DSF_VB={width}"])
+    lib = K.load(K._HEADER, K._SOURCE, {"sf_sbw_backward": None})
+    assert not isinstance(lib, str), lib
+    monkeypatch.setattr(K, "build", lambda: lib)
+    for dtype in (torch.float64, torch.float32):
+        for out in (70, 300):
+            _check_grouped_scatter(monkeypatch, dtype, 1, out)
+
+
+def _check_grouped_scatter(monkeypatch, dtype, threads, out):
     g = torch.Generator().manual_seed(5)
     x = (torch.rand(20, 5, 200, generator=g, dtype=torch.float64) < 0.3).to(dtype)
     x[3] = 0   # rows without spikes are not buffered

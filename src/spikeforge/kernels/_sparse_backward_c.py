@@ -183,18 +183,21 @@ void sf_sbw_coo_SUF(int64_t R, int64_t B, const int64_t* restrict off, const int
   }
 }
 
-/* The machine's own vector width and accumulators (vectors) per pass over an input's rows. A vector
-   wider than the registers (64 bytes on AVX2) kept gcc from holding the accumulators in registers:
-   they went through the stack in halves, and the flush ran ~6x slower (Zen 3). */
+/* The machine's own vector width (bytes) and accumulators (vectors) per pass over an input's rows. A
+   vector wider than the registers (64 bytes on AVX2) kept gcc from holding the accumulators in
+   registers: they went through the stack in halves, and the flush ran ~6x slower (Zen 3). Defined once
+   per library; a test builds every width (-DSF_VB=16/32/64) on any machine. */
+#ifndef SF_VB
 #if defined(__AVX512F__)
 #define SF_VB 64
-#define SF_ACC 16   /* of 32 registers */
 #elif defined(__AVX__)
 #define SF_VB 32
-#define SF_ACC 8    /* of 16 registers */
 #else
 #define SF_VB 16
-#define SF_ACC 8
+#endif
+#endif
+#ifndef SF_ACC
+#define SF_ACC (SF_VB == 64 ? 16 : 8)   /* of 32 registers (AVX-512), of 16 (AVX) */
 #endif
 typedef scalar_t W_SUF __attribute__((vector_size(SF_VB), aligned(sizeof(scalar_t)), may_alias));
 #define W W_SUF
@@ -246,8 +249,6 @@ static void sf_flush_SUF(int64_t m, const int64_t* restrict rows, const int64_t*
 }
 #undef W
 #undef WW
-#undef SF_ACC
-#undef SF_VB
 
 /* The whole backward, one pass per batch row b in reverse time, gI never leaving the cache:
    dh = gate * dv + (ds at the active entries of row r = (t, b)), gate 1, or g1 at the spikes
