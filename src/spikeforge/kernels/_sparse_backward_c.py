@@ -16,6 +16,31 @@ _SOURCE = NONZEROS + TRANSPOSE + r"""
   const scalar_t* restrict yr = y + r * N;                                   \
   const scalar_t* restrict zr = z + r * N;
 
+/* Bits of (|u[i]| < w) for 64 entries (NaN: 0), gathered by sign bits with AVX as sf_mask64. */
+static inline uint64_t sf_inside64_SUF(const scalar_t* restrict u, scalar_t w) {
+  uint64_t m = 0;
+#if defined(__AVX__)
+  if (sizeof(scalar_t) == 4) {
+    const __m256 hi = _mm256_set1_ps((float)w), lo = _mm256_set1_ps(-(float)w);
+    for (int k = 0; k < 8; k++) {
+      const __m256 v = _mm256_loadu_ps((const float*)u + 8 * k);
+      const __m256 in = _mm256_and_ps(_mm256_cmp_ps(v, hi, _CMP_LT_OQ), _mm256_cmp_ps(v, lo, _CMP_GT_OQ));
+      m |= (uint64_t)(uint32_t)_mm256_movemask_ps(in) << (8 * k);
+    }
+  } else {
+    const __m256d hi = _mm256_set1_pd((double)w), lo = _mm256_set1_pd(-(double)w);
+    for (int k = 0; k < 16; k++) {
+      const __m256d v = _mm256_loadu_pd((const double*)u + 4 * k);
+      const __m256d in = _mm256_and_pd(_mm256_cmp_pd(v, hi, _CMP_LT_OQ), _mm256_cmp_pd(v, lo, _CMP_GT_OQ));
+      m |= (uint64_t)(uint32_t)_mm256_movemask_pd(in) << (4 * k);
+    }
+  }
+#else
+  for (int64_t i = 0; i < 64; i++) m |= (uint64_t)((u[i] < w) & (u[i] > -w)) << i;
+#endif
+  return m;
+}
+
 /* Per row: how many entries are active (|u| < w) and how many spiked (z != 0), and both as bit masks
    (NW = ceil(N / 64) words per row: bit j % 64 of word j / 64; smask NULL: spikes not wanted). */
 void sf_sbw_fcount_SUF(int64_t T, int64_t B, int64_t N, int threads, const scalar_t* restrict y,
@@ -32,11 +57,18 @@ void sf_sbw_fcount_SUF(int64_t T, int64_t B, int64_t N, int threads, const scala
     for (int64_t q = 0; q < NW; q++) {
       const int64_t j0 = q * 64, n = N - j0 < 64 ? N - j0 : 64;
       uint64_t am = 0, sm = 0;
-      for (int64_t i = 0; i < n; i++) {
-        scalar_t u = SF_U(j0 + i);
-        am |= (uint64_t)((u < w) & (u > -w)) << i;
-        sm |= (uint64_t)(zr[j0 + i] != 0) << i;
-      }
+      if (n == 64) {
+        scalar_t ub[64];
+        int64_t bad = 0;
+        for (int64_t i = 0; i < 64; i++) ub[i] = SF_U(j0 + i);
+        am = sf_inside64_SUF(ub, w);
+        sm = sf_mask64_SUF(zr + j0, &bad);
+      } else
+        for (int64_t i = 0; i < n; i++) {
+          scalar_t u = SF_U(j0 + i);
+          am |= (uint64_t)((u < w) & (u > -w)) << i;
+          sm |= (uint64_t)(zr[j0 + i] != 0) << i;
+        }
       amask[r * NW + q] = am;
       if (smask) smask[r * NW + q] = sm;
       k += __builtin_popcountll(am);
