@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -47,8 +48,22 @@ _PARALLEL_MIN = 1 << 18  # elements of (T, B, N) below which one thread runs the
 # backward kept values too, 4 MiB was 1-4 % faster than 2 MiB for the two-state neurons and 0-1 % slower
 # for the one-state ones (RESULTS.md 19k): hence per state variable
 SEGMENT_BYTES = 1 << 21
-# Outputs (z, grad x) of at least this many bytes are written with streaming stores (csource._STREAM).
-STREAM_BYTES = 64 << 20
+
+
+def _intel(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU is Intel's (``vendor_id`` in Linux's /proc/cpuinfo; False where it cannot tell)."""
+    try:
+        with open(cpuinfo) as f:
+            return next((line for line in f if line.startswith("vendor_id")), "").split(":")[-1].strip() == "GenuineIntel"
+    except OSError:
+        return False
+
+
+# Outputs (z, grad x) of at least this many bytes are written with streaming stores (csource._STREAM),
+# on Intel CPUs only: there they made the neurons alone 5-21 % faster (RESULTS.md 19n); on an AMD EPYC
+# (Zen 3) the same kernels ran 6-25 % slower streamed, forward 10-30 % (RESULTS.md 19p); elsewhere they
+# were never measured. sys.maxsize: never.
+STREAM_BYTES = 64 << 20 if _intel() else sys.maxsize
 
 
 def compiler() -> str | None:
