@@ -61,7 +61,7 @@ def _intel(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 # Outputs (z, grad x) of at least this many bytes are written with streaming stores (csource._STREAM),
 # on Intel CPUs only: there they made the neurons alone 5-21 % faster (RESULTS.md 19n); on an AMD EPYC
-# (Zen 3) the same kernels ran 6-25 % slower streamed, forward 10-30 % (RESULTS.md 19p); elsewhere they
+# (Zen 3) the same kernels ran 6-26 % slower streamed, forward 10-45 % (RESULTS.md 19p); elsewhere they
 # were never measured. sys.maxsize: never.
 STREAM_BYTES = 64 << 20 if _intel() else sys.maxsize
 
