@@ -59,10 +59,9 @@ void sf_sbw_fcount_SUF(int64_t T, int64_t B, int64_t N, int threads, const scala
       uint64_t am = 0, sm = 0;
       if (n == 64) {
         scalar_t ub[64];
-        int64_t bad = 0;
         for (int64_t i = 0; i < 64; i++) ub[i] = SF_U(j0 + i);
         am = sf_inside64_SUF(ub, w);
-        sm = sf_mask64_SUF(zr + j0, &bad);
+        sm = sf_mask64_SUF(zr + j0, 0);
       } else
         for (int64_t i = 0; i < n; i++) {
           scalar_t u = SF_U(j0 + i);

@@ -40,8 +40,8 @@ NONZEROS = r"""
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
-/* The nonzeros of 64 entries as the bits of one word, and (added to *bad) how many of them are
-   neither 0 nor 1 (NaN included). With AVX, a comparison's sign bits are gathered 8 (4) at a time
+/* The nonzeros of 64 entries as the bits of one word, and (added to *bad; NULL: not counted) how many
+   of them are neither 0 nor 1 (NaN included). With AVX, a comparison's sign bits are gathered 8 (4) at a time
    (vmovmskps); gcc's own vector form of the shift-and-or loop moves each bit through a 64-bit lane. */
 static inline uint64_t sf_mask64_SUF(const scalar_t* restrict x, int64_t* restrict bad) {
   uint64_t w = 0;
@@ -53,7 +53,7 @@ static inline uint64_t sf_mask64_SUF(const scalar_t* restrict x, int64_t* restri
       const __m256 v = _mm256_loadu_ps((const float*)x + 8 * k);
       const __m256 nz = _mm256_cmp_ps(v, zero, _CMP_NEQ_UQ);
       w |= (uint64_t)(uint32_t)_mm256_movemask_ps(nz) << (8 * k);
-      b += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_and_ps(nz, _mm256_cmp_ps(v, one, _CMP_NEQ_UQ))));
+      if (bad) b += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_and_ps(nz, _mm256_cmp_ps(v, one, _CMP_NEQ_UQ))));
     }
   } else {
     const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
@@ -61,23 +61,23 @@ static inline uint64_t sf_mask64_SUF(const scalar_t* restrict x, int64_t* restri
       const __m256d v = _mm256_loadu_pd((const double*)x + 4 * k);
       const __m256d nz = _mm256_cmp_pd(v, zero, _CMP_NEQ_UQ);
       w |= (uint64_t)(uint32_t)_mm256_movemask_pd(nz) << (4 * k);
-      b += __builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_and_pd(nz, _mm256_cmp_pd(v, one, _CMP_NEQ_UQ))));
+      if (bad) b += __builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_and_pd(nz, _mm256_cmp_pd(v, one, _CMP_NEQ_UQ))));
     }
   }
 #else
   for (int64_t i = 0; i < 64; i++) { w |= (uint64_t)(x[i] != 0) << i; b += (x[i] != 0) & (x[i] != 1); }
 #endif
-  *bad += b;
+  if (bad) *bad += b;
   return w;
 }
 /* The positions of the nonzeros of x[0..n) into o, in order; returns how many. 64 entries at a time: a bit
    mask of one comparison each (vectorised), then one store per set bit. */
 static inline int64_t sf_nonzeros_SUF(const scalar_t* restrict x, int64_t n, int32_t* restrict o) {
-  int64_t k = 0, bad = 0;
+  int64_t k = 0;
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t m = n - i0 < 64 ? n - i0 : 64;
     uint64_t b = 0;
-    if (m == 64) b = sf_mask64_SUF(x + i0, &bad);
+    if (m == 64) b = sf_mask64_SUF(x + i0, 0);
     else for (int64_t i = 0; i < m; i++) b |= (uint64_t)(x[i0 + i] != 0) << i;
     for (; b; b &= b - 1) o[k++] = (int32_t)(i0 + __builtin_ctzll(b));
   }
