@@ -2,7 +2,9 @@
 the AUTO switch and its report, and the errors of the sparse path."""
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 
 import pytest
 import torch
@@ -143,6 +145,26 @@ def test_transpose_is_bit_exact(r, c, dtype, strided, seed):
 @example(n=3, k=200, density=0.3, seed=35, dtype=torch.float64)
 def test_count_pass_bit_masks_and_the_forward_from_them(n, k, density, seed, dtype):
     # bit i % 64 of word i // 64 of row r is x[r, i] != 0; forward from the masks equals forward from x
+    _check_count_and_forward(n, k, density, seed, dtype)
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "amd64", "AMD64"), reason="-mno-avx is an x86 flag")
+def test_count_and_forward_built_without_avx(monkeypatch):
+    # the bit masks' AVX sign-bit path and their plain loop (every machine without AVX) are both built
+    # and checked on an AVX machine: here the kernels are compiled with -mno-avx
+    from spikeforge.kernels import cpu
+    from spikeforge.kernels import sparse as K
+    monkeypatch.setattr(cpu, "WIDE", [*cpu.WIDE, "-mno-avx"])
+    lib = K.load(K._HEADER, K._SOURCE, {"sf_spl_count": ctypes.c_int64, "sf_spl_forward": None,
+                                        "sf_spl_grad_weight": None, "sf_spl_transpose": None, "sf_spl_pack": None})
+    assert not isinstance(lib, str), lib
+    monkeypatch.setattr(K, "build", lambda: lib)
+    for dtype in (torch.float32, torch.float64):
+        for n, k, density, seed in [(3, 200, 0.3, 35), (4, 128, 0.5, 10), (2, 64, 0.9, 14), (5, 77, 0.2, 3)]:
+            _check_count_and_forward(n, k, density, seed, dtype)
+
+
+def _check_count_and_forward(n, k, density, seed, dtype):
     from spikeforge.kernels import sparse as K
     x = spikes((n, k), density, dtype, seed)
     if n and k and seed % 7 == 0:

@@ -4,6 +4,8 @@ gradients equal where the surrogate is nonzero, for every reset and input form o
 single-state neurons it takes; the neurons and surrogates it refuses, by name."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -293,6 +295,19 @@ def test_grouped_scatter_at_every_vector_width(monkeypatch, width):
     for dtype in (torch.float64, torch.float32):
         for out in (70, 300):
             _check_grouped_scatter(monkeypatch, dtype, 1, out)
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "amd64", "AMD64"), reason="-mno-avx is an x86 flag")
+def test_active_set_and_scatter_built_without_avx(monkeypatch):
+    """The active set's bit masks take sign bits with AVX and a plain loop elsewhere (and the flush
+    16-byte vectors): the kernels compiled with -mno-avx give the same gradients on an AVX machine."""
+    from spikeforge.kernels import cpu
+    monkeypatch.setattr(cpu, "WIDE", [*cpu.WIDE, "-mno-avx"])
+    lib = K.load(K._HEADER, K._SOURCE, {"sf_sbw_backward": None})
+    assert not isinstance(lib, str), lib
+    monkeypatch.setattr(K, "build", lambda: lib)
+    for dtype in (torch.float64, torch.float32):
+        _check_grouped_scatter(monkeypatch, dtype, 1, 300)
 
 
 def _check_grouped_scatter(monkeypatch, dtype, threads, out):
