@@ -109,6 +109,43 @@ def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
     torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("head", ["spike_linear", "sparse"])
+@pytest.mark.parametrize("how", ["no_grad", "in_place"])
+def test_a_sparse_layers_output_outside_its_graph_gets_its_whole_gradient(head, how):
+    """The active set holds only while the output is the sparse layer's, in the graph: made under
+    no_grad and then given requires_grad (a leaf), or changed in place (there by a {0, 1} mask that
+    wants its own gradient), the next layer's input gradient is the whole dense one."""
+    x, ws = data(seed=11)
+    spec, params, sur = LIF(), {"tau": 2.0}, Triangle(1.0)
+    w2 = ws[2].detach()
+    mask = (torch.rand(T, B, H, generator=torch.Generator().manual_seed(3)) < 0.7).to(x.dtype)
+    if how == "no_grad":
+        with torch.no_grad():
+            z = sparse_spiking_linear(x, ws[0], ws[1], spec, params, surrogate=sur)
+        assert active_fraction(z) is not None   # still reported
+        src, ref = z.requires_grad_(), z.detach().clone().requires_grad_()
+        zr = ref
+    else:
+        z = sparse_spiking_linear(x, ws[0].detach().requires_grad_(), ws[1], spec, params, surrogate=sur)
+        z0 = z.detach().clone()
+        src, ref = mask.clone().requires_grad_(), mask.clone().requires_grad_()
+        z.mul_(src)
+        zr = z0 * ref
+    g = torch.randn(T, B, OUT, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+    if head == "spike_linear":
+        y = spike_linear(z, w2, None, SparseMode.SPARSE)[0]
+        yr = F.linear(zr, w2)
+    else:
+        y = sparse_spiking_linear(z, w2, None, spec, params, surrogate=sur)
+        yr, *_ = sf.functional.run(LIF(detach_reset=True), F.linear(zr, w2), params=params, surrogate=sur,
+                                   backend="reference")
+    (y * g).sum().backward()
+    (yr * g).sum().backward()
+    got = src.grad.to_dense() if src.grad.is_sparse else src.grad
+    assert ref.grad.abs().max() > 0
+    torch.testing.assert_close(got, ref.grad, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("compact_below", [1, 10 ** 6])   # COO always / never
 @pytest.mark.parametrize("mode", [SparseMode.SPARSE, SparseMode.DENSE])
 def test_a_spike_linear_readout_reads_the_gradient_only_where_the_sparse_layer_does(monkeypatch, mode, compact_below):

@@ -69,6 +69,9 @@ ACTIVE_SET = "_sf_active_set"
 # returns its input gradient as a sparse COO tensor on them (the values where the sparse layer reads
 # them, nothing else written), which the sparse layer's backward reads in place.
 ACTIVE_COO = "_sf_active_coo"
+# ... and the autograd node that produced it: the set holds only while the output is still that node's
+# (not made under no_grad and then given requires_grad, not changed in place), see ``active_set``.
+ACTIVE_FN = "_sf_active_fn"
 # The COO form costs 3 indices and a value per entry (28 bytes in float32) against 4 bytes per element
 # of the dense gradient: it is taken below 1/COMPACT_BELOW of the elements. Measured on the SHD
 # network's backward (benchmarks/sparse_backward.py's, T = 500, one thread), COO against dense:
@@ -150,11 +153,21 @@ class _SpikeLinearFn(torch.autograd.Function):
         return gx, None, None, gw, gb, None, None, None
 
 
-def _active_set(x: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
-    """The active set that the layer which produced ``x`` left on it (``ACTIVE_SET``), if it
-    covers ``rows`` rows and ``x`` is still that layer's output (not a view or copy)."""
+def mark_active(z: Tensor, off: Tensor, idx: Tensor) -> None:
+    """Leave the active set (CSR ``off``, ``idx``) of the sparse layer that produced ``z`` on it."""
+    setattr(z, ACTIVE_SET, (off, idx))
+    setattr(z, ACTIVE_FN, z.grad_fn)
+
+
+def active_set(x: Tensor, rows: int | None = None) -> tuple[Tensor, Tensor] | None:
+    """The active set that the layer which produced ``x`` left on it (``mark_active``), if it
+    covers ``rows`` rows (any, if ``None``) and ``x`` is still that layer's output in the autograd
+    graph: not a view or copy, not changed in place, not made without grad (a later
+    ``requires_grad_()`` makes it a leaf, whose whole gradient is wanted)."""
     read = getattr(x, ACTIVE_SET, None)
-    return read if read is not None and read[0].numel() == rows + 1 else None
+    if read is None or x.grad_fn is None or getattr(x, ACTIVE_FN, None) is not x.grad_fn:
+        return None
+    return read if rows is None or read[0].numel() == rows + 1 else None
 
 
 def _flat(x: Tensor, weight: Tensor) -> Tensor:
@@ -164,7 +177,7 @@ def _flat(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _sparse(x: Tensor, x2: Tensor, off: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor) -> Tensor:
-    read = _active_set(x, x2.shape[0])
+    read = active_set(x, x2.shape[0])
     coo = getattr(x, ACTIVE_COO, None) if read is not None and x.dim() == 3 else None
     y = _SpikeLinearFn.apply(x, x2.detach(), off, weight, bias, read, mask, coo)
     return y.reshape(*x.shape[:-1], weight.shape[0])
@@ -178,7 +191,7 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     if not isinstance(mode, SparseMode):
         raise TypeError(f"mode must be a SparseMode, got {mode!r}")
     train = torch.is_grad_enabled() and weight.requires_grad
-    narrow = not (torch.is_grad_enabled() and x.requires_grad and _active_set(x, math.prod(x.shape[:-1])) is not None)
+    narrow = not (torch.is_grad_enabled() and x.requires_grad and active_set(x, math.prod(x.shape[:-1])) is not None)
     limit = crossover(train, weight.shape[0], narrow)
     if mode is SparseMode.DENSE or (mode is SparseMode.AUTO and (x.numel() * weight.shape[0] < MIN_WORK
                                                                  or limit <= 0)):

@@ -41,6 +41,7 @@ from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_COO as _COO
 from .sparse import ACTIVE_SET as _ATTR
+from .sparse import active_set, mark_active
 from .sparse import compact as _compact
 from .sparse import sparse_input_grad
 from .sparse import crossover
@@ -190,8 +191,8 @@ def sparse_spiking_linear(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, weight.shape[0], x.dtype)
     coo: list = []
     z, off, idx = _SparseSpikingLinear.apply(x, weight, bias, spec, p, surrogate, width, backend,
-                                             getattr(x, _ATTR, None), weight_grad, coef, getattr(x, _COO, None), coo)
-    setattr(z, _ATTR, (off, idx))
+                                             active_set(x), weight_grad, coef, getattr(x, _COO, None), coo)
+    mark_active(z, off, idx)
     setattr(z, _COO, coo)
     return z
 
@@ -277,8 +278,8 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
                          for k, v in params.items()}
     surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, out * geo.oh * geo.ow, x.dtype)
     z, off, idx = _SparseSpikingConv2d.apply(x, weight, bias, spec, p, surrogate, width, backend,
-                                             getattr(x, _ATTR, None), coef, geo, pad)
-    setattr(z, _ATTR, (off, idx))
+                                             active_set(x), coef, geo, pad)
+    mark_active(z, off, idx)
     return z
 
 
