@@ -116,6 +116,11 @@ def test_empty_batch_and_no_spikes():
     assert m.last_density == 0.0
     x = torch.zeros(0, 2, 5, 5, dtype=torch.float64)
     assert m(x).shape == ref(x).shape == (0, 3, 5, 5)
+    m.mode = SparseMode.SPARSE   # and backward from an empty batch: zero gradients of the right shapes
+    m.zero_grad()
+    xg = x.clone().requires_grad_()
+    m(xg).sum().backward()
+    assert torch.equal(m.weight.grad, torch.zeros_like(m.weight)) and xg.grad.shape == x.shape
 
 
 def test_gradcheck_weight_and_bias():

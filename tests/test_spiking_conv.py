@@ -101,3 +101,14 @@ def test_bad_arguments_are_named():
     reflect.conv.padding_mode = "reflect"
     with pytest.raises(ValueError, match="padding_mode='zeros'"):
         reflect(data())
+
+
+@pytest.mark.parametrize("backward", list(Backward))
+def test_empty_batch(backward):
+    m = SpikingConv2d(3, 6, 3, sf.nn.LIF(surrogate=Triangle(1.0)), backward=backward)
+    x = torch.rand(5, 0, 3, 8, 8, requires_grad=True)
+    z = m(x)
+    assert z.shape == (5, 0, 6, 6, 6)
+    z.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(m.conv.weight.grad, torch.zeros_like(m.conv.weight))
+

@@ -234,3 +234,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="weight must be a 2-d tensor"):
         spiking_linear(sf.neurons.REGISTRY["LIF"](), torch.rand(5, 2, 3), torch.rand(4))
     assert {b.name for b in Backward} == {"DENSE", "SPARSE"}
+
+
+@pytest.mark.parametrize("backward", list(Backward))
+def test_empty_batch(backward):
+    # B = 0: an empty output and zero gradients, fused (the chunk length divided by B) and sparse
+    m = SpikingLinear(16, 8, sf.nn.LIF(surrogate=sf.surrogate.Triangle(1.0)), backward=backward)
+    x = torch.rand(5, 0, 16, requires_grad=True)
+    z = m(x)
+    assert z.shape == (5, 0, 8) and (backward is Backward.SPARSE or m.last_fused)
+    z.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(m.linear.weight.grad, torch.zeros_like(m.linear.weight))
+

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import math
 from ctypes import c_int64
 from dataclasses import dataclass
 from functools import lru_cache
@@ -308,7 +309,7 @@ def grad_weight(off: Tensor, idx: Tensor, gy: Tensor, geo: Geometry) -> Tensor:
     input and the contiguous output gradient ``gy`` (N, O, OH, OW)."""
     nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.c)))
     gwt = torch.empty(geo.c, geo.kh, geo.kw, geo.og, dtype=gy.dtype)
-    scratch = empty((nt.value * gy[0].numel(),), gy.dtype)
+    scratch = empty((nt.value * math.prod(gy.shape[1:]),), gy.dtype)
     _fn("grad_weight", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(gy), _p(gwt), _p(scratch))
     cg = geo.c // geo.groups
     return gwt.reshape(geo.groups, cg, geo.kh, geo.kw, geo.og).permute(0, 4, 1, 2, 3).reshape(
@@ -322,6 +323,6 @@ def grad_input_at(off: Tensor, idx: Tensor, gy: Tensor, weight: Tensor, geo: Geo
     nt = ctypes.c_int(max(1, min(threads(gy.numel(), _PARALLEL_MIN).value, geo.n)))
     wt = _taps_last(weight, geo)
     gx = empty((geo.n, geo.c, geo.h, geo.w), gy.dtype)
-    scratch = empty((nt.value * gy[0].numel(),), gy.dtype)
+    scratch = empty((nt.value * math.prod(gy.shape[1:]),), gy.dtype)
     _fn("grad_input_at", gy.dtype)(*geo.args(), nt, _p(off), _p(idx), _p(wt), _p(gy), _p(gx), _p(scratch))
     return gx

@@ -28,6 +28,7 @@ convolution, dense, otherwise).
 from __future__ import annotations
 
 import enum
+import math
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +217,8 @@ class _SparseSpikingConv2d(torch.autograd.Function):
         xp = (x4 if pad is None else F.pad(x4, pad)).contiguous()
         y, csr = _conv(xp, weight, bias, geo)
         wsrc = csr if csr is not None else (xp,)
-        z, off, idx, sg, soff, sidx = _neuron(y.view(T, B, -1), spec, params, surrogate, width, backend, coef)
+        z, off, idx, sg, soff, sidx = _neuron(y.view(T, B, math.prod(y.shape[1:])), spec, params, surrogate, width,
+                                               backend, coef)
         ctx.save_for_backward(weight, soff, sidx, off, idx, sg, *coef, *wsrc, *(prev if prev is not None else ()))
         ctx.geo, ctx.pad, ctx.x_shape, ctx.has_prev, ctx.has_bias = geo, pad, x.shape, prev is not None, bias is not None
         ctx.scatter = csr is not None
@@ -228,7 +230,7 @@ class _SparseSpikingConv2d(torch.autograd.Function):
         weight, soff, sidx, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
         geo, x_shape = ctx.geo, ctx.x_shape
         spikes = (soff, sidx) if soff.numel() else None
-        gi, _, gb, _ = K.backward(gz.reshape(x_shape[0], x_shape[1], -1), spikes, (off, idx, sg), (a, c, g1), None,
+        gi, _, gb, _ = K.backward(gz.reshape(x_shape[0], x_shape[1], math.prod(gz.shape[2:])), spikes, (off, idx, sg), (a, c, g1), None,
                                   None, None, want_gi=True)
         gy = gi.view(geo.n, geo.groups * geo.og, geo.oh, geo.ow)
         args = (geo.stride, geo.pad, geo.dilation, geo.groups)
@@ -245,7 +247,7 @@ class _SparseSpikingConv2d(torch.autograd.Function):
                     left, right, top, bottom = ctx.pad
                     gx = gx[:, :, top:geo.h - bottom, left:geo.w - right]
             gx = gx.reshape(x_shape)
-        gb = gb.view(geo.groups * geo.og, -1).sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gb = gb.view(geo.groups * geo.og, geo.oh * geo.ow).sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None, None, None, None, None, None, None, None
 
 

@@ -158,7 +158,7 @@ class _Fused(torch.autograd.Function):
         state, params = tensors[:ns], tensors[ns:]
         T, B, _ = x.shape
         n = weight.shape[0]
-        x2 = x.reshape(T * B, -1).contiguous()
+        x2 = x.reshape(T * B, x.shape[2]).contiguous()
         bounds = [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
         grad = any(want)
         keep_y = grad and (kernel.reads_x or kernel.recompute)
@@ -225,7 +225,7 @@ def _fusion_reason(spec, surrogate, backend, x: Tensor, record: bool) -> str | N
 def _chunk_steps(chunk: int | None, K: int, B: int, n: int, itemsize: int) -> int:
     """Steps per chunk: ``chunk``, else ``MIN_ROWS`` GEMM rows or ``CHUNK_BYTES`` of Linear
     output, whichever is longer; rounded up to a multiple of the kernel's checkpoint interval ``K``."""
-    steps = chunk if chunk is not None else max(-(-MIN_ROWS // B), CHUNK_BYTES // max(1, B * n * itemsize))
+    steps = chunk if chunk is not None else max(-(-MIN_ROWS // max(1, B)), CHUNK_BYTES // max(1, B * n * itemsize))
     return -(-steps // K) * K
 
 
