@@ -24,6 +24,7 @@ op runs is named by a string (``variant``) that maps to them here.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -132,6 +133,23 @@ def _(variant, x, state0, saved, params, gz, gstate, gtrace):
             [torch.empty_like(p) if w else _placeholder(p) for p, w in zip(params, want[1:])])
 
 
+def first_order(advice: str):
+    """Decorator for the backward of an ``autograd.Function`` whose gradients come from kernels
+    that autograd does not see: it refuses ``create_graph=True`` (the one case where autograd runs
+    a backward with grad enabled: higher-order gradients, a gradient penalty, a Hessian, MAML) with
+    an error that says what to use instead (``advice``), rather than returning gradients that
+    silently count as constants."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def backward(ctx, *grads):
+            if torch.is_grad_enabled():
+                raise RuntimeError(f"spikeforge's fused kernels give first-order gradients only: "
+                                   f"create_graph=True (higher-order gradients) needs {advice}")
+            return fn(ctx, *grads)
+        return backward
+    return wrap
+
+
 def _call(eager, op):
     return op if torch.compiler.is_compiling() else eager
 
@@ -153,6 +171,7 @@ class Fused(torch.autograd.Function):
         return (z, *final, *trace)
 
     @staticmethod
+    @first_order("backend='reference'")
     def backward(ctx, gz, *grads):
         x, *rest = ctx.saved_tensors
         ns, np_, want = ctx.ns, ctx.np, ctx.want

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..kernels import sparse as _kernel
 from ..kernels import sparse_backward as _sbw
+from ..kernels._fused import first_order
 from ..kernels.sparse import build as _build
 from ..kernels.sparse import count_active
 
@@ -139,7 +140,7 @@ class _SpikeLinearFn(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order("mode=SparseMode.DENSE")
     def backward(ctx, gy):
         off, idx, weight, *read = ctx.saved_tensors
         gy = gy.contiguous()

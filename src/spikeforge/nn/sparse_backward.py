@@ -38,6 +38,7 @@ from .. import functional as SF
 from ..kernels import sparse as _spl
 from ..kernels import sparse_backward as K
 from ..kernels import sparse_conv as _spc
+from ..kernels._fused import first_order
 from ..neurons import NeuronSpec
 from ..surrogate import Surrogate, Triangle
 from .sparse import ACTIVE_COO as _COO
@@ -126,6 +127,7 @@ class _SparseSpikingLinear(torch.autograd.Function):
         return z, off, idx
 
     @staticmethod
+    @first_order("the dense backward (Backward.DENSE, or the neuron with backend='reference')")
     def backward(ctx, gz, _goff, _gidx):
         if gz is None:
             return (None,) * 13
@@ -226,6 +228,7 @@ class _SparseSpikingConv2d(torch.autograd.Function):
         return z.view(T, B, *y.shape[1:]), off, idx
 
     @staticmethod
+    @first_order("the dense backward (Backward.DENSE, or the neuron with backend='reference')")
     def backward(ctx, gz, _goff, _gidx):
         weight, soff, sidx, off, idx, sg, a, c, g1, *rest = ctx.saved_tensors
         geo, x_shape = ctx.geo, ctx.x_shape

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from ..kernels import sparse_conv as _kernel
+from ..kernels._fused import first_order
 from ..kernels.sparse import count_active
 from .sparse import SparseMode, _unsupported, narrowed
 
@@ -116,7 +117,7 @@ class _SpikeConv2dFn(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order("mode=SparseMode.DENSE")
     def backward(ctx, gy):
         off, idx, weight = ctx.saved_tensors
         geo, gy = ctx.geo, gy.contiguous()

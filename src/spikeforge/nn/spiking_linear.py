@@ -37,7 +37,7 @@ from .. import _validation
 from .. import functional as F
 from ..allocator import empty
 from .. import kernels
-from ..kernels._fused import flat_params
+from ..kernels._fused import first_order, flat_params
 from ..kernels.cpu import _ptrs, _rows, streams
 from .neuron import Neuron, where
 
@@ -194,6 +194,7 @@ class _Fused(torch.autograd.Function):
         return (z, *finals)
 
     @staticmethod
+    @first_order("the unfused pair: the neuron with backend='reference'")
     def backward(ctx, gz, *gfinal):
         kernel, bounds, (T, B, n), want, x_shape, ns = ctx.info
         x2, weight, bias, y, *rest = ctx.saved_tensors
