@@ -106,6 +106,26 @@ def test_make_params_and_rest_state(neuron):
         assert v.shape == like.shape and torch.equal(v, torch.as_tensor(r, dtype=v.dtype).expand_as(v))
 
 
+def test_positional_params_need_one_value_per_parameter():
+    # a sequence of params is the spec's Params order: one value each, none dropped or defaulted
+    spec = MODULES["LIF"]().spec
+    x = torch.rand(4, 2, 8, dtype=torch.float64)
+    full = [q.default for q in spec.params.values()]
+    z, *_ = F.run(spec, x, params=tuple(full))
+    assert torch.equal(z, F.run(spec, x)[0])
+    for bad in (full + [99.0], full[:1]):
+        with pytest.raises(ValueError, match=f"params must hold {len(full)} values"):
+            F.run(spec, x, params=tuple(bad))
+    with pytest.raises(TypeError, match="params must be a dict by name or a sequence"):
+        F.run(spec, x, params=3.0)
+    from spikeforge.nn.sparse_backward import sparse_spiking_conv2d, sparse_spiking_linear
+    with pytest.raises(ValueError, match="params must hold"):
+        sparse_spiking_linear(x, torch.rand(3, 8, dtype=torch.float64), None, spec, tuple(full + [99.0]))
+    with pytest.raises(ValueError, match="params must hold"):
+        sparse_spiking_conv2d(torch.rand(4, 2, 1, 5, 5, dtype=torch.float64), torch.rand(2, 1, 3, 3, dtype=torch.float64),
+                              None, spec, tuple(full + [99.0]))
+
+
 def test_validation_can_be_turned_off(no_validation):
     x = make_input("LIF", (T, B, *FEAT))
     x[2, 0, 0] = float("nan")

@@ -112,6 +112,20 @@ def _check_state(spec, state, shape) -> tuple:
     return spec.State(*state)
 
 
+def param_values(spec, params) -> dict | None:
+    """``params`` as a dict by name: a dict or ``None`` as given; a sequence (such as the spec's
+    ``Params`` tuple) must hold one value per parameter, in the spec's order."""
+    if params is None or isinstance(params, dict):
+        return params
+    if isinstance(params, Tensor) or not hasattr(params, "__len__"):
+        raise TypeError(f"params must be a dict by name or a sequence of {len(spec.params)} values "
+                        f"{list(spec.params)}, got {type(params).__name__}")
+    if len(params) != len(spec.params):
+        raise ValueError(f"params must hold {len(spec.params)} values for {_name(spec)}'s parameters "
+                         f"{list(spec.params)}, got {len(params)}")
+    return dict(zip(spec.params, params))
+
+
 def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
     if not isinstance(spec, NeuronSpec):
         raise TypeError(f"spec must be a NeuronSpec instance, got {spec!r}")
@@ -120,11 +134,7 @@ def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
     check_input(x, "x", min_rank, finite)
     features = x.shape[min_rank:]
-    if isinstance(params, dict) or params is None:
-        params = make_params(spec, params, features=features, dtype=x.dtype, device=x.device)
-    else:
-        params = make_params(spec, dict(zip(spec.params, params)), features=features, dtype=x.dtype,
-                             device=x.device)
+    params = make_params(spec, param_values(spec, params), features=features, dtype=x.dtype, device=x.device)
     like = x[0] if min_rank == 2 else x
     state = rest_state(spec, params, like) if state is None else _check_state(spec, state, like.shape)
     return surrogate, state, params

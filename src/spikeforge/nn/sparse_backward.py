@@ -176,8 +176,7 @@ def _setup(spec, params, surrogate, cutoff, n: int, dtype) -> tuple:
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
     width = K.cutoff_of(surrogate, cutoff)
-    p = SF.make_params(spec, params if isinstance(params, dict) or params is None else dict(zip(spec.params, params)),
-                       features=(n,), dtype=dtype)
+    p = SF.make_params(spec, SF.param_values(spec, params), features=(n,), dtype=dtype)
     return surrogate, width, p, K.linear_form(spec, p, n, dtype)
 
 
@@ -276,8 +275,7 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (out,) or bias.dtype != x.dtype):
         raise ValueError(f"bias must be ({out},) of dtype {x.dtype}, got "
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
-    if params is not None and not isinstance(params, dict):
-        params = dict(zip(spec.params, params))
+    params = SF.param_values(spec, params)
     shape = (out, geo.oh, geo.ow)
     params = params and {k: torch.broadcast_to(v, shape).reshape(-1) if isinstance(v, Tensor) and v.dim() > 1 else v
                          for k, v in params.items()}
