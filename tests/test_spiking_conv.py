@@ -112,3 +112,30 @@ def test_empty_batch(backward):
     z.sum().backward()
     assert x.grad.shape == x.shape and torch.equal(m.conv.weight.grad, torch.zeros_like(m.conv.weight))
 
+
+@pytest.mark.parametrize("shape", [(6,), (6, 1, 1), (6, 6, 6)])
+def test_sparse_takes_the_neuron_parameters_as_the_pair_does(shape):
+    # a tensor parameter broadcasts to the output's (out, OH, OW) by the same rule on both paths
+    # (trailing dimensions first), and one that does not is refused by name on both
+    x = torch.rand(3, 2, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
+    tau = 1.5 + torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for bw in Backward:
+        torch.manual_seed(0)
+        m = SpikingConv2d(2, 6, 3, sf.nn.LIF(tau=tau, surrogate=Triangle(1.0)), backward=bw, cutoff=None)
+        out[bw] = m(x)
+        assert m.last_backend == "cpu"
+    assert torch.equal(out[Backward.DENSE], out[Backward.SPARSE])
+    for bw in Backward:
+        with pytest.raises(ValueError, match="tau"):
+            SpikingConv2d(2, 6, 3, sf.nn.LIF(tau=torch.full((216,), 2.0), surrogate=Triangle(1.0)), backward=bw)(x)
+
+
+def test_sparse_cutoff():
+    m = SpikingConv2d(2, 6, 3, sf.nn.LIF(), backward=Backward.SPARSE, cutoff=0.5)   # ATan: unbounded
+    x = (torch.rand(3, 2, 2, 8, 8) * 3).requires_grad_()
+    m(x).sum().backward()
+    assert x.grad is not None and "cutoff=0.5" in repr(m)
+    with pytest.raises(ValueError, match="Backward.SPARSE"):
+        SpikingConv2d(2, 6, 3, sf.nn.LIF(), cutoff=0.5)
+

@@ -246,3 +246,22 @@ def test_empty_batch(backward):
     z.sum().backward()
     assert x.grad.shape == x.shape and torch.equal(m.linear.weight.grad, torch.zeros_like(m.linear.weight))
 
+
+def test_sparse_cutoff_backend_and_input_rank():
+    # an unbounded surrogate (the default ATan) trains sparse with cutoff=; last_backend reports the
+    # neuron's backend; cutoff is refused without Backward.SPARSE; a single step (B, in) is named as x's
+    m = SpikingLinear(16, 8, sf.nn.LIF(), backward=Backward.SPARSE, cutoff=0.5)
+    x = (torch.rand(4, 2, 16) * 3).requires_grad_()
+    m(x).sum().backward()
+    assert m.last_backend == "cpu" and m.last_fused is False and x.grad is not None
+    assert "cutoff=0.5" in repr(m)
+    with pytest.raises(sf.kernels.sparse_backward.NotSparse, match="cutoff="):
+        SpikingLinear(16, 8, sf.nn.LIF(), backward=Backward.SPARSE)(x)
+    with pytest.raises(ValueError, match="Backward.SPARSE"):
+        SpikingLinear(16, 8, sf.nn.LIF(), cutoff=0.5)
+    for bad in (0, -1.0, "0.5", True):
+        with pytest.raises(ValueError, match="cutoff must be a positive number"):
+            SpikingLinear(16, 8, sf.nn.LIF(), backward=Backward.SPARSE, cutoff=bad)
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 16\), got \(4, 16\); for one time step"):
+        SpikingLinear(16, 8, sf.nn.LIF())(torch.rand(4, 16))
+

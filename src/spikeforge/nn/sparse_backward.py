@@ -277,13 +277,25 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
                          f"{tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     params = SF.param_values(spec, params)
     shape = (out, geo.oh, geo.ow)
-    params = params and {k: torch.broadcast_to(v, shape).reshape(-1) if isinstance(v, Tensor) and v.dim() > 1 else v
-                         for k, v in params.items()}
+    params = params and {k: _per_neuron(k, v, shape) for k, v in params.items()}
     surrogate, width, p, coef = _setup(spec, params, surrogate, cutoff, out * geo.oh * geo.ow, x.dtype)
     z, off, idx = _SparseSpikingConv2d.apply(x, weight, bias, spec, p, surrogate, width, backend,
                                              active_set(x), coef, geo, pad)
     mark_active(z, off, idx)
     return z
+
+
+def _per_neuron(name: str, v, shape: tuple) -> Tensor | float:
+    """A neuron parameter of a convolution's neurons as the flat (out * OH * OW,) values: a tensor
+    broadcast to ``shape`` = (out, OH, OW) as the unfused pair broadcasts it (trailing dimensions
+    first: per channel is (out, 1, 1)); a number or a 0-d tensor as it is."""
+    if not isinstance(v, Tensor) or v.dim() == 0:
+        return v
+    try:
+        return torch.broadcast_to(v, shape).reshape(-1)
+    except RuntimeError:
+        raise ValueError(f"params[{name!r}] must broadcast to the output's neurons {shape} (per channel: "
+                         f"({shape[0]}, 1, 1)), got shape {tuple(v.shape)}") from None
 
 
 def active_fraction(z: Tensor) -> float | None:

@@ -27,13 +27,13 @@ class SpikingConv2d(_NeuronLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, neuron: Neuron, *, stride=1,
                  padding=0, dilation=1, groups: int = 1, bias: bool = True,
-                 backward: Backward = Backward.DENSE) -> None:
+                 backward: Backward = Backward.DENSE, cutoff: float | None = None) -> None:
         super().__init__()
-        self._check(neuron, backward)
+        self._check(neuron, backward, cutoff)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, bias=bias)
         self.neuron = neuron
-        self.backward_strategy = backward
+        self.backward_strategy, self.cutoff = backward, cutoff
 
     def forward(self, x: Tensor) -> Tensor:
         nrn = self.neuron
@@ -44,6 +44,7 @@ class SpikingConv2d(_NeuronLayer):
             raise ValueError(f"{where(self)}: x must have shape (T, B, {self.conv.in_channels}, H, W), got {got}")
         if self.backward_strategy is Backward.SPARSE:
             z = self._sparse(x)
+            nrn.last_backend = self._sparse_backend(x)
             return z.transpose(0, 1) if nrn.batch_first else z
         y = self.conv(x.flatten(0, 1))
         y = y.view(*x.shape[:2], *y.shape[1:])
@@ -59,7 +60,7 @@ class SpikingConv2d(_NeuronLayer):
             raise ValueError(f"{where(self)}: backward=Backward.SPARSE takes padding_mode='zeros', got "
                              f"{conv.padding_mode!r}")
         return sparse_spiking_conv2d(x, conv.weight, conv.bias, nrn.spec, nrn.params(), surrogate=nrn.surrogate,
-                                     backend=nrn.backend, stride=conv.stride, padding=conv.padding,
+                                     cutoff=self.cutoff, backend=nrn.backend, stride=conv.stride, padding=conv.padding,
                                      dilation=conv.dilation, groups=conv.groups)
 
     def step(self, x: Tensor) -> Tensor:
@@ -67,4 +68,4 @@ class SpikingConv2d(_NeuronLayer):
         return self.neuron.step(self.conv(x))
 
     def extra_repr(self) -> str:
-        return f"backward={self.backward_strategy.name}"
+        return f"backward={self.backward_strategy.name}" + ("" if self.cutoff is None else f", cutoff={self.cutoff}")

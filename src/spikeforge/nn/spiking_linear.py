@@ -281,12 +281,17 @@ class _NeuronLayer(nn.Module):
     the neuron's state and backend, reset."""
 
     @staticmethod
-    def _check(neuron, backward) -> None:
+    def _check(neuron, backward, cutoff) -> None:
         if not isinstance(neuron, Neuron):
             raise TypeError(f"neuron must be a spikeforge neuron module (e.g. sf.nn.LIF()), got "
                             f"{type(neuron).__name__}")
         if not isinstance(backward, Backward):
             raise ValueError(f"backward must be a spikeforge.nn.spiking_linear.Backward, got {backward!r}")
+        if cutoff is not None:
+            if backward is not Backward.SPARSE:
+                raise ValueError(f"cutoff is the sparse backward's (backward=Backward.SPARSE), got it with {backward}")
+            if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not cutoff > 0:
+                raise ValueError(f"cutoff must be a positive number, got {cutoff!r}")
 
     @property
     def last_backend(self) -> str | None:
@@ -298,6 +303,11 @@ class _NeuronLayer(nn.Module):
 
     def reset(self) -> None:
         self.neuron.reset()
+
+    def _sparse_backend(self, x: Tensor) -> str:
+        """The backend the sparse path ran the neuron's forward on (``last_backend``)."""
+        nrn = self.neuron
+        return kernels.select_name(nrn.backend, nrn.spec, nrn.surrogate, x.device, x.dtype)
 
     def _sparse_neuron(self) -> Neuron:
         """The neuron, refused for ``Backward.SPARSE`` where it asks for what that path cannot do."""
@@ -314,9 +324,9 @@ class SpikingLinear(_NeuronLayer):
     time steps per chunk (``None``: automatic); ``backward``: a ``Backward`` strategy."""
 
     def __init__(self, in_features: int, out_features: int, neuron: Neuron, *, bias: bool = True,
-                 chunk: int | None = None, backward: Backward = Backward.DENSE) -> None:
+                 chunk: int | None = None, backward: Backward = Backward.DENSE, cutoff: float | None = None) -> None:
         super().__init__()
-        self._check(neuron, backward)
+        self._check(neuron, backward, cutoff)
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -324,16 +334,17 @@ class SpikingLinear(_NeuronLayer):
             raise ValueError(f"chunk must be a positive int (time steps) or None, got {chunk!r}")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.neuron = neuron
-        self.chunk, self.backward_strategy = chunk, backward
+        self.chunk, self.backward_strategy, self.cutoff = chunk, backward, cutoff
         self.last_fused = None     # did the last call run fused?
 
     def forward(self, x: Tensor) -> Tensor:
         nrn = self.neuron
         if nrn.batch_first and isinstance(x, Tensor) and x.dim() >= 2:
             x = x.transpose(0, 1)
-        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != self.linear.in_features:
+        if not isinstance(x, Tensor) or x.dim() < 3 or x.shape[-1] != self.linear.in_features:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{where(self)}: x must have shape (T, B, {self.linear.in_features}), got {got}")
+            raise ValueError(f"{where(self)}: x must have shape (T, B, {self.linear.in_features}), got {got}"
+                             + ("; for one time step use .step()" if isinstance(x, Tensor) and x.dim() == 2 else ""))
         if self.backward_strategy is Backward.SPARSE:
             return self._sparse(x)
         reason = _fusion_reason(nrn.spec, nrn.surrogate, nrn.backend, x, nrn.record)
@@ -362,8 +373,9 @@ class SpikingLinear(_NeuronLayer):
 
         nrn = self._sparse_neuron()
         z = sparse_spiking_linear(x, self.linear.weight, self.linear.bias, nrn.spec, nrn.params(),
-                                  surrogate=nrn.surrogate, backend=nrn.backend)
+                                  surrogate=nrn.surrogate, cutoff=self.cutoff, backend=nrn.backend)
         self.last_fused = False
+        nrn.last_backend = self._sparse_backend(x)
         return z.transpose(0, 1) if nrn.batch_first else z
 
     def step(self, x: Tensor) -> Tensor:
@@ -372,7 +384,8 @@ class SpikingLinear(_NeuronLayer):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.linear.in_features}, out_features={self.linear.out_features}, "
-                f"chunk={self.chunk}, backward={self.backward_strategy.name}")
+                f"chunk={self.chunk}, backward={self.backward_strategy.name}"
+                + ("" if self.cutoff is None else f", cutoff={self.cutoff}"))
 
 
 _LOGGED: set = set()
