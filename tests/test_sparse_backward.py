@@ -109,6 +109,25 @@ def test_input_gradient_is_dense_when_the_input_is_not_a_sparse_layer_output():
     torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_arguments_refused_by_name():
+    x = torch.rand(4, 2, 16, dtype=torch.float64)
+    w = torch.rand(8, 16, dtype=torch.float64)
+    spec = LIF()
+    with pytest.raises(ValueError, match="weight must be a .out, 16. tensor"):
+        sparse_spiking_linear(x, w.tolist(), None, spec)
+    with pytest.raises(ValueError, match="bias must be a .8,. tensor"):
+        sparse_spiking_linear(x, w, [0.0] * 8, spec)
+    for f in (lambda: sparse_spiking_linear(x, w, None, sf.nn.LIF(), (2.0, 0.0, 1.0, 1.0, 0.0)),
+              lambda: sparse_spiking_conv2d(torch.rand(3, 2, 2, 4, 4), torch.rand(6, 2, 3, 3), None, sf.nn.LIF())):
+        with pytest.raises(TypeError, match="spec must be a NeuronSpec instance .* pass its .spec"):
+            f()
+    xc = torch.rand(3, 2, 2, 4, 4)
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 3, H, W\) .* got \(3, 2, 2, 4, 4\)"):
+        sparse_spiking_conv2d(xc, torch.rand(6, 3, 3, 3), None, spec)
+    with pytest.raises(ValueError, match=r"x \(3, 2, 2, 4, 4\): .*smaller than the dilated kernel"):
+        sparse_spiking_conv2d(xc, torch.rand(6, 2, 5, 5), None, spec)
+
+
 @pytest.mark.parametrize("head", ["spike_linear", "sparse"])
 @pytest.mark.parametrize("how", ["no_grad", "in_place"])
 def test_a_sparse_layers_output_outside_its_graph_gets_its_whole_gradient(head, how):
@@ -616,7 +635,7 @@ def test_conv_refuses_bad_input():
     x, ws = conv_data(3, 0.1)
     with pytest.raises(ValueError, match=r"x must be a \(T, B, C, H, W\) tensor"):
         sparse_spiking_conv2d(x[0], ws[0], ws[1], LIF(), None)
-    with pytest.raises(ValueError, match=r"input must have shape \(N, 6, H, W\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 6, H, W\) for weight \(4, 6, 3, 3\)"):
         sparse_spiking_conv2d(x, ws[2], None, LIF(), None)
     with pytest.raises(ValueError, match=r"bias must be \(6,\)"):
         sparse_spiking_conv2d(x, ws[0], ws[1][:3], LIF(), None)

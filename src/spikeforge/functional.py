@@ -115,6 +115,7 @@ def _check_state(spec, state, shape) -> tuple:
 def param_values(spec, params) -> dict | None:
     """``params`` as a dict by name: a dict or ``None`` as given; a sequence (such as the spec's
     ``Params`` tuple) must hold one value per parameter, in the spec's order."""
+    check_spec(spec)
     if params is None or isinstance(params, dict):
         return params
     if isinstance(params, Tensor) or not hasattr(params, "__len__"):
@@ -126,9 +127,16 @@ def param_values(spec, params) -> dict | None:
     return dict(zip(spec.params, params))
 
 
-def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
+def check_spec(spec) -> None:
+    """Refuses anything but a neuron spec instance, naming what was given."""
     if not isinstance(spec, NeuronSpec):
-        raise TypeError(f"spec must be a NeuronSpec instance, got {spec!r}")
+        hint = " (a neuron module: pass its .spec)" if hasattr(spec, "spec") else ""
+        raise TypeError(f"spec must be a NeuronSpec instance such as spikeforge.neurons.LIF(), got "
+                        f"{type(spec).__name__}{hint}")
+
+
+def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
+    check_spec(spec)
     surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")

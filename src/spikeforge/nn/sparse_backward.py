@@ -162,16 +162,18 @@ def _check(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
     if x.device.type != "cpu" or x.dtype not in _spl.DTYPES:
         raise ValueError(f"x must be a CPU float32/float64 tensor for the sparse backward, got {x.dtype} on {x.device}")
-    if weight.dim() != 2 or weight.shape[1] != x.shape[2] or weight.dtype != x.dtype:
-        raise ValueError(f"weight must be ({'out'}, {x.shape[2]}) of dtype {x.dtype}, got {tuple(weight.shape)} "
-                         f"{weight.dtype}")
-    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
-        raise ValueError(f"bias must be ({weight.shape[0]},) of dtype {x.dtype}, got {tuple(bias.shape)} {bias.dtype}")
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[1] != x.shape[2] or weight.dtype != x.dtype:
+        got = f"{tuple(weight.shape)} {weight.dtype}" if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"weight must be a (out, {x.shape[2]}) tensor of dtype {x.dtype}, got {got}")
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
+        got = f"{tuple(bias.shape)} {bias.dtype}" if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"bias must be a ({weight.shape[0]},) tensor of dtype {x.dtype}, got {got}")
 
 
 def _setup(spec, params, surrogate, cutoff, n: int, dtype) -> tuple:
     """``(surrogate, width, params, coef)`` for ``n`` neurons; refuses an unsupported neuron or
     surrogate before any work."""
+    SF.check_spec(spec)
     surrogate = Triangle(1.0) if surrogate is None else surrogate
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(surrogate).__name__}")
@@ -270,7 +272,13 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
     if not isinstance(weight, Tensor) or weight.dtype != x.dtype or weight.device != x.device:
         raise ValueError(f"weight must be a tensor of x's dtype {x.dtype} on the CPU, got "
                          f"{weight.dtype if isinstance(weight, Tensor) else type(weight).__name__}")
-    pad, geo = _geometry(x.detach().flatten(0, 1), weight, stride, padding, dilation, groups)
+    if weight.dim() == 4 and isinstance(groups, int) and x.shape[2] != weight.shape[1] * groups:
+        raise ValueError(f"x must have shape (T, B, {weight.shape[1] * groups}, H, W) for weight "
+                         f"{tuple(weight.shape)} and groups={groups}, got {tuple(x.shape)}")
+    try:
+        pad, geo = _geometry(x.detach().flatten(0, 1), weight, stride, padding, dilation, groups)
+    except ValueError as e:   # it sees the (T * B, C, H, W) frames
+        raise ValueError(f"x {tuple(x.shape)}: {e}") from None
     out = geo.groups * geo.og
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (out,) or bias.dtype != x.dtype):
         raise ValueError(f"bias must be ({out},) of dtype {x.dtype}, got "
