@@ -265,3 +265,15 @@ def test_sparse_cutoff_backend_and_input_rank():
     with pytest.raises(ValueError, match=r"x must have shape \(T, B, 16\), got \(4, 16\); for one time step"):
         SpikingLinear(16, 8, sf.nn.LIF())(torch.rand(4, 16))
 
+
+def test_sparse_says_once_that_it_detaches_the_reset(caplog):
+    x = torch.rand(4, 2, 16) * 3
+    SL._LOGGED.clear()
+    with caplog.at_level(logging.INFO, logger="spikeforge"):
+        SpikingLinear(16, 8, sf.nn.LIF(surrogate=sf.surrogate.Triangle(1.0), detach_reset=True),
+                      backward=Backward.SPARSE)(x)
+        assert not any("reset detached" in r.message for r in caplog.records)
+        for _ in range(2):
+            SpikingLinear(16, 8, sf.nn.LIF(surrogate=sf.surrogate.Triangle(1.0)), backward=Backward.SPARSE)(x)
+    assert sum("reset detached" in r.message for r in caplog.records) == 1
+

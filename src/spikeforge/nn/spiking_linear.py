@@ -316,6 +316,9 @@ class _NeuronLayer(nn.Module):
         for flag, why in (("carry_state", "runs each sequence from rest"), ("record", "keeps no per-step states")):
             if getattr(nrn, flag):
                 raise ValueError(f"{where(self)}: backward=Backward.SPARSE {why}; {flag}=True is not supported")
+        if getattr(nrn.spec, "detach_reset", True) is False:
+            _log_once("backward=Backward.SPARSE trains with the reset detached (the gradient of Perez-Nieves & "
+                      "Goodman 2021); the neuron's detach_reset=False is not followed", "")
         return nrn
 
 
@@ -392,7 +395,7 @@ class SpikingLinear(_NeuronLayer):
 _LOGGED: set = set()
 
 
-def _log_once(reason: str) -> None:
+def _log_once(reason: str, what: str = "SpikingLinear runs Linear and the neuron unfused: ") -> None:
     if reason not in _LOGGED:
         _LOGGED.add(reason)
-        log.info("spikeforge: SpikingLinear runs Linear and the neuron unfused: %s", reason)
+        log.info("spikeforge: %s%s", what, reason)
