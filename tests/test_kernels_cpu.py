@@ -597,3 +597,56 @@ def test_streaming_stores_write_the_same_bits(neuron, dtype, monkeypatch):
     ref = _grads_both(spec, x, s0, params, lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s))
     for a, b in zip(ref["cpu"], ref["reference"]):   # streamed (STREAM_BYTES is still 0)
         torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_state_of_another_dtype_is_refused_and_follows_the_module(backend):
+    # a kernel reads the state's memory as x's dtype: a float32 state with float64 x is refused by
+    # name (it was read as raw bytes); a module's carried state follows .double()/.to()
+    x = torch.randn(6, 2, 4) + 0.8
+    with pytest.raises(ValueError, match="state.v must have x's dtype torch.float32"):
+        F.run(REGISTRY["LIF"](), x, (torch.zeros(2, 4, dtype=torch.float64),), backend=backend)
+    m = sf.nn.LIF(backend=backend, carry_state=True)
+    ref = sf.nn.LIF(backend=backend, carry_state=True).double()
+    m(x)
+    ref(x.double())
+    m.double()
+    assert m.state.v.dtype == torch.float64
+    torch.testing.assert_close(m(x.double()), ref(x.double()))
+    m.float()
+    with pytest.raises(ValueError, match="state.v must have x's dtype torch.float64"):
+        m(x.double())
+    s = sf.nn.LIF(backend=backend)
+    s.step(x[0])
+    with pytest.raises(ValueError, match="carried state.v is .* torch.float32"):
+        s.step(x[0].double())
+
+
+@pytest.mark.parametrize("loss", ["sum", "sum_both", "transposed"])
+def test_trace_gradient_of_any_layout(loss):
+    # the recorded trace's gradient broadcast (v.sum()) or transposed is laid out before the kernel reads it
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(6, 2, 5, generator=g, dtype=torch.float64) + 0.5
+    w = torch.randn(2, 6, 5, generator=g, dtype=torch.float64)
+    grads = []
+    for b in ("cpu", "reference"):
+        m = sf.nn.LIF(backend=b, record=True)
+        x = x0.clone().requires_grad_()
+        z = m(x)
+        v = m.trace.v
+        {"sum": v.sum(), "sum_both": v.sum() + z.sum(), "transposed": (v.transpose(0, 1) * w).sum()}[loss].backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("name", ["LIF", "CubaLIF", "PLIF"])
+def test_no_features(name):
+    # N = 0 features (the kernels' work split divided by it: SIGFPE) and B = 0: empty outputs, zero gradients
+    for shape in [(3, 2, 4, 0), (3, 0, 4)]:
+        m = sf.nn.MODULES[name](backend="cpu", record=True)
+        x = torch.randn(*shape, requires_grad=True)
+        z = m(x)
+        (z.sum() + m.trace[0].sum()).backward()
+        assert z.shape == x.shape and x.grad.shape == x.shape
+        assert all(p.grad is None or float(p.grad) == 0 for p in m.parameters())
+    assert sf.nn.LIF(backend="cpu").step(torch.randn(2, 0)).shape == (2, 0)

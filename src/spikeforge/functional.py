@@ -102,13 +102,18 @@ def rest_state(spec: NeuronSpec, params: tuple, like: Tensor) -> tuple:
     return spec.State(*out)
 
 
-def _check_state(spec, state, shape) -> tuple:
+def _check_state(spec, state, like: Tensor) -> tuple:
+    """``state`` as the spec's State, each tensor of ``like``'s shape, dtype and device (a fused
+    kernel reads its memory as x's dtype: none is cast silently)."""
     if len(state) != len(spec.state):
         raise ValueError(f"state must hold {len(spec.state)} tensors {spec.state}, got {len(state)}")
     for name, s in zip(spec.state, state):
-        if not isinstance(s, Tensor) or tuple(s.shape) != tuple(shape):
+        if not isinstance(s, Tensor) or tuple(s.shape) != tuple(like.shape):
             got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ValueError(f"state.{name} must have shape {tuple(shape)}, got {got}")
+            raise ValueError(f"state.{name} must have shape {tuple(like.shape)}, got {got}")
+        if s.dtype != like.dtype or s.device != like.device:
+            raise ValueError(f"state.{name} must have x's dtype {like.dtype} on {like.device}, got {s.dtype} on "
+                             f"{s.device} (a module's carried state follows .to()/.double(); else reset())")
     return spec.State(*state)
 
 
@@ -144,7 +149,7 @@ def _prepare(spec, x, state, params, surrogate, min_rank, finite=True):
     features = x.shape[min_rank:]
     params = make_params(spec, param_values(spec, params), features=features, dtype=x.dtype, device=x.device)
     like = x[0] if min_rank == 2 else x
-    state = rest_state(spec, params, like) if state is None else _check_state(spec, state, like.shape)
+    state = rest_state(spec, params, like) if state is None else _check_state(spec, state, like)
     return surrogate, state, params
 
 

@@ -179,7 +179,9 @@ class Fused(torch.autograd.Function):
         if gz is None:  # only the final state or the trace is used: a broadcast zero, never materialised
             gz = x.new_zeros(()).expand(x.shape)
         gfinal = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[:ns], state0)]
-        gtrace = list(grads[ns:]) if ctx.record else [None] * ns
+        # the kernels read each step's trace gradient as contiguous (T, B, N) rows: a broadcast (v.sum())
+        # or transposed gradient is laid out first
+        gtrace = [None if g is None else g.contiguous() for g in grads[ns:]] if ctx.record else [None] * ns
         gx, gs, gp = _call(_fused_backward, _op_backward)(ctx.name, x, list(state0), list(saved), list(params),
                                                            gz, gfinal, gtrace)
         gp = () if ctx.fixed is not None else [g if w else None for g, w in zip(gp, want[1:])]

@@ -179,9 +179,9 @@ class Kernel:
         else:
             block = empty((len(state), nsave, *x.shape[1:]), x.dtype) if nsave else None
             saved = list(block.unbind(0)) if nsave else [None] * len(state)
-        bad = self.lib.sf_forward(T, B, N, _threads(T * B * N), x.data_ptr(), z.data_ptr(), _ptrs(final),
-                                  _ptrs(saved) if nsave else self._nulls, K, nsave, self._params(params),
-                                  streams(z))
+        bad = 0 if not x.numel() else self.lib.sf_forward(   # (B or N = 0: the work split would divide by 0)
+            T, B, N, _threads(T * B * N), x.data_ptr(), z.data_ptr(), _ptrs(final),
+            _ptrs(saved) if nsave else self._nulls, K, nsave, self._params(params), streams(z))
         if bad and _validation.enabled():
             raise _validation.not_finite("x")
         if record:
@@ -202,9 +202,10 @@ class Kernel:
         gp = [torch.empty(B * N, dtype=gz.dtype) if w else None for w in self.want[1:]]
         gz, gsT, gsB = _rows(gz)
         saved = list(saved) or [None] * len(state)
-        self.lib.sf_backward(T, B, N, _threads(T * B * N), _addr(x), _ptrs(state), _ptrs(saved), K,
-                             self._params(params), gz.data_ptr(), gsT, gsB, _ptrs(gstate), _ptrs(gtrace), _addr(gx),
-                             _ptrs(gp), streams(gx))
+        if T * B * N:
+            self.lib.sf_backward(T, B, N, _threads(T * B * N), _addr(x), _ptrs(state), _ptrs(saved), K,
+                                 self._params(params), gz.data_ptr(), gsT, gsB, _ptrs(gstate), _ptrs(gtrace),
+                                 _addr(gx), _ptrs(gp), streams(gx))
         return gx, gstate, gp
 
     def _params(self, params) -> ctypes.Array:

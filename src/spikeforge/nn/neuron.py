@@ -102,9 +102,10 @@ class Neuron(nn.Module):
         state = self.state
         if state is None:
             state = F.rest_state(self.spec, fn.params, x)
-        elif state[0].shape != x.shape:
-            raise ValueError(f"{where(self)}: x has shape {tuple(x.shape)} but the carried state.{self.spec.state[0]} "
-                             f"has shape {tuple(state[0].shape)}; call reset() before a stream of another shape")
+        elif state[0].shape != x.shape or state[0].dtype != x.dtype or state[0].device != x.device:
+            raise ValueError(f"{where(self)}: x is {tuple(x.shape)} {x.dtype} on {x.device} but the carried state."
+                             f"{self.spec.state[0]} is {tuple(state[0].shape)} {state[0].dtype} on {state[0].device}; "
+                             f"call reset() before a stream of another shape or dtype")
         new_stream = self.state is None
         try:
             z, state = fn(x, state, self._fresh_params(x) if fn.fresh else None)
@@ -151,6 +152,13 @@ class Neuron(nn.Module):
     def reset(self) -> None:
         self.state = None
         self.trace = None
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.double()``, ``.cuda()``...: the carried state follows the parameters."""
+        out = super()._apply(fn, *args, **kwargs)
+        if self.state is not None:
+            self.__dict__["state"] = type(self.state)(*(fn(s) for s in self.state))
+        return out
 
     def detach_state(self) -> None:
         """Cut the graph through the carried state (truncated BPTT)."""
