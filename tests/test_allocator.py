@@ -231,3 +231,10 @@ def test_compiled_graphs_get_fresh_outputs_while_old_ones_live(pool):
         other.sum().backward()
     assert torch.equal(kept, expect) and torch.equal(other, net(xs[1]))
     assert allocator.pool_stats().hits > 0
+
+
+@pytest.mark.parametrize("bad", [-5, True, 1.5, "1"])
+def test_tune_allocator_refuses_a_bad_threshold(bad):
+    # refused before any mallopt call (no process-wide setting changed)
+    with pytest.raises(ValueError, match="trim_threshold must be a non-negative int"):
+        sf.tune_allocator(bad)

@@ -190,3 +190,8 @@ def test_a_failed_registration_leaves_the_registry_alone(scratch_registry):
 def test_a_parameter_that_is_not_a_number_is_named():
     with pytest.raises(TypeError, match="LIF parameter tau must be a number or a tensor, got 'x'"):
         sf.nn.LIF(tau="x")
+
+
+def test_batch_first_names_the_shape_given():
+    with pytest.raises(ValueError, match=r"\(B, T, \.\.\.\) \(batch_first=True\), got shape \(4, 3\)"):
+        sf.nn.LIF(batch_first=True)(torch.randn(4, 3))

@@ -53,7 +53,12 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 def tune_allocator(trim_threshold: int = 1 << 40) -> bool:
-    """Keep large allocations in the glibc heap. Returns False where glibc is absent."""
+    """Keep large allocations in the glibc heap: no mmap for them (``M_MMAP_MAX`` 0) and memory
+    returned to the system only above ``trim_threshold`` free bytes at the heap's top
+    (``M_TRIM_THRESHOLD``, a C int in glibc: at most 2**31 - 1, which larger values, such as the
+    default, mean). Returns False where glibc is absent."""
+    if isinstance(trim_threshold, bool) or not isinstance(trim_threshold, int) or trim_threshold < 0:
+        raise ValueError(f"trim_threshold must be a non-negative int (bytes), got {trim_threshold!r}")
     name = ctypes.util.find_library("c")
     if name is None:
         return False
