@@ -650,3 +650,17 @@ def test_no_features(name):
         assert z.shape == x.shape and x.grad.shape == x.shape
         assert all(p.grad is None or float(p.grad) == 0 for p in m.parameters())
     assert sf.nn.LIF(backend="cpu").step(torch.randn(2, 0)).shape == (2, 0)
+
+
+@pytest.mark.parametrize("mode", ["sequence", "step"])
+def test_state_carried_from_inference_mode_trains(mode):
+    # a carried state made under torch.inference_mode (evaluation) then a training call: as the reference
+    grads = []
+    for b in ("cpu", "reference"):
+        m = sf.nn.LIF(backend=b, carry_state=True)
+        with torch.inference_mode():
+            m(torch.ones(4, 2, 3)) if mode == "sequence" else m.step(torch.ones(2, 3))
+        x = (torch.arange(24.0).view(4, 2, 3) / 10).requires_grad_()
+        (m(x) if mode == "sequence" else m.step(x[0])).sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float32])
