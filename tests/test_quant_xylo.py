@@ -171,3 +171,11 @@ def test_decay_is_the_shift_or_the_sign_with_the_same_gradient(straight_through)
         w = torch.linspace(-1, 1, u0.numel())
         (g1,), (g2,) = torch.autograd.grad((new * w).sum(), u1), torch.autograd.grad((old * w).sum(), u2)
         assert torch.equal(g1, g2), dash
+
+
+@pytest.mark.parametrize("kw", [dict(dash_mem=20.0), dict(dash_syn=-3.0), dict(threshold=0.5), dict(bias=40000.0)])
+def test_register_ranges_refused_by_name(kw):
+    # Xylo's registers: dash 0..15, threshold 1..32767, bias 16-bit; out of range was clamped silently
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"XyloLIF parameter {name} must be in"):
+        F.run(XyloLIF(), torch.rand(3, 2, 4) * 8, params=kw)

@@ -41,13 +41,17 @@ class Param(NamedTuple):
     """A parameter's default, unit and constraint.
 
     ``positive`` parameters (time constants) must be > 0; ``learnable`` says whether a
-    module makes it an ``nn.Parameter`` unless told otherwise (``learn_<name>=``).
+    module makes it an ``nn.Parameter`` unless told otherwise (``learn_<name>=``); ``low`` /
+    ``high`` bound the values, inclusive (hardware registers: a value outside is refused, never
+    clamped).
     """
 
     default: float
     unit: str = ""
     positive: bool = False
     learnable: bool = False
+    low: float | None = None
+    high: float | None = None
 
 
 REGISTRY: dict[str, type["NeuronSpec"]] = {}

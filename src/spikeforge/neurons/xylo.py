@@ -116,10 +116,11 @@ class XyloLIF(NeuronSpec):
 
     state = ("i_syn", "v_mem")
     params = {
-        "dash_syn": Param(2.0, "bit shift"),
-        "dash_mem": Param(4.0, "bit shift"),
-        "threshold": Param(64.0, "state units", positive=True),
-        "bias": Param(0.0, "state units"),
+        # register ranges (a non-integer dash rounds to the nearest integer: _shift_factor)
+        "dash_syn": Param(2.0, "bit shift", low=0, high=15),
+        "dash_mem": Param(4.0, "bit shift", low=0, high=15),
+        "threshold": Param(64.0, "state units", positive=True, low=1, high=32767),
+        "bias": Param(0.0, "state units", low=-32768, high=32767),
     }
 
     def step(self, x, s, p, fire):
