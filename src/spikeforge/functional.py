@@ -92,12 +92,7 @@ def _check_param(spec, name, p, t: Tensor, features) -> None:
         if p.positive and not bool((t > 0).all()):
             raise ValueError(f"{_name(spec)} parameter {name} must be > 0, got {_show(t)}")
         if (p.low is not None and not bool((t >= p.low).all())) or (p.high is not None and not bool((t <= p.high).all())):
-            raise ValueError(f"{_name(spec)} parameter {name} must be in [{_bound(p.low)}, {_bound(p.high)}], "
-                             f"got {_show(t)}")
-
-
-def _bound(b) -> str:
-    return "..." if b is None else f"{b:g}"
+            raise ValueError(f"{_name(spec)} parameter {name} must be in {p.bounds()}, got {_show(t)}")
 
 
 def rest_state(spec: NeuronSpec, params: tuple, like: Tensor) -> tuple:

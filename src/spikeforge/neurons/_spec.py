@@ -53,6 +53,10 @@ class Param(NamedTuple):
     low: float | None = None
     high: float | None = None
 
+    def bounds(self) -> str:
+        """``low`` and ``high`` as ``[low, high]`` (``...`` for no bound)."""
+        return "[" + ", ".join("..." if b is None else f"{b:g}" for b in (self.low, self.high)) + "]"
+
 
 REGISTRY: dict[str, type["NeuronSpec"]] = {}
 #: called with each newly registered spec (the module classes and functional shortcuts are

@@ -227,6 +227,7 @@ def _signature(spec_type: type[NeuronSpec]) -> inspect.Signature:
 def _doc(spec_type: type[NeuronSpec]) -> str:
     lines = [inspect.cleandoc(spec_type.__doc__ or spec_type.__name__), "", "Parameters (default, unit):"]
     lines += [f"    {n} = {p.default!r} [{p.unit or '-'}]{' (learnable by default)' if p.learnable else ''}"
+              + ("" if p.low is None and p.high is None else f" (in {p.bounds()})")
               for n, p in spec_type.params.items()]
     lines += ["", inspect.cleandoc(Neuron.__doc__)]
     return "\n".join(lines)
