@@ -167,7 +167,8 @@ class Fused(torch.autograd.Function):
         z, final, trace, saved = _call(_fused, _op)(name, x, state, params, record, True)
         ctx.name, ctx.want, ctx.record, ctx.ns, ctx.np, ctx.fixed = name, want, record, ns, len(params), fixed
         # a carried state made under inference_mode cannot be saved: its values are (B * N of them, per state)
-        saved_state = [t.clone() if t.is_inference() and not torch.is_inference_mode_enabled() else t for t in state]
+        saved_state = state if torch.compiler.is_compiling() else [
+            t.clone() if t.is_inference() and not torch.is_inference_mode_enabled() else t for t in state]
         ctx.save_for_backward(x, *saved_state, *params, *(trace if record else saved))
         ctx.set_materialize_grads(False)  # unused outputs (often the final state) cost nothing
         return (z, *final, *trace)

@@ -83,8 +83,9 @@ class Neuron(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.batch_first and isinstance(x, Tensor):
             if x.dim() < 3:   # named with the shape given (not the transposed one)
-                raise ValueError(f"{where(self)}: x must be a sequence of shape (B, T, ...) (batch_first=True), got "
-                                 f"shape {tuple(x.shape)}; for one time step of shape (B, ...) use .step()")
+                raise ValueError(f"{where(self)}: x must be a sequence, (T, B, ...) time first or, with batch_first=True "
+                                 f"as here, (B, T, ...); got shape {tuple(x.shape)}; for one time step of shape "
+                                 f"(B, ...) use .step()")
             x = x.transpose(0, 1)
         state = self.state if self.carry_state else None
         try:
