@@ -195,3 +195,5 @@ def test_a_parameter_that_is_not_a_number_is_named():
 def test_batch_first_names_the_shape_given():
     with pytest.raises(ValueError, match=r"batch_first=True as here, \(B, T, \.\.\.\); got shape \(4, 3\)"):
         sf.nn.LIF(batch_first=True)(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"no time steps: shape \(2, 0, 3\) \(B, T, \.\.\.\) has T = 0"):
+        sf.nn.LIF(batch_first=True)(torch.randn(2, 0, 3))

@@ -86,6 +86,8 @@ class Neuron(nn.Module):
                 raise ValueError(f"{where(self)}: x must be a sequence, (T, B, ...) time first or, with batch_first=True "
                                  f"as here, (B, T, ...); got shape {tuple(x.shape)}; for one time step of shape "
                                  f"(B, ...) use .step()")
+            if x.shape[1] == 0:
+                raise ValueError(f"{where(self)}: x has no time steps: shape {tuple(x.shape)} (B, T, ...) has T = 0")
             x = x.transpose(0, 1)
         state = self.state if self.carry_state else None
         try:
