@@ -39,6 +39,7 @@ from ..allocator import empty
 from .. import kernels
 from ..kernels._fused import first_order, flat_params
 from ..kernels.cpu import _ptrs, _rows, streams
+from ..kernels.sparse_backward import cutoff_of
 from .neuron import Neuron, where
 
 __all__ = ["SpikingLinear", "spiking_linear", "Backward"]
@@ -291,8 +292,7 @@ class _NeuronLayer(nn.Module):
         if cutoff is not None:
             if backward is not Backward.SPARSE:
                 raise ValueError(f"cutoff is the sparse backward's (backward=Backward.SPARSE), got it with {backward}")
-            if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not cutoff > 0:
-                raise ValueError(f"cutoff must be a positive number, got {cutoff!r}")
+            cutoff_of(None, cutoff)   # validates a given cutoff (the surrogate is not read then)
 
     @property
     def last_backend(self) -> str | None:
