@@ -260,9 +260,9 @@ def sparse_spiking_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, spec: 
                           cutoff: float | None = None, backend: str | None = None) -> Tensor:
     """Spikes (T, B, out, OH, OW) of ``spec`` driven by ``conv2d(x[t], weight, bias, stride, padding,
     dilation, groups)`` at each step, from rest, with the sparse backward (module docstring).
-    ``x`` is (T, B, C, H, W); the neuron's parameters are scalars, one value per output entry
-    (out * OH * OW, flattened), or tensors of two or more dimensions that broadcast to the output's
-    (out, OH, OW) (e.g. one per channel, (out, 1, 1)); ``surrogate`` and ``cutoff`` as in
+    ``x`` is (T, B, C, H, W); the neuron's parameters are numbers or tensors that broadcast to the
+    output's neurons (out, OH, OW) as they would in the unfused pair (one per channel: (out, 1, 1);
+    a 1-D tensor broadcasts along OW, as torch broadcasts it); ``surrogate`` and ``cutoff`` as in
     ``sparse_spiking_linear``."""
     if not isinstance(x, Tensor) or x.dim() != 5:
         raise ValueError(f"x must be a (T, B, C, H, W) tensor, got "

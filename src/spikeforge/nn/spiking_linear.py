@@ -238,7 +238,8 @@ def spiking_linear(spec, x: Tensor, weight: Tensor, bias: Tensor | None = None, 
     Returns ``(z, final State, backend name, fused)``: the same values and gradients as
     ``F.run(spec, torch.nn.functional.linear(x, weight, bias), state, params)``; ``fused``
     says whether the chunked path ran (else the unfused pair). ``chunk``: time steps per
-    chunk (default: a Linear output of about ``CHUNK_BYTES``)."""
+    chunk (default: at least ``MIN_ROWS`` GEMM rows, more while the chunk's Linear output stays
+    under ``CHUNK_BYTES``)."""
     F.check_spec(spec)
     _check_linear(x, weight, bias, chunk)
     reason = _fusion_reason(spec, surrogate or F.DEFAULT_SURROGATE, backend, x, False)
