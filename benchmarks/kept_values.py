@@ -1,7 +1,7 @@
 """Values the fused CPU backward keeps from its recomputation (issue 15 §4; ``kernels.csource.kept``):
 forward + backward of one neuron alone (T=500, B=16, n=4096, float32, the cpu backend, only x's
 gradient wanted), with kernels built for each ``--variants`` entry (a set of ``csource.KEEP`` kinds:
-``none``, ``costly``, ``costly+x``), interleaved in one process; medians of the forward and backward ms.
+``none``, ``costly``, ``costly+x``, ``next+costly+x``), interleaved in one process; medians of the forward and backward ms.
 
     .venv/bin/python benchmarks/kept_values.py --variants none,costly,costly+x --reps 10
 """

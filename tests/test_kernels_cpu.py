@@ -514,6 +514,28 @@ def test_reverse_step_reads_x_once_and_keeps_costly_values(neuron):
         assert cpu.csource.kept(tr)[0] == ["exp"]
 
 
+def test_reverse_step_reads_the_next_states_it_would_recompute(monkeypatch):
+    """A value the step returns as a new state is in the segment already (the next step's slots): the
+    reverse step reads it there instead of evaluating it again. XyloLIF's synaptic current after its
+    shift decay (a floor, compares and selects per element) is read; CubaLIF's next current, the value
+    x enters through, needs no kept slot (2 values per step: its states)."""
+    want = lambda tr: (True,) + (False,) * tr.n_params
+    xy = cpu.trace(REGISTRY["XyloLIF"](), ATan(), torch.float32)
+    keep, reads = cpu.csource.kept(xy, want(xy))
+    nq = xy.n_state + len(keep)
+    assert sorted(j for j in reads.values() if j >= nq) == [nq]   # the next synaptic current (state 0)
+    rev = _reverse_loop(cpu.csource.backward_source(xy, (False,) * xy.n_params, cpu.csource.c_target(torch.float32),
+                                                    want(xy)))
+    cuba = cpu.trace(REGISTRY["CubaLIF"](), ATan(), torch.float32)
+    assert cpu.csource.kept(cuba, want(cuba))[0] == [] and cpu.csource.step_values(cuba, want(cuba)) == 2
+    monkeypatch.setattr(cpu.csource, "KEEP", cpu.csource.KEEP - {"next"})
+    rev_without = _reverse_loop(cpu.csource.backward_source(xy, (False,) * xy.n_params,
+                                                            cpu.csource.c_target(torch.float32), want(xy)))
+    assert f"q[{nq} * E + loc + i]" in rev and f"q[{nq} * E + loc + i]" not in rev_without
+    assert rev.count("floorf(") < rev_without.count("floorf(")
+    assert cpu.csource.step_values(cuba, want(cuba)) == 3
+
+
 def test_kept_values_make_the_segment_shorter():
     """Kept values share the segment's bytes with the states: K = states x SEGMENT_BYTES / (values per step)."""
     k = cpu.Kernel(REGISTRY["EIF"](), ATan(), torch.float32, (False,) * len(REGISTRY["EIF"].params),

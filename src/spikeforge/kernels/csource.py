@@ -325,8 +325,9 @@ def recomputes(tr: Traced) -> bool:
     return any(tr.backward_reads()[1: 1 + tr.n_state])
 
 
-# What `kept` keeps: "costly" values and the "x" cut (benchmarks/kept_values.py compares subsets).
-KEEP = frozenset({"costly", "x"})
+# What `kept` keeps: "costly" values and the "x" cut, and which values it reads as the "next" step's
+# states (benchmarks/kept_values.py compares subsets).
+KEEP = frozenset({"next", "costly", "x"})
 
 # Operations worth keeping from a segment's recomputation for the reverse step rather than
 # evaluating again (each is many vector instructions, or a division).
@@ -369,13 +370,18 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
     """Values of the step that a recomputing backward keeps from the segment's recomputation
     (where the forward step computes them anyway) in its buffer, next to the states, so that
     its reverse step reads them instead of computing them again: ``(forward nodes, {backward
-    node: index in the first list})``, for the gradients in ``want`` (as ``backward_source``).
+    node: its slot})``, for the gradients in ``want`` (as ``backward_source``). A step's slots
+    in the buffer are its pre-step states (0 .. ns - 1), then the kept values (ns + j for the
+    j-th forward node), then the next step's states (nq + k, nq = ns + number kept).
 
-    Kept are (1) the costly values (``_COSTLY``: EIF's exp is then evaluated twice per element
-    and step instead of three times) and (2), when the reverse step would still read x, the one
-    value that cuts x off with the least left to recompute (EIF's and LIF's membrane before the
-    spike), so that x is streamed from memory once per backward instead of twice. Values that
-    depend on parameters only are not kept (they are hoisted out of the loops)."""
+    Read are (0) the values the step returns as its new states, from the next step's slots,
+    which the recomputation fills anyway (XyloLIF's synaptic current after its shift decay:
+    the reverse step skips that chain). Kept are (1) the costly values (``_COSTLY``: EIF's exp is
+    then evaluated twice per element and step instead of three times) and (2), when the reverse
+    step would still read x, the one value that cuts x off with the least left to recompute
+    (EIF's and LIF's membrane before the spike), so that x is streamed from memory once per
+    backward instead of twice. Values that depend on parameters only are not kept (they are
+    hoisted out of the loops)."""
     if not recomputes(tr):
         return [], {}
     n_in, ns = 1 + tr.n_state + tr.n_params, tr.n_state
@@ -397,7 +403,14 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
         return printer.needed(tr.backward.graph, wanted, cut)
 
     x, target = nodes[0].name, {n.name: n.target for n in nodes}
-    cut = {b for b in match if target[b] in _COSTLY} if "costly" in KEEP else set()
+    fout = next(n for n in tr.forward.graph.nodes if n.op == "output").args[0][1: 1 + ns]   # the new states
+    nxt = {}
+    if "next" in KEEP:
+        for k, o in enumerate(fout):
+            for b in match:
+                if isinstance(o, torch.fx.Node) and o.name in varying and bkeys[b] == fkeys[o.name]:
+                    nxt.setdefault(b, k)
+    cut = set(nxt) | ({b for b in match if target[b] in _COSTLY} if "costly" in KEEP else set())
     if "x" in KEEP and x in live(cut):
         from_x = _descendants(tr.backward.graph, [x])
         options = [(sum(m in match for m in live(cut | {b})), k, b) for k, b in enumerate(match)
@@ -405,8 +418,10 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
         if options:
             cut.add(min(options)[2])
     need = live(cut)
-    fwd = list(dict.fromkeys(match[b] for b in match if b in cut and b in need))
-    return fwd, {b: fwd.index(match[b]) for b in match if match[b] in fwd}
+    fwd = list(dict.fromkeys(match[b] for b in match if b in cut and b in need and b not in nxt))
+    nq = ns + len(fwd)
+    return fwd, {**{b: ns + fwd.index(match[b]) for b in match if match[b] in fwd and b not in nxt},
+                 **{b: nq + k for b, k in nxt.items() if b in need}}
 
 
 def step_values(tr: Traced, want: tuple[bool, ...] | None = None) -> int:
@@ -427,8 +442,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     inputs = (["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)] + pexpr + ["gzt[i]"]
               + [f"g{k}[loc + i]" for k in range(ns)])
     bools = {n.name for n in tr.backward.graph.nodes if printer._val_dtype(n, tr.dtype) == torch.bool}
-    given = {b: f"(q[{ns + j} * E + loc + i] != 0)" if b in bools else f"q[{ns + j} * E + loc + i]"
-             for b, j in reads.items()}
+    given = {b: f"(q[{j} * E + loc + i] != 0)" if b in bools else f"q[{j} * E + loc + i]" for b, j in reads.items()}
+    spare = bool(keep) or any(j >= nq for j in reads.values())   # the last step runs too; its slots follow
     lines, outs = printer.emit(tr.backward.graph, inputs, target, tr.dtype, given=given,
                                used=_used(want, ns))
     stores = [f"gxt[i] = {_or0(outs[0])};"] if want[0] else []
@@ -447,8 +462,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     if recompute:  # rebuild the segment's pre-step states (and kept values) from the saved state before it
         flines, fouts = printer.emit(tr.forward.graph, ["xt[i]"] + [f"q[{k} * E + loc + i]" for k in range(ns)]
                                      + pexpr, target, tr.dtype)
-        # with kept values, the last step runs too (for them); its next state goes to a spare slot
-        last = " + 1 < t1" if not keep else " < t1"
+        # with kept values or next states read, the last step runs too; its next state goes to a spare slot
+        last = " < t1" if spare else " + 1 < t1"
         fstores = ([f"q1[{k} * E + loc + i] = {fouts[1 + k]};" for k in range(ns)]
                    + [f"q[{ns + j} * E + loc + i] = n_{f};" for j, f in enumerate(keep)])
         segment = [
@@ -476,7 +491,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         "        }",
         *(_rows(f"gstate[{k}][off + i] = g{k}[loc + i];") for k in range(ns)),
         *(_rows(f"gparams[{k}][off + i] = a{k}[loc + i];") for k in acc)])
-    nbuf = (f"{ns + na + 1} + {nq} * K" + (f" + {ns}" if keep else "")) if recompute else str(ns + na + 1)
+    nbuf = (f"{ns + na + 1} + {nq} * K" + (f" + {ns}" if spare else "")) if recompute else str(ns + na + 1)
     items = _ITEMS.format(chunk=CHUNK, param_decls=_indent(decls + target.bound.decls(), 4), nbuf=nbuf, body=body,
                           reduction="")
     return ("/* Backward, reverse time in segments of K steps: each segment's pre-step states are\n"
