@@ -64,6 +64,10 @@ def c_target(dtype: torch.dtype) -> Target:
         aten.maximum.default: _MAX, aten.minimum.default: _MIN,
         aten.pow.Tensor_Scalar: f"pow{f}({{0}}, {{1}})", aten.sign.default: "(({0} > 0) - ({0} < 0))",
         "cast": "(({t})({0}))", "max": _MAX, "min": _MIN, "max_x": _MAX_X, "min_x": _MIN_X,
+        # a truth value as 1/0 by a select (a compare and an and with 1.0's bits) rather than a conversion
+        # from int (an and with 1, then a 3-cycle int -> float convert on the step's critical path): the
+        # same values; EIF's forward 5.7 % faster (RESULTS.md 19s)
+        "bool_cast": "({0} ? {one} : {zero})",
     })
     return Target(ops=ops, const=c_const, typename=_ctype,
                   declare=lambda name, expr, dt: f"const {_ctype(dt)} {name} = {expr};", bound=bound)

@@ -156,6 +156,9 @@ def _expr(n, env, target, dtype) -> str:
         to, x = n.kwargs.get("dtype", dtype), env[n.args[0].name]
         if to == torch.bool and _val_dtype(n.args[0], dtype) != torch.bool:
             return f"({x} != 0)"  # a cast would truncate 0.5 to 0
+        if (to.is_floating_point and _val_dtype(n.args[0], dtype) == torch.bool and "bool_cast" in target.ops
+                and not any(u.target is aten.where.self for u in n.users)):
+            return target.ops["bool_cast"].format(x, one=target.const(1.0, to), zero=target.const(0.0, to))
         return target.ops["cast"].format(x, t=target.typename(to))
     if op in CONSTANTS:
         return target.const(float(CONSTANTS[op](n.args, n.kwargs)), dtype)
