@@ -408,12 +408,9 @@ def kept(tr: Traced, want: tuple[bool, ...] | None = None) -> tuple[list[str], d
 
     x, target = nodes[0].name, {n.name: n.target for n in nodes}
     fout = next(n for n in tr.forward.graph.nodes if n.op == "output").args[0][1: 1 + ns]   # the new states
-    nxt = {}
-    if "next" in KEEP:
-        for k, o in enumerate(fout):
-            for b in match:
-                if isinstance(o, torch.fx.Node) and o.name in varying and bkeys[b] == fkeys[o.name]:
-                    nxt.setdefault(b, k)
+    state_of = {fkeys[o.name]: k for k, o in reversed(list(enumerate(fout)))   # (the first state, if two are equal)
+                if isinstance(o, torch.fx.Node) and o.name in varying} if "next" in KEEP else {}
+    nxt = {b: state_of[bkeys[b]] for b in match if bkeys[b] in state_of}
     cut = set(nxt) | ({b for b in match if target[b] in _COSTLY} if "costly" in KEEP else set())
     if "x" in KEEP and x in live(cut):
         from_x = _descendants(tr.backward.graph, [x])
