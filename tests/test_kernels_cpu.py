@@ -699,3 +699,57 @@ def test_state_carried_from_inference_mode_trains(mode):
         (m(x) if mode == "sequence" else m.step(x[0])).sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float32])
+
+
+def test_long_chains_run_as_two_loops_with_few_values_crossing():
+    """A step whose chain of dependent operations is long runs as two loops over each block of SB
+    neurons, the values the second needs crossing in small arrays (csource._staged): EIF's forward
+    step (its exp, then ~20 operations) in the forward and in the backward's recomputation, the exp
+    alone crossing and evaluated in the first loop. EIF's reverse step (4 values would cross) and
+    LIF's short chain stay one loop."""
+    def src(name, dtype=torch.float32):
+        tr = cpu.trace(REGISTRY[name](), ATan(), dtype)
+        return cpu.csource.source(tr, (False,) * tr.n_params)
+    for dtype in (torch.float32, torch.float64):
+        eif = src("EIF", dtype)
+        assert eif.count("scalar_t sf_c0[SB];") == 2 and "sf_c1[SB]" not in eif
+        assert "sf_c0" not in _reverse_loop(eif)
+        fwd = eif[eif.index("int sf_forward"): eif.index("void sf_backward")]
+        first, second = fwd.split("const scalar_t n_exp = sf_c0[i - i0];")
+        assert "sf_exp" in first.split("sf_c0[SB];")[1] and "sf_exp" not in second
+    assert "sf_c0" not in src("LIF")
+
+
+@pytest.mark.parametrize("neuron,dtype", [(n, torch.float32) for n in ("EIF", "XyloLIF", "Izhikevich", "CubaLIF", "ALIF")]
+                         + [("EIF", torch.float64)])
+def test_two_loops_compute_the_same_bits(neuron, dtype, monkeypatch):
+    """Any step cut in two loops (forced here for every loop, however many values cross, truth values
+    among them) computes bit for bit what one loop does: outputs, final states, and the gradients of x,
+    the state and every parameter, over several segments and rows longer than a block."""
+    from conftest import default_params, make_input, rest
+
+    spec = REGISTRY[neuron]()
+    params = [p.reshape(1) for p in default_params(REGISTRY[neuron], dtype)]
+    shape = (9, 2, 300)
+    x = make_input(neuron, shape, dtype, seed=1)
+    s0 = [s.contiguous() for s in rest(spec, default_params(REGISTRY[neuron], dtype), shape[1:], dtype)]
+    gen = torch.Generator().manual_seed(2)
+    gz = torch.randn(shape, generator=gen, dtype=dtype)
+    gs = [torch.randn(s.shape, generator=gen, dtype=dtype) for s in s0]
+
+    def run():
+        k = cpu.Kernel(spec, ATan(), dtype, (False,) * len(params), None)
+        k.K = 4
+        z, final, _, saved = k.forward(x, s0, params, False, True)
+        gx, gstate, gp = k.backward(x, s0, saved, params, gz, [g.clone() for g in gs], [None] * len(s0))
+        return k, [z, *final, gx, *gstate, *gp]
+
+    _, one = run()
+    monkeypatch.setattr(cpu.csource, "STAGE_DEPTH", 0)
+    monkeypatch.setattr(cpu.csource, "MAX_CARRY", 10 ** 6)
+    k, two = run()
+    src = cpu.csource.source(k.tr, k.layout, k.want)
+    assert src.count("sf_c0[SB];") == 3, "forward, recomputation and reverse step each cut in two"
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)

@@ -15,6 +15,8 @@ over threads.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import torch
 
@@ -255,29 +257,120 @@ _ITEMS = """    const int64_t M = B * N;
 """
 
 
-def _rows(stmt: str, pre: str = "", indent: int = 8, post: str = "", simd: str = "", each: str = "") -> str:
+# Two loops instead of one where a step's chain of dependent operations is long. A loop whose
+# elements are independent but each runs a long chain (EIF: its exp and ~20 more operations, ~80
+# cycles) is bound by how many operations the core holds waiting for their inputs, not by its
+# arithmetic units: all of an element's operations enter the scheduler together and wait, on average,
+# half the chain. Cut in two loops over each block of SB neurons, the first writing the values the
+# second needs into small arrays (in L1), each operation waits half as long and twice as many
+# elements are in flight: the same operations in the same order, the same values. EIF's forward 15.1
+# -> 12.5 ms and its backward 27.5 -> 24.8 ms (its recomputation is the forward step; its reverse step,
+# ~70 cycles with 4 values crossing, was not faster cut); chains under ~70 cycles (LIF, QIF, ...) and
+# cuts that carry many values (Izhikevich: 6) gained nothing (RESULTS.md 19t).
+# Cycles an operation adds to its result's chain, roughly (x86 vector latencies; the inline exp ~40);
+# any other operation 3.
+_LATENCY = {**dict.fromkeys([aten.exp.default, aten.log.default, aten.atan.default, aten.erf.default,
+                             aten.tanh.default], 40),
+            aten.sigmoid.default: 50, aten.pow.Tensor_Scalar: 80, aten.sqrt.default: 15,
+            aten.rsqrt.default: 25, aten.reciprocal.default: 11, aten.div.Tensor: 11, aten.div.Scalar: 11,
+            **dict.fromkeys([*printer.CLAMPS, aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf,
+                             aten.where.Scalar, aten.neg.default, aten.abs.default], 1)}
+STAGE_DEPTH = 70   # cycles of the longest chain from which a step is cut in two loops
+MAX_CARRY = 2      # values crossing from the first loop to the second, at most
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A step's loop body cut in two (``_staged``): ``first``, ``second`` and the declarations of
+    the arrays that carry values from one to the other."""
+    first: str
+    second: str
+    arrays: str
+
+
+def _staged(graph: torch.fx.Graph, lines: list[str], tail: list[str], fixed: set[str], prefix: str = "n_"):
+    """``lines`` (``printer.emit``'s, for ``graph``) and then ``tail`` as a ``Staged`` body, or
+    ``None`` where the longest chain is under ``STAGE_DEPTH`` cycles or no cut carries at most
+    ``MAX_CARRY`` values. A value's place in the chain is where it is half computed; the cut,
+    between 30 and 70 % of the chain, carries the fewest values (then: nearest the middle). Values
+    of the parameters alone (``fixed``, hoisted by the compiler) and one cheap operation on inputs
+    are evaluated in each loop that uses them rather than carried."""
+    nodes = {prefix + n.name: n for n in graph.nodes}
+    owner = [nodes[re.search(rf"\b({prefix}\w+) =", ln).group(1)] for ln in lines]
+    end, lat = {}, {}
+    for n in owner:
+        if n.name not in fixed:
+            lat[n.name] = _LATENCY.get(n.target, 3)
+            end[n.name] = max((end.get(a.name, 0) for a in n.all_input_nodes), default=0) + lat[n.name]
+    depth = max(end.values(), default=0)
+    mid = {k: end[k] - lat[k] / 2 for k in end if end[k] > lat[k] or lat[k] > 3}
+    if depth < STAGE_DEPTH:
+        return None
+    token = re.compile(rf"\b{prefix}\w+")
+    later = [{m for m in token.findall(ln)} for ln in lines + tail]
+
+    def crossing(cut):
+        """Names the first loop declares and the second reads."""
+        second = set().union(*(t for t, n in zip(later, owner + [None] * len(tail))
+                               if n is None or mid.get(n.name, -1) >= cut))
+        return [prefix + k for k in mid if mid[k] < cut and prefix + k in second]
+    cuts = sorted({m for m in mid.values() if 0.3 * depth <= m <= 0.7 * depth},
+                  key=lambda c: (len(crossing(c)), abs(c - depth / 2)))
+    if not cuts or len(crossing(cuts[0])) > MAX_CARRY:
+        return None
+    cut, carry = cuts[0], crossing(cuts[0])
+    ctype = {name: "int" if printer._val_dtype(nodes[name], torch.float32) == torch.bool else "scalar_t"
+             for name in carry}
+    first = [ln for ln, n in zip(lines, owner) if n.name not in mid or mid[n.name] < cut]
+    second = [ln for ln, n in zip(lines, owner) if n.name not in mid or mid[n.name] >= cut]
+    return Staged("\n".join(first + [f"sf_c{j}[i - i0] = {name};" for j, name in enumerate(carry)]),
+                  "\n".join([f"const {ctype[name]} {name} = sf_c{j}[i - i0];" for j, name in enumerate(carry)]
+                            + second + tail),
+                  "\n".join(f"{ctype[name]} sf_c{j}[SB];" for j, name in enumerate(carry)))
+
+
+def _fixed(graph: torch.fx.Graph, params: range) -> set[str]:
+    """Names of the nodes that depend on the placeholders ``params`` (the parameters) alone."""
+    ph = [n.name for n in graph.nodes if n.op == "placeholder"]
+    varying = _descendants(graph, [p for k, p in enumerate(ph) if k not in params])
+    return {n.name for n in graph.nodes if n.name not in varying}
+
+
+def _rows(stmt: str | Staged, pre: str = "", indent: int = 8, post: str = "", simd: str = "",
+          each: str = "") -> str:
     """A loop over the work item's rows and, inside, a vectorised loop over its neurons;
     ``off`` is the row's offset in a (B, N) slice and ``loc`` its offset in the local buffers.
     ``each``: when ``stream``, the loop runs in blocks of ``SB`` neurons [i0, i1) and ``each`` after
     every block (so ``each`` runs only when streaming); otherwise the plain loop runs (a copy of it:
     one loop with a single block was 5-10 % slower for rows of 20 neurons; it costs ~20 % more
-    compile time)."""
+    compile time). A ``Staged`` body always runs in blocks, its two loops one after the other
+    (``simd`` on the second); it was faster for rows of 20 neurons too."""
     pad = " " * indent
-    body = "".join(f"{pad}        {ln}\n" for ln in stmt.splitlines() if ln)
-    loop = f"{pad}    #pragma omp simd{simd}\n{pad}    for (int64_t i = 0; i < len; ++i) {{\n" + body + f"{pad}    }}\n"
-    if each:
-        loop = (f"{pad}    if (stream) for (int64_t i0 = 0; i0 < len; i0 += SB) {{\n"
-                f"{pad}    const int64_t i1 = i0 + SB < len ? i0 + SB : len;\n"
-                f"{pad}    #pragma omp simd{simd}\n"
-                f"{pad}    for (int64_t i = i0; i < i1; ++i) {{\n" + body + f"{pad}    }}\n"
-                + "".join(f"{pad}    {ln}\n" for ln in each.splitlines() if ln)
-                + f"{pad}    }} else {{\n" + loop + f"{pad}    }}\n")
+
+    def text(s: str, more: str = "    ") -> str:
+        return "".join(f"{pad}{more}{ln}\n" for ln in s.splitlines() if ln)
+
+    def loop(body: str, lo: str, hi: str, clause: str) -> str:
+        return (f"{pad}    #pragma omp simd{clause}\n{pad}    for (int64_t i = {lo}; i < {hi}; ++i) {{\n"
+                + text(body, "        ") + f"{pad}    }}\n")
+
+    def blocks(inner: str) -> str:
+        return (f"for (int64_t i0 = 0; i0 < len; i0 += SB) {{\n"
+                f"{pad}    const int64_t i1 = i0 + SB < len ? i0 + SB : len;\n" + inner)
+
+    if isinstance(stmt, Staged):
+        body = (pad + "    " + blocks(text(stmt.arrays) + loop(stmt.first, "i0", "i1", "")
+                                      + loop(stmt.second, "i0", "i1", simd)
+                                      + (f"{pad}    if (stream) {{\n" + text(each) + f"{pad}    }}\n" if each else ""))
+                + f"{pad}    }}\n")
+    elif each:
+        body = (f"{pad}    if (stream) " + blocks(loop(stmt, "i0", "i1", simd) + text(each))
+                + f"{pad}    }} else {{\n" + loop(stmt, "0", "len", simd) + f"{pad}    }}\n")
+    else:
+        body = loop(stmt, "0", "len", simd)
     return (f"{pad}for (int64_t r = 0; r < nr; ++r) {{\n"
             f"{pad}    const int64_t off = (b0 + r) * N + f0, loc = r * len;\n"
-            + "".join(f"{pad}    {ln}\n" for ln in pre.splitlines() if ln)
-            + loop
-            + "".join(f"{pad}    {ln}\n" for ln in post.splitlines() if ln)
-            + f"{pad}}}\n")
+            + text(pre) + body + text(post) + f"{pad}}}\n")
 
 
 def _indent(lines, n):
@@ -293,6 +386,7 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     decls, pexpr = _param_decls(layout)
     inputs = ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr
     lines, outs = printer.emit(tr.forward.graph, inputs, target, tr.dtype)
+    fixed = _fixed(tr.forward.graph, range(1 + ns, 1 + ns + tr.n_params))
     stores = [f"zt[i] = {outs[0]};"] + [f"s{k}[loc + i] = {outs[1 + k]};" for k in range(ns)]
     stores.append("chk += xt[i] * 0;  /* NaN exactly when some x is NaN or inf */")
     body = "\n".join([
@@ -301,7 +395,8 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
         *(_rows(f"s{k}[loc + i] = state[{k}][off + i];") for k in range(ns)),
         "        for (int64_t t = 0; t < T; ++t) {",
         "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
-        _rows("\n".join(lines + stores), indent=12, simd=" reduction(+:chk)",
+        _rows(_staged(tr.forward.graph, lines, stores, fixed) or "\n".join(lines + stores), indent=12,
+              simd=" reduction(+:chk)",
               post="if (chk != 0) bad = 1;\nif (stream && t + 1 < T) sf_prefetch(x + (t + 1) * M + off, len);",
               each="sf_stream(z + t * M + off + i0, zt + i0, i1 - i0);",
               pre="const scalar_t* restrict xt = x + t * M + off;\n"
@@ -434,6 +529,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     """``want[0]``: write grad x; ``want[1 + k]``: accumulate the gradient of parameter k
     (default: all). Gradients nobody wants cost nothing."""
     ns, np_ = tr.n_state, tr.n_params
+    params = range(1 + ns, 1 + ns + np_)   # the parameters' placeholders
     want = want or (True,) * (1 + np_)
     acc = [k for k in range(np_) if want[1 + k]]
     recompute = recomputes(tr)
@@ -475,7 +571,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
             "            }",
             f"            for (int64_t t = t0; t{last}; ++t) {{",
             f"                scalar_t* restrict q = seg + (t - t0) * {nq} * E, * restrict q1 = q + {nq} * E;",
-            _rows("\n".join(flines + fstores), indent=16, pre="const scalar_t* restrict xt = x + t * M + off;"),
+            _rows(_staged(tr.forward.graph, flines, fstores, _fixed(tr.forward.graph, params))
+                  or "\n".join(flines + fstores), indent=16, pre="const scalar_t* restrict xt = x + t * M + off;"),
             "            }"]
     body = "\n".join([
         _locals(names if recompute else names[: ns + na + 1]),
@@ -486,7 +583,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         *segment,
         "            for (int64_t t = t1 - 1; t >= t0; --t) {",
         "                const scalar_t* restrict q = " + (f"seg + (t - t0) * {nq} * E;" if recompute else "0;"),
-        _rows("\n".join(lines + stores), pre=pointers, indent=16,
+        _rows(_staged(tr.backward.graph, lines, stores, _fixed(tr.backward.graph, params))
+              or "\n".join(lines + stores), pre=pointers, indent=16,
               each="if (gx) sf_stream(gx + t * M + off + i0, gxt + i0, i1 - i0);" if want[0] else ""),
         "            }",
         "        }",
