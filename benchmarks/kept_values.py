@@ -3,11 +3,11 @@ and steps cut in two loops (``kernels.csource._staged``): forward + backward of 
 (T=500, B=16, n=4096, float32, the cpu backend, only x's gradient wanted), with kernels built for each
 ``--variants`` entry, interleaved in one process; medians of the forward and backward ms. An entry is
 a set of ``csource.KEEP`` kinds (``none``, ``costly``, ``costly+x``, ``next+costly+x``), optionally
-followed by ``@`` and the chain length in cycles from which a step is cut in two loops
-(``csource.STAGE_DEPTH``; ``@inf``: never).
+followed by ``@`` and the work in estimated cycles from which a forward step is cut in two loops
+(``csource.STAGE_WORK``; ``@inf``: never).
 
     .venv/bin/python benchmarks/kept_values.py --variants none,costly,costly+x --reps 10
-    .venv/bin/python benchmarks/kept_values.py --variants next+costly+x@inf,next+costly+x@70 --neurons EIF
+    .venv/bin/python benchmarks/kept_values.py --variants next+costly+x@inf,next+costly+x@80 --neurons EIF,XyloLIF
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def kinds(variant: str) -> frozenset:
     return frozenset() if keep == "none" else frozenset(keep.split("+"))
 
 
-def stage_depth(variant: str, default: float) -> float:
+def stage_work(variant: str, default: float) -> float:
     return float(variant.split("@")[1]) if "@" in variant else default
 
 
@@ -31,14 +31,14 @@ def measure(name: str, variants: list[str], reps: int, T: int, B: int, n: int) -
 
     one, ((key, k0),) = C.neuron_pass(name, T, B, n)
     built = {}
-    default, depth = csource.KEEP, csource.STAGE_DEPTH
+    default, work = csource.KEEP, csource.STAGE_WORK
     try:
         for v in variants:
-            csource.KEEP, csource.STAGE_DEPTH = kinds(v), stage_depth(v, depth)
+            csource.KEEP, csource.STAGE_WORK = kinds(v), stage_work(v, work)
             built[v] = (cpu.Kernel(k0.tr.spec, k0.tr.surrogate, k0.tr.dtype, k0.layout, k0.want),
                         ", ".join(csource.kept(k0.tr, k0.want)[0]) or "-")
     finally:
-        csource.KEEP, csource.STAGE_DEPTH = default, depth
+        csource.KEEP, csource.STAGE_WORK = default, work
     times: dict[str, list] = {v: [] for v in variants}
     for rep in range(reps + 1):
         for v in variants:

@@ -90,6 +90,23 @@ class GatedLIF(NeuronSpec):
         return z, (h - p.v_threshold * z,)
 
 
+@dataclass(frozen=True)
+class ExpGatedLIF(NeuronSpec):
+    """Two exponentials on parallel chains and a gate between them: ``h = exp(exp(x) / 4 - 1)``
+    where ``exp(v) > gate``, else ``v``; ``z = H(h - v_threshold)``, soft reset. Enough arithmetic that
+    the fused forward step runs as two loops, and the cut carrying the fewest values carries the gate,
+    a truth value (csource._staged)."""
+
+    state = ("v",)
+    params = {"v_threshold": Param(1.0, "potential"), "gate": Param(1.5, "potential")}
+
+    def step(self, x, s, p, fire):
+        v = s[0]
+        h = torch.where(torch.exp(v) > p.gate, torch.exp(torch.exp(x) * 0.5 * 0.5 - 1.0), v)
+        z = fire(h - p.v_threshold)
+        return z, (h - p.v_threshold * z,)
+
+
 CUSTOM_NEURONS = {cls.__name__: cls for cls in (RefractoryLIF, BoundedLIF, ReluAdaptiveLIF, GatedLIF)}
 
 

@@ -1,5 +1,5 @@
 """benchmarks/kept_values.py: each variant builds its own kernel (what it keeps, its K), on a tiny
-shape, and csource.KEEP, csource.STAGE_DEPTH and the kernel cache are left as they were."""
+shape, and csource.KEEP, csource.STAGE_WORK and the kernel cache are left as they were."""
 from __future__ import annotations
 
 import os
@@ -20,10 +20,10 @@ def test_variants_keep_what_they_name_and_restore_the_default():
     assert csource.KEEP == before and not _fused._KERNELS
 
 
-def test_a_variant_names_the_stage_depth_and_it_is_restored():
-    depth = csource.STAGE_DEPTH
-    assert kept_values.stage_depth("costly@inf", depth) == float("inf") and kept_values.kinds("costly@inf") == {"costly"}
-    assert kept_values.stage_depth("none", depth) == depth and kept_values.kinds("none@70") == frozenset()
-    res = kept_values.measure("EIF", ["costly@inf", "costly@70"], reps=1, T=6, B=2, n=8)
+def test_a_variant_names_the_stage_work_and_it_is_restored():
+    work = csource.STAGE_WORK
+    assert kept_values.stage_work("costly@inf", work) == float("inf") and kept_values.kinds("costly@inf") == {"costly"}
+    assert kept_values.stage_work("none", work) == work and kept_values.kinds("none@80") == frozenset()
+    res = kept_values.measure("EIF", ["costly@inf", "costly@80"], reps=1, T=6, B=2, n=8)
     assert all(f > 0 and b > 0 for _, _, f, b in res.values())
-    assert csource.STAGE_DEPTH == depth and not _fused._KERNELS
+    assert csource.STAGE_WORK == work and not _fused._KERNELS

@@ -701,40 +701,34 @@ def test_state_carried_from_inference_mode_trains(mode):
     torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float32])
 
 
-def test_long_chains_run_as_two_loops_with_few_values_crossing():
-    """A step whose chain of dependent operations is long runs as two loops over each block of SB
-    neurons, the values the second needs crossing in small arrays (csource._staged): EIF's forward
-    step (its exp, then ~20 operations) in the forward and in the backward's recomputation, the exp
-    alone crossing and evaluated in the first loop. EIF's reverse step (4 values would cross) and
-    LIF's short chain stay one loop."""
+def test_forward_steps_of_much_arithmetic_run_as_two_loops():
+    """A forward step with much arithmetic on a long chain runs as two loops over each block of SB
+    neurons, the values the second needs crossing in small arrays (csource._staged), in the forward
+    and in the backward's recomputation: EIF's (its exp, evaluated in the first loop, crosses alone)
+    and XyloLIF's (two values cross). The reverse steps, and the forward steps of less work (LIF,
+    Izhikevich), stay one loop."""
     def src(name, dtype=torch.float32):
         tr = cpu.trace(REGISTRY[name](), ATan(), dtype)
         return cpu.csource.source(tr, (False,) * tr.n_params)
     for dtype in (torch.float32, torch.float64):
         eif = src("EIF", dtype)
         assert eif.count("scalar_t sf_c0[SB];") == 2 and "sf_c1[SB]" not in eif
-        assert "sf_c0" not in _reverse_loop(eif)
         fwd = eif[eif.index("int sf_forward"): eif.index("void sf_backward")]
         first, second = fwd.split("const scalar_t n_exp = sf_c0[i - i0];")
         assert "sf_exp" in first.split("sf_c0[SB];")[1] and "sf_exp" not in second
-    assert "sf_c0" not in src("LIF")
+    xylo = src("XyloLIF")
+    assert xylo.count("sf_c1[SB];") == 2 and "sf_c2[SB]" not in xylo
+    for s in (eif, xylo):
+        assert "sf_c0" not in _reverse_loop(s)
+    assert "sf_c0" not in src("LIF") and "sf_c0" not in src("Izhikevich")
 
 
-@pytest.mark.parametrize("neuron,dtype", [(n, torch.float32) for n in ("EIF", "XyloLIF", "Izhikevich", "CubaLIF", "ALIF")]
-                         + [("EIF", torch.float64)])
-def test_two_loops_compute_the_same_bits(neuron, dtype, monkeypatch):
-    """Any step cut in two loops (forced here for every loop, however many values cross, truth values
-    among them) computes bit for bit what one loop does: outputs, final states, and the gradients of x,
-    the state and every parameter, over several segments and rows longer than a block."""
-    from conftest import default_params, make_input, rest
-
-    spec = REGISTRY[neuron]()
-    params = [p.reshape(1) for p in default_params(REGISTRY[neuron], dtype)]
-    shape = (9, 2, 300)
-    x = make_input(neuron, shape, dtype, seed=1)
-    s0 = [s.contiguous() for s in rest(spec, default_params(REGISTRY[neuron], dtype), shape[1:], dtype)]
+def _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=True):
+    """Outputs, final states and every gradient of the cpu kernels built with each forward step as
+    one loop and as two (every step forced when ``force``), over several segments; and the source
+    of the second."""
     gen = torch.Generator().manual_seed(2)
-    gz = torch.randn(shape, generator=gen, dtype=dtype)
+    gz = torch.randn(x.shape, generator=gen, dtype=dtype)
     gs = [torch.randn(s.shape, generator=gen, dtype=dtype) for s in s0]
 
     def run():
@@ -742,14 +736,53 @@ def test_two_loops_compute_the_same_bits(neuron, dtype, monkeypatch):
         k.K = 4
         z, final, _, saved = k.forward(x, s0, params, False, True)
         gx, gstate, gp = k.backward(x, s0, saved, params, gz, [g.clone() for g in gs], [None] * len(s0))
-        return k, [z, *final, gx, *gstate, *gp]
+        return [z, *final, gx, *gstate, *gp], cpu.csource.source(k.tr, k.layout, k.want)
 
-    _, one = run()
-    monkeypatch.setattr(cpu.csource, "STAGE_DEPTH", 0)
-    monkeypatch.setattr(cpu.csource, "MAX_CARRY", 10 ** 6)
-    k, two = run()
-    src = cpu.csource.source(k.tr, k.layout, k.want)
-    assert src.count("sf_c0[SB];") == 3, "forward, recomputation and reverse step each cut in two"
+    monkeypatch.setattr(cpu.csource, "STAGE_WORK", float("inf"))
+    one, _ = run()
+    monkeypatch.setattr(cpu.csource, "STAGE_WORK", 0 if force else 80)
+    if force:
+        monkeypatch.setattr(cpu.csource, "MAX_CARRY", 10 ** 6)
+    two, src = run()
+    return one, two, src
+
+
+@pytest.mark.parametrize("neuron,dtype", [(n, torch.float32) for n in ("EIF", "XyloLIF", "Izhikevich", "CubaLIF", "ALIF")]
+                         + [("EIF", torch.float64)])
+def test_two_loops_compute_the_same_bits(neuron, dtype, monkeypatch):
+    """Any forward step cut in two loops (forced here for every neuron, however many values cross)
+    computes bit for bit what one loop does: outputs, final states, and the gradients of x, the state
+    and every parameter, over several segments and rows longer than a block."""
+    from conftest import default_params, make_input, rest
+
+    spec = REGISTRY[neuron]()
+    params = [p.reshape(1) for p in default_params(REGISTRY[neuron], dtype)]
+    shape = (9, 2, 300)
+    x = make_input(neuron, shape, dtype, seed=1)
+    s0 = [s.contiguous() for s in rest(spec, default_params(REGISTRY[neuron], dtype), shape[1:], dtype)]
+    one, two, src = _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch)
+    assert src.count("sf_c0[SB];") == 2, "forward and recomputation each cut in two"
     assert len(one) == len(two)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+def test_a_truth_value_crosses_between_the_two_loops(monkeypatch):
+    """ExpGatedLIF's cheapest cut carries its gate, a comparison's truth value, in an int array: the
+    values are those of one loop, bit for bit, and the reference's."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from custom_neurons import ExpGatedLIF
+
+    spec, dtype = ExpGatedLIF(), torch.float64
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(9, 2, 300, generator=gen, dtype=dtype) * 1.5
+    s0 = [torch.rand(2, 300, generator=gen, dtype=dtype)]
+    params = [torch.tensor([v.default], dtype=dtype) for v in spec.params.values()]
+    one, two, src = _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=False)
+    fwd = src[src.index("int sf_forward"): src.index("void sf_backward")]
+    assert "int sf_c0[SB];" in fwd and "const int n_gt = sf_c0[i - i0];" in fwd
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params], lambda z, s: (z * x).sum() + (s[0] ** 2).sum())
+    for a, b in zip(out["cpu"], out["reference"]):
+        torch.testing.assert_close(a, b, **TOL[dtype])

@@ -257,16 +257,17 @@ _ITEMS = """    const int64_t M = B * N;
 """
 
 
-# Two loops instead of one where a step's chain of dependent operations is long. A loop whose
-# elements are independent but each runs a long chain (EIF: its exp and ~20 more operations, ~80
-# cycles) is bound by how many operations the core holds waiting for their inputs, not by its
-# arithmetic units: all of an element's operations enter the scheduler together and wait, on average,
-# half the chain. Cut in two loops over each block of SB neurons, the first writing the values the
-# second needs into small arrays (in L1), each operation waits half as long and twice as many
-# elements are in flight: the same operations in the same order, the same values. EIF's forward 15.1
-# -> 12.5 ms and its backward 27.5 -> 24.8 ms (its recomputation is the forward step; its reverse step,
-# ~70 cycles with 4 values crossing, was not faster cut); chains under ~70 cycles (LIF, QIF, ...) and
-# cuts that carry many values (Izhikevich: 6) gained nothing (RESULTS.md 19t).
+# A forward step with much arithmetic on a long chain runs as two loops instead of one. A loop whose
+# elements are independent but each runs a long chain of dependent operations (EIF: its exp and ~15
+# more, ~80 cycles) is bound by how many operations the core holds waiting for their inputs, not by
+# its arithmetic units: all of an element's operations enter the scheduler together and wait, on
+# average, half the chain. Cut in two loops over each block of SB neurons, the first writing the values
+# the second needs into small arrays (in L1), each operation waits half as long and more elements are
+# in flight: the same operations in the same order, the same values. Measured (RESULTS.md 19t, the
+# forward step and the backward's recomputation of it): EIF 42.8 -> 38.2 ms per forward + backward,
+# XyloLIF 56.6 -> 54.3; the forward steps of less work (Izhikevich: 12 % slower cut; QIF, CubaLIF, LIF)
+# are nearer the memory's speed and stay one loop, as do the reverse steps (Izhikevich, QIF and CubaLIF
+# slower cut, EIF's no faster: they stream the gradients and the kept values as well).
 # Cycles an operation adds to its result's chain, roughly (x86 vector latencies; the inline exp ~40);
 # any other operation 3.
 _LATENCY = {**dict.fromkeys([aten.exp.default, aten.log.default, aten.atan.default, aten.erf.default,
@@ -275,8 +276,8 @@ _LATENCY = {**dict.fromkeys([aten.exp.default, aten.log.default, aten.atan.defau
             aten.rsqrt.default: 25, aten.reciprocal.default: 11, aten.div.Tensor: 11, aten.div.Scalar: 11,
             **dict.fromkeys([*printer.CLAMPS, aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf,
                              aten.where.Scalar, aten.neg.default, aten.abs.default], 1)}
-STAGE_DEPTH = 70   # cycles of the longest chain from which a step is cut in two loops
-MAX_CARRY = 2      # values crossing from the first loop to the second, at most
+STAGE_WORK = 80   # cycles of operations on x and the states (summed) from which a step is cut in two loops
+MAX_CARRY = 2     # values crossing from the first loop to the second, at most
 
 
 @dataclass(frozen=True)
@@ -290,8 +291,8 @@ class Staged:
 
 def _staged(graph: torch.fx.Graph, lines: list[str], tail: list[str], fixed: set[str], prefix: str = "n_"):
     """``lines`` (``printer.emit``'s, for ``graph``) and then ``tail`` as a ``Staged`` body, or
-    ``None`` where the longest chain is under ``STAGE_DEPTH`` cycles or no cut carries at most
-    ``MAX_CARRY`` values. A value's place in the chain is where it is half computed; the cut,
+    ``None`` where the operations on x and the states add up to less than ``STAGE_WORK`` cycles or
+    no cut carries at most ``MAX_CARRY`` values. A value's place in the chain is where it is half computed; the cut,
     between 30 and 70 % of the chain, carries the fewest values (then: nearest the middle). Values
     of the parameters alone (``fixed``, hoisted by the compiler) and one cheap operation on inputs
     are evaluated in each loop that uses them rather than carried."""
@@ -304,7 +305,7 @@ def _staged(graph: torch.fx.Graph, lines: list[str], tail: list[str], fixed: set
             end[n.name] = max((end.get(a.name, 0) for a in n.all_input_nodes), default=0) + lat[n.name]
     depth = max(end.values(), default=0)
     mid = {k: end[k] - lat[k] / 2 for k in end if end[k] > lat[k] or lat[k] > 3}
-    if depth < STAGE_DEPTH:
+    if sum(lat.values()) < STAGE_WORK:
         return None
     token = re.compile(rf"\b{prefix}\w+")
     later = [{m for m in token.findall(ln)} for ln in lines + tail]
@@ -583,8 +584,7 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
         *segment,
         "            for (int64_t t = t1 - 1; t >= t0; --t) {",
         "                const scalar_t* restrict q = " + (f"seg + (t - t0) * {nq} * E;" if recompute else "0;"),
-        _rows(_staged(tr.backward.graph, lines, stores, _fixed(tr.backward.graph, params))
-              or "\n".join(lines + stores), pre=pointers, indent=16,
+        _rows("\n".join(lines + stores), pre=pointers, indent=16,
               each="if (gx) sf_stream(gx + t * M + off + i0, gxt + i0, i1 - i0);" if want[0] else ""),
         "            }",
         "        }",
