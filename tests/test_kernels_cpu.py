@@ -723,27 +723,28 @@ def test_forward_steps_of_much_arithmetic_run_as_two_loops():
     assert "sf_c0" not in src("LIF") and "sf_c0" not in src("Izhikevich")
 
 
-def _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=True):
-    """Outputs, final states and every gradient of the cpu kernels built with each forward step as
-    one loop and as two (every step forced when ``force``), over several segments; and the source
-    of the second."""
+def _kernel_values(spec, dtype, params, x, s0):
+    """Outputs, final states and every gradient of a freshly built cpu kernel, over segments of 4
+    steps; and its source."""
     gen = torch.Generator().manual_seed(2)
     gz = torch.randn(x.shape, generator=gen, dtype=dtype)
     gs = [torch.randn(s.shape, generator=gen, dtype=dtype) for s in s0]
+    k = cpu.Kernel(spec, ATan(), dtype, (False,) * len(params), None)
+    k.K = 4
+    z, final, _, saved = k.forward(x, s0, params, False, True)
+    gx, gstate, gp = k.backward(x, s0, saved, params, gz, [g.clone() for g in gs], [None] * len(s0))
+    return [z, *final, gx, *gstate, *gp], cpu.csource.source(k.tr, k.layout, k.want)
 
-    def run():
-        k = cpu.Kernel(spec, ATan(), dtype, (False,) * len(params), None)
-        k.K = 4
-        z, final, _, saved = k.forward(x, s0, params, False, True)
-        gx, gstate, gp = k.backward(x, s0, saved, params, gz, [g.clone() for g in gs], [None] * len(s0))
-        return [z, *final, gx, *gstate, *gp], cpu.csource.source(k.tr, k.layout, k.want)
 
+def _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=True):
+    """``_kernel_values`` with each forward step as one loop and as two (every step forced when
+    ``force``): (values of one, values of two, source of two)."""
     monkeypatch.setattr(cpu.csource, "STAGE_WORK", float("inf"))
-    one, _ = run()
+    one, _ = _kernel_values(spec, dtype, params, x, s0)
     monkeypatch.setattr(cpu.csource, "STAGE_WORK", 0 if force else 80)
     if force:
         monkeypatch.setattr(cpu.csource, "MAX_CARRY", 10 ** 6)
-    two, src = run()
+    two, src = _kernel_values(spec, dtype, params, x, s0)
     return one, two, src
 
 
@@ -784,5 +785,38 @@ def test_a_truth_value_crosses_between_the_two_loops(monkeypatch):
     for a, b in zip(one, two):
         assert torch.equal(a, b)
     out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params], lambda z, s: (z * x).sum() + (s[0] ** 2).sum())
+    for a, b in zip(out["cpu"], out["reference"]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+def test_a_clamps_gradient_mask_is_an_equality_with_the_clamp(monkeypatch):
+    """clamp's gradient mask ``(a >= lo) & (a <= hi)`` is printed as ``clamp(a, lo, hi) == a`` where
+    the step clamps ``a`` anyway (printer._clamped; XyloLIF's three saturating sums in its reverse
+    step: backward 3.5 % faster): the same truth values inside, at and beyond the bounds, so the
+    gradients are bit for bit those of the two comparisons, and the reference's."""
+    from conftest import default_params, rest
+
+    spec, dtype = REGISTRY["XyloLIF"](), torch.float32
+    tr = cpu.trace(spec, ATan(), dtype)
+    rev = _reverse_loop(cpu.csource.source(tr, (False,) * tr.n_params))
+    assert "= (n_clamp_3 == n_add_5);" in rev and "(n_ge_10 & n_le_1)" not in rev
+    gen = torch.Generator().manual_seed(5)
+    # saturating sums: inputs up to twice the 16-bit range, both signs, and values exactly at a bound
+    x = torch.randint(-65536, 65536, (9, 2, 300), generator=gen).to(dtype)
+    x[::3, :, ::7] = 32767.0
+    x[1::3, :, ::5] = -32768.0
+    params = [p.reshape(1) for p in default_params(REGISTRY["XyloLIF"], dtype)]
+    s0 = [s.contiguous() for s in rest(spec, default_params(REGISTRY["XyloLIF"], dtype), x.shape[1:], dtype)]
+    eq, _ = _kernel_values(spec, dtype, params, x, s0)
+    monkeypatch.setattr(cpu.csource.printer, "RANGE_EQ", False)
+    both, src = _kernel_values(spec, dtype, params, x, s0)
+    assert "(n_ge_10 & n_le_1)" in _reverse_loop(src)
+    for a, b in zip(eq, both):
+        assert torch.equal(a, b)
+    assert any(bool((g == 0).any()) and bool((g != 0).any()) for g in eq[len(s0) + 1:]), "masks both ways"
+    monkeypatch.setattr(cpu.csource.printer, "RANGE_EQ", True)
+    w = torch.randn(x.shape, generator=gen, dtype=dtype)
+    out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params],
+                      lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s) * 1e-6)
     for a, b in zip(out["cpu"], out["reference"]):
         torch.testing.assert_close(a, b, **TOL[dtype])

@@ -167,6 +167,9 @@ def _expr(n, env, target, dtype) -> str:
     if op is aten.pow.Tensor_Scalar and n.args[1] in _POW:
         return _POW[n.args[1]](env[n.args[0].name], target.ops, target.const(1.0, dtype))
     op = SAME_AS.get(op, op)
+    clamp = _clamped(n, env) if op is aten.bitwise_and.Tensor and RANGE_EQ else None
+    if clamp is not None:
+        return target.ops[aten.eq.Tensor].format(env[clamp.name], env[clamp.args[0].name])
     if op in BITWISE and any(_val_dtype(a, None) != torch.bool for a in n.all_input_nodes):
         raise UnsupportedGraph(f"operation {n.target} is supported on booleans only")
     template = target.ops.get(op)
@@ -174,6 +177,25 @@ def _expr(n, env, target, dtype) -> str:
         raise UnsupportedGraph(f"operation {op} is not supported by the kernel printer")
     args = [_fmt_arg(a, env, target, dtype) for a in n.args]
     return template.format(*args)
+
+
+RANGE_EQ = True
+
+
+def _clamped(n, env):
+    """The clamp ``clamp(a, lo, hi)``, already printed, when ``n`` is ``(a >= lo) & (a <= hi)`` with
+    number bounds ``lo <= hi`` (clamp's gradient mask): the mask holds exactly where the clamp
+    returns ``a`` itself (a NaN ``a``: neither; ``-0.0`` at a bound ``0.0``: both), one comparison
+    instead of two and an ``and``."""
+    tests = {a.target: a for a in n.args if isinstance(a, torch.fx.Node)}
+    ge, le = tests.get(aten.ge.Scalar), tests.get(aten.le.Scalar)
+    if len(n.args) != 2 or ge is None or le is None or ge.args[0] is not le.args[0]:
+        return None
+    a, lo, hi = ge.args[0], ge.args[1], le.args[1]
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in (lo, hi)) or not lo <= hi:
+        return None
+    return next((u for u in a.users if u.target is aten.clamp.default and tuple(u.args[1:]) == (lo, hi)
+                 and not u.kwargs and u.name in env), None)
 
 
 # The exponents torch's own pow kernel special-cases (exactly, as these), by what it computes;
