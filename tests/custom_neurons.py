@@ -93,7 +93,7 @@ class GatedLIF(NeuronSpec):
 @dataclass(frozen=True)
 class ExpGatedLIF(NeuronSpec):
     """Two exponentials on parallel chains and a gate between them: ``h = exp(exp(x) / 4 - 1)``
-    where ``exp(v) > gate``, else ``v``; ``z = H(h - v_threshold)``, soft reset. Enough arithmetic that
+    where ``exp(v) > gate``, else ``v + x``; ``z = H(h - v_threshold)``, soft reset. Enough arithmetic that
     the fused forward step runs as two loops, and the cut carrying the fewest values carries the gate,
     a truth value (csource._staged)."""
 
@@ -102,12 +102,12 @@ class ExpGatedLIF(NeuronSpec):
 
     def step(self, x, s, p, fire):
         v = s[0]
-        h = torch.where(torch.exp(v) > p.gate, torch.exp(torch.exp(x) * 0.5 * 0.5 - 1.0), v)
+        h = torch.where(torch.exp(v) > p.gate, torch.exp(torch.exp(x) * 0.5 * 0.5 - 1.0), v + x)
         z = fire(h - p.v_threshold)
         return z, (h - p.v_threshold * z,)
 
 
-CUSTOM_NEURONS = {cls.__name__: cls for cls in (RefractoryLIF, BoundedLIF, ReluAdaptiveLIF, GatedLIF)}
+CUSTOM_NEURONS = {cls.__name__: cls for cls in (RefractoryLIF, BoundedLIF, ReluAdaptiveLIF, GatedLIF, ExpGatedLIF)}
 
 
 # One step per supported op: u = OPS[op](x, w) with x the input and w a parameter (0.5 by

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 import spikeforge as sf
 from spikeforge import functional as F
 from spikeforge.kernels import BackendError, cpu
-from spikeforge.neurons import REGISTRY
+from spikeforge.neurons import REGISTRY, NeuronSpec, Param
 from spikeforge.surrogate import ATan, Custom
 
 pytestmark = pytest.mark.skipif(sf.backends()["cpu"] is not None, reason=f"cpu backend: {sf.backends()['cpu']}")
@@ -712,15 +713,64 @@ def test_forward_steps_of_much_arithmetic_run_as_two_loops():
         return cpu.csource.source(tr, (False,) * tr.n_params)
     for dtype in (torch.float32, torch.float64):
         eif = src("EIF", dtype)
-        assert eif.count("scalar_t sf_c0[SB];") == 2 and "sf_c1[SB]" not in eif
+        assert eif.count("sf_c0[SB];") == 2 and "sf_c1[SB]" not in eif
         fwd = eif[eif.index("int sf_forward"): eif.index("void sf_backward")]
-        first, second = fwd.split("const scalar_t n_exp = sf_c0[i - i0];")
+        first, second = fwd.split("n_exp = sf_c0[i - i0];")
         assert "sf_exp" in first.split("sf_c0[SB];")[1] and "sf_exp" not in second
     xylo = src("XyloLIF")
     assert xylo.count("sf_c1[SB];") == 2 and "sf_c2[SB]" not in xylo
     for s in (eif, xylo):
         assert "sf_c0" not in _reverse_loop(s)
     assert "sf_c0" not in src("LIF") and "sf_c0" not in src("Izhikevich")
+
+
+@dataclass(frozen=True)
+class _PowLIF(NeuronSpec):
+    """Enough work (a pow) to be cut, but no cut in the middle of the chain carries anything."""
+
+    state = ("v",)
+    params = {"v_threshold": Param(1.0, "potential")}
+
+    def step(self, x, s, p, fire):
+        h = 0.9 * s[0] + x.abs() ** 2.7
+        z = fire(h - p.v_threshold)
+        return z, (h - p.v_threshold * z,)
+
+
+@dataclass(frozen=True)
+class _MixedLIF(NeuronSpec):
+    """A float32 step with a float64 value in the middle of its chain, which the cut carries."""
+
+    state = ("v",)
+    params = {"v_threshold": Param(1.0, "potential")}
+
+    def step(self, x, s, p, fire):
+        d = x.double() / 3.0
+        d = d / 7.0 + d / 11.0
+        d = d / 13.0 + d / 17.0
+        h = 0.9 * s[0] + (d * 1e9 - (d * 1e9).float().double()).float()
+        z = fire(h - p.v_threshold)
+        return z, (h - p.v_threshold * z,)
+
+
+def test_a_cut_carries_at_least_one_value_in_its_own_type(monkeypatch):
+    """A step whose cuts would carry nothing stays one loop (two loops would only add a pass), and a
+    carried value keeps its C type: a double in a float kernel is carried as a double (as a float it
+    lost the digits this step keeps), with the values of one loop."""
+    def fwd(spec):
+        tr = cpu.trace(spec, ATan(), torch.float32)
+        src = cpu.csource.source(tr, (False,) * tr.n_params)
+        return src[src.index("int sf_forward"): src.index("void sf_backward")]
+    assert "sf_c0" not in fwd(_PowLIF())
+    monkeypatch.setattr(cpu.csource, "STAGE_WORK", 0)
+    monkeypatch.setattr(cpu.csource, "MAX_CARRY", 10 ** 6)
+    assert "sf_c0" not in fwd(_PowLIF())
+    assert "double sf_c0[SB];" in fwd(_MixedLIF())
+    x = torch.rand(5, 2, 300, generator=torch.Generator().manual_seed(0))
+    s0 = [torch.zeros(2, 300)]
+    one, two, _ = _one_and_two_loops(_MixedLIF(), torch.float32, [torch.tensor([1.0])], x, s0, monkeypatch)
+    assert len(one) == len(two) and all(torch.equal(a, b) for a, b in zip(one, two))
+    assert one[1].abs().max() > 0
 
 
 def _kernel_values(spec, dtype, params, x, s0):
@@ -748,8 +798,8 @@ def _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=True):
     return one, two, src
 
 
-@pytest.mark.parametrize("neuron,dtype", [(n, torch.float32) for n in ("EIF", "XyloLIF", "Izhikevich", "CubaLIF", "ALIF")]
-                         + [("EIF", torch.float64)])
+@pytest.mark.parametrize("neuron,dtype", [(n, torch.float32) for n in ("EIF", "XyloLIF", "Izhikevich", "CubaLIF",
+                                                                    "ALIF")] + [("EIF", torch.float64)])
 def test_two_loops_compute_the_same_bits(neuron, dtype, monkeypatch):
     """Any forward step cut in two loops (forced here for every neuron, however many values cross)
     computes bit for bit what one loop does: outputs, final states, and the gradients of x, the state
@@ -782,9 +832,11 @@ def test_a_truth_value_crosses_between_the_two_loops(monkeypatch):
     one, two, src = _one_and_two_loops(spec, dtype, params, x, s0, monkeypatch, force=False)
     fwd = src[src.index("int sf_forward"): src.index("void sf_backward")]
     assert "int sf_c0[SB];" in fwd and "const int n_gt = sf_c0[i - i0];" in fwd
-    for a, b in zip(one, two):
-        assert torch.equal(a, b)
-    out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params], lambda z, s: (z * x).sum() + (s[0] ** 2).sum())
+    assert len(one) == len(two) and all(torch.equal(a, b) for a, b in zip(one, two))
+    gate = torch.exp(s0[0]) > params[1]
+    assert gate.any() and not gate.all(), "the gate opens for some neurons only"
+    out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params],
+                      lambda z, s: (z * x).sum() + (s[0] ** 2).sum())
     for a, b in zip(out["cpu"], out["reference"]):
         torch.testing.assert_close(a, b, **TOL[dtype])
 
@@ -792,14 +844,16 @@ def test_a_truth_value_crosses_between_the_two_loops(monkeypatch):
 def test_a_clamps_gradient_mask_is_an_equality_with_the_clamp(monkeypatch):
     """clamp's gradient mask ``(a >= lo) & (a <= hi)`` is printed as ``clamp(a, lo, hi) == a`` where
     the step clamps ``a`` anyway (printer._clamped; XyloLIF's three saturating sums in its reverse
-    step: backward 3.5 % faster): the same truth values inside, at and beyond the bounds, so the
-    gradients are bit for bit those of the two comparisons, and the reference's."""
+    step: backward 4-5 % faster): the same truth values inside, at and beyond the bounds, so the
+    gradients are bit for bit those of the two comparisons, and the reference's. The input saturates:
+    with the masks forced true the gradients differ."""
+    import types
+
     from conftest import default_params, rest
 
     spec, dtype = REGISTRY["XyloLIF"](), torch.float32
-    tr = cpu.trace(spec, ATan(), dtype)
-    rev = _reverse_loop(cpu.csource.source(tr, (False,) * tr.n_params))
-    assert "= (n_clamp_3 == n_add_5);" in rev and "(n_ge_10 & n_le_1)" not in rev
+    masks = lambda src: (len(re.findall(r"= \(n_clamp\w* == n_add\w*\);", _reverse_loop(src))),
+                         len(re.findall(r"= \(n_ge\w* & n_le\w*\);", _reverse_loop(src))))
     gen = torch.Generator().manual_seed(5)
     # saturating sums: inputs up to twice the 16-bit range, both signs, and values exactly at a bound
     x = torch.randint(-65536, 65536, (9, 2, 300), generator=gen).to(dtype)
@@ -807,14 +861,19 @@ def test_a_clamps_gradient_mask_is_an_equality_with_the_clamp(monkeypatch):
     x[1::3, :, ::5] = -32768.0
     params = [p.reshape(1) for p in default_params(REGISTRY["XyloLIF"], dtype)]
     s0 = [s.contiguous() for s in rest(spec, default_params(REGISTRY["XyloLIF"], dtype), x.shape[1:], dtype)]
-    eq, _ = _kernel_values(spec, dtype, params, x, s0)
+    eq, src = _kernel_values(spec, dtype, params, x, s0)
+    # (the reverse loop is printed twice: streamed and not; the kept input sum's clamp is not evaluated there)
+    assert masks(src) == (2 * 3, 2 * 1)
     monkeypatch.setattr(cpu.csource.printer, "RANGE_EQ", False)
     both, src = _kernel_values(spec, dtype, params, x, s0)
-    assert "(n_ge_10 & n_le_1)" in _reverse_loop(src)
-    for a, b in zip(eq, both):
-        assert torch.equal(a, b)
-    assert any(bool((g == 0).any()) and bool((g != 0).any()) for g in eq[len(s0) + 1:]), "masks both ways"
+    assert masks(src) == (0, 2 * 4)
+    assert len(eq) == len(both) and all(torch.equal(a, b) for a, b in zip(eq, both))
     monkeypatch.setattr(cpu.csource.printer, "RANGE_EQ", True)
+    monkeypatch.setattr(cpu.csource.printer, "_clamped",   # prints (a == a): true but for NaN
+                        lambda n, env: types.SimpleNamespace(name=n.args[0].args[0].name, args=(n.args[0].args[0],)))
+    true, _ = _kernel_values(spec, dtype, params, x, s0)
+    assert not all(torch.equal(a, b) for a, b in zip(eq, true)), "the input should saturate some sums"
+    monkeypatch.undo()
     w = torch.randn(x.shape, generator=gen, dtype=dtype)
     out = _grads_both(spec, x, tuple(s0), [p.reshape(()) for p in params],
                       lambda z, s: (z * w).sum() + sum((v * v).sum() for v in s) * 1e-6)

@@ -264,8 +264,8 @@ _ITEMS = """    const int64_t M = B * N;
 # average, half the chain. Cut in two loops over each block of SB neurons, the first writing the values
 # the second needs into small arrays (in L1), each operation waits half as long and more elements are
 # in flight: the same operations in the same order, the same values. Measured (RESULTS.md 19t, the
-# forward step and the backward's recomputation of it): EIF 42.8 -> 38.2 ms per forward + backward,
-# XyloLIF 56.6 -> 54.3; the forward steps of less work (Izhikevich: 12 % slower cut; QIF, CubaLIF, LIF)
+# forward step and the backward's recomputation of it): EIF 41.9 -> 37.2 ms per forward + backward,
+# XyloLIF 56.3 -> 54.0; the forward steps of less work (Izhikevich: 12 % slower cut; QIF, CubaLIF, LIF)
 # are nearer the memory's speed and stay one loop, as do the reverse steps (Izhikevich, QIF and CubaLIF
 # slower cut, EIF's no faster: they stream the gradients and the kept values as well).
 # Cycles an operation adds to its result's chain, roughly (x86 vector latencies; the inline exp ~40);
@@ -289,45 +289,59 @@ class Staged:
     arrays: str
 
 
-def _staged(graph: torch.fx.Graph, lines: list[str], tail: list[str], fixed: set[str], prefix: str = "n_"):
-    """``lines`` (``printer.emit``'s, for ``graph``) and then ``tail`` as a ``Staged`` body, or
-    ``None`` where the operations on x and the states add up to less than ``STAGE_WORK`` cycles or
-    no cut carries at most ``MAX_CARRY`` values. A value's place in the chain is where it is half computed; the cut,
-    between 30 and 70 % of the chain, carries the fewest values (then: nearest the middle). Values
-    of the parameters alone (``fixed``, hoisted by the compiler) and one cheap operation on inputs
-    are evaluated in each loop that uses them rather than carried."""
+def _staged(tr: Traced, lines: list[str], tail: list[str], prefix: str = "n_") -> Staged | None:
+    """The forward step's ``lines`` (``printer.emit``'s) and then ``tail`` (its stores) as a ``Staged``
+    body, or ``None`` where the operations on x and the states add up to less than ``STAGE_WORK``
+    cycles or no cut carries between 1 and ``MAX_CARRY`` values. A value's place in the chain is
+    where it is half computed; the cut, between 30 and 70 % of the chain, carries the fewest values
+    (then: nearest the middle). Values of the parameters alone (hoisted by the compiler) and one cheap
+    operation on inputs are evaluated in each loop that uses them rather than carried; each loop
+    keeps only the lines it needs. A carried value keeps its own C type."""
+    graph = tr.forward.graph
+    fixed = _fixed(graph, range(1 + tr.n_state, 1 + tr.n_state + tr.n_params))
     nodes = {prefix + n.name: n for n in graph.nodes}
-    owner = [nodes[re.search(rf"\b({prefix}\w+) =", ln).group(1)] for ln in lines]
+    names = [re.search(rf"\b({prefix}\w+) =", ln).group(1) for ln in lines] + [None] * len(tail)
     end, lat = {}, {}
-    for n in owner:
+    for name in names[: len(lines)]:
+        n = nodes[name]
         if n.name not in fixed:
-            lat[n.name] = _LATENCY.get(n.target, 3)
-            end[n.name] = max((end.get(a.name, 0) for a in n.all_input_nodes), default=0) + lat[n.name]
-    depth = max(end.values(), default=0)
-    mid = {k: end[k] - lat[k] / 2 for k in end if end[k] > lat[k] or lat[k] > 3}
+            lat[name] = _LATENCY.get(n.target, 3)
+            end[name] = max((end.get(prefix + a.name, 0) for a in n.all_input_nodes), default=0) + lat[name]
     if sum(lat.values()) < STAGE_WORK:
         return None
+    depth = max(end.values())
+    mid = {k: end[k] - lat[k] / 2 for k in end if end[k] > lat[k] or lat[k] > 3}   # the others: in both
     token = re.compile(rf"\b{prefix}\w+")
-    later = [{m for m in token.findall(ln)} for ln in lines + tail]
+    reads = [set(token.findall(ln)) for ln in lines + tail]
 
-    def crossing(cut):
-        """Names the first loop declares and the second reads."""
-        second = set().union(*(t for t, n in zip(later, owner + [None] * len(tail))
-                               if n is None or mid.get(n.name, -1) >= cut))
-        return [prefix + k for k in mid if mid[k] < cut and prefix + k in second]
-    cuts = sorted({m for m in mid.values() if 0.3 * depth <= m <= 0.7 * depth},
-                  key=lambda c: (len(crossing(c)), abs(c - depth / 2)))
-    if not cuts or len(crossing(cuts[0])) > MAX_CARRY:
+    def needed(loop: list[int], wanted: set[str]) -> list[int]:
+        """The lines of ``loop`` that the names ``wanted`` and the stores need."""
+        keep, wanted = set(), set(wanted)
+        for j in reversed(loop):
+            if names[j] is None or names[j] in wanted:
+                keep.add(j)
+                wanted |= reads[j]
+        return [j for j in loop if j in keep]
+
+    def split(cut: float) -> tuple[list[int], list[int], list[str]]:
+        """The two loops' lines, and the names the first declares and the second reads."""
+        first = [j for j, k in enumerate(names) if k is not None and mid.get(k, -1) < cut]
+        second = needed([j for j, k in enumerate(names) if k is None or mid.get(k, cut) >= cut], set())
+        read = set().union(*(reads[j] for j in second))
+        carry = [k for k in mid if mid[k] < cut and k in read]
+        return needed(first, set(carry)), second, carry
+
+    options = [(len(split(c)[2]), abs(c - depth / 2), c) for c in set(mid.values())
+               if 0.3 * depth <= c <= 0.7 * depth]
+    options = [o for o in options if 1 <= o[0] <= MAX_CARRY]
+    if not options:
         return None
-    cut, carry = cuts[0], crossing(cuts[0])
-    ctype = {name: "int" if printer._val_dtype(nodes[name], torch.float32) == torch.bool else "scalar_t"
-             for name in carry}
-    first = [ln for ln, n in zip(lines, owner) if n.name not in mid or mid[n.name] < cut]
-    second = [ln for ln, n in zip(lines, owner) if n.name not in mid or mid[n.name] >= cut]
-    return Staged("\n".join(first + [f"sf_c{j}[i - i0] = {name};" for j, name in enumerate(carry)]),
-                  "\n".join([f"const {ctype[name]} {name} = sf_c{j}[i - i0];" for j, name in enumerate(carry)]
-                            + second + tail),
-                  "\n".join(f"{ctype[name]} sf_c{j}[SB];" for j, name in enumerate(carry)))
+    first, second, carry = split(min(options)[2])
+    ctype = {k: _ctype(printer._val_dtype(nodes[k], tr.dtype)) for k in carry}
+    return Staged("\n".join([lines[j] for j in first] + [f"sf_c{j}[i - i0] = {k};" for j, k in enumerate(carry)]),
+                  "\n".join([f"const {ctype[k]} {k} = sf_c{j}[i - i0];" for j, k in enumerate(carry)]
+                            + [(lines + tail)[j] for j in second]),
+                  "\n".join(f"{ctype[k]} sf_c{j}[SB];" for j, k in enumerate(carry)))
 
 
 def _fixed(graph: torch.fx.Graph, params: range) -> set[str]:
@@ -387,7 +401,6 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
     decls, pexpr = _param_decls(layout)
     inputs = ["xt[i]"] + [f"s{k}[loc + i]" for k in range(ns)] + pexpr
     lines, outs = printer.emit(tr.forward.graph, inputs, target, tr.dtype)
-    fixed = _fixed(tr.forward.graph, range(1 + ns, 1 + ns + tr.n_params))
     stores = [f"zt[i] = {outs[0]};"] + [f"s{k}[loc + i] = {outs[1 + k]};" for k in range(ns)]
     stores.append("chk += xt[i] * 0;  /* NaN exactly when some x is NaN or inf */")
     body = "\n".join([
@@ -396,7 +409,7 @@ def forward_source(tr: Traced, layout: tuple[bool, ...], target: Target) -> str:
         *(_rows(f"s{k}[loc + i] = state[{k}][off + i];") for k in range(ns)),
         "        for (int64_t t = 0; t < T; ++t) {",
         "            const int64_t save = (t + 1) % K == 0 && (t + 1) / K <= nsave ? ((t + 1) / K - 1) * M : -1;",
-        _rows(_staged(tr.forward.graph, lines, stores, fixed) or "\n".join(lines + stores), indent=12,
+        _rows(_staged(tr, lines, stores) or "\n".join(lines + stores), indent=12,
               simd=" reduction(+:chk)",
               post="if (chk != 0) bad = 1;\nif (stream && t + 1 < T) sf_prefetch(x + (t + 1) * M + off, len);",
               each="sf_stream(z + t * M + off + i0, zt + i0, i1 - i0);",
@@ -530,7 +543,6 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
     """``want[0]``: write grad x; ``want[1 + k]``: accumulate the gradient of parameter k
     (default: all). Gradients nobody wants cost nothing."""
     ns, np_ = tr.n_state, tr.n_params
-    params = range(1 + ns, 1 + ns + np_)   # the parameters' placeholders
     want = want or (True,) * (1 + np_)
     acc = [k for k in range(np_) if want[1 + k]]
     recompute = recomputes(tr)
@@ -572,8 +584,8 @@ def backward_source(tr: Traced, layout: tuple[bool, ...], target: Target, want: 
             "            }",
             f"            for (int64_t t = t0; t{last}; ++t) {{",
             f"                scalar_t* restrict q = seg + (t - t0) * {nq} * E, * restrict q1 = q + {nq} * E;",
-            _rows(_staged(tr.forward.graph, flines, fstores, _fixed(tr.forward.graph, params))
-                  or "\n".join(flines + fstores), indent=16, pre="const scalar_t* restrict xt = x + t * M + off;"),
+            _rows(_staged(tr, flines, fstores) or "\n".join(flines + fstores), indent=16,
+                  pre="const scalar_t* restrict xt = x + t * M + off;"),
             "            }"]
     body = "\n".join([
         _locals(names if recompute else names[: ns + na + 1]),

@@ -148,6 +148,11 @@ def emit(graph: torch.fx.Graph, inputs: list[str | None], target: Target, dtype:
     raise UnsupportedGraph("graph has no output")
 
 
+# clamp's gradient mask printed as one comparison with the clamp (``_clamped``); False: as traced
+# (kept to measure and test the difference)
+RANGE_EQ = True
+
+
 def _expr(n, env, target, dtype) -> str:
     op = n.target
     if op in IDENTITY:
@@ -177,9 +182,6 @@ def _expr(n, env, target, dtype) -> str:
         raise UnsupportedGraph(f"operation {op} is not supported by the kernel printer")
     args = [_fmt_arg(a, env, target, dtype) for a in n.args]
     return template.format(*args)
-
-
-RANGE_EQ = True
 
 
 def _clamped(n, env):
